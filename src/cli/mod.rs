@@ -1,0 +1,104 @@
+//! The `asterai` command line: one file per subcommand. Each parses its own arguments with clap
+//! and receives the loaded [`Config`].
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigSource, LogFormat};
+
+mod calls;
+mod config;
+mod demo;
+pub(crate) mod feed;
+mod migrate;
+mod org;
+pub mod serve;
+mod token;
+
+/// asterai lets an Asterisk PBX hold AI phone calls.
+///
+/// Asterisk hands calls to asterai over FastAGI (agi://host:4573/ai); asterai records the
+/// caller, transcribes, answers and speaks back. Configuration comes from a TOML file
+/// (--config, $ASTERAI_CONFIG or /etc/asterai/asterai.toml) and ASTERAI_* variables; every key
+/// has a default, so `asterai serve` runs with no file at all.
+#[derive(Debug, Parser)]
+#[command(name = "asterai", version, propagate_version = true)]
+pub struct Cli {
+    /// Config file (TOML). Default: /etc/asterai/asterai.toml if it exists, else built-in defaults.
+    #[arg(long, global = true, env = "ASTERAI_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log format; overrides log.format.
+    #[arg(long, global = true, value_enum, env = "ASTERAI_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter such as info, debug or info,asterai::agi=debug; overrides log.level.
+    #[arg(long, global = true, value_name = "FILTER", env = "ASTERAI_LOG_LEVEL")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Serve(serve::Args),
+    Migrate(migrate::Args),
+    Org(org::Args),
+    Token(token::Args),
+    Calls(calls::Args),
+    Feed(feed::Args),
+    Demo(demo::Args),
+    Config(config::Args),
+}
+
+/// Everything a subcommand gets besides its own arguments.
+pub struct Context {
+    pub config: Config,
+    pub source: ConfigSource,
+}
+
+/// Loads the configuration, starts logging and runs the subcommand.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // One TLS provider for every client (PostgreSQL, HTTP APIs); two would make TLS connects fail.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (mut config, source) = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    // The demo's output is the conversation; its log stays quiet unless asked for.
+    if matches!(cli.command, Command::Demo(_)) && cli.log_level.is_none() && std::env::var_os("RUST_LOG").is_none() {
+        config.log.level = "warn".into();
+    }
+    if let Some(level) = cli.log_level {
+        tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
+        config.log.level = level;
+    }
+    crate::logging::init(config.log.format, &config.log.level);
+    let context = Context { config, source };
+    match cli.command {
+        Command::Serve(args) => serve::run(args, context),
+        Command::Migrate(args) => migrate::run(args, context),
+        Command::Org(args) => org::run(args, context),
+        Command::Token(args) => token::run(args, context),
+        Command::Calls(args) => calls::run(args, context),
+        Command::Feed(args) => feed::run(args, context),
+        Command::Demo(args) => demo::run(args, context),
+        Command::Config(args) => config::run(args, context),
+    }
+}
+
+/// Opens the configured database and applies pending migrations, for one-shot commands.
+pub(crate) async fn store(config: &Config) -> anyhow::Result<crate::store::Store> {
+    use anyhow::Context as _;
+    let store =
+        crate::store::Store::connect(&config.store_options()).await.context("opening the database (database.url)")?;
+    store.migrate().await.context("migrating the database")?;
+    Ok(store)
+}
+
+/// A multi-threaded tokio runtime for the subcommands that need one.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

@@ -1,0 +1,195 @@
+//! `asterai serve`: the daemon.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::agi::{AgiServer, Router, Shutdown, routes};
+use crate::config::Config;
+use crate::conversation::{Conversations, Providers, Settings};
+use crate::feed::client::ClientConfig;
+use crate::feed::{Hub, Publisher};
+use crate::http::{AppState, HttpParts};
+use crate::store::{Store, StoreError};
+
+/// Run the daemon in the foreground until SIGTERM or SIGINT.
+///
+/// Opens the database (creating and migrating the embedded SQLite file on first start), then the
+/// HTTP listener (http.listen, default 127.0.0.1:4574) and the FastAGI listener (agi.listen,
+/// default 127.0.0.1:4573), logging one line per listener. On SIGTERM or SIGINT it stops
+/// accepting, lets calls in flight finish within daemon.shutdown_grace, closes feed clients
+/// (code 1001) and exits 0. A second signal exits at once.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args, context: Context) -> anyhow::Result<()> {
+    super::runtime()?.block_on(serve(context))
+}
+
+/// Connects to the database, waiting for PostgreSQL to come up (SQLite errors are final), and
+/// migrates it if `database.migrate_on_start` is set.
+pub async fn open_store(config: &Config, stop: &CancellationToken) -> anyhow::Result<Store> {
+    let options = config.store_options();
+    let mut delay = Duration::from_secs(1);
+    let store = loop {
+        match Store::connect(&options).await {
+            Ok(store) => break store,
+            Err(StoreError::Unavailable(e)) if options.url.starts_with("postgres") => {
+                tracing::warn!("database unavailable: {e}; retrying in {delay:?}");
+                tokio::select! {
+                    _ = stop.cancelled() => anyhow::bail!("stopped while waiting for the database"),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e).context("opening the database (database.url)"),
+        }
+    };
+    if config.database.migrate_on_start {
+        let ran = store.migrate().await.context("migrating the database")?;
+        if ran > 0 {
+            tracing::info!(migrations = ran, backend = store.backend(), "database migrated");
+        }
+    } else {
+        let (applied, known) = (store.applied_migrations().await?, store.known_migrations());
+        anyhow::ensure!(
+            applied >= known,
+            "the database has {applied} of {known} migrations and database.migrate_on_start is false; run `asterai migrate`"
+        );
+    }
+    Ok(store)
+}
+
+async fn serve(context: Context) -> anyhow::Result<()> {
+    let config = context.config;
+    tracing::info!(config = %context.source, version = env!("CARGO_PKG_VERSION"), "asterai starting");
+    let metrics = crate::telemetry::install();
+    let stop = CancellationToken::new();
+    tokio::spawn(watch_signals(stop.clone()));
+
+    let store = open_store(&config, &stop).await?;
+    tracing::info!(backend = store.backend(), "database ready");
+    let hub = Hub::new();
+    let hub_task = tokio::spawn(hub.clone().run(
+        store.clone(),
+        config.feed.poll_interval.0,
+        config.feed.batch_window.0,
+        stop.child_token(),
+    ));
+
+    let http_listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
+    tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
+    let state = AppState::new(HttpParts {
+        store: store.clone(),
+        hub: hub.clone(),
+        feed: ClientConfig {
+            ping_interval: config.feed.ping_interval.0,
+            queue: config.feed.client_queue,
+            write_timeout: config.feed.write_timeout.0,
+            max_message_bytes: config.feed.max_message_bytes,
+        },
+        metrics,
+        shutdown: CancellationToken::new(),
+    });
+    let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
+
+    let conversations = conversations(&config, Publisher::new(store.clone(), hub.clone()), &stop)?;
+    let router = Router::new().route("health", routes::health).route("ai", conversations.handler());
+    let agi = AgiServer::bind(config.agi.listen, router, config.agi.server_config())
+        .await
+        .with_context(|| format!("cannot listen for FastAGI on {} (agi.listen)", config.agi.listen))?;
+    tracing::info!(addr = %agi.local_addr()?, "FastAGI listening");
+    if !config.agi.listen.ip().is_loopback() && config.agi.allowed_peers.is_empty() {
+        tracing::warn!(
+            "agi.listen is not loopback and agi.allowed_peers is empty: any host that reaches the port can drive calls"
+        );
+    }
+
+    let report = agi.run(Shutdown::new(stop.clone(), config.daemon.shutdown_grace.0)).await;
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("HTTP server stopped with an error: {e}"),
+        Err(e) => tracing::warn!("HTTP server task failed: {e}"),
+    }
+    let _ = hub_task.await;
+    store.close().await;
+    tracing::info!(
+        in_flight = report.in_flight,
+        told_to_wrap_up = report.told_to_wrap_up,
+        aborted = report.aborted,
+        "asterai stopped"
+    );
+    Ok(())
+}
+
+/// The conversation service for the `ai` route: providers, directories, cache warm-up, and the
+/// replay of call records spooled while the database was down.
+pub fn conversations(config: &Config, publisher: Publisher, stop: &CancellationToken) -> anyhow::Result<Conversations> {
+    for (key, dir) in [("media.dir", config.media_dir()), ("media.recordings_dir", config.recordings_dir())] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {} ({key})", dir.display()))?;
+    }
+    for warning in Providers::warnings(config) {
+        tracing::warn!("{warning}");
+    }
+    let providers = Providers::from_config(config).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        stt = providers.stt.name(),
+        responder = providers.responder.name(),
+        tts = providers.voice.provider().name(),
+        "speech providers ready"
+    );
+    let settings = Settings::from_config(config);
+    let spool = settings.spool_dir.clone();
+    let conversations = Conversations::new(publisher.clone(), providers, settings, None);
+    let warming = conversations.clone();
+    tokio::spawn(async move {
+        let failed = warming.warm_up().await;
+        if !failed.is_empty() {
+            tracing::warn!(
+                phrases = failed.len(),
+                "stock phrases could not be synthesized ahead of time: {}",
+                failed.join("; ")
+            );
+        }
+    });
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let written = crate::conversation::record::replay(&publisher, &spool).await;
+            if written > 0 {
+                tracing::info!(calls = written, "spooled call records written");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+        }
+    });
+    Ok(conversations)
+}
+
+/// Cancels `stop` on the first SIGTERM or SIGINT; exits the process on the second.
+async fn watch_signals(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop asterai with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    let at = Instant::now();
+    tracing::info!(signal = name, "shutting down: no new calls; waiting for calls in flight");
+    stop.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!(after = ?at.elapsed(), "second signal: exiting now without waiting for calls in flight");
+    std::process::exit(1);
+}

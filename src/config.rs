@@ -1,0 +1,969 @@
+//! One [`Config`] for the whole daemon: a TOML file, then `ASTERAI_*` environment variables on
+//! top, validated once at start-up.
+//!
+//! * The file is `--config PATH`, else `$ASTERAI_CONFIG`, else `/etc/asterai/asterai.toml` if it
+//!   exists, else none: every key has a default, so no file is needed.
+//! * Every key `section.name` can be overridden by `ASTERAI_SECTION_NAME`, e.g.
+//!   `ASTERAI_AGI_LISTEN=0.0.0.0:4573`. Lists take comma-separated values.
+//! * An unknown key, an unknown `ASTERAI_*` variable or a bad value stops start-up with a message
+//!   naming the key (or variable) and what was expected.
+//!
+//! `asterisk-config/asterai.toml` documents every key; a test keeps it in step with this file.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::agi::PeerRule;
+
+/// The default config file, read when it exists and no other file is named.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/asterai/asterai.toml";
+
+/// `ASTERAI_*` variables that are command-line options rather than config keys.
+pub const CLI_ENV: &[&str] =
+    &["ASTERAI_CONFIG", "ASTERAI_TOKEN", "ASTERAI_FEED_URL", "ASTERAI_LOG_FORMAT", "ASTERAI_LOG_LEVEL"];
+
+/// A duration written like `5s`, `250ms`, `2m` or `1h`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Dur(Duration::from_secs(s))
+    }
+    pub const fn millis(ms: u64) -> Self {
+        Dur(Duration::from_millis(ms))
+    }
+}
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let expected = || format!("expected a duration such as \"5s\", \"250ms\", \"2m\" or \"1h\", got {text:?}");
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(expected)?;
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number.parse().map_err(|_| expected())?;
+        let duration = match unit.trim() {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" | "min" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(expected()),
+        };
+        Ok(Dur(duration))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        match ms {
+            0 => write!(f, "0s"),
+            ms if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
+            ms if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000),
+            ms if ms % 1000 == 0 => write!(f, "{}s", ms / 1000),
+            ms => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A secret (API key, password). It never appears in `Debug` output or logs.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+impl Serialize for Secret {
+    /// Serialized redacted, so `asterai config` never prints it.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "<redacted>" })
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for journald or log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Where the embedded database and other state live. Empty: `$STATE_DIRECTORY` (systemd),
+    /// else `/var/lib/asterai` for root, else `$XDG_STATE_HOME/asterai` or
+    /// `~/.local/state/asterai`.
+    pub data_dir: String,
+    /// On SIGTERM/SIGINT, how long sessions in flight may take to finish.
+    pub shutdown_grace: Dur,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig { data_dir: String::new(), shutdown_grace: Dur::secs(30) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `debug`, or per module like `info,asterai::agi=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgiConfig {
+    /// FastAGI listener.
+    pub listen: SocketAddr,
+    /// Sessions served at once; connections beyond it are closed at once.
+    pub max_sessions: usize,
+    /// Time allowed for Asterisk's environment block.
+    pub handshake_timeout: Dur,
+    /// Time allowed for a reply beyond what the command itself may take.
+    pub reply_grace: Dur,
+    /// Addresses or networks (`10.0.0.0/8`) allowed to connect. Empty allows all.
+    pub allowed_peers: Vec<String>,
+}
+
+impl Default for AgiConfig {
+    fn default() -> Self {
+        AgiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4573)),
+            max_sessions: 1000,
+            handshake_timeout: Dur::secs(5),
+            reply_grace: Dur::secs(30),
+            allowed_peers: Vec::new(),
+        }
+    }
+}
+
+impl AgiConfig {
+    /// The listener settings for [`crate::agi::AgiServer`].
+    pub fn server_config(&self) -> crate::agi::ServerConfig {
+        crate::agi::ServerConfig {
+            max_sessions: self.max_sessions,
+            handshake_timeout: self.handshake_timeout.0,
+            reply_grace: self.reply_grace.0,
+            allowed_peers: self.allowed_peers.iter().filter_map(|p| p.parse().ok()).collect(),
+            ..crate::agi::ServerConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// HTTP listener: health, metrics, REST API, live feed and the monitor page.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 4574)) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Empty: the embedded SQLite file `asterai.db` in the data directory. Otherwise
+    /// `postgres://user:password@host/db` (fleets), `sqlite:///path/to/file.db` or a path.
+    pub url: Secret,
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a connection.
+    pub connect_timeout: Dur,
+    /// Apply pending migrations when `asterai serve` starts.
+    pub migrate_on_start: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: Secret::default(),
+            max_connections: 10,
+            connect_timeout: Dur::secs(5),
+            migrate_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// How often feed clients are pinged; a client that has not answered by the next ping is
+    /// dropped.
+    pub ping_interval: Dur,
+    /// Events queued per client. When a client falls this far behind it is closed with code
+    /// 4001 and the last id delivered, and resumes with ?since=.
+    pub client_queue: usize,
+    /// How long one write to a client may take before the client is dropped.
+    pub write_timeout: Dur,
+    /// Largest message a client may send (its filter messages).
+    pub max_message_bytes: usize,
+    /// How often the hub reads the event log even without a notification.
+    pub poll_interval: Dur,
+    /// Events are handed to clients at most this often, in batches: fewer writes per event
+    /// when many supervisors watch, at the cost of at most this much latency.
+    pub batch_window: Dur,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            ping_interval: Dur::secs(20),
+            client_queue: 1024,
+            write_timeout: Dur::secs(10),
+            max_message_bytes: 64 * 1024,
+            poll_interval: Dur::secs(1),
+            batch_window: Dur::millis(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Synthesized speech, cached: asterai writes, Asterisk reads. Empty: `<data_dir>/media`.
+    pub dir: String,
+    /// Callers' recordings: Asterisk writes, asterai reads. Empty: `<data_dir>/recordings`.
+    pub recordings_dir: String,
+    /// Keep each call's recordings instead of deleting them once transcribed.
+    pub keep_recordings: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConversationConfig {
+    /// The agent's name, `{agent_name}` in prompts and phrases.
+    pub agent_name: String,
+    /// `{company}` in prompts and phrases. Empty: the organization's name.
+    pub company: String,
+    /// First words on a call someone placed to us.
+    pub greeting_inbound: String,
+    /// First words on a call we placed.
+    pub greeting_outbound: String,
+    /// Say `disclosure` right after the greeting.
+    pub ai_disclosure: bool,
+    pub disclosure: String,
+    /// Said when the caller was silent.
+    pub reprompt: String,
+    /// Said when a provider failed or ran out of time this turn.
+    pub fallback: String,
+    /// Said before hanging up, when nothing else said goodbye.
+    pub goodbye: String,
+    /// Said after a do-not-call request has been recorded.
+    pub dnc_confirmation: String,
+    /// Said after a callback request.
+    pub callback_confirmation: String,
+    /// Said when providers keep failing and the call must end.
+    pub failure_goodbye: String,
+    /// Said when the caller stays silent.
+    pub no_response_goodbye: String,
+    /// Said when a transfer to a person is not possible.
+    pub transfer_unavailable: String,
+    /// Caller turns before the agent says goodbye.
+    pub max_turns: u32,
+    /// Longest call before the agent says goodbye.
+    pub max_duration: Dur,
+    /// Silence that ends the caller's turn. Whole seconds (Asterisk's `s=`).
+    pub silence: Dur,
+    /// Longest single utterance recorded.
+    pub max_utterance: Dur,
+    /// Loudness below which a recording counts as silence, in dBFS.
+    pub silence_threshold_dbfs: f64,
+    /// Silent turns in a row (each answered with `reprompt`) before the call ends.
+    pub max_silent_turns: u32,
+    /// Turns in a row where a provider failed before the call ends.
+    pub max_failed_turns: u32,
+    /// Time each turn may spend on speech-to-text and the responder, retries included.
+    pub turn_budget: Dur,
+    /// Speak the first sentence while the rest is still being written and synthesized.
+    pub pipelining: bool,
+    /// Hang up when the conversation ends (otherwise the dialplan continues after AGI()).
+    pub hangup_at_end: bool,
+}
+
+impl Default for ConversationConfig {
+    fn default() -> Self {
+        ConversationConfig {
+            agent_name: "Ava".into(),
+            company: String::new(),
+            greeting_inbound: "Hello, thank you for calling {company}. This is {agent_name}. How can I help you today?"
+                .into(),
+            greeting_outbound:
+                "Hello {first_name|there}, this is {agent_name} calling from {company}. Do you have a minute?".into(),
+            ai_disclosure: true,
+            disclosure: "Just so you know, I'm an AI assistant, and this call may be recorded.".into(),
+            reprompt: "Sorry, I didn't hear anything. Are you still there?".into(),
+            fallback: "Sorry, I'm having a little trouble on my end. Could you say that again?".into(),
+            goodbye: "Thank you for your time. Goodbye!".into(),
+            dnc_confirmation: "I've added your number to our do-not-call list, and you won't be called again. Goodbye."
+                .into(),
+            callback_confirmation: "Someone will call you back. Thank you, and goodbye!".into(),
+            failure_goodbye: "I'm sorry, I'm having technical difficulties. Someone will call you back. Goodbye."
+                .into(),
+            no_response_goodbye: "I can't hear anyone, so I'll hang up now. Goodbye.".into(),
+            transfer_unavailable: "I'm sorry, I can't connect you with a person right now, but I can keep helping you."
+                .into(),
+            max_turns: 20,
+            max_duration: Dur::secs(600),
+            silence: Dur::secs(1),
+            max_utterance: Dur::secs(30),
+            silence_threshold_dbfs: -45.0,
+            max_silent_turns: 2,
+            max_failed_turns: 2,
+            turn_budget: Dur::secs(8),
+            pipelining: true,
+            hangup_at_end: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SttConfig {
+    /// `openai` (OpenAI-compatible /audio/transcriptions), `deepgram`, or `scripted` (demo and
+    /// tests only: reads transcripts a simulated caller attached to its recordings).
+    pub provider: String,
+    /// Base URL up to `/v1`. Empty: https://api.openai.com/v1 or https://api.deepgram.com/v1.
+    pub url: String,
+    /// Empty: `whisper-1` (openai) or `nova-3` (deepgram).
+    pub model: String,
+    pub api_key: Secret,
+    /// Language code such as `en`; empty lets the provider detect it.
+    pub language: String,
+    /// Time allowed for one request.
+    pub timeout: Dur,
+    /// Retries after a 429, 5xx, timeout or connection error.
+    pub retries: u32,
+}
+
+impl Default for SttConfig {
+    fn default() -> Self {
+        SttConfig {
+            provider: "openai".into(),
+            url: String::new(),
+            model: String::new(),
+            api_key: Secret::default(),
+            language: "en".into(),
+            timeout: Dur::secs(10),
+            retries: 2,
+        }
+    }
+}
+
+/// The default system prompt of the `openai` responder.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are {agent_name}, a friendly AI phone agent for {company}, on a live phone call. \
+Everything you write is spoken aloud: use short, natural sentences, at most three, and no lists, markdown or emojis. \
+If the caller asks not to be called again, acknowledge it. If they ask for a person, say you will connect them. \
+What we know about the caller: {contact|nothing yet}. \
+After your reply, on a new line, write <analysis>{\"intent\": \"one word\", \"emotion\": \"neutral|positive|negative|angry|confused\", \"confidence\": 0.0 to 1.0, \"action\": \"continue|end|do_not_call|transfer|callback\"}</analysis>. The caller never hears it.";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponderConfig {
+    /// `rules` (built in, no network) or `openai` (OpenAI-compatible /chat/completions, streamed).
+    pub provider: String,
+    /// Base URL up to `/v1`. Empty: https://api.openai.com/v1.
+    pub url: String,
+    /// Empty: `gpt-4o-mini`.
+    pub model: String,
+    pub api_key: Secret,
+    /// The system prompt; `{agent_name}`, `{company}`, `{contact}` and contact fields are filled in.
+    pub system_prompt: String,
+    pub temperature: f64,
+    pub max_tokens: u32,
+    /// A TOML file of rules for the `rules` responder; empty uses the built-in rules.
+    pub rules_file: String,
+    pub timeout: Dur,
+    pub retries: u32,
+}
+
+impl Default for ResponderConfig {
+    fn default() -> Self {
+        ResponderConfig {
+            provider: "rules".into(),
+            url: String::new(),
+            model: String::new(),
+            api_key: Secret::default(),
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+            temperature: 0.4,
+            max_tokens: 300,
+            rules_file: String::new(),
+            timeout: Dur::secs(10),
+            retries: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TtsConfig {
+    /// `espeak` (local espeak-ng, no network), `openai` (OpenAI-compatible /audio/speech) or
+    /// `elevenlabs`.
+    pub provider: String,
+    /// Base URL up to `/v1`. Empty: https://api.openai.com/v1 or https://api.elevenlabs.io/v1.
+    pub url: String,
+    /// Empty: `tts-1` (openai) or `eleven_flash_v2_5` (elevenlabs).
+    pub model: String,
+    /// Empty: `alloy` (openai), Rachel `21m00Tcm4TlvDq8ikWAM` (elevenlabs), `en-us` (espeak).
+    pub voice: String,
+    pub api_key: Secret,
+    /// espeak-ng words per minute.
+    pub speed: u32,
+    /// The espeak-ng program.
+    pub espeak_program: String,
+    pub timeout: Dur,
+    pub retries: u32,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        TtsConfig {
+            provider: "espeak".into(),
+            url: String::new(),
+            model: String::new(),
+            voice: String::new(),
+            api_key: Secret::default(),
+            speed: 165,
+            espeak_program: "espeak-ng".into(),
+            timeout: Dur::secs(10),
+            retries: 2,
+        }
+    }
+}
+
+/// The daemon's whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub log: LogConfig,
+    pub agi: AgiConfig,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub feed: FeedConfig,
+    pub media: MediaConfig,
+    pub conversation: ConversationConfig,
+    pub stt: SttConfig,
+    pub responder: ResponderConfig,
+    pub tts: TtsConfig,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where the configuration came from, for the start-up log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Defaults,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+            ConfigSource::Defaults => f.write_str("built-in defaults (no config file)"),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the config file (see the module docs for which one), applies `ASTERAI_*` from
+    /// `env`, and validates the result.
+    pub fn load(
+        explicit: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Config, ConfigSource), ConfigError> {
+        let (table, source) = match explicit {
+            Some(path) => (read_table(path)?, ConfigSource::File(path.to_owned())),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                let path = PathBuf::from(DEFAULT_CONFIG_PATH);
+                (read_table(&path)?, ConfigSource::File(path))
+            }
+            None => (toml::Table::new(), ConfigSource::Defaults),
+        };
+        let origin = match &source {
+            ConfigSource::File(path) => format!("{}", path.display()),
+            ConfigSource::Defaults => "config".into(),
+        };
+        let config = Config::from_parts(table, &origin, env)?;
+        Ok((config, source))
+    }
+
+    /// Parses a TOML document (no environment), for tests and `doctor`.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e| ConfigError(format!("config: {e}")))?;
+        Config::from_parts(table, "config", std::iter::empty())
+    }
+
+    fn from_parts(
+        mut table: toml::Table,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let keys = Config::keys();
+        let mut from_env: Vec<(String, String)> = Vec::new();
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(name, _)| name.starts_with("ASTERAI_")).collect();
+        env.sort();
+        for (name, value) in env {
+            if CLI_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let Some(key) = keys.iter().find(|k| k.env == name) else {
+                return Err(ConfigError(format!(
+                    "unknown environment variable {name}; config keys are set with ASTERAI_<SECTION>_<KEY>, e.g. ASTERAI_AGI_LISTEN (see `asterai config`)"
+                )));
+            };
+            let parsed = key.kind.parse(&value).map_err(|expected| {
+                ConfigError(format!("{name} ({}): expected {expected}, got {value:?}", key.path))
+            })?;
+            insert(&mut table, &key.path, parsed);
+            from_env.push((key.path.clone(), name));
+        }
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            let message = message.lines().next().unwrap_or_default().to_owned();
+            let (key, message) = match message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
+                Some((field, rest)) => {
+                    let key = if path.ends_with(field) {
+                        path
+                    } else if path == "." || path.is_empty() {
+                        field.to_owned()
+                    } else {
+                        format!("{path}.{field}")
+                    };
+                    (key, format!("unknown key; {}", rest.trim_start_matches(", ")))
+                }
+                None => (path, plain_types(&message)),
+            };
+            match from_env.iter().find(|(path, _)| *path == key) {
+                Some((_, var)) => ConfigError(format!("{var} ({key}): {message}")),
+                None => ConfigError(format!("{origin}: {key}: {message}")),
+            }
+        })?;
+        config.validate().map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    fn validate(&self) -> Result<(), String> {
+        if self.agi.max_sessions == 0 {
+            return Err("agi.max_sessions: expected at least 1".into());
+        }
+        for peer in &self.agi.allowed_peers {
+            peer.parse::<PeerRule>().map_err(|e| format!("agi.allowed_peers: {e}"))?;
+        }
+        for (key, value) in
+            [("agi.handshake_timeout", self.agi.handshake_timeout), ("agi.reply_grace", self.agi.reply_grace)]
+        {
+            if value.0.is_zero() {
+                return Err(format!("{key}: expected a duration above zero"));
+            }
+        }
+        let url = self.database.url.expose();
+        let known_scheme = ["postgres://", "postgresql://", "sqlite:", "/"].iter().any(|p| url.starts_with(p));
+        if !url.is_empty() && !known_scheme {
+            return Err("database.url: expected postgres://…, sqlite:///path or an absolute path".into());
+        }
+        if self.database.max_connections == 0 {
+            return Err("database.max_connections: expected at least 1".into());
+        }
+        if self.feed.client_queue == 0 {
+            return Err("feed.client_queue: expected at least 1".into());
+        }
+        for (key, value) in [
+            ("feed.ping_interval", self.feed.ping_interval),
+            ("feed.write_timeout", self.feed.write_timeout),
+            ("feed.poll_interval", self.feed.poll_interval),
+        ] {
+            if value.0.is_zero() {
+                return Err(format!("{key}: expected a duration above zero"));
+            }
+        }
+        let one_of = |key: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{key}: expected one of {}, got {value:?}", allowed.join(", ")))
+            }
+        };
+        one_of("stt.provider", &self.stt.provider, &["openai", "deepgram", "scripted"])?;
+        one_of("responder.provider", &self.responder.provider, &["rules", "openai"])?;
+        one_of("tts.provider", &self.tts.provider, &["espeak", "openai", "elevenlabs"])?;
+        let c = &self.conversation;
+        if c.silence.0.is_zero() || c.silence.0.subsec_millis() != 0 {
+            return Err(format!(
+                "conversation.silence: expected whole seconds (Asterisk's s=), at least 1s, got {}",
+                c.silence
+            ));
+        }
+        if c.max_turns == 0 {
+            return Err("conversation.max_turns: expected at least 1".into());
+        }
+        for (key, value) in [
+            ("conversation.max_utterance", c.max_utterance),
+            ("conversation.turn_budget", c.turn_budget),
+            ("conversation.max_duration", c.max_duration),
+        ] {
+            if value.0.is_zero() {
+                return Err(format!("{key}: expected a duration above zero"));
+            }
+        }
+        if !(-100.0..=0.0).contains(&c.silence_threshold_dbfs) {
+            return Err(format!(
+                "conversation.silence_threshold_dbfs: expected -100 to 0, got {}",
+                c.silence_threshold_dbfs
+            ));
+        }
+        if !(0.0..=2.0).contains(&self.responder.temperature) {
+            return Err(format!("responder.temperature: expected 0 to 2, got {}", self.responder.temperature));
+        }
+        if !self.responder.rules_file.is_empty() {
+            crate::speech::rules::RuleSet::from_file(Path::new(&self.responder.rules_file))
+                .map_err(|e| format!("responder.rules_file: {e}"))?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            format!(
+                "log.level: expected a filter such as \"info\" or \"info,asterai::agi=debug\", got {:?} ({e})",
+                self.log.level
+            )
+        })?;
+        if self.agi.listen == self.http.listen && self.agi.listen.port() != 0 {
+            return Err(format!("agi.listen and http.listen are both {}; they need different ports", self.agi.listen));
+        }
+        Ok(())
+    }
+
+    /// Every key of the config, with its environment variable and type, derived from the defaults.
+    pub fn keys() -> Vec<Key> {
+        let defaults = toml::Value::try_from(Config::default()).expect("the default config serializes");
+        let mut keys = Vec::new();
+        collect_keys(&defaults, "", &mut keys);
+        keys
+    }
+
+    /// The data directory, resolved as described on [`DaemonConfig::data_dir`].
+    pub fn data_dir(&self) -> PathBuf {
+        if !self.daemon.data_dir.is_empty() {
+            return PathBuf::from(&self.daemon.data_dir);
+        }
+        if let Some(dir) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+            // systemd may pass several, separated by ':'; the first is ours.
+            let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+            return PathBuf::from(first);
+        }
+        if is_root() {
+            return PathBuf::from("/var/lib/asterai");
+        }
+        if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(state).join("asterai");
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".local/state/asterai")
+    }
+
+    /// The synthesized-speech directory: `media.dir`, or `<data_dir>/media`.
+    pub fn media_dir(&self) -> PathBuf {
+        if self.media.dir.is_empty() { self.data_dir().join("media") } else { PathBuf::from(&self.media.dir) }
+    }
+
+    /// The recordings directory: `media.recordings_dir`, or `<data_dir>/recordings`.
+    pub fn recordings_dir(&self) -> PathBuf {
+        if self.media.recordings_dir.is_empty() {
+            self.data_dir().join("recordings")
+        } else {
+            PathBuf::from(&self.media.recordings_dir)
+        }
+    }
+
+    /// Where the database is: `database.url`, or the SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match self.database.url.expose() {
+            "" => format!("sqlite://{}", self.data_dir().join("asterai.db").display()),
+            url => url.to_owned(),
+        }
+    }
+
+    /// Connection settings for [`crate::store::Store::connect`].
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            url: self.database_url(),
+            max_connections: self.database.max_connections,
+            connect_timeout: self.database.connect_timeout.0,
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// serde names Rust types ("expected usize"); say what an administrator would write instead.
+fn plain_types(message: &str) -> String {
+    let mut message = message.to_owned();
+    for (rust, plain) in [
+        ("usize", "a whole number"),
+        ("u64", "a whole number"),
+        ("u32", "a whole number"),
+        ("u16", "a whole number"),
+        ("u8", "a whole number"),
+        ("i64", "an integer"),
+        ("i32", "an integer"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+        ("a boolean", "true or false"),
+        ("socket address", "an address such as 127.0.0.1:4573"),
+        ("invalid socket address syntax", "expected an address such as 127.0.0.1:4573"),
+    ] {
+        if rust.contains(' ') && rust.starts_with("invalid") {
+            message = message.replace(rust, plain);
+        } else {
+            message = message.replace(&format!("expected {rust}"), &format!("expected {plain}"));
+        }
+    }
+    message
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    text.parse().map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+}
+
+/// One config key.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// `section.name`.
+    pub path: String,
+    /// `ASTERAI_SECTION_NAME`.
+    pub env: String,
+    pub kind: Kind,
+}
+
+/// The TOML type of a key, as its default has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    Integer,
+    Float,
+    Boolean,
+    List,
+    Table,
+}
+
+impl Kind {
+    fn of(value: &toml::Value) -> Kind {
+        match value {
+            toml::Value::Integer(_) => Kind::Integer,
+            toml::Value::Float(_) => Kind::Float,
+            toml::Value::Boolean(_) => Kind::Boolean,
+            toml::Value::Array(_) => Kind::List,
+            toml::Value::Table(_) => Kind::Table,
+            _ => Kind::String,
+        }
+    }
+
+    /// Parses an environment value into this type; on failure, says what was expected.
+    fn parse(self, text: &str) -> Result<toml::Value, &'static str> {
+        Ok(match self {
+            Kind::String => toml::Value::String(text.to_owned()),
+            Kind::Integer => toml::Value::Integer(text.trim().parse().map_err(|_| "an integer")?),
+            Kind::Float => toml::Value::Float(text.trim().parse().map_err(|_| "a number")?),
+            Kind::Boolean => toml::Value::Boolean(match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" | "on" => true,
+                "false" | "no" | "0" | "off" => false,
+                _ => return Err("true or false"),
+            }),
+            Kind::List => toml::Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+            Kind::Table => {
+                let table: toml::Table =
+                    format!("v = {text}").parse().map_err(|_| "an inline TOML table such as { a = \"b\" }")?;
+                table.get("v").cloned().ok_or("an inline TOML table")?
+            }
+        })
+    }
+}
+
+fn collect_keys(value: &toml::Value, prefix: &str, keys: &mut Vec<Key>) {
+    let toml::Value::Table(table) = value else { return };
+    for (name, value) in table {
+        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        match value {
+            // Sections recurse; a table-valued key (a map) is a key of its own.
+            toml::Value::Table(_) if prefix.is_empty() => collect_keys(value, &path, keys),
+            _ => keys.push(Key {
+                env: format!("ASTERAI_{}", path.replace('.', "_").to_ascii_uppercase()),
+                path,
+                kind: Kind::of(value),
+            }),
+        }
+    }
+}
+
+fn insert(table: &mut toml::Table, path: &str, value: toml::Value) {
+    let mut parts = path.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_owned(), value);
+            return;
+        }
+        let entry = current.entry(part.to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else { return };
+        current = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().unwrap();
+        Config::from_parts(table, "test.toml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_bind_loopback() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.agi.listen.to_string(), "127.0.0.1:4573");
+        assert_eq!(config.http.listen.to_string(), "127.0.0.1:4574");
+        assert_eq!(config.agi.handshake_timeout, Dur::secs(5));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = load(
+            "[agi]\nmax_sessions = 10\n",
+            &[("ASTERAI_AGI_MAX_SESSIONS", "20"), ("ASTERAI_AGI_ALLOWED_PEERS", "10.0.0.0/8, 127.0.0.1")],
+        )
+        .unwrap();
+        assert_eq!(config.agi.max_sessions, 20);
+        assert_eq!(config.agi.allowed_peers, ["10.0.0.0/8", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_what_was_expected() {
+        let err = load("[agi]\nlisen = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("agi.lisen") && err.contains("unknown key") && err.contains("listen"), "{err}");
+
+        let err = load("[agi]\nlisten = \"nowhere\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("agi.listen"), "{err}");
+
+        let err = load("[agi]\nhandshake_timeout = \"5 parsecs\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("agi.handshake_timeout") && err.contains("expected a duration"), "{err}");
+
+        let err = load("", &[("ASTERAI_AGI_MAX_SESSIONS", "many")]).unwrap_err().to_string();
+        assert!(err.contains("ASTERAI_AGI_MAX_SESSIONS") && err.contains("integer"), "{err}");
+
+        let err = load("", &[("ASTERAI_AGI_LISTEN", "bad")]).unwrap_err().to_string();
+        assert!(err.contains("ASTERAI_AGI_LISTEN (agi.listen)"), "{err}");
+
+        let err = load("", &[("ASTERAI_NO_SUCH_THING", "1")]).unwrap_err().to_string();
+        assert!(err.contains("unknown environment variable ASTERAI_NO_SUCH_THING"), "{err}");
+
+        let err = load("[agi]\nallowed_peers = [\"10.0.0.0/99\"]\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("agi.allowed_peers"), "{err}");
+
+        let err = load("[nope]\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!("250ms".parse::<Dur>().unwrap(), Dur::millis(250));
+        assert_eq!("2m".parse::<Dur>().unwrap(), Dur::secs(120));
+        assert_eq!(Dur::secs(90).to_string(), "90s");
+        assert_eq!(Dur::secs(120).to_string(), "2m");
+        assert!("5".parse::<Dur>().is_err());
+        assert!("-5s".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let secret = Secret::new("sk-very-secret");
+        assert!(!format!("{secret:?}").contains("very"));
+        assert!(!toml::to_string(&std::collections::BTreeMap::from([("k", secret)])).unwrap().contains("very"));
+    }
+}
