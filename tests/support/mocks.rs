@@ -1,0 +1,64 @@
+//! Provider mocks: wiremock responders in the providers' real response shapes.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use wiremock::{Request, Respond, ResponseTemplate};
+
+/// Answers with each template in turn, then repeats the last.
+pub struct Sequence(Mutex<VecDeque<ResponseTemplate>>);
+
+impl Sequence {
+    pub fn new(templates: Vec<ResponseTemplate>) -> Sequence {
+        Sequence(Mutex::new(templates.into()))
+    }
+}
+
+impl Respond for Sequence {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let mut templates = self.0.lock().unwrap();
+        if templates.len() > 1 {
+            templates.pop_front().unwrap()
+        } else {
+            templates.front().cloned().expect("at least one template")
+        }
+    }
+}
+
+/// A streamed chat completion in OpenAI's server-sent-event shape.
+pub fn sse_body(pieces: &[&str]) -> String {
+    let mut body = String::new();
+    let head = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_795_000_000, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]});
+    body.push_str(&format!("data: {head}\n\n"));
+    for piece in pieces {
+        let chunk = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_795_000_000, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+        body.push_str(&format!("data: {chunk}\n\n"));
+    }
+    let end = serde_json::json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_795_000_000, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    body.push_str(&format!("data: {end}\n\ndata: [DONE]\n\n"));
+    body
+}
+
+pub fn sse(pieces: &[&str]) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(sse_body(pieces), "text/event-stream")
+}
+
+/// A 24 kHz mono 16-bit WAV tone of `ms` milliseconds, as OpenAI's speech endpoint returns.
+pub fn wav_24k(ms: u32) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 24000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
+    for i in 0..(24 * ms) {
+        writer.write_sample(((i as f32 * 2.0 * std::f32::consts::PI * 300.0 / 24000.0).sin() * 9000.0) as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    out.into_inner()
+}

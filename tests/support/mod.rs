@@ -1,0 +1,18 @@
+//! Test support: fakes of Asterisk built from the shared captures, and helpers to run the daemon
+//! in-process on ephemeral ports.
+#![allow(dead_code)]
+
+pub mod agi;
+pub mod daemon;
+pub mod db;
+pub mod fake_asterisk;
+pub mod http;
+pub mod logs;
+pub mod mocks;
+pub mod proxy;
+pub mod transcript;
+
+/// Process-wide set-up every test needs: one TLS provider for reqwest and sqlx.
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
