@@ -1,0 +1,148 @@
+//! `asterai calls`: the call records.
+
+use chrono::{DateTime, Utc};
+
+use super::Context;
+use crate::store::{CallFilter, CallStatus, Org, Store};
+
+/// Inspect calls: list them, or show one with its transcript turn by turn.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// List recent calls, newest first.
+    List {
+        /// Organization (may be left out when there is only one).
+        #[arg(long)]
+        org: Option<String>,
+        /// Only calls with this status (initiated, ringing, in_progress, completed, busy, no_answer, failed, canceled).
+        #[arg(long)]
+        status: Option<CallStatus>,
+        /// Only calls of this campaign id.
+        #[arg(long)]
+        campaign: Option<i64>,
+        /// How many calls (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one call and its transcript, turn by turn.
+    Show {
+        /// The call id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The organization named, or the only one there is.
+pub(crate) async fn pick_org(store: &Store, slug: Option<&str>) -> anyhow::Result<Org> {
+    match slug {
+        Some(slug) => Ok(store.require_org(slug).await?),
+        None => {
+            let mut orgs = store.list_orgs().await?;
+            match orgs.len() {
+                1 => Ok(orgs.remove(0)),
+                0 => anyhow::bail!("no organization yet; create one with `asterai org create <slug>`"),
+                _ => anyhow::bail!("several organizations exist; choose one with --org"),
+            }
+        }
+    }
+}
+
+fn when(t: Option<DateTime<Utc>>) -> String {
+    t.map_or("-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
+    super::runtime()?.block_on(async {
+        let store = super::store(&context.config).await?;
+        match args.command {
+            Command::List { org, status, campaign, limit, json } => {
+                let org = pick_org(&store, org.as_deref()).await?;
+                let page = store
+                    .list_calls(
+                        org.id,
+                        &CallFilter { status, campaign_id: campaign, limit: Some(limit), ..Default::default() },
+                    )
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&page.calls)?);
+                } else {
+                    println!(
+                        "{:<36}  {:<8} {:<16} {:<16} {:<11} {:<18} {:>5} {:>7}  started",
+                        "id", "dir", "from", "to", "status", "outcome", "turns", "secs"
+                    );
+                    for c in page.calls {
+                        println!(
+                            "{:<36}  {:<8} {:<16} {:<16} {:<11} {:<18} {:>5} {:>7}  {}",
+                            c.id,
+                            c.direction.as_str(),
+                            c.from,
+                            c.to,
+                            c.status.as_str(),
+                            c.outcome.map_or("-", |o| o.as_str()),
+                            c.turns,
+                            c.duration_s.map_or("-".to_owned(), |d| format!("{d:.1}")),
+                            when(Some(c.started_at))
+                        );
+                    }
+                }
+            }
+            Command::Show { id, json } => {
+                let call = store.call_any(&id).await?.ok_or_else(|| anyhow::anyhow!("no call {id:?}"))?;
+                let turns = store.turns(&call.id).await?;
+                if json {
+                    let mut body = serde_json::to_value(&call)?;
+                    body["turns"] = serde_json::to_value(&turns)?;
+                    println!("{}", serde_json::to_string_pretty(&body)?);
+                } else {
+                    println!("call      {} ({} {} → {})", call.id, call.direction, call.from, call.to);
+                    println!("org       {}", call.org);
+                    println!(
+                        "status    {}{}",
+                        call.status,
+                        call.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    );
+                    println!(
+                        "outcome   {}{}",
+                        call.outcome.map_or("-", |o| o.as_str()),
+                        call.outcome_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    );
+                    println!(
+                        "started   {}   answered {}   ended {}",
+                        when(Some(call.started_at)),
+                        when(call.answered_at),
+                        when(call.ended_at)
+                    );
+                    if let Some(d) = call.duration_s {
+                        println!("duration  {d:.1} s");
+                    }
+                    println!();
+                    for t in &turns {
+                        let analysis = [t.emotion.clone(), t.intent.clone(), t.confidence.map(|c| format!("{c:.2}"))]
+                            .into_iter()
+                            .flatten()
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        println!("turn {}  [{analysis}]  {} ms", t.turn, t.latency_ms.total);
+                        println!("  caller: {}", t.caller);
+                        println!("  agent:  {}", t.agent);
+                    }
+                    if turns.is_empty() {
+                        println!("(no turns)");
+                    }
+                }
+            }
+        }
+        store.close().await;
+        Ok(())
+    })
+}

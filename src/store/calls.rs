@@ -1,0 +1,640 @@
+//! Calls and their turns. Every change to a call appends its event in the same transaction.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::events::{Event, EventKind, NewEvent, append_event, event_from};
+use super::{Result, RowExt, Store, StoreError, now, with_pool, write_tx};
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident ($label:literal) { $($(#[$vmeta:meta])* $variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),*
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                match text {
+                    $($text => Ok($name::$variant),)*
+                    _ => Err(format!("unknown {} {text:?}; expected one of: {}", $label, [$($text),*].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Which side placed the call.
+    Direction ("direction") { Inbound = "inbound", Outbound = "outbound" }
+}
+
+string_enum! {
+    /// Where a call is in its life: initiated → ringing → in_progress → completed, or one of
+    /// busy, no_answer, failed, canceled.
+    CallStatus ("status") {
+        Initiated = "initiated",
+        Ringing = "ringing",
+        InProgress = "in_progress",
+        Completed = "completed",
+        Busy = "busy",
+        NoAnswer = "no_answer",
+        Failed = "failed",
+        Canceled = "canceled",
+    }
+}
+
+impl CallStatus {
+    /// True for statuses a call never leaves.
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 3
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            CallStatus::Initiated => 0,
+            CallStatus::Ringing => 1,
+            CallStatus::InProgress => 2,
+            _ => 3,
+        }
+    }
+
+    /// Whether a call may go from `self` to `next`. Statuses only move forward, so a late or
+    /// repeated event (a Dial after the answer, a second ChannelDestroyed) changes nothing.
+    pub fn can_become(self, next: CallStatus) -> bool {
+        !self.is_terminal() && next.rank() > self.rank()
+    }
+}
+
+string_enum! {
+    /// How a call ended, from the business side.
+    Outcome ("outcome") {
+        Interested = "interested",
+        NotInterested = "not_interested",
+        CallbackRequested = "callback_requested",
+        DoNotCall = "do_not_call",
+        NoResponse = "no_response",
+        Completed = "completed",
+        Voicemail = "voicemail",
+        Transferred = "transferred",
+        Failed = "failed",
+    }
+}
+
+/// One call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Call {
+    pub id: String,
+    pub org: String,
+    #[serde(skip)]
+    pub org_id: i64,
+    pub direction: Direction,
+    pub from: String,
+    pub to: String,
+    pub channel: Option<String>,
+    pub campaign_id: Option<i64>,
+    pub contact_id: Option<i64>,
+    pub status: CallStatus,
+    pub status_reason: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub outcome_reason: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub answered_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Seconds from `started_at` to `ended_at`.
+    pub duration_s: Option<f64>,
+    pub transcript: Option<String>,
+    pub emotion: Option<String>,
+    pub intent_score: Option<f64>,
+    pub turns: i32,
+}
+
+/// The latency breakdown of one turn, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latency {
+    /// The silence window that ended the caller's speech.
+    pub endpoint: u32,
+    /// Speech-to-text.
+    pub stt: u32,
+    /// From the transcript to the responder's first sentence.
+    pub llm_first: u32,
+    /// From the first sentence to its first audio.
+    pub tts_first: u32,
+    /// From the end of the caller's speech to the start of playback.
+    pub total: u32,
+    /// asterai's own share of `total` after the recording returned, in microseconds: everything
+    /// except waiting for the speech-to-text, responder and text-to-speech providers. Absent when
+    /// the turn had no measurable critical path (a failure or fallback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_us: Option<u32>,
+}
+
+/// One exchange: what the caller said and what the agent answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Turn {
+    pub turn: i32,
+    pub caller: String,
+    pub agent: String,
+    pub emotion: Option<String>,
+    pub intent: Option<String>,
+    pub confidence: Option<f64>,
+    pub latency_ms: Latency,
+    pub at: DateTime<Utc>,
+}
+
+/// A call to create.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewCall {
+    /// Given by the dialer (it passes it to Asterisk); generated when `None`.
+    pub id: Option<String>,
+    pub org_id: i64,
+    pub direction: Direction,
+    pub from: String,
+    pub to: String,
+    pub channel: Option<String>,
+    pub campaign_id: Option<i64>,
+    pub contact_id: Option<i64>,
+}
+
+/// A turn to record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewTurn {
+    pub call_id: String,
+    pub turn: i32,
+    pub caller: String,
+    pub agent: String,
+    pub emotion: Option<String>,
+    pub intent: Option<String>,
+    pub confidence: Option<f64>,
+    pub latency: Latency,
+}
+
+/// How a call finished.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishCall {
+    /// The final status; ignored if the call already has a final status.
+    pub status: CallStatus,
+    pub reason: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub outcome_reason: Option<String>,
+    pub emotion: Option<String>,
+    pub intent_score: Option<f64>,
+}
+
+/// Filters for listing calls.
+#[derive(Debug, Clone, Default)]
+pub struct CallFilter {
+    pub status: Option<CallStatus>,
+    pub campaign_id: Option<i64>,
+    pub outcome: Option<Outcome>,
+    /// Calls started at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Calls started before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of calls, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallPage {
+    pub calls: Vec<Call>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+const CALL_COLUMNS: &str = "SELECT c.id, c.org_id, o.slug, c.direction, c.from_number, c.to_number, c.channel, c.campaign_id, \
+     c.contact_id, c.status, c.status_reason, c.outcome, c.outcome_reason, c.started_at, c.answered_at, c.ended_at, \
+     c.duration_s, c.transcript, c.emotion, c.intent_score, c.turns FROM calls c JOIN organizations o ON o.id = c.org_id";
+
+fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T> {
+    text.parse().map_err(StoreError::Database)
+}
+
+fn call_from(row: &impl RowExt) -> Result<Call> {
+    Ok(Call {
+        id: row.text("id")?,
+        org: row.text("slug")?,
+        org_id: row.int("org_id")?,
+        direction: parse(&row.text("direction")?)?,
+        from: row.text("from_number")?,
+        to: row.text("to_number")?,
+        channel: row.opt_text("channel")?,
+        campaign_id: row.opt_int("campaign_id")?,
+        contact_id: row.opt_int("contact_id")?,
+        status: parse(&row.text("status")?)?,
+        status_reason: row.opt_text("status_reason")?,
+        outcome: row.opt_text("outcome")?.as_deref().map(parse).transpose()?,
+        outcome_reason: row.opt_text("outcome_reason")?,
+        started_at: row.time("started_at")?,
+        answered_at: row.opt_time("answered_at")?,
+        ended_at: row.opt_time("ended_at")?,
+        duration_s: row.opt_float("duration_s")?,
+        transcript: row.opt_text("transcript")?,
+        emotion: row.opt_text("emotion")?,
+        intent_score: row.opt_float("intent_score")?,
+        turns: row.int32("turns")?,
+    })
+}
+
+fn turn_from(row: &impl RowExt) -> Result<Turn> {
+    let latency = serde_json::from_value(row.json("latency")?).unwrap_or_default();
+    Ok(Turn {
+        turn: row.int32("turn")?,
+        caller: row.text("caller")?,
+        agent: row.text("agent")?,
+        emotion: row.opt_text("emotion")?,
+        intent: row.opt_text("intent")?,
+        confidence: row.opt_float("confidence")?,
+        latency_ms: latency,
+        at: row.time("at")?,
+    })
+}
+
+/// The transcript assembled from the turns, one line per utterance.
+pub fn transcript(turns: &[Turn]) -> String {
+    let mut out = String::new();
+    for turn in turns {
+        if !turn.caller.is_empty() {
+            out.push_str(&format!("Caller: {}\n", turn.caller));
+        }
+        if !turn.agent.is_empty() {
+            out.push_str(&format!("Agent: {}\n", turn.agent));
+        }
+    }
+    out
+}
+
+fn encode_cursor(call: &Call) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        call.started_at.timestamp_micros(),
+        call.id
+    ))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String)> {
+    let invalid = || StoreError::Invalid(format!("cursor {cursor:?} is not one this server issued"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let (micros, id) = text.split_once('|').ok_or_else(invalid)?;
+    let at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
+    Ok((at, id.to_owned()))
+}
+
+/// Reads a call inside a transaction, for update.
+macro_rules! call_in_tx {
+    ($tx:ident, $pg:expr, $id:expr) => {{
+        let lock = if $pg { " FOR UPDATE OF c" } else { "" };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.id = $1{lock}")))
+            .bind($id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match row {
+            Some(row) => call_from(&row)?,
+            None => return Err(StoreError::NotFound(format!("no call {:?}", $id))),
+        }
+    }};
+}
+
+impl Store {
+    /// Creates a call and appends `call_started`. A duplicate id is a [`StoreError::Conflict`].
+    pub async fn create_call(&self, new: &NewCall) -> Result<(Call, Event)> {
+        let id = new.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let at = now();
+        let event_id = write_tx!(self, tx, pg => {
+            let inserted = sqlx::query(
+                "INSERT INTO calls (id, org_id, direction, from_number, to_number, channel, campaign_id, contact_id, status, started_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+            )
+            .bind(&id)
+            .bind(new.org_id)
+            .bind(new.direction.as_str())
+            .bind(&new.from)
+            .bind(&new.to)
+            .bind(new.channel.as_deref())
+            .bind(new.campaign_id)
+            .bind(new.contact_id)
+            .bind(CallStatus::Initiated.as_str())
+            .bind(at)
+            .execute(&mut *tx)
+            .await;
+            if let Err(e) = inserted {
+                return Err(match StoreError::from(e) {
+                    StoreError::Conflict(_) => StoreError::Conflict(format!("call {id:?} exists already")),
+                    other => other,
+                });
+            }
+            let event = NewEvent {
+                org_id: new.org_id,
+                call_id: Some(id.clone()),
+                campaign_id: new.campaign_id,
+                kind: EventKind::CallStarted,
+                data: json!({
+                    "direction": new.direction,
+                    "from": new.from,
+                    "to": new.to,
+                    "campaign": new.campaign_id,
+                    "contact": new.contact_id,
+                    "channel": new.channel,
+                }),
+                at,
+            };
+            append_event!(tx, pg, &event)
+        });
+        let call = self.call_any(&id).await?.ok_or_else(|| StoreError::Database(format!("call {id} vanished")))?;
+        let event =
+            self.event(event_id).await?.ok_or_else(|| StoreError::Database(format!("event {event_id} vanished")))?;
+        Ok((call, event))
+    }
+
+    /// Moves a call to `status` and appends `call_status_update` with the previous status and
+    /// the reason (an Asterisk cause, for example). Returns `None`, changing nothing, when the
+    /// call has that status already or cannot move there (see [`CallStatus::can_become`]).
+    pub async fn set_call_status(
+        &self,
+        call_id: &str,
+        status: CallStatus,
+        reason: Option<&str>,
+    ) -> Result<Option<Event>> {
+        let at = now();
+        let event_id = write_tx!(self, tx, pg => {
+            let call = call_in_tx!(tx, pg, call_id);
+            if !call.status.can_become(status) {
+                None
+            } else {
+                let answered = (status == CallStatus::InProgress && call.answered_at.is_none()).then_some(at);
+                sqlx::query("UPDATE calls SET status = $1, status_reason = $2, answered_at = COALESCE($3, answered_at), updated_at = $4 WHERE id = $5")
+                    .bind(status.as_str())
+                    .bind(reason)
+                    .bind(answered)
+                    .bind(at)
+                    .bind(call_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let event = NewEvent {
+                    org_id: call.org_id,
+                    call_id: Some(call.id.clone()),
+                    campaign_id: call.campaign_id,
+                    kind: EventKind::CallStatusUpdate,
+                    data: json!({ "status": status, "previous": call.status, "reason": reason }),
+                    at,
+                };
+                Some(append_event!(tx, pg, &event))
+            }
+        });
+        match event_id {
+            Some(id) => self.event(id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Records the channel that carries a call (known once Asterisk reports it).
+    pub async fn set_call_channel(&self, call_id: &str, channel: &str) -> Result<()> {
+        let at = now();
+        write_tx!(self, tx => {
+            sqlx::query("UPDATE calls SET channel = $1, updated_at = $2 WHERE id = $3").bind(channel).bind(at).bind(call_id).execute(&mut *tx).await?;
+        });
+        Ok(())
+    }
+
+    /// Records a turn and appends `conversation_turn`.
+    pub async fn add_turn(&self, turn: &NewTurn) -> Result<Event> {
+        let at = now();
+        let latency = serde_json::to_value(turn.latency).unwrap_or_default();
+        let event_id = write_tx!(self, tx, pg => {
+            let call = call_in_tx!(tx, pg, &turn.call_id);
+            sqlx::query("INSERT INTO call_turns (call_id, turn, caller, agent, emotion, intent, confidence, latency, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                .bind(&turn.call_id)
+                .bind(turn.turn)
+                .bind(&turn.caller)
+                .bind(&turn.agent)
+                .bind(turn.emotion.as_deref())
+                .bind(turn.intent.as_deref())
+                .bind(turn.confidence)
+                .bind(sqlx::types::Json(&latency))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE calls SET turns = $1, emotion = COALESCE($2, emotion), updated_at = $3 WHERE id = $4 AND turns < $1")
+                .bind(turn.turn)
+                .bind(turn.emotion.as_deref())
+                .bind(at)
+                .bind(&turn.call_id)
+                .execute(&mut *tx)
+                .await?;
+            let event = NewEvent {
+                org_id: call.org_id,
+                call_id: Some(call.id.clone()),
+                campaign_id: call.campaign_id,
+                kind: EventKind::ConversationTurn,
+                data: json!({
+                    "turn": turn.turn,
+                    "caller": turn.caller,
+                    "agent": turn.agent,
+                    "emotion": turn.emotion,
+                    "intent": turn.intent,
+                    "confidence": turn.confidence,
+                    "latency_ms": turn.latency,
+                }),
+                at,
+            };
+            append_event!(tx, pg, &event)
+        });
+        self.event(event_id).await?.ok_or_else(|| StoreError::Database(format!("event {event_id} vanished")))
+    }
+
+    /// Finishes a call once: final status (appending `call_status_update` if it changes),
+    /// outcome, end time, duration and the transcript assembled from its turns, then appends
+    /// `call_ended`. Returns the events appended; none when the call was finished already.
+    pub async fn finish_call(&self, call_id: &str, finish: &FinishCall) -> Result<Vec<Event>> {
+        let at = now();
+        let event_ids: Vec<i64> = write_tx!(self, tx, pg => {
+            let call = call_in_tx!(tx, pg, call_id);
+            if call.ended_at.is_some() {
+                Vec::new()
+            } else {
+                let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
+                    .bind(call_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let turns = rows.iter().map(turn_from).collect::<Result<Vec<_>>>()?;
+                let mut ids = Vec::new();
+                let status = if call.status.is_terminal() { call.status } else { finish.status };
+                if status != call.status {
+                    let event = NewEvent {
+                        org_id: call.org_id,
+                        call_id: Some(call.id.clone()),
+                        campaign_id: call.campaign_id,
+                        kind: EventKind::CallStatusUpdate,
+                        data: json!({ "status": status, "previous": call.status, "reason": finish.reason }),
+                        at,
+                    };
+                    ids.push(append_event!(tx, pg, &event));
+                }
+                let duration = (at - call.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+                let status_reason = if status != call.status { finish.reason.clone() } else { call.status_reason.clone() };
+                sqlx::query(
+                    "UPDATE calls SET status = $1, status_reason = $2, outcome = $3, outcome_reason = $4, ended_at = $5, duration_s = $6, \
+                     transcript = $7, emotion = COALESCE($8, emotion), intent_score = COALESCE($9, intent_score), turns = $10, updated_at = $5 WHERE id = $11",
+                )
+                .bind(status.as_str())
+                .bind(status_reason)
+                .bind(finish.outcome.map(Outcome::as_str))
+                .bind(finish.outcome_reason.as_deref())
+                .bind(at)
+                .bind(duration)
+                .bind(transcript(&turns))
+                .bind(finish.emotion.as_deref())
+                .bind(finish.intent_score)
+                .bind(turns.iter().filter(|t| t.turn > 0).count() as i32)
+                .bind(call_id)
+                .execute(&mut *tx)
+                .await?;
+                let event = NewEvent {
+                    org_id: call.org_id,
+                    call_id: Some(call.id.clone()),
+                    campaign_id: call.campaign_id,
+                    kind: EventKind::CallEnded,
+                    data: json!({
+                        "status": status,
+                        "outcome": finish.outcome,
+                        "reason": finish.outcome_reason.as_deref().or(finish.reason.as_deref()),
+                        "duration_s": duration,
+                        "turns": turns.iter().filter(|t| t.turn > 0).count(),
+                    }),
+                    at,
+                };
+                ids.push(append_event!(tx, pg, &event));
+                ids
+            }
+        });
+        let mut events = Vec::new();
+        for id in event_ids {
+            events.extend(self.event(id).await?);
+        }
+        Ok(events)
+    }
+
+    /// A call of one organization; another organization's call is `None`, as is an unknown id.
+    pub async fn call(&self, org_id: i64, id: &str) -> Result<Option<Call>> {
+        Ok(self.call_any(id).await?.filter(|call| call.org_id == org_id))
+    }
+
+    /// A call of any organization, for internal use (the conversation adopting a dialer's call).
+    pub async fn call_any(&self, id: &str) -> Result<Option<Call>> {
+        with_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.id = $1"))).bind(id).fetch_optional(pool).await?;
+            row.map(|r| call_from(&r)).transpose()
+        })
+    }
+
+    /// A call's turns in order.
+    pub async fn turns(&self, call_id: &str) -> Result<Vec<Turn>> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
+                .bind(call_id)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(turn_from).collect()
+        })
+    }
+
+    /// Calls not finished yet (no end time), oldest first; one organization's or all.
+    pub async fn unfinished_calls(&self, org_id: Option<i64>) -> Result<Vec<Call>> {
+        with_pool!(self, pool => {
+            let rows = match org_id {
+                Some(org) => sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.ended_at IS NULL AND c.org_id = $1 ORDER BY c.started_at")))
+                    .bind(org)
+                    .fetch_all(pool)
+                    .await?,
+                None => sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.ended_at IS NULL ORDER BY c.started_at"))).fetch_all(pool).await?,
+            };
+            rows.iter().map(call_from).collect()
+        })
+    }
+
+    /// One organization's calls, newest first, filtered and paginated.
+    pub async fn list_calls(&self, org_id: i64, filter: &CallFilter) -> Result<CallPage> {
+        let limit = filter.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(StoreError::Invalid(format!("limit {limit}: expected 1 to 500")));
+        }
+        let cursor = filter.cursor.as_deref().map(decode_cursor).transpose()?;
+        let calls = with_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(CALL_COLUMNS);
+            q.push(" WHERE c.org_id = ").push_bind(org_id);
+            if let Some(status) = filter.status {
+                q.push(" AND c.status = ").push_bind(status.as_str());
+            }
+            if let Some(outcome) = filter.outcome {
+                q.push(" AND c.outcome = ").push_bind(outcome.as_str());
+            }
+            if let Some(campaign) = filter.campaign_id {
+                q.push(" AND c.campaign_id = ").push_bind(campaign);
+            }
+            if let Some(since) = filter.since {
+                q.push(" AND c.started_at >= ").push_bind(since);
+            }
+            if let Some(until) = filter.until {
+                q.push(" AND c.started_at < ").push_bind(until);
+            }
+            if let Some((at, id)) = &cursor {
+                q.push(" AND (c.started_at < ").push_bind(*at);
+                q.push(" OR (c.started_at = ").push_bind(*at);
+                q.push(" AND c.id < ").push_bind(id.clone());
+                q.push("))");
+            }
+            q.push(" ORDER BY c.started_at DESC, c.id DESC LIMIT ").push_bind(limit + 1);
+            let rows = q.build().fetch_all(pool).await?;
+            rows.iter().map(call_from).collect::<Result<Vec<_>>>()?
+        });
+        let mut calls = calls;
+        let next_cursor = if calls.len() as i64 > limit {
+            calls.truncate(limit as usize);
+            calls.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(CallPage { calls, next_cursor })
+    }
+
+    /// The events of one call, in order (for `calls show` and tests).
+    pub async fn call_events(&self, call_id: &str) -> Result<Vec<Event>> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(
+                "SELECT e.id, e.org_id, o.slug, e.call_id, e.campaign_id, e.type, e.payload, e.at FROM call_events e \
+                 JOIN organizations o ON o.id = e.org_id WHERE e.call_id = $1 ORDER BY e.id",
+            )
+            .bind(call_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(event_from).collect()
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! Campaigns: a named set of contacts an organization calls, with its settings.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Result, RowExt, Store, StoreError, now, with_pool, write_tx};
+
+/// A campaign as stored. `settings` is the dialer's JSON settings object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Campaign {
+    pub id: i64,
+    pub org_id: i64,
+    pub name: String,
+    pub status: String,
+    pub settings: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn campaign_from(row: &impl RowExt) -> Result<Campaign> {
+    Ok(Campaign {
+        id: row.int("id")?,
+        org_id: row.int("org_id")?,
+        name: row.text("name")?,
+        status: row.text("status")?,
+        settings: row.json("settings")?,
+        created_at: row.time("created_at")?,
+        updated_at: row.time("updated_at")?,
+    })
+}
+
+const COLUMNS: &str = "SELECT id, org_id, name, status, settings, created_at, updated_at FROM campaigns";
+
+impl Store {
+    /// Creates a campaign; a name used already in the organization is a conflict.
+    pub async fn create_campaign(&self, org_id: i64, name: &str, settings: &serde_json::Value) -> Result<Campaign> {
+        if name.trim().is_empty() {
+            return Err(StoreError::Invalid("campaign name: expected a non-empty name".into()));
+        }
+        let at = now();
+        let id: i64 = write_tx!(self, tx => {
+            let row = sqlx::query("INSERT INTO campaigns (org_id, name, status, settings, created_at, updated_at) VALUES ($1, $2, 'draft', $3, $4, $4) RETURNING id")
+                .bind(org_id)
+                .bind(name.trim())
+                .bind(sqlx::types::Json(settings))
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await;
+            match row {
+                Ok(row) => sqlx::Row::try_get(&row, "id")?,
+                Err(e) => {
+                    return Err(match StoreError::from(e) {
+                        StoreError::Conflict(_) => StoreError::Conflict(format!("campaign {:?} exists already", name.trim())),
+                        other => other,
+                    })
+                }
+            }
+        });
+        self.campaign(org_id, id).await?.ok_or_else(|| StoreError::Database("campaign vanished".into()))
+    }
+
+    /// A campaign of one organization.
+    pub async fn campaign(&self, org_id: i64, id: i64) -> Result<Option<Campaign>> {
+        with_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE org_id = $1 AND id = $2"))).bind(org_id).bind(id).fetch_optional(pool).await?;
+            row.map(|r| campaign_from(&r)).transpose()
+        })
+    }
+
+    /// An organization's campaigns by name.
+    pub async fn list_campaigns(&self, org_id: i64) -> Result<Vec<Campaign>> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE org_id = $1 ORDER BY name"))).bind(org_id).fetch_all(pool).await?;
+            rows.iter().map(campaign_from).collect()
+        })
+    }
+}
