@@ -1,0 +1,194 @@
+//! `asterai feed`: tails the live feed in the terminal.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::Context;
+use crate::store::{Event, EventKind};
+
+/// Tail the live feed: every call event of the token's organization, as it happens.
+///
+/// Reconnects by itself and resumes after the last event shown, so nothing is missed or shown
+/// twice. Stop with Ctrl-C.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// API token (`asterai token create`).
+    #[arg(long, env = "ASTERAI_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The daemon's HTTP address. Default: http.listen from the configuration.
+    #[arg(long, env = "ASTERAI_FEED_URL")]
+    url: Option<String>,
+    /// Start after this event id (0 replays everything); default: from now.
+    #[arg(long)]
+    since: Option<i64>,
+    /// Print one JSON event per line instead of readable text.
+    #[arg(long)]
+    json: bool,
+    /// Only this call.
+    #[arg(long)]
+    call: Option<String>,
+}
+
+fn feed_url(base: &str, since: Option<i64>, call: Option<&str>) -> anyhow::Result<String> {
+    let base = base.trim_end_matches('/');
+    let base = if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if base.starts_with("https://") || base.starts_with("wss://") {
+        anyhow::bail!("{base}: TLS is not supported by `asterai feed`; connect to the daemon's plain HTTP listener")
+    } else if base.starts_with("ws://") {
+        base.to_owned()
+    } else {
+        format!("ws://{base}")
+    };
+    let mut url = format!("{base}/v1/feed");
+    let mut params = Vec::new();
+    if let Some(since) = since {
+        params.push(format!("since={since}"));
+    }
+    if let Some(call) = call {
+        params.push(format!(
+            "call_id={}",
+            percent_encoding::utf8_percent_encode(call, percent_encoding::NON_ALPHANUMERIC)
+        ));
+    }
+    if !params.is_empty() {
+        url.push('?');
+        url.push_str(&params.join("&"));
+    }
+    Ok(url)
+}
+
+/// One event as readable text.
+pub fn human(event: &Event) -> String {
+    let time = event.at.format("%H:%M:%S%.3f");
+    let call = event.call_id.as_deref().unwrap_or("-");
+    let d = &event.data;
+    let s = |key: &str| d[key].as_str().unwrap_or("").to_owned();
+    let head = format!("#{:<6} {time}  {}  {call}", event.id, event.org);
+    match event.kind {
+        EventKind::CallStarted => format!("{head}  call started: {} {} → {}", s("direction"), s("from"), s("to")),
+        EventKind::CallStatusUpdate => {
+            let reason = d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
+            format!("{head}  status: {} → {}{reason}", s("previous"), s("status"))
+        }
+        EventKind::ConversationTurn if d["turn"].as_i64() == Some(0) => {
+            format!("{head}  greeting\n    agent:  {}", s("agent"))
+        }
+        EventKind::ConversationTurn => {
+            let analysis = [
+                d["emotion"].as_str().map(str::to_owned),
+                d["intent"].as_str().map(str::to_owned),
+                d["confidence"].as_f64().map(|c| format!("{c:.2}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ");
+            format!(
+                "{head}  turn {}  [{analysis}]  {} ms\n    caller: {}\n    agent:  {}",
+                d["turn"],
+                d["latency_ms"]["total"],
+                s("caller"),
+                s("agent")
+            )
+        }
+        EventKind::CallEnded => format!(
+            "{head}  call ended: {} / {} after {:.1} s, {} turns",
+            s("status"),
+            d["outcome"].as_str().unwrap_or("-"),
+            d["duration_s"].as_f64().unwrap_or(0.0),
+            d["turns"]
+        ),
+    }
+}
+
+pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
+    let base = args.url.clone().unwrap_or_else(|| format!("http://{}", context.config.http.listen));
+    super::runtime()?.block_on(tail(args, base))
+}
+
+async fn tail(args: Args, base: String) -> anyhow::Result<()> {
+    let mut since = args.since;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let url = feed_url(&base, since, args.call.as_deref())?;
+        let mut request = url.as_str().into_client_request()?;
+        request.headers_mut().insert("authorization", format!("Bearer {}", args.token).parse()?);
+        // A small read buffer: tungstenite zero-fills it on every read (128 KiB by default).
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+        let (mut socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
+            Ok(connected) => connected,
+            Err(WsError::Http(response)) if response.status() == StatusCode::UNAUTHORIZED => {
+                let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                anyhow::bail!("the daemon refused the token (401): {body}");
+            }
+            Err(e) => {
+                eprintln!("feed: cannot connect to {base}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        delay = Duration::from_millis(500);
+        let mut resume_now = false;
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Text(text)) => {
+                    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                    if value["type"].as_str().is_some_and(|t| t.starts_with("feed.")) {
+                        continue;
+                    }
+                    let Ok(event) = serde_json::from_value::<Event>(value) else { continue };
+                    since = Some(event.id);
+                    if args.json {
+                        println!("{text}");
+                    } else {
+                        println!("{}", human(&event));
+                    }
+                }
+                Ok(Message::Ping(payload)) => {
+                    let _ = socket.send(Message::Pong(payload)).await;
+                }
+                Ok(Message::Close(frame)) => {
+                    if let Some(frame) = frame {
+                        resume_now = u16::from(frame.code) == crate::feed::client::CLOSE_SLOW;
+                        eprintln!(
+                            "feed: closed by the daemon ({} {}); resuming after #{}",
+                            u16::from(frame.code),
+                            frame.reason,
+                            since.unwrap_or(0)
+                        );
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("feed: connection lost: {e}; resuming after #{}", since.unwrap_or(0));
+                    break;
+                }
+            }
+        }
+        if !resume_now {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(feed_url("http://127.0.0.1:4574", Some(5), None).unwrap(), "ws://127.0.0.1:4574/v1/feed?since=5");
+        assert_eq!(
+            feed_url("127.0.0.1:4574/", None, Some("a b")).unwrap(),
+            "ws://127.0.0.1:4574/v1/feed?call_id=a%20b"
+        );
+        assert!(feed_url("https://x", None, None).is_err());
+    }
+}

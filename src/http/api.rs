@@ -1,0 +1,95 @@
+//! The REST API. Every route is scoped to the token's organization: another organization's call
+//! is "not found", never "forbidden".
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::store::{CallFilter, CallStatus, Outcome};
+
+fn time_param(query: &HashMap<String, String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    query
+        .get(name)
+        .map(|text| {
+            DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "{name}: expected an RFC 3339 time such as 2026-11-21T10:00:00Z, got {text:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn parsed<T: std::str::FromStr>(
+    query: &HashMap<String, String>,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>, ApiError> {
+    query
+        .get(name)
+        .map(|text| {
+            text.parse().map_err(|_| ApiError::bad_request(format!("{name}: expected {expected}, got {text:?}")))
+        })
+        .transpose()
+}
+
+/// `GET /v1/calls?status=&outcome=&campaign=&since=&until=&limit=&cursor=`
+pub async fn list_calls(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers, &query).await?;
+    let known = ["token", "status", "outcome", "campaign", "since", "until", "limit", "cursor"];
+    if let Some(unknown) = query.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter {unknown:?}; expected one of {}",
+            known[1..].join(", ")
+        )));
+    }
+    let status = query
+        .get("status")
+        .map(|s| s.parse::<CallStatus>().map_err(|e| ApiError::bad_request(format!("status: {e}"))))
+        .transpose()?;
+    let outcome = query
+        .get("outcome")
+        .map(|s| s.parse::<Outcome>().map_err(|e| ApiError::bad_request(format!("outcome: {e}"))))
+        .transpose()?;
+    let filter = CallFilter {
+        status,
+        outcome,
+        campaign_id: parsed(&query, "campaign", "a campaign id")?,
+        since: time_param(&query, "since")?,
+        until: time_param(&query, "until")?,
+        limit: parsed(&query, "limit", "a number from 1 to 500")?,
+        cursor: query.get("cursor").cloned(),
+    };
+    let page = state.store().list_calls(principal.org_id, &filter).await?;
+    Ok(Json(serde_json::to_value(page).unwrap_or_default()))
+}
+
+/// `GET /v1/calls/{id}`: the call, its turns and its transcript.
+pub async fn get_call(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let principal = state.principal(&headers, &query).await?;
+    let call = state
+        .store()
+        .call(principal.org_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no call {id:?}")))?;
+    let turns = state.store().turns(&call.id).await?;
+    let transcript = call.transcript.clone().unwrap_or_else(|| crate::store::calls::transcript(&turns));
+    let mut body = serde_json::to_value(&call).unwrap_or_default();
+    body["turns"] = serde_json::to_value(&turns).unwrap_or_default();
+    body["transcript"] = json!(transcript);
+    Ok(Json(body))
+}

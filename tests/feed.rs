@@ -1,0 +1,446 @@
+//! The live feed and the REST API over real sockets: authentication, organization isolation,
+//! resume with `since`, slow clients, heartbeats, filters, hostile frames, two daemons on one
+//! PostgreSQL, and readiness through a database outage.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use asterai::feed::client::{CLOSE_HEARTBEAT, CLOSE_SHUTDOWN, CLOSE_SLOW, ClientConfig};
+use asterai::store::{CallStatus, Latency, NewTurn, Store};
+use support::db::{Backend, TestDb};
+use support::http::{FeedClient, Received, TestDaemon, feed_config};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn org_id(store: &Store, slug: &str) -> i64 {
+    store.org_by_slug(slug).await.unwrap().unwrap().id
+}
+
+backend_tests! {
+    async fn refuses_missing_wrong_and_revoked_tokens_before_the_upgrade(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let good = daemon.token("acme").await;
+        let (status, body) = FeedClient::connect(daemon.addr, "", "").await.err().unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+        for bad in [
+            "nonsense".to_owned(),
+            "ast_0123456789abcdef_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".to_owned(),
+            format!("{}x", &good[..good.len() - 1]),
+        ] {
+            let (status, _) = FeedClient::connect(daemon.addr, &bad, "").await.err().unwrap();
+            assert_eq!(status, 401, "{bad}");
+        }
+        // ?token= works for browsers, and a good token gets through.
+        let url = format!("ws://{}/v1/feed?token={good}", daemon.addr);
+        assert!(tokio_tungstenite::connect_async(url).await.is_ok());
+        let id = good.split('_').nth(1).unwrap();
+        db.store.revoke_token(id).await.unwrap();
+        let (status, body) = FeedClient::connect(daemon.addr, &good, "").await.err().unwrap();
+        assert_eq!(status, 401);
+        assert!(body.contains("revoked"), "{body}");
+        // The REST API refuses the same way.
+        let response = reqwest::Client::new().get(daemon.url("/v1/calls")).bearer_auth(&good).send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        daemon.stop().await;
+    }
+
+    async fn each_organization_sees_only_its_own_events(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let (acme_token, globex_token) = (daemon.token("acme").await, daemon.token("globex").await);
+        let (acme, globex) = (org_id(&db.store, "acme").await, org_id(&db.store, "globex").await);
+        let mut acme_client = FeedClient::connect(daemon.addr, &acme_token, "").await.unwrap();
+        let mut globex_client = FeedClient::connect(daemon.addr, &globex_token, "").await.unwrap();
+        let (mut acme_ids, mut globex_ids) = (Vec::new(), Vec::new());
+        for i in 0..30 {
+            if i % 3 == 0 {
+                globex_ids.push(daemon.publish(globex, "+15552220000").await.1);
+            } else {
+                acme_ids.push(daemon.publish(acme, "+15551110000").await.1);
+            }
+        }
+        let got = acme_client.events(acme_ids.len(), WAIT).await;
+        assert!(got.iter().all(|e| e.org == "acme"), "every event acme receives is acme's");
+        assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), acme_ids);
+        let got = globex_client.events(globex_ids.len(), WAIT).await;
+        assert!(got.iter().all(|e| e.org == "globex"), "every event globex receives is globex's");
+        assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), globex_ids);
+        // And nothing more arrives for either.
+        assert!(matches!(acme_client.next(Duration::from_millis(300)).await, None | Some(Received::Control(_))));
+        daemon.stop().await;
+    }
+
+    async fn resume_with_since_loses_nothing_while_events_keep_flowing(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let token = daemon.token("acme").await;
+        let acme = org_id(&db.store, "acme").await;
+        let publisher = daemon.publisher.clone();
+        let writer = tokio::spawn({
+            let store = db.store.clone();
+            async move {
+                let mut ids = Vec::new();
+                for i in 0..120 {
+                    let call = publisher.call_started(&asterai::store::NewCall {
+                        id: None, org_id: acme, direction: asterai::store::Direction::Inbound,
+                        from: "+15550001111".into(), to: format!("+1555000{i:04}"), channel: None, campaign_id: None, contact_id: None,
+                    }).await.unwrap();
+                    ids.push(store.call_events(&call.id).await.unwrap()[0].id);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                ids
+            }
+        });
+        let mut received = Vec::new();
+        let mut since = 0;
+        // Connect, take a few events, drop the connection, resume: four times while the writer runs.
+        for _ in 0..4 {
+            let mut client = FeedClient::connect(daemon.addr, &token, &format!("?since={since}")).await.unwrap();
+            for event in client.events(15, WAIT).await {
+                since = event.id;
+                received.push(event.id);
+            }
+            drop(client);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let published = writer.await.unwrap();
+        let mut client = FeedClient::connect(daemon.addr, &token, &format!("?since={since}")).await.unwrap();
+        let missing = published.iter().filter(|id| **id > since).count();
+        received.extend(client.events(missing, WAIT).await.iter().map(|e| e.id));
+        assert_eq!(received, published, "exactly the published events, in order, none twice");
+        daemon.stop().await;
+    }
+
+    async fn a_slow_client_is_closed_with_its_last_id_and_resumes(db) {
+        let config = ClientConfig { queue: 32, ..feed_config() };
+        let daemon = TestDaemon::start_with(db.store.clone(), config, "127.0.0.1:0".parse().unwrap()).await;
+        let token = daemon.token("acme").await;
+        let acme = org_id(&db.store, "acme").await;
+        // A client that never reads, with a tiny receive buffer so the socket fills fast.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        let stream = socket.connect(daemon.addr).await.unwrap();
+        let url = format!("ws://{}/v1/feed?since=0", daemon.addr);
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
+        let mut slow = FeedClient { ws };
+        // A healthy client watches the same events the whole time.
+        let mut healthy = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+
+        let mut published = Vec::new();
+        let big = "x".repeat(2000);
+        let (call_id, _) = daemon.publish(acme, "+15551230000").await;
+        db.store.set_call_status(&call_id, CallStatus::InProgress, None).await.unwrap();
+        published.extend(db.store.call_events(&call_id).await.unwrap().iter().map(|e| e.id));
+        for turn in 1..=1000 {
+            let event = daemon.publisher.conversation_turn(&NewTurn {
+                call_id: call_id.clone(), turn, caller: big.clone(), agent: "ok".into(),
+                emotion: None, intent: None, confidence: None, latency: Latency::default(),
+            }).await.unwrap();
+            published.push(event.id);
+        }
+        // The healthy client got everything while the slow one stalled.
+        let healthy_ids: Vec<i64> = healthy.events(published.len(), WAIT).await.iter().map(|e| e.id).collect();
+        assert_eq!(healthy_ids, published, "the healthy client is not slowed down");
+
+        // Now read the slow client: contiguous events, then the close that names the last one.
+        let mut got = Vec::new();
+        let close = loop {
+            match slow.next(WAIT).await {
+                Some(Received::Event(e)) => got.push(e.id),
+                Some(Received::Control(_)) => {}
+                Some(Received::Closed(frame)) => break frame.expect("a close frame"),
+                None => panic!("the slow client was never closed"),
+            }
+        };
+        assert_eq!(close.code, CloseCode::from(CLOSE_SLOW));
+        let last: i64 = close.reason.strip_prefix("slow_client last_id=").unwrap().parse().unwrap();
+        assert_eq!(got.last().copied().unwrap_or(0), last, "the reason carries the last id delivered");
+        assert_eq!(got, published[..got.len()].to_vec());
+        assert!(got.len() < published.len(), "the slow client fell behind");
+        // Resume from there: the rest, and nothing twice.
+        let mut resumed = FeedClient::connect(daemon.addr, &token, &format!("?since={last}")).await.unwrap();
+        got.extend(resumed.events(published.len() - got.len(), WAIT).await.iter().map(|e| e.id));
+        assert_eq!(got, published);
+        daemon.stop().await;
+    }
+
+    async fn filters_narrow_the_feed(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let token = daemon.token("acme").await;
+        let acme = org_id(&db.store, "acme").await;
+        let (first, _) = daemon.publish(acme, "+15551230001").await;
+        let mut by_query = FeedClient::connect(daemon.addr, &token, &format!("?since=0&call_id={first}")).await.unwrap();
+        let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        client.send(&format!(r#"{{"filter": {{"call_id": "{first}", "types": ["call_status_update"]}}}}"#)).await;
+        let ack = loop {
+            if let Some(Received::Control(c)) = client.next(WAIT).await && c["type"] == "feed.filter" {
+                break c;
+            }
+        };
+        assert_eq!(ack["filter"]["call_id"], first.as_str());
+        let (_second, _) = daemon.publish(acme, "+15551230002").await;
+        daemon.publisher.call_status(&first, CallStatus::InProgress, None).await.unwrap();
+        let event = client.event(WAIT).await;
+        assert_eq!((event.call_id.as_deref(), event.kind), (Some(first.as_str()), asterai::store::EventKind::CallStatusUpdate));
+        let events = by_query.events(2, WAIT).await;
+        assert!(events.iter().all(|e| e.call_id.as_deref() == Some(first.as_str())) && events.len() == 2);
+        daemon.stop().await;
+    }
+
+    async fn malformed_and_huge_frames_leave_the_server_healthy(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let token = daemon.token("acme").await;
+        let acme = org_id(&db.store, "acme").await;
+        let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        client.send("{not json").await;
+        let reply = loop {
+            if let Some(Received::Control(c)) = client.next(WAIT).await && c["type"] == "feed.error" {
+                break c;
+            }
+        };
+        assert!(reply["message"].as_str().unwrap().contains("filter"));
+        client.send(r#"{"filter": {"bogus": 1}}"#).await;
+        loop {
+            match client.next(WAIT).await {
+                Some(Received::Control(c)) if c["type"] == "feed.error" => break,
+                Some(Received::Control(c)) if c["type"] == "feed.ready" => continue,
+                other => panic!("expected feed.error, got {other:?}"),
+            }
+        }
+        // The connection still works after both.
+        let (_, id) = daemon.publish(acme, "+15551230000").await;
+        assert_eq!(client.event(WAIT).await.id, id);
+
+        // A frame over the limit ends that connection only.
+        let mut huge = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        let _ = futures_util::SinkExt::send(&mut huge.ws, tokio_tungstenite::tungstenite::Message::Text("x".repeat(200_000).into())).await;
+        let close = loop {
+            match huge.next(WAIT).await {
+                Some(Received::Control(_)) => continue,
+                Some(Received::Closed(frame)) => break frame,
+                other => panic!("expected the connection to close, got {other:?}"),
+            }
+        };
+        assert_eq!(close.map(|f| f.code), Some(CloseCode::Size), "1009: message too big");
+        let (_, id) = daemon.publish(acme, "+15551230000").await;
+        assert_eq!(client.event(WAIT).await.id, id);
+        let health = reqwest::get(daemon.url("/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200);
+        daemon.stop().await;
+    }
+
+    async fn silent_clients_are_dropped_by_the_heartbeat(db) {
+        let config = ClientConfig { ping_interval: Duration::from_millis(200), ..feed_config() };
+        let daemon = TestDaemon::start_with(db.store.clone(), config, "127.0.0.1:0".parse().unwrap()).await;
+        let token = daemon.token("acme").await;
+        let mut silent = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        // Not reading means not answering pings.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let close = loop {
+            match silent.next(WAIT).await {
+                Some(Received::Closed(frame)) => break frame,
+                Some(_) => continue,
+                None => panic!("not dropped"),
+            }
+        };
+        assert_eq!(close.map(|f| f.code), Some(CloseCode::from(CLOSE_HEARTBEAT)));
+        // A client that reads answers pings and stays connected.
+        let mut lively = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        assert!(matches!(lively.next(Duration::from_millis(1000)).await, None | Some(Received::Control(_))));
+        let acme = org_id(&db.store, "acme").await;
+        let (_, id) = daemon.publish(acme, "+15551230000").await;
+        assert_eq!(lively.event(WAIT).await.id, id);
+        daemon.stop().await;
+    }
+
+    async fn shutdown_closes_clients_with_going_away(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let token = daemon.token("acme").await;
+        let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        let acme = org_id(&db.store, "acme").await;
+        let (_, id) = daemon.publish(acme, "+15551230000").await;
+        assert_eq!(client.event(WAIT).await.id, id);
+        let stopping = tokio::spawn(daemon.stop());
+        let close = loop {
+            match client.next(WAIT).await {
+                Some(Received::Closed(frame)) => break frame.unwrap(),
+                Some(_) => continue,
+                None => panic!("not closed"),
+            }
+        };
+        assert_eq!(close.code, CloseCode::from(CLOSE_SHUTDOWN));
+        assert_eq!(close.reason.as_str(), format!("shutdown last_id={id}"));
+        stopping.await.unwrap();
+    }
+
+    async fn calls_api_lists_and_shows_one_organizations_calls(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let token = daemon.token("acme").await;
+        let other = daemon.token("globex").await;
+        let acme = org_id(&db.store, "acme").await;
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(daemon.publish(acme, &format!("+155512300{i:02}")).await.0);
+        }
+        daemon.publisher.call_status(&ids[0], CallStatus::InProgress, None).await.unwrap();
+        daemon.publisher.conversation_turn(&NewTurn {
+            call_id: ids[0].clone(), turn: 1, caller: "hello?".into(), agent: "Hi, this is Ava.".into(),
+            emotion: Some("neutral".into()), intent: Some("greeting".into()), confidence: Some(0.8), latency: Latency::default(),
+        }).await.unwrap();
+        let http = reqwest::Client::new();
+        let page: serde_json::Value = http.get(daemon.url("/v1/calls?limit=2")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        assert_eq!(page["calls"].as_array().unwrap().len(), 2);
+        let cursor = page["next_cursor"].as_str().unwrap();
+        let next: serde_json::Value = http.get(daemon.url(&format!("/v1/calls?limit=2&cursor={cursor}"))).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        assert_eq!(next["calls"].as_array().unwrap().len(), 2);
+        let live: serde_json::Value = http.get(daemon.url("/v1/calls?status=in_progress")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        assert_eq!(live["calls"][0]["id"], ids[0].as_str());
+
+        let one: serde_json::Value = http.get(daemon.url(&format!("/v1/calls/{}", ids[0]))).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        assert_eq!(one["turns"][0]["caller"], "hello?");
+        assert_eq!(one["transcript"], "Caller: hello?\nAgent: Hi, this is Ava.\n");
+        assert_eq!(one["org"], "acme");
+
+        let hidden = http.get(daemon.url(&format!("/v1/calls/{}", ids[0]))).bearer_auth(&other).send().await.unwrap();
+        assert_eq!(hidden.status(), 404, "another organization's call does not exist for this token");
+        let empty: serde_json::Value = http.get(daemon.url("/v1/calls")).bearer_auth(&other).send().await.unwrap().json().await.unwrap();
+        assert_eq!(empty["calls"].as_array().unwrap().len(), 0);
+
+        for (query, expected) in [("status=nope", "status"), ("limit=0", "limit"), ("since=yesterday", "since"), ("colour=red", "unknown parameter")] {
+            let response = http.get(daemon.url(&format!("/v1/calls?{query}"))).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(response.status(), 400, "{query}");
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "bad_request");
+            assert!(body["error"]["message"].as_str().unwrap().contains(expected), "{body}");
+        }
+        let missing = http.get(daemon.url("/v1/nothing")).send().await.unwrap();
+        assert_eq!(missing.status(), 404);
+        assert_eq!(missing.json::<serde_json::Value>().await.unwrap()["error"]["code"], "not_found");
+        let metrics = http.get(daemon.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("asterai_http_requests_total"), "{metrics}");
+        daemon.stop().await;
+    }
+}
+
+/// Two daemons on one PostgreSQL: what one writes, the other's clients receive (LISTEN/NOTIFY).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_postgres_share_the_feed() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let one = TestDaemon::start(db.store.clone()).await;
+    let two = TestDaemon::start(db.second_store().await).await;
+    let token = one.token("acme").await;
+    let acme = org_id(&db.store, "acme").await;
+    let mut on_one = FeedClient::connect(one.addr, &token, "").await.unwrap();
+    let mut on_two = FeedClient::connect(two.addr, &token, "").await.unwrap();
+    let mut published = Vec::new();
+    for i in 0..20 {
+        let daemon = if i % 2 == 0 { &one } else { &two };
+        published.push(daemon.publish(acme, "+15551230000").await.1);
+    }
+    let ids = |events: Vec<asterai::store::Event>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(on_one.events(20, WAIT).await), published);
+    assert_eq!(ids(on_two.events(20, WAIT).await), published);
+    one.stop().await;
+    two.stop().await;
+}
+
+/// `/readyz` answers 503 while PostgreSQL is unreachable and 200 again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut proxy = support::proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let store = Store::connect(&asterai::store::StoreOptions {
+        url,
+        max_connections: 4,
+        connect_timeout: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    let daemon = TestDaemon::start(store).await;
+    let ready = || async { reqwest::get(daemon.url("/readyz")).await.unwrap() };
+    assert_eq!(ready().await.status(), 200);
+
+    proxy.stop();
+    let mut status = 0;
+    for _ in 0..50 {
+        let response = ready().await;
+        status = response.status().as_u16();
+        if status == 503 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "unavailable");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 503, "not ready while the database is down");
+    assert_eq!(reqwest::get(daemon.url("/healthz")).await.unwrap().status(), 200, "still alive");
+
+    proxy.restart().await;
+    for _ in 0..100 {
+        status = ready().await.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "ready again once the database is back");
+    daemon.stop().await;
+}
+
+/// Seen over the wire: the shapes the supervisors' clients parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_have_the_documented_shape() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let token = daemon.token("acme").await;
+    let acme = org_id(&db.store, "acme").await;
+    let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+    let (call, _) = daemon.publish(acme, "+15551230000").await;
+    daemon.publisher.call_status(&call, CallStatus::InProgress, Some("ANSWER")).await.unwrap();
+    daemon
+        .publisher
+        .conversation_turn(&NewTurn {
+            call_id: call.clone(),
+            turn: 3,
+            caller: "how much is it?".into(),
+            agent: "It is 20 dollars a month.".into(),
+            emotion: Some("neutral".into()),
+            intent: Some("question".into()),
+            confidence: Some(0.91),
+            latency: Latency {
+                endpoint: 1000,
+                stt: 310,
+                llm_first: 420,
+                tts_first: 180,
+                total: 1950,
+                overhead_us: None,
+            },
+        })
+        .await
+        .unwrap();
+    let events = client.events(3, WAIT).await;
+    let json: Vec<serde_json::Value> = events.iter().map(|e| serde_json::to_value(e).unwrap()).collect();
+    for event in &json {
+        for key in ["id", "type", "org", "call_id", "at", "data"] {
+            assert!(event.get(key).is_some(), "{key} in {event}");
+        }
+    }
+    assert_eq!(json[0]["data"]["direction"], "inbound");
+    assert_eq!(
+        json[1]["data"],
+        serde_json::json!({"status": "in_progress", "previous": "initiated", "reason": "ANSWER"})
+    );
+    assert_eq!(
+        json[2]["data"],
+        serde_json::json!({"turn": 3, "caller": "how much is it?", "agent": "It is 20 dollars a month.", "emotion": "neutral",
+            "intent": "question", "confidence": 0.91, "latency_ms": {"endpoint": 1000, "stt": 310, "llm_first": 420, "tts_first": 180, "total": 1950}})
+    );
+    let ids: BTreeSet<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 3);
+    daemon.stop().await;
+}
