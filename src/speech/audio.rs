@@ -1,0 +1,403 @@
+//! Audio in the one format Asterisk records and plays natively: WAV, 8 kHz, mono, 16-bit.
+//!
+//! Providers return WAV at other rates (OpenAI 24 kHz, espeak-ng 22.05 kHz), several channels,
+//! other sample formats, or raw PCM. Everything is decoded with hound, mixed down to mono and
+//! resampled with a band-limited (windowed-sinc) filter, so 24 kHz speech does not alias into the
+//! telephone band. Streaming WAV writers (espeak-ng, several TTS servers) put a placeholder length
+//! in the header; the header is corrected to the bytes actually received before decoding.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Asterisk's native rate for WAV.
+pub const RATE: u32 = 8000;
+
+/// Why audio could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("not a WAV file: {0}")]
+    NotWav(String),
+    #[error("unsupported WAV format: {0}")]
+    Unsupported(String),
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
+}
+
+/// Decodes WAV bytes of any rate, channel count and PCM or float format into 8 kHz mono 16-bit.
+pub fn decode_wav(bytes: &[u8]) -> Result<Vec<i16>, AudioError> {
+    let fixed = repair_lengths(bytes)?;
+    let mut reader =
+        hound::WavReader::new(Cursor::new(fixed.as_ref())).map_err(|e| AudioError::NotWav(e.to_string()))?;
+    let spec = reader.spec();
+    if spec.channels == 0 || spec.sample_rate == 0 {
+        return Err(AudioError::Unsupported(format!("{} channels at {} Hz", spec.channels, spec.sample_rate)));
+    }
+    // Mono 16-bit PCM (Asterisk's recordings, most TTS answers) is read straight from the data
+    // chunk: several times faster than sample-by-sample decoding, and on the turn's critical path.
+    if spec.channels == 1 && spec.bits_per_sample == 16 && spec.sample_format == hound::SampleFormat::Int {
+        let (start, len) = data_chunk(&fixed).ok_or_else(|| AudioError::NotWav("no data chunk".into()))?;
+        return Ok(decode_pcm_s16le(&fixed[start..start + len], spec.sample_rate));
+    }
+    let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => reader.samples::<f32>().map_while(Result::ok).collect(),
+        (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f32;
+            reader.samples::<i32>().map_while(Result::ok).map(|s| s as f32 * scale).collect()
+        }
+        (format, bits) => return Err(AudioError::Unsupported(format!("{bits}-bit {format:?} samples"))),
+    };
+    let mono = mixdown(&interleaved, spec.channels as usize);
+    Ok(to_i16(&resample(&mono, spec.sample_rate, RATE)))
+}
+
+/// Decodes raw little-endian 16-bit mono PCM at `rate` into 8 kHz.
+pub fn decode_pcm_s16le(bytes: &[u8], rate: u32) -> Vec<i16> {
+    let samples = bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]));
+    if rate == RATE {
+        return samples.collect();
+    }
+    let samples: Vec<f32> = samples.map(|s| s as f32 / 32768.0).collect();
+    to_i16(&resample(&samples, rate, RATE))
+}
+
+/// Decodes what a provider returned: WAV when it starts with `RIFF`, otherwise raw 16-bit PCM
+/// at `pcm_rate`.
+pub fn decode_any(bytes: &[u8], pcm_rate: u32) -> Result<Vec<i16>, AudioError> {
+    if bytes.starts_with(b"RIFF") { decode_wav(bytes) } else { Ok(decode_pcm_s16le(bytes, pcm_rate)) }
+}
+
+/// Encodes 8 kHz mono 16-bit samples as a WAV file.
+pub fn encode_wav(samples: &[i16]) -> Vec<u8> {
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut out = Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
+    {
+        let mut writer = hound::WavWriter::new(&mut out, spec).expect("writing a WAV header to memory");
+        let mut fast = writer.get_i16_writer(samples.len() as u32);
+        for sample in samples {
+            fast.write_sample(*sample);
+        }
+        fast.flush().expect("writing samples to memory");
+        writer.finalize().expect("finishing a WAV in memory");
+    }
+    out.into_inner()
+}
+
+/// Reads a recording Asterisk wrote (`RECORD FILE … wav`).
+pub fn read_recording(path: &Path) -> Result<Vec<i16>, AudioError> {
+    let bytes = std::fs::read(path).map_err(|error| AudioError::Io { path: path.display().to_string(), error })?;
+    decode_wav(&bytes)
+}
+
+/// Milliseconds of audio in `samples` at 8 kHz.
+pub fn duration_ms(samples: &[i16]) -> u64 {
+    samples.len() as u64 * 1000 / RATE as u64
+}
+
+/// Loudness of the loudest 20 ms window, in dBFS. Speech is well above -40 dBFS; line noise and
+/// silence are below -50.
+pub fn peak_window_dbfs(samples: &[i16]) -> f32 {
+    let window = (RATE / 50) as usize;
+    let loudest = samples
+        .chunks(window)
+        .map(|chunk| {
+            let energy: f64 = chunk.iter().map(|s| (*s as f64) * (*s as f64)).sum();
+            (energy / chunk.len() as f64).sqrt()
+        })
+        .fold(0.0f64, f64::max);
+    if loudest <= 0.0 { -120.0 } else { (20.0 * (loudest / 32768.0).log10()) as f32 }
+}
+
+/// True when a recording holds no speech: too short, or never louder than `threshold_dbfs`.
+pub fn is_silence(samples: &[i16], threshold_dbfs: f32) -> bool {
+    duration_ms(samples) < 150 || peak_window_dbfs(samples) < threshold_dbfs
+}
+
+/// Sets the RIFF and `data` lengths to what the bytes hold when a streaming writer left a
+/// placeholder (or a truncated file claims more than it has).
+fn repair_lengths(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, AudioError> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err(AudioError::NotWav("missing RIFF/WAVE header".into()));
+    }
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        let body = at + 8;
+        if id == b"data" {
+            let available = bytes.len() - body;
+            // Whole samples only; a 16-bit stream cut mid-sample keeps its complete samples.
+            let fits = size <= available;
+            let riff_ok = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize == bytes.len() - 8;
+            if fits && riff_ok {
+                return Ok(std::borrow::Cow::Borrowed(bytes));
+            }
+            let mut fixed = bytes.to_vec();
+            let data_len = size.min(available) & !1;
+            fixed.truncate(body + data_len);
+            fixed[at + 4..at + 8].copy_from_slice(&(data_len as u32).to_le_bytes());
+            let riff_len = (fixed.len() - 8) as u32;
+            fixed[4..8].copy_from_slice(&riff_len.to_le_bytes());
+            return Ok(std::borrow::Cow::Owned(fixed));
+        }
+        at = body + size + (size & 1);
+    }
+    Err(AudioError::NotWav("no data chunk".into()))
+}
+
+/// Where the `data` chunk's bytes are: (offset, length), after [`repair_lengths`].
+fn data_chunk(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().ok()?) as usize;
+        if &bytes[at..at + 4] == b"data" {
+            return Some((at + 8, size.min(bytes.len() - at - 8) & !1));
+        }
+        at = at + 8 + size + (size & 1);
+    }
+    None
+}
+
+fn mixdown(interleaved: &[f32], channels: usize) -> Vec<f32> {
+    if channels == 1 {
+        return interleaved.to_vec();
+    }
+    interleaved.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() / channels as f32).collect()
+}
+
+fn to_i16(samples: &[f32]) -> Vec<i16> {
+    // Rounds half away from zero; `as` saturates what lies beyond full scale.
+    samples.iter().map(|s| (s * 32767.0 + 0.5f32.copysign(*s)) as i16).collect()
+}
+
+/// Zero crossings of the sinc on each side of a tap: the filter's length and sharpness.
+const ZERO_CROSSINGS: f64 = 10.0;
+
+/// A polyphase filter bank for one rate pair: `phases[p]` holds the taps for output samples that
+/// fall at phase `p` between input samples. Built once per pair and cached.
+struct Bank {
+    /// Output samples per cycle (L) and input samples per cycle (M): to/from = L/M.
+    up: usize,
+    down: usize,
+    /// The first input sample each phase's taps start from, relative to the output's position.
+    offset: isize,
+    phases: Vec<Vec<f32>>,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+impl Bank {
+    fn new(from: u32, to: u32) -> Bank {
+        let g = gcd(from as usize, to as usize);
+        let (up, down) = (to as usize / g, from as usize / g);
+        let ratio = up as f64 / down as f64;
+        // Below 1 when decimating: the filter narrows to the output's Nyquist frequency.
+        let cutoff = ratio.min(1.0) * 0.95;
+        let half_width = ZERO_CROSSINGS / cutoff;
+        let span = half_width.ceil() as isize;
+        let phases = (0..up)
+            .map(|phase| {
+                // The output sample sits `frac` input samples after input `floor`.
+                let frac = (phase * down % up) as f64 / up as f64;
+                let mut taps: Vec<f32> = (-span + 1..=span)
+                    .map(|k| {
+                        let x = frac - k as f64;
+                        if x.abs() >= half_width {
+                            return 0.0;
+                        }
+                        let sinc = if x == 0.0 {
+                            1.0
+                        } else {
+                            (std::f64::consts::PI * cutoff * x).sin() / (std::f64::consts::PI * cutoff * x)
+                        };
+                        let w = x / half_width;
+                        let window = 0.42
+                            + 0.5 * (std::f64::consts::PI * w).cos()
+                            + 0.08 * (2.0 * std::f64::consts::PI * w).cos();
+                        (sinc * window) as f32
+                    })
+                    .collect();
+                let sum: f32 = taps.iter().sum();
+                if sum.abs() > 1e-6 {
+                    taps.iter_mut().for_each(|t| *t /= sum);
+                }
+                taps
+            })
+            .collect();
+        Bank { up, down, offset: -span + 1, phases }
+    }
+}
+
+/// A dot product in eight independent lanes, which the compiler turns into SIMD (a plain
+/// floating-point sum is a serial chain it may not reorder).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The filter banks built so far, by (from, to) rate.
+type Banks = HashMap<(u32, u32), Arc<Bank>>;
+
+/// Band-limited resampling: a Blackman-windowed sinc, cut off at the lower Nyquist frequency,
+/// applied through a cached polyphase filter bank (no trigonometry per sample).
+pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == to || input.is_empty() {
+        return input.to_vec();
+    }
+    static BANKS: OnceLock<Mutex<Banks>> = OnceLock::new();
+    let bank = {
+        let mut banks = BANKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        banks.entry((from, to)).or_insert_with(|| Arc::new(Bank::new(from, to))).clone()
+    };
+    let out_len = input.len() * bank.up / bank.down;
+    let mut out = Vec::with_capacity(out_len);
+    for n in 0..out_len {
+        let position = n * bank.down;
+        let (floor, phase) = (position / bank.up, (n * bank.down) % bank.up);
+        let taps = &bank.phases[phase];
+        let start = floor as isize + bank.offset;
+        let acc: f32 = if start >= 0 && start as usize + taps.len() <= input.len() {
+            dot(&input[start as usize..start as usize + taps.len()], taps)
+        } else {
+            // At the edges, taps outside the input see silence.
+            taps.iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    let at = start + i as isize;
+                    (at >= 0 && (at as usize) < input.len()).then(|| input[at as usize] * t)
+                })
+                .sum()
+        };
+        out.push(acc);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(rate: u32, hz: f32, ms: u32, amplitude: f32) -> Vec<f32> {
+        let n = rate * ms / 1000;
+        (0..n).map(|i| amplitude * (2.0 * std::f32::consts::PI * hz * i as f32 / rate as f32).sin()).collect()
+    }
+
+    fn wav(rate: u32, channels: u16, samples: &[f32]) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut out = Cursor::new(Vec::new());
+        let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
+        for s in samples {
+            for _ in 0..channels {
+                writer.write_sample((s * 32767.0) as i16).unwrap();
+            }
+        }
+        writer.finalize().unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn reads_the_recording_asterisk_wrote() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/fixtures/asterisk/audio/recorded-by-asterisk.wav");
+        let samples = read_recording(&path).unwrap();
+        // endpos=9612 in the capture that wrote it.
+        assert_eq!(samples.len(), 9612);
+        assert_eq!(duration_ms(&samples), 1201);
+    }
+
+    #[test]
+    fn resamples_24k_stereo_to_8k_mono() {
+        let samples = tone(24000, 440.0, 1000, 0.5);
+        let decoded = decode_wav(&wav(24000, 2, &samples)).unwrap();
+        assert_eq!(decoded.len(), 8000);
+        // The tone survives at about the same level.
+        let peak = decoded[100..7900].iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!((15000..17500).contains(&peak), "{peak}");
+        // 22.05 kHz (espeak-ng) and 16 kHz come down too.
+        assert_eq!(decode_wav(&wav(22050, 1, &tone(22050, 440.0, 1000, 0.5))).unwrap().len(), 8000);
+        assert_eq!(decode_wav(&wav(16000, 1, &tone(16000, 440.0, 1000, 0.5))).unwrap().len(), 8000);
+        let up = resample(&tone(8000, 440.0, 100, 0.5), 8000, 16000);
+        assert_eq!(up.len(), 1600);
+    }
+
+    #[test]
+    fn frequencies_above_4k_are_filtered_out() {
+        let decoded = decode_wav(&wav(24000, 1, &tone(24000, 6000.0, 500, 0.8))).unwrap();
+        let peak = decoded[200..3800].iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!(peak < 1200, "6 kHz must not alias into the 8 kHz stream: peak {peak}");
+    }
+
+    #[test]
+    fn streaming_headers_with_placeholder_lengths_are_repaired() {
+        let mut bytes = wav(22050, 1, &tone(22050, 300.0, 200, 0.5));
+        bytes[4..8].copy_from_slice(&0x7fff_f024u32.to_le_bytes());
+        bytes[40..44].copy_from_slice(&0x7fff_f000u32.to_le_bytes());
+        let decoded = decode_wav(&bytes).unwrap();
+        assert!((1590..=1600).contains(&decoded.len()), "{}", decoded.len());
+    }
+
+    #[test]
+    fn raw_pcm_and_encoding() {
+        let pcm: Vec<u8> =
+            tone(16000, 300.0, 100, 0.3).iter().flat_map(|s| ((s * 32767.0) as i16).to_le_bytes()).collect();
+        let decoded = decode_any(&pcm, 16000).unwrap();
+        assert_eq!(decoded.len(), 800);
+        let encoded = encode_wav(&decoded);
+        assert_eq!(&encoded[..4], b"RIFF");
+        assert_eq!(encoded.len(), 44 + 1600);
+        assert_eq!(decode_wav(&encoded).unwrap(), decoded);
+        assert!(decode_wav(b"not a wav at all").is_err());
+    }
+
+    #[test]
+    fn the_fast_path_matches_the_general_one() {
+        // 16-bit mono takes the direct path; the same audio as 24-bit takes hound's. Both land
+        // on the same samples, give or take rounding.
+        let samples = tone(24000, 440.0, 300, 0.5);
+        let fast = decode_wav(&wav(24000, 1, &samples)).unwrap();
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 24000,
+            bits_per_sample: 24,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut out = Cursor::new(Vec::new());
+        let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
+        for s in &samples {
+            writer.write_sample(((s * 32767.0) as i32) << 8).unwrap();
+        }
+        writer.finalize().unwrap();
+        let general = decode_wav(&out.into_inner()).unwrap();
+        assert_eq!(fast.len(), general.len());
+        assert!(fast.iter().zip(&general).all(|(a, b)| (a - b).abs() <= 1));
+        // Full scale stays full scale, without wrapping.
+        assert_eq!(to_i16(&[1.5, -1.5, 1.0, -1.0, 0.0]), vec![32767, -32768, 32767, -32767, 0]);
+        let dotted = dot(&[1.0; 19], &[2.0; 19]);
+        assert_eq!(dotted, 38.0);
+    }
+
+    #[test]
+    fn silence_detection() {
+        assert!(is_silence(&[0; 8000], -45.0));
+        assert!(is_silence(&[20; 8000], -45.0), "line hiss");
+        let speech = to_i16(&tone(8000, 200.0, 500, 0.3));
+        assert!(!is_silence(&speech, -45.0));
+        assert!(is_silence(&speech[..800], -45.0), "100 ms is too short to be an utterance");
+    }
+}

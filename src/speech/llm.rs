@@ -1,0 +1,453 @@
+//! The responder: what the agent says next.
+//!
+//! * [`OpenAiResponder`]: OpenAI-compatible `POST {url}/chat/completions` with `stream: true`
+//!   (OpenAI, xAI, Groq, Ollama, vLLM, llama.cpp). The server-sent events are parsed as they
+//!   arrive and handed on as text, so speech can start before the answer is complete.
+//! * [`super::rules::RulesResponder`]: the built-in rules engine, no network.
+//!
+//! The system prompt asks the model to end its answer with
+//! `<analysis>{"intent": …, "emotion": …, "confidence": …, "action": …}</analysis>`. That tag is
+//! never spoken: [`AnalysisFilter`] holds it back, even split across stream chunks, and turns it
+//! into a [`Chunk::Analysis`]. A model that leaves it out is analysed by the rules instead.
+
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{BoxFuture, HttpPolicy, SpeechError, send};
+
+/// Who said a message of the conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+/// One message of the conversation so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+/// What the agent decided to do after speaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    #[default]
+    Continue,
+    /// Say goodbye and end the call.
+    End,
+    /// The caller asked not to be called again.
+    DoNotCall,
+    /// Hand the call to a person.
+    Transfer,
+    /// The caller wants to be called back another time.
+    Callback,
+}
+
+/// The responder's own reading of the turn. Absent fields fall back to the rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    #[serde(default)]
+    pub intent: Option<String>,
+    #[serde(default)]
+    pub emotion: Option<String>,
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    #[serde(default)]
+    pub action: Option<Action>,
+}
+
+/// A piece of the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    /// Words to speak, as they arrive.
+    Text(String),
+    /// The responder's analysis of the turn.
+    Analysis(Analysis),
+}
+
+/// The answer, as it arrives.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, SpeechError>> + Send>>;
+
+/// What the responder is asked.
+pub struct ResponseRequest<'a> {
+    /// The system prompt, already filled in with the call's context.
+    pub system: &'a str,
+    /// The conversation so far, oldest first, not including `caller`.
+    pub history: &'a [Message],
+    /// What the caller just said.
+    pub caller: &'a str,
+    /// The call's values (agent name, company, contact fields) for responders that template.
+    pub values: &'a std::collections::BTreeMap<String, String>,
+    pub deadline: Instant,
+}
+
+/// A responder.
+pub trait Responder: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Starts answering. The stream yields text as it is produced and may end with an analysis.
+    fn respond<'a>(&'a self, request: ResponseRequest<'a>) -> BoxFuture<'a, Result<ChunkStream, SpeechError>>;
+}
+
+/// OpenAI-compatible chat completions, streamed.
+pub struct OpenAiResponder {
+    pub client: reqwest::Client,
+    /// Base URL up to and including `/v1`.
+    pub url: String,
+    pub api_key: String,
+    pub model: String,
+    pub temperature: f64,
+    pub max_tokens: u32,
+    pub policy: HttpPolicy,
+}
+
+impl Responder for OpenAiResponder {
+    fn name(&self) -> &'static str {
+        "openai-llm"
+    }
+
+    fn respond<'a>(&'a self, request: ResponseRequest<'a>) -> BoxFuture<'a, Result<ChunkStream, SpeechError>> {
+        Box::pin(async move {
+            let mut messages = vec![Message { role: Role::System, content: request.system.to_owned() }];
+            messages.extend(request.history.iter().cloned());
+            messages.push(Message { role: Role::User, content: request.caller.to_owned() });
+            let body = serde_json::json!({
+                "model": self.model,
+                "messages": messages,
+                "stream": true,
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+            });
+            let url = format!("{}/chat/completions", self.url.trim_end_matches('/'));
+            let provider = self.name();
+            let response = send(provider, self.policy, request.deadline, || {
+                let builder = self.client.post(&url).json(&body).header(reqwest::header::ACCEPT, "text/event-stream");
+                if self.api_key.is_empty() { builder } else { builder.bearer_auth(&self.api_key) }
+            })
+            .await?;
+            let deadline = request.deadline;
+            let bytes = response.bytes_stream();
+            let stream = async_stream(provider, bytes, deadline);
+            Ok(stream)
+        })
+    }
+}
+
+/// Parses the server-sent events of a streamed chat completion into chunks.
+fn async_stream(
+    provider: &'static str,
+    bytes: impl Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+    deadline: Instant,
+) -> ChunkStream {
+    struct State<S> {
+        bytes: Pin<Box<S>>,
+        lines: SseLines,
+        filter: AnalysisFilter,
+        pending: std::collections::VecDeque<Result<Chunk, SpeechError>>,
+        done: bool,
+    }
+    let started = Instant::now();
+    let state = State {
+        bytes: Box::pin(bytes),
+        lines: SseLines::default(),
+        filter: AnalysisFilter::default(),
+        pending: Default::default(),
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(state, move |mut state| async move {
+        loop {
+            if let Some(item) = state.pending.pop_front() {
+                return Some((item, state));
+            }
+            if state.done {
+                return None;
+            }
+            let next = tokio::time::timeout_at(deadline, state.bytes.next()).await;
+            match next {
+                Err(_) => {
+                    state.done = true;
+                    state.pending.push_back(Err(SpeechError::Timeout { provider, after: started.elapsed() }));
+                }
+                Ok(None) => {
+                    state.done = true;
+                    state.pending.extend(state.filter.finish().into_iter().map(Ok));
+                }
+                Ok(Some(Err(e))) => {
+                    state.done = true;
+                    state.pending.push_back(Err(SpeechError::Unreachable {
+                        provider,
+                        message: format!("the stream broke: {e}"),
+                    }));
+                }
+                Ok(Some(Ok(data))) => {
+                    for event in state.lines.push(&data) {
+                        match event {
+                            SseEvent::Done => {
+                                state.done = true;
+                                state.pending.extend(state.filter.finish().into_iter().map(Ok));
+                                break;
+                            }
+                            SseEvent::Data(json) => match delta(&json) {
+                                Ok(Some(text)) => state.pending.extend(state.filter.push(&text).into_iter().map(Ok)),
+                                Ok(None) => {}
+                                Err(message) => {
+                                    state.done = true;
+                                    state.pending.push_back(Err(SpeechError::Invalid { provider, message }));
+                                    break;
+                                }
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }))
+}
+
+/// The text of one streamed chunk: `choices[0].delta.content`. An `error` object is an error.
+fn delta(json: &str) -> Result<Option<String>, String> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("bad event {json:?}: {e}"))?;
+    if let Some(error) = value.get("error") {
+        return Err(error["message"].as_str().unwrap_or("error in the stream").to_owned());
+    }
+    Ok(value["choices"][0]["delta"]["content"].as_str().filter(|t| !t.is_empty()).map(str::to_owned))
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SseEvent {
+    Data(String),
+    Done,
+}
+
+/// Splits a byte stream into server-sent events (`data:` lines; events end at a blank line).
+#[derive(Default)]
+struct SseLines {
+    buf: Vec<u8>,
+    data: String,
+}
+
+impl SseLines {
+    fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=at).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    let data = std::mem::take(&mut self.data);
+                    events.push(if data.trim() == "[DONE]" { SseEvent::Done } else { SseEvent::Data(data) });
+                }
+                continue;
+            }
+            if let Some(value) = line.strip_prefix("data:") {
+                if !self.data.is_empty() {
+                    self.data.push('\n');
+                }
+                self.data.push_str(value.strip_prefix(' ').unwrap_or(value));
+            }
+            // `event:`, `id:`, `retry:` and `:` comments carry nothing we use.
+        }
+        events
+    }
+}
+
+const OPEN: &str = "<analysis>";
+const CLOSE: &str = "</analysis>";
+
+/// Keeps `<analysis>…</analysis>` out of the spoken text and parses it.
+#[derive(Default)]
+pub struct AnalysisFilter {
+    /// Text not handed on yet because it may be the start of the tag.
+    held: String,
+    /// Inside the tag: what it holds so far.
+    inside: Option<String>,
+}
+
+impl AnalysisFilter {
+    /// Feeds streamed text; returns what can be spoken now.
+    pub fn push(&mut self, text: &str) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        if let Some(inside) = &mut self.inside {
+            inside.push_str(text);
+            return out;
+        }
+        self.held.push_str(text);
+        if let Some(at) = self.held.find(OPEN) {
+            let before = self.held[..at].to_owned();
+            let after = self.held[at + OPEN.len()..].to_owned();
+            self.held.clear();
+            if !before.is_empty() {
+                out.push(Chunk::Text(before));
+            }
+            self.inside = Some(after);
+            return out;
+        }
+        // Hand on everything but a tail that could still become "<analysis>".
+        let keep = (1..OPEN.len()).rev().find(|n| self.held.ends_with(&OPEN[..*n])).unwrap_or(0);
+        let cut = self.held.len() - keep;
+        if cut > 0 {
+            let speak: String = self.held.drain(..cut).collect();
+            out.push(Chunk::Text(speak));
+        }
+        out
+    }
+
+    /// The end of the stream: the rest of the text, and the analysis if there was one.
+    pub fn finish(&mut self) -> Vec<Chunk> {
+        let mut out = Vec::new();
+        match self.inside.take() {
+            Some(inside) => {
+                let json = inside.split(CLOSE).next().unwrap_or_default().trim();
+                if let Ok(analysis) = serde_json::from_str::<Analysis>(json) {
+                    out.push(Chunk::Analysis(analysis));
+                }
+            }
+            None if !self.held.is_empty() => out.push(Chunk::Text(std::mem::take(&mut self.held))),
+            None => {}
+        }
+        out
+    }
+}
+
+/// Words that end in a period without ending a sentence.
+const ABBREVIATIONS: &[&str] =
+    &["mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "a.m", "p.m", "no", "approx", "inc", "ltd"];
+
+/// Cuts streamed text into sentences, so the first can be spoken while the rest is written.
+#[derive(Default)]
+pub struct SentenceSplitter {
+    buf: String,
+}
+
+impl SentenceSplitter {
+    /// Adds text; returns the sentences it completes.
+    pub fn push(&mut self, text: &str) -> Vec<String> {
+        self.buf.push_str(text);
+        let mut out = Vec::new();
+        while let Some(end) = self.boundary() {
+            let sentence: String = self.buf.drain(..end).collect();
+            let sentence = sentence.trim();
+            if !sentence.is_empty() {
+                out.push(sentence.to_owned());
+            }
+        }
+        out
+    }
+
+    /// The text left when the stream ends.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.buf);
+        let rest = rest.trim();
+        (!rest.is_empty()).then(|| rest.to_owned())
+    }
+
+    /// The byte index just after the first sentence end followed by whitespace.
+    fn boundary(&self) -> Option<usize> {
+        let chars: Vec<(usize, char)> = self.buf.char_indices().collect();
+        for (i, &(at, c)) in chars.iter().enumerate() {
+            let next = chars.get(i + 1).map(|&(_, n)| n);
+            let is_end = matches!(c, '.' | '!' | '?' | '…') || c == '\n';
+            if !is_end || next.is_none() {
+                continue;
+            }
+            if c != '\n' && !next.is_some_and(char::is_whitespace) {
+                continue;
+            }
+            if c == '.' {
+                let word: String =
+                    self.buf[..at].rsplit(|ch: char| ch.is_whitespace()).next().unwrap_or("").to_ascii_lowercase();
+                if ABBREVIATIONS.contains(&word.trim_end_matches('.'))
+                    || (word.len() == 1 && word.chars().all(|w| w.is_alphabetic()))
+                {
+                    continue;
+                }
+            }
+            return Some(at + c.len_utf8());
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_lines_across_chunk_boundaries() {
+        let mut lines = SseLines::default();
+        assert!(lines.push(b"data: {\"a\"").is_empty());
+        let events = lines.push(b":1}\n\n: keep-alive\n\ndata: [DONE]\n\n");
+        assert_eq!(events, vec![SseEvent::Data("{\"a\":1}".into()), SseEvent::Done]);
+        let events = lines.push(b"data: x\r\n\r\n");
+        assert_eq!(events, vec![SseEvent::Data("x".into())]);
+    }
+
+    #[test]
+    fn the_analysis_tag_is_never_spoken_even_when_split() {
+        let mut filter = AnalysisFilter::default();
+        let mut spoken = String::new();
+        let mut analysis = None;
+        for piece in [
+            "Sure, it is 20 dollars.",
+            " <anal",
+            "ysis>{\"intent\": \"question\",",
+            " \"confidence\": 0.9, \"action\": \"continue\"}</analysis>",
+        ] {
+            for chunk in filter.push(piece) {
+                match chunk {
+                    Chunk::Text(t) => spoken.push_str(&t),
+                    Chunk::Analysis(a) => analysis = Some(a),
+                }
+            }
+        }
+        for chunk in filter.finish() {
+            match chunk {
+                Chunk::Text(t) => spoken.push_str(&t),
+                Chunk::Analysis(a) => analysis = Some(a),
+            }
+        }
+        assert_eq!(spoken.trim(), "Sure, it is 20 dollars.");
+        let analysis = analysis.unwrap();
+        assert_eq!(
+            (analysis.intent.as_deref(), analysis.confidence, analysis.action),
+            (Some("question"), Some(0.9), Some(Action::Continue))
+        );
+    }
+
+    #[test]
+    fn a_lone_angle_bracket_is_spoken() {
+        let mut filter = AnalysisFilter::default();
+        let mut spoken: Vec<Chunk> = filter.push("a < b and c <");
+        spoken.extend(filter.push(" d"));
+        spoken.extend(filter.finish());
+        let text: String = spoken.into_iter().map(|c| if let Chunk::Text(t) = c { t } else { String::new() }).collect();
+        assert_eq!(text, "a < b and c < d");
+    }
+
+    #[test]
+    fn sentences() {
+        let mut s = SentenceSplitter::default();
+        let mut out = s.push("Hi there! Our plan costs 20.5 dollars a ");
+        out.extend(s.push("month. Dr. Smith says so. Call at 5 p.m. tomorrow. Ok"));
+        out.extend(s.finish());
+        assert_eq!(
+            out,
+            [
+                "Hi there!",
+                "Our plan costs 20.5 dollars a month.",
+                "Dr. Smith says so.",
+                "Call at 5 p.m. tomorrow.",
+                "Ok"
+            ]
+        );
+    }
+}
