@@ -1,0 +1,286 @@
+//! Conversation-loop latency benchmark.
+//!
+//! Runs the real `asterai serve` binary on a temporary SQLite store with every speech provider
+//! pointed at in-process mocks of fixed latency, in the OpenAI shapes:
+//!
+//! * speech-to-text answers after 300 ms;
+//! * the chat completion streams its first sentence after 400 ms and each further one 150 ms
+//!   later (three sentences, different on every turn so nothing comes from the TTS cache);
+//! * text-to-speech answers each sentence after 200 ms with one second of 24 kHz WAV.
+//!
+//! Simulated Asterisk callers (the same one `asterai demo` uses) speak in real time, play every
+//! file in real time, and time each turn from the recording's return to the first `STREAM FILE`.
+//! After the calls the daemon is stopped and asterai's own per-turn overhead (the critical path
+//! less the time spent waiting on providers, which the daemon stores with every turn) is read
+//! back from the store.
+//!
+//! ```text
+//! bench_conversation --asterai target/release/asterai --calls 10 --turns 4 --pipelining on
+//! ```
+//!
+//! `scripts/bench-conversation` runs the three configurations the figures come from.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use asterai::demo::caller::{Caller, Line};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use axum::routing::post;
+use futures_util::StreamExt;
+
+const STT_MS: u64 = 300;
+const LLM_FIRST_MS: u64 = 400;
+const LLM_NEXT_MS: u64 = 150;
+const TTS_MS: u64 = 200;
+const SENTENCES: usize = 3;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(run(&args));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn summary(values: &mut [u64]) -> String {
+    values.sort_unstable();
+    format!(
+        "p50={} p90={} p99={} max={} (n={})",
+        percentile(values, 0.50),
+        percentile(values, 0.90),
+        percentile(values, 0.99),
+        values.last().copied().unwrap_or(0),
+        values.len()
+    )
+}
+
+/// One second of a 300 Hz tone as 24 kHz mono 16-bit WAV, like OpenAI's `response_format: wav`.
+fn wav_24k() -> Bytes {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 24000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
+    for i in 0..24000 {
+        writer.write_sample(((i as f32 * 2.0 * std::f32::consts::PI * 300.0 / 24000.0).sin() * 9000.0) as i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    out.into_inner().into()
+}
+
+fn sse_chunk(content: &str) -> Bytes {
+    let chunk = serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_795_000_000,
+        "model": "bench", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
+    Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+/// The mock providers; returns their base URL (up to `/v1`).
+async fn mocks() -> String {
+    let replies = Arc::new(AtomicU64::new(0));
+    let audio = wav_24k();
+    let app = Router::new()
+        .route(
+            "/v1/audio/transcriptions",
+            post(|_body: Bytes| async {
+                tokio::time::sleep(Duration::from_millis(STT_MS)).await;
+                axum::Json(serde_json::json!({"text": "Could you tell me more about the plan?"}))
+            }),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(move |_body: Bytes| {
+                let n = replies.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    let stream = futures_util::stream::iter(0..=SENTENCES).then(move |i| async move {
+                        if i == SENTENCES {
+                            return Ok::<_, std::convert::Infallible>(Bytes::from_static(b"data: [DONE]\n\n"));
+                        }
+                        let wait = if i == 0 { LLM_FIRST_MS } else { LLM_NEXT_MS };
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                        let last = i + 1 == SENTENCES;
+                        Ok(sse_chunk(&format!("Reply {n} sentence {}.{}", i + 1, if last { "" } else { " " })))
+                    });
+                    Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(Body::from_stream(stream))
+                        .unwrap()
+                }
+            }),
+        )
+        .route(
+            "/v1/audio/speech",
+            post(move |_body: Bytes| {
+                let audio = audio.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(TTS_MS)).await;
+                    Response::builder().header("content-type", "audio/wav").body(Body::from(audio)).unwrap()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
+fn asterai(bin: &str, config: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new(bin)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "asterai {args:?} failed");
+}
+
+async fn run(args: &[String]) {
+    let bin = arg(args, "--asterai", "target/release/asterai");
+    let calls: usize = arg(args, "--calls", "10").parse().unwrap();
+    let turns: usize = arg(args, "--turns", "4").parse().unwrap();
+    let pipelining = arg(args, "--pipelining", "on") == "on";
+    let ramp = Duration::from_millis(arg(args, "--ramp-ms", "5000").parse().unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = mocks().await;
+    let agi: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = dir.path().join("asterai.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[daemon]
+data_dir = "{data}"
+[log]
+level = "warn"
+[agi]
+listen = "{agi}"
+max_sessions = {sessions}
+[http]
+listen = "127.0.0.1:{http}"
+[conversation]
+company = "Bench"
+pipelining = {pipelining}
+max_turns = {max_turns}
+[stt]
+provider = "openai"
+url = "{url}"
+[responder]
+provider = "openai"
+url = "{url}"
+[tts]
+provider = "openai"
+url = "{url}"
+"#,
+            data = dir.path().display(),
+            sessions = calls + 10,
+            http = free_port(),
+            max_turns = turns + 5,
+        ),
+    )
+    .unwrap();
+    asterai(&bin, &config, &["migrate"]);
+    asterai(&bin, &config, &["org", "create", "bench"]);
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut daemon = std::process::Command::new(&bin)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(agi).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "asterai did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let script = vec![Line::Say("Could you tell me more about the plan?".into()); turns];
+    let caller = |i: usize| {
+        let mut caller = Caller::new(script.clone(), "bench");
+        caller.uniqueid = format!("1795000000.{i}");
+        caller.playback_speed = 1.0;
+        caller.max_playback = Duration::from_secs(30);
+        caller.speak_in_real_time = Some(Duration::from_secs(1));
+        caller
+    };
+    // One call first, so the greeting is synthesized once and cached like on a running system.
+    caller(0).call(agi).await.unwrap();
+
+    let wall = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 1..=calls {
+        let caller = caller(i);
+        tasks.push(tokio::spawn(async move { caller.call(agi).await }));
+        if calls > 1 {
+            tokio::time::sleep(ramp / calls as u32).await;
+        }
+    }
+    let mut first_play = Vec::new();
+    let mut failed = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(log) => first_play.extend(log.first_play_after_record_ms),
+            Err(e) => {
+                failed += 1;
+                eprintln!("a call failed: {e}");
+            }
+        }
+    }
+    let wall = wall.elapsed();
+    let _ = std::process::Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("asterai.db").display())).await.unwrap();
+    // Every call's answered turns but the warm-up call's (uniqueid 1795000000.0).
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT t.latency FROM call_turns t JOIN calls c ON c.id = t.call_id \
+         WHERE t.turn > 0 AND c.channel <> 'PJSIP/demo-17950000000'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut overhead: Vec<u64> = rows
+        .iter()
+        .filter_map(|(json,)| serde_json::from_str::<serde_json::Value>(json).ok())
+        .filter_map(|v| v["overhead_us"].as_u64())
+        .collect();
+    let warnings = std::fs::read_to_string(dir.path().join("daemon.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+
+    let nominal = STT_MS + LLM_FIRST_MS + TTS_MS;
+    println!(
+        "pipelining={} calls={calls} turns/call={turns} failed_calls={failed} wall={:.1}s daemon_warnings={warnings}",
+        if pipelining { "on" } else { "off" },
+        wall.as_secs_f64()
+    );
+    println!(
+        "recording returned -> first STREAM FILE (ms): {}  [providers alone: {nominal} ms; target <= {:.0} ms]",
+        summary(&mut first_play),
+        nominal as f64 * 1.05
+    );
+    println!("asterai overhead per turn (us): {}  [target p99 < 2000 us]", summary(&mut overhead));
+}

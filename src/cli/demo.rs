@@ -1,0 +1,121 @@
+//! `asterai demo`: one simulated call, watched turn by turn.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::agi::{AgiServer, Router, ServerConfig, Shutdown};
+use crate::demo::caller::{Caller, CallerVoice, parse_script};
+use crate::feed::client::Filter;
+use crate::feed::{Hub, Publisher};
+use crate::store::{EventKind, Store};
+
+/// Try asterai without Asterisk or API keys: one simulated call, shown turn by turn.
+///
+/// Runs the conversation in-process with the embedded SQLite database, the built-in rules
+/// responder and espeak-ng, and places one call from a simulated Asterisk on a real FastAGI port.
+/// The caller's lines come from a script (one line per turn; an empty line is silence). The call
+/// is stored like a real one, under the organization "demo": see it again with
+/// `asterai calls show <id>`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The caller's script. Default: a short built-in conversation.
+    #[arg(long, value_name = "FILE")]
+    script: Option<PathBuf>,
+    /// Playback speed of the agent's speech (1 = real time).
+    #[arg(long, default_value_t = 3.0)]
+    speed: f64,
+    /// The espeak-ng voice of the simulated caller.
+    #[arg(long, default_value = "en-us+m3")]
+    caller_voice: String,
+}
+
+pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
+    super::runtime()?.block_on(demo(args, context))
+}
+
+async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
+    let mut config = context.config;
+    let script = match &args.script {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading the script {}", path.display()))?
+        }
+        None => crate::demo::DEFAULT_SCRIPT.to_owned(),
+    };
+    let lines = parse_script(&script);
+    anyhow::ensure!(!lines.is_empty(), "the script has no lines");
+
+    // The demo's own choices: embedded store, offline responder and voices.
+    let db = config.data_dir().join("asterai.db");
+    config.database.url = crate::config::Secret::new(format!("sqlite://{}", db.display()));
+    config.stt.provider = "scripted".into();
+    config.responder.provider = "rules".into();
+    config.tts.provider = "espeak".into();
+    config.tts.voice = String::new();
+    config.conversation.hangup_at_end = true;
+
+    let store = Store::connect(&config.store_options()).await.context("opening the embedded database")?;
+    store.migrate().await?;
+    let org = match store.org_by_slug("demo").await? {
+        Some(org) => org,
+        None => store.create_org("demo", "Demo Company").await?,
+    };
+    let stop = CancellationToken::new();
+    let hub = Hub::new();
+    tokio::spawn(hub.clone().run(store.clone(), Duration::from_millis(200), Duration::ZERO, stop.clone()));
+    while hub.last_published() < store.max_event_id().await? {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let publisher = Publisher::new(store.clone(), hub.clone());
+    let conversations = super::serve::conversations(&config, publisher, &stop)?;
+    let server = AgiServer::bind(
+        "127.0.0.1:0".parse()?,
+        Router::new().route("ai", conversations.handler()),
+        ServerConfig::default(),
+    )
+    .await?;
+    let addr = server.local_addr()?;
+    tokio::spawn(server.run(Shutdown::new(stop.clone(), Duration::from_secs(5))));
+    println!("asterai demo: FastAGI on {addr}, database {}", db.display());
+    println!("a simulated caller dials in; the conversation follows as it happens\n");
+
+    let mut events = hub.subscribe(org.id, Filter::default(), 10_000);
+    let caller = Caller {
+        voice: CallerVoice::Espeak { program: config.tts.espeak_program.clone(), voice: args.caller_voice.clone() },
+        playback_speed: args.speed,
+        max_playback: Duration::from_secs(30),
+        ..Caller::new(lines, "demo")
+    };
+    let call = tokio::spawn(async move { caller.call(addr).await });
+    let mut call_id = None;
+    'watch: while let Some(batch) =
+        tokio::time::timeout(Duration::from_secs(120), events.rx.recv()).await.ok().flatten()
+    {
+        for published in batch.iter() {
+            let event = &published.event;
+            println!("{}", super::feed::human(event));
+            call_id = event.call_id.clone();
+            if event.kind == EventKind::CallEnded {
+                break 'watch;
+            }
+        }
+    }
+    let log = call.await?.context("the simulated caller")?;
+    stop.cancel();
+    println!();
+    match call_id {
+        Some(id) => {
+            println!("the call is stored: asterai calls show {id}");
+            println!(
+                "the caller heard {} synthesized files; asterai sent {} AGI commands",
+                log.played.len(),
+                log.commands.len()
+            );
+        }
+        None => anyhow::bail!("the call produced no events; see the log above"),
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Turning the responder's answer into sound on the call.
+//!
+//! Pipelined (the default): the answer streams in, is cut into sentences, each sentence is sent to
+//! text-to-speech as soon as it is complete, and the first sentence plays as soon as its audio
+//! exists, while the next ones are still being written and synthesized. At most [`LOOKAHEAD`]
+//! synthesized sentences wait for their turn. Only the player sends AGI commands, one at a time:
+//! Asterisk drops the reply of a command written during playback.
+//!
+//! Without pipelining the whole answer is awaited, synthesized in one piece, then played.
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::agi::AgiSession;
+use crate::agi::command::{Played, StreamFile};
+use crate::speech::SpeechError;
+use crate::speech::llm::{Analysis, Chunk, ChunkStream, SentenceSplitter};
+use crate::speech::tts::{Spoken, Voice};
+
+/// Synthesized sentences allowed to wait while one plays.
+pub const LOOKAHEAD: usize = 2;
+
+/// What happened while speaking.
+#[derive(Debug, Default)]
+pub struct Speech {
+    /// Everything the responder wrote (analysis excluded).
+    pub text: String,
+    pub analysis: Option<Analysis>,
+    /// The responder failed (before or during the answer).
+    pub error: Option<SpeechError>,
+    /// Sentences played to the end (or interrupted by a digit).
+    pub played: usize,
+    /// Sentences whose synthesis failed and were skipped.
+    pub tts_failures: usize,
+    /// The first synthesis error, if any.
+    pub tts_error: Option<SpeechError>,
+    /// When the first complete sentence was available.
+    pub first_sentence_at: Option<Instant>,
+    /// When the first sentence's audio was ready.
+    pub first_audio_at: Option<Instant>,
+    /// When the first STREAM FILE was sent.
+    pub first_play_at: Option<Instant>,
+    /// How long the provider took to synthesize the first sentence played (zero from the cache).
+    pub first_tts_provider: Option<std::time::Duration>,
+    /// The channel hung up (or the connection ended) while speaking.
+    pub hung_up: bool,
+}
+
+struct Pending {
+    audio: JoinHandle<(Result<Spoken, SpeechError>, Instant)>,
+}
+
+/// Plays the answer in `chunks` on `session`.
+pub async fn speak(
+    session: &AgiSession,
+    voice: &Voice,
+    chunks: ChunkStream,
+    pipelined: bool,
+    tts_deadline: std::time::Duration,
+) -> Speech {
+    if pipelined {
+        speak_pipelined(session, voice, chunks, tts_deadline).await
+    } else {
+        speak_whole(session, voice, chunks, tts_deadline).await
+    }
+}
+
+/// Plays a fixed phrase (greeting, reprompt, goodbye…), sentence by sentence.
+pub async fn say(session: &AgiSession, voice: &Voice, text: &str, tts_deadline: std::time::Duration) -> Speech {
+    let chunks: ChunkStream = Box::pin(futures_util::stream::iter(vec![Ok(Chunk::Text(text.to_owned()))]));
+    speak_pipelined(session, voice, chunks, tts_deadline).await
+}
+
+fn synthesize(voice: &Voice, sentence: String, limit: std::time::Duration) -> Pending {
+    let voice = voice.clone();
+    let audio = tokio::spawn(async move {
+        let result = voice.speak(&sentence, Instant::now() + limit).await;
+        (result, Instant::now())
+    });
+    Pending { audio }
+}
+
+async fn speak_pipelined(
+    session: &AgiSession,
+    voice: &Voice,
+    mut chunks: ChunkStream,
+    limit: std::time::Duration,
+) -> Speech {
+    let (tx, mut rx) = mpsc::channel::<Pending>(LOOKAHEAD);
+    let producer = async {
+        let mut out = Speech::default();
+        let mut splitter = SentenceSplitter::default();
+        'reading: loop {
+            let next = tokio::select! {
+                next = chunks.next() => next,
+                _ = session.hung_up() => {
+                    out.hung_up = true;
+                    break;
+                }
+            };
+            match next {
+                None => break,
+                Some(Ok(Chunk::Text(text))) => {
+                    out.text.push_str(&text);
+                    for sentence in splitter.push(&text) {
+                        out.first_sentence_at.get_or_insert_with(Instant::now);
+                        if tx.send(synthesize(voice, sentence, limit)).await.is_err() {
+                            break 'reading;
+                        }
+                    }
+                }
+                Some(Ok(Chunk::Analysis(analysis))) => out.analysis = Some(analysis),
+                Some(Err(error)) => {
+                    out.error = Some(error);
+                    break;
+                }
+            }
+        }
+        if let Some(rest) = splitter.finish() {
+            out.first_sentence_at.get_or_insert_with(Instant::now);
+            let _ = tx.send(synthesize(voice, rest, limit)).await;
+        }
+        drop(tx);
+        out
+    };
+    let player = async {
+        let mut out = Speech::default();
+        while let Some(pending) = rx.recv().await {
+            let (result, ready_at) = match pending.audio.await {
+                Ok(done) => done,
+                Err(e) => (
+                    Err(SpeechError::Failed {
+                        provider: voice.provider().name(),
+                        message: format!("synthesis task failed: {e}"),
+                    }),
+                    Instant::now(),
+                ),
+            };
+            match result {
+                Ok(spoken) => {
+                    out.first_audio_at.get_or_insert(ready_at);
+                    out.first_tts_provider.get_or_insert(spoken.provider_time);
+                    if !play(session, &spoken, &mut out).await {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!("text-to-speech failed; the sentence is skipped: {error}");
+                    out.tts_failures += 1;
+                    out.tts_error.get_or_insert(error);
+                }
+            }
+        }
+        out
+    };
+    let (mut produced, played) = tokio::join!(producer, player);
+    produced.played = played.played;
+    produced.tts_failures = played.tts_failures;
+    produced.tts_error = played.tts_error;
+    produced.first_audio_at = played.first_audio_at;
+    produced.first_play_at = played.first_play_at;
+    produced.first_tts_provider = played.first_tts_provider;
+    produced.hung_up |= played.hung_up;
+    produced
+}
+
+async fn speak_whole(
+    session: &AgiSession,
+    voice: &Voice,
+    mut chunks: ChunkStream,
+    limit: std::time::Duration,
+) -> Speech {
+    let mut out = Speech::default();
+    loop {
+        let next = tokio::select! {
+            next = chunks.next() => next,
+            _ = session.hung_up() => {
+                out.hung_up = true;
+                return out;
+            }
+        };
+        match next {
+            None => break,
+            Some(Ok(Chunk::Text(text))) => out.text.push_str(&text),
+            Some(Ok(Chunk::Analysis(analysis))) => out.analysis = Some(analysis),
+            Some(Err(error)) => {
+                out.error = Some(error);
+                break;
+            }
+        }
+    }
+    let text = out.text.trim().to_owned();
+    if text.is_empty() {
+        return out;
+    }
+    out.first_sentence_at = Some(Instant::now());
+    match voice.speak(&text, Instant::now() + limit).await {
+        Ok(spoken) => {
+            out.first_audio_at = Some(Instant::now());
+            out.first_tts_provider = Some(spoken.provider_time);
+            play(session, &spoken, &mut out).await;
+        }
+        Err(error) => {
+            tracing::warn!("text-to-speech failed: {error}");
+            out.tts_failures = 1;
+            out.tts_error = Some(error);
+        }
+    }
+    out
+}
+
+/// Plays one file; false when the call is gone and nothing more should be played.
+async fn play(session: &AgiSession, spoken: &Spoken, out: &mut Speech) -> bool {
+    out.first_play_at.get_or_insert_with(Instant::now);
+    let file = spoken.file.to_string_lossy().into_owned();
+    match session.send(StreamFile::new(file)).await {
+        Ok(Played::Finished { .. } | Played::Interrupted { .. }) => {
+            out.played += 1;
+            true
+        }
+        Ok(Played::Failed { .. }) if session.is_hung_up() || session.is_closed() => {
+            out.hung_up = true;
+            false
+        }
+        Ok(Played::Failed { .. }) => {
+            tracing::warn!(file = %spoken.file.display(), "Asterisk could not play the synthesized file; can it read the media directory?");
+            true
+        }
+        Err(e) => {
+            if !e.is_hangup() {
+                tracing::warn!("playing a sentence failed: {e}");
+            }
+            out.hung_up = true;
+            false
+        }
+    }
+}

@@ -1,0 +1,576 @@
+//! Whole calls on the `ai` route, through the real FastAGI listener: a simulated Asterisk writes
+//! real WAV recordings and takes time to play, and the speech providers are HTTP mocks in the
+//! OpenAI shapes. Each test checks the stored call, its events on the live feed, and the exact
+//! commands the fake Asterisk received.
+
+mod support;
+
+use std::time::Duration;
+
+use asterai::agi::{Router, ServerConfig};
+use asterai::config::{Config, Dur, Secret};
+use asterai::conversation::{Conversations, Providers, Settings};
+use asterai::demo::caller::{CallLog, Caller, HangupAt, Line};
+use asterai::store::{Call, CallStatus, EventKind, Outcome};
+use support::agi::TestServer;
+use support::db::{Backend, TestDb};
+use support::http::{FeedClient, TestDaemon};
+use support::mocks::{Sequence, sse, wav_24k};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A daemon with mocked providers, an organization `acme`, and its HTTP side for the feed.
+struct Rig {
+    db: TestDb,
+    daemon: TestDaemon,
+    agi: TestServer,
+    stt: MockServer,
+    llm: MockServer,
+    _tts: MockServer,
+    config: Config,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(tweak: impl FnOnce(&mut Config)) -> Rig {
+    let db = TestDb::new(Backend::Sqlite).await;
+    db.store.create_org("acme", "Acme Inc.").await.unwrap();
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let (stt, llm, tts) = (MockServer::start().await, MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/speech"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(wav_24k(400), "audio/wav"))
+        .mount(&tts)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.daemon.data_dir = dir.path().display().to_string();
+    config.stt.provider = "openai".into();
+    config.stt.url = format!("{}/v1", stt.uri());
+    config.stt.api_key = Secret::new("sk-stt");
+    config.stt.retries = 2;
+    config.responder.provider = "openai".into();
+    config.responder.url = format!("{}/v1", llm.uri());
+    config.responder.api_key = Secret::new("sk-llm");
+    config.tts.provider = "openai".into();
+    config.tts.url = format!("{}/v1", tts.uri());
+    config.conversation.turn_budget = Dur::secs(5);
+    tweak(&mut config);
+    let providers = Providers::from_config(&config).unwrap();
+    std::fs::create_dir_all(config.recordings_dir()).unwrap();
+    let conversations = Conversations::new(daemon.publisher.clone(), providers, Settings::from_config(&config), None);
+    let agi = TestServer::start(Router::new().route("ai", conversations.handler()), ServerConfig::default()).await;
+    Rig { db, daemon, agi, stt, llm, _tts: tts, config, _dir: dir }
+}
+
+impl Rig {
+    async fn transcripts(&self, texts: &[&str]) {
+        let templates =
+            texts.iter().map(|t| ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": t}))).collect();
+        Mock::given(method("POST"))
+            .and(path("/v1/audio/transcriptions"))
+            .respond_with(Sequence::new(templates))
+            .mount(&self.stt)
+            .await;
+    }
+
+    async fn answers(&self, answers: &[&[&str]]) {
+        let templates = answers.iter().map(|pieces| sse(pieces)).collect();
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(Sequence::new(templates))
+            .mount(&self.llm)
+            .await;
+    }
+
+    fn caller(&self, script: &[&str]) -> Caller {
+        let lines =
+            script.iter().map(|l| if l.is_empty() { Line::Silence } else { Line::Say((*l).to_owned()) }).collect();
+        Caller::new(lines, "acme")
+    }
+
+    async fn call(&self, caller: &Caller) -> (CallLog, Call) {
+        let log = tokio::time::timeout(WAIT, caller.call(self.agi.addr))
+            .await
+            .expect("the call ends")
+            .expect("the call runs");
+        let call = self.finished_call().await;
+        (log, call)
+    }
+
+    /// The one call of the test, once its record is finished.
+    async fn finished_call(&self) -> Call {
+        for _ in 0..200 {
+            let calls = self.db.store.unfinished_calls(None).await.unwrap();
+            let acme = self.db.store.org_by_slug("acme").await.unwrap().unwrap();
+            let page = self.db.store.list_calls(acme.id, &Default::default()).await.unwrap();
+            if calls.is_empty() && !page.calls.is_empty() {
+                return page.calls[0].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the call was never finished");
+    }
+
+    fn phrase_file(&self, text: &str) -> std::path::PathBuf {
+        let providers = Providers::from_config(&self.config).unwrap();
+        providers.voice.path_for(text)
+    }
+}
+
+fn commands_named<'a>(log: &'a CallLog, prefix: &str) -> Vec<&'a String> {
+    log.commands.iter().filter(|c| c.starts_with(prefix)).collect()
+}
+
+fn analysis(intent: &str, action: &str) -> String {
+    format!(
+        "\n<analysis>{{\"intent\": \"{intent}\", \"emotion\": \"neutral\", \"confidence\": 0.9, \"action\": \"{action}\"}}</analysis>"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_ending_in_goodbye() {
+    let rig = rig(|_| {}).await;
+    rig.transcripts(&["Hi, who is this?", "How much is it?", "Okay, thanks. Goodbye."]).await;
+    let greet = analysis("identity", "continue");
+    let price = analysis("pricing", "continue");
+    let bye = analysis("goodbye", "end");
+    rig.answers(&[
+        &["I'm Ava, ", "an AI assistant for Acme.", &greet],
+        &["It is 20 dollars a month.", " The first month is free.", &price],
+        &["Thank you for calling. Goodbye!", &bye],
+    ])
+    .await;
+    let token = rig.daemon.token("acme").await;
+    let mut feed = FeedClient::connect(rig.daemon.addr, &token, "").await.unwrap();
+    let (log, call) = rig.call(&rig.caller(&["hello", "price", "bye"])).await;
+
+    assert_eq!((call.status, call.outcome, call.turns), (CallStatus::Completed, Some(Outcome::Completed), 3));
+    assert_eq!(call.direction.as_str(), "inbound");
+    assert_eq!(call.from, "+15551230000");
+    let transcript = call.transcript.clone().unwrap();
+    assert!(transcript.starts_with("Agent: Hello, thank you for calling Acme Inc. This is Ava."), "{transcript}");
+    assert!(
+        transcript.contains("Caller: How much is it?\nAgent: It is 20 dollars a month. The first month is free.\n"),
+        "{transcript}"
+    );
+
+    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    assert_eq!(turns.len(), 4, "the greeting and three caller turns");
+    assert_eq!((turns[2].intent.as_deref(), turns[2].confidence), (Some("pricing"), Some(0.9)));
+    let latency = turns[2].latency_ms;
+    assert_eq!(latency.endpoint, 1000, "the silence window");
+    assert!(latency.total >= latency.endpoint + latency.stt, "{latency:?}");
+    let overhead_ms = latency.overhead_us.expect("an answered turn measures asterai's overhead") / 1000;
+    assert!(overhead_ms <= latency.total - latency.endpoint, "{latency:?}");
+    assert_eq!(turns[0].latency_ms.overhead_us, None, "the greeting has no caller to answer");
+
+    // The responder saw the whole conversation so far.
+    let requests = rig.llm.received_requests().await.unwrap();
+    let last: serde_json::Value = serde_json::from_slice(&requests[2].body).unwrap();
+    let roles: Vec<&str> = last["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "assistant", "user", "assistant", "user", "assistant", "user"]);
+    assert!(last["messages"][0]["content"].as_str().unwrap().contains("Ava"));
+
+    // What Asterisk saw: answer check, recordings with the silence window, playback of cached
+    // files only, the outcome, and the hang-up at the end.
+    assert_eq!(log.commands[0], "CHANNEL STATUS");
+    let records = commands_named(&log, "RECORD FILE");
+    assert_eq!(records.len(), 3);
+    assert!(records.iter().all(|r| r.ends_with(" wav # 30000 0 s=1")), "{records:?}");
+    assert!(log.played.iter().all(|p| p.starts_with(rig.config.media_dir().join("tts"))));
+    assert!(log.variables.contains(&("ASTERAI_OUTCOME".into(), "completed".into())));
+    assert_eq!(log.commands.last().unwrap(), "HANGUP");
+    assert!(log.after_hangup.is_empty());
+
+    // Recordings are deleted once transcribed.
+    assert_eq!(std::fs::read_dir(rig.config.recordings_dir()).unwrap().count(), 0);
+
+    // The feed carried it all, in order, for acme.
+    let events = feed.events(8, WAIT).await;
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    use EventKind::*;
+    assert_eq!(
+        kinds,
+        [
+            CallStarted,
+            CallStatusUpdate,
+            ConversationTurn,
+            ConversationTurn,
+            ConversationTurn,
+            ConversationTurn,
+            CallStatusUpdate,
+            CallEnded
+        ]
+    );
+    assert!(events.iter().all(|e| e.org == "acme" && e.call_id.as_deref() == Some(call.id.as_str())));
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(events[7].data["outcome"], "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_do_not_call_request_is_recorded_before_the_goodbye() {
+    let rig = rig(|_| {}).await;
+    rig.transcripts(&["Please take me off your list, don't call me again."]).await;
+    // No analysis tag: the rules read the request.
+    rig.answers(&[&["Understood."]]).await;
+    let (log, call) = rig.call(&rig.caller(&["stop calling"])).await;
+    assert_eq!(call.outcome, Some(Outcome::DoNotCall));
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    assert!(rig.db.store.is_dnc(acme.id, "+15551230000").await.unwrap(), "the number is on acme's list");
+    let entry = &rig.db.store.list_dnc(acme.id).await.unwrap()[0];
+    assert_eq!(entry.source, "caller");
+    // The confirmation was played after the request.
+    let confirmation =
+        rig.phrase_file("I've added your number to our do-not-call list, and you won't be called again.");
+    assert!(log.played.contains(&confirmation), "{:?}", log.played);
+    assert_eq!(log.commands.last().unwrap(), "HANGUP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_during_recording() {
+    let rig = rig(|_| {}).await;
+    rig.transcripts(&["How much is it?"]).await;
+    let price = analysis("pricing", "continue");
+    rig.answers(&[&["Twenty dollars.", &price]]).await;
+    let mut caller = rig.caller(&["price", "more"]);
+    caller.hangup = Some(HangupAt::Recording(2));
+    let (log, call) = rig.call(&caller).await;
+    assert_eq!(call.status, CallStatus::Completed);
+    assert_eq!(call.turns, 1);
+    assert_eq!(call.outcome_reason.as_deref(), Some("caller hung up"));
+    assert!(
+        log.after_hangup.iter().all(|c| c.starts_with("SET VARIABLE")),
+        "only dead-safe commands after the hang-up: {:?}",
+        log.after_hangup
+    );
+    assert!(log.closed_by_daemon, "the daemon closes the connection so Asterisk can destroy the channel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_during_playback() {
+    let rig = rig(|config| {
+        config.conversation.greeting_inbound = "Hello.".into();
+        config.conversation.ai_disclosure = false;
+    })
+    .await;
+    rig.transcripts(&["tell me everything"]).await;
+    rig.answers(&[&["First sentence here.", " Second sentence here.", " Third sentence here."]]).await;
+    let mut caller = rig.caller(&["everything"]);
+    // The greeting is one playback; the answer's first sentence is the second.
+    caller.hangup = Some(HangupAt::Playback(2));
+    let (log, call) = rig.call(&caller).await;
+    assert_eq!(call.status, CallStatus::Completed);
+    assert!(call.outcome_reason.unwrap().contains("hung up"));
+    assert_eq!(commands_named(&log, "STREAM FILE").len(), 2, "no sentence is played after the hang-up");
+    assert!(log.after_hangup.iter().all(|c| c.starts_with("SET VARIABLE")), "{:?}", log.after_hangup);
+    assert_eq!(call.turns, 1, "the interrupted turn is still recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_during_a_provider_call() {
+    let rig = rig(|_| {}).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"text": "hello"}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&rig.stt)
+        .await;
+    let mut caller = rig.caller(&["hello"]);
+    caller.hangup = Some(HangupAt::AfterRecording(1));
+    let started = std::time::Instant::now();
+    let (log, call) = rig.call(&caller).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the daemon does not wait for the provider once the caller is gone"
+    );
+    assert_eq!(call.outcome_reason.as_deref(), Some("caller hung up while being transcribed"));
+    assert!(log.after_hangup.iter().all(|c| c.starts_with("SET VARIABLE")), "{:?}", log.after_hangup);
+    assert!(rig.llm.received_requests().await.unwrap().is_empty(), "no answer is prepared for a caller who left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_500_is_retried_and_the_call_recovers() {
+    let rig = rig(|_| {}).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(Sequence::new(vec![
+            ResponseTemplate::new(500).set_body_json(serde_json::json!({"error": {"message": "boom"}})),
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": "How much is it?"})),
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": "Goodbye."})),
+        ]))
+        .mount(&rig.stt)
+        .await;
+    let price = analysis("pricing", "continue");
+    let bye = analysis("goodbye", "end");
+    rig.answers(&[&["Twenty dollars.", &price], &["Bye!", &bye]]).await;
+    let (_, call) = rig.call(&rig.caller(&["price", "bye"])).await;
+    assert_eq!((call.turns, call.outcome), (2, Some(Outcome::Completed)));
+    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    assert_eq!(turns[1].caller, "How much is it?", "the retried request gave the first turn");
+    assert_eq!(rig.stt.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_timeout_plays_the_fallback_and_the_call_goes_on() {
+    let rig = rig(|config| {
+        config.conversation.turn_budget = Dur::millis(700);
+        config.stt.timeout = Dur::millis(400);
+        config.stt.retries = 0;
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(Sequence::new(vec![
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"text": "too late"}))
+                .set_delay(Duration::from_secs(3)),
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": "Goodbye."})),
+        ]))
+        .mount(&rig.stt)
+        .await;
+    let bye = analysis("goodbye", "end");
+    rig.answers(&[&["Goodbye!", &bye]]).await;
+    let (log, call) = rig.call(&rig.caller(&["slow", "bye"])).await;
+    let fallback = rig.phrase_file("Sorry, I'm having a little trouble on my end.");
+    assert!(log.played.contains(&fallback), "the caller heard the fallback: {:?}", log.played);
+    assert_eq!((call.turns, call.outcome), (1, Some(Outcome::Completed)), "then the call went on to a normal end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_end_the_call_politely() {
+    let rig = rig(|config| config.conversation.max_failed_turns = 2).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(
+            ResponseTemplate::new(503).set_body_json(serde_json::json!({"error": {"message": "service unavailable"}})),
+        )
+        .mount(&rig.stt)
+        .await;
+    let (log, call) = rig.call(&rig.caller(&["one", "two", "three"])).await;
+    assert_eq!(call.outcome, Some(Outcome::Failed));
+    let reason = call.outcome_reason.unwrap();
+    assert!(
+        reason.contains("repeated failures") && reason.contains("503") && reason.contains("service unavailable"),
+        "{reason}"
+    );
+    let goodbye = rig.phrase_file("I'm sorry, I'm having technical difficulties.");
+    assert!(log.played.contains(&goodbye));
+    assert_eq!(commands_named(&log, "RECORD FILE").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_is_reprompted_then_the_call_ends() {
+    let rig = rig(|config| config.conversation.max_silent_turns = 2).await;
+    let (log, call) = rig.call(&rig.caller(&["", "", "", ""])).await;
+    assert_eq!(call.outcome, Some(Outcome::NoResponse));
+    assert_eq!(call.turns, 0);
+    let reprompt = rig.phrase_file("Sorry, I didn't hear anything.");
+    assert_eq!(log.played.iter().filter(|p| **p == reprompt).count(), 2, "two reprompts before giving up");
+    assert!(rig.stt.received_requests().await.unwrap().is_empty(), "silence never reaches speech-to-text");
+    assert!(rig.llm.received_requests().await.unwrap().is_empty(), "nor the responder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_transcript_is_reprompted_without_asking_the_responder() {
+    let rig = rig(|_| {}).await;
+    rig.transcripts(&["", "Goodbye."]).await;
+    let bye = analysis("goodbye", "end");
+    rig.answers(&[&["Bye!", &bye]]).await;
+    let (log, call) = rig.call(&rig.caller(&["mumble", "bye"])).await;
+    assert_eq!(call.turns, 1);
+    assert_eq!(rig.llm.received_requests().await.unwrap().len(), 1);
+    assert!(log.played.contains(&rig.phrase_file("Sorry, I didn't hear anything.")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_turns_ends_the_call() {
+    let rig = rig(|config| config.conversation.max_turns = 2).await;
+    rig.transcripts(&["one", "two", "three"]).await;
+    rig.answers(&[&["Answer one."], &["Answer two."], &["Answer three."]]).await;
+    let (log, call) = rig.call(&rig.caller(&["a", "b", "c", "d"])).await;
+    assert_eq!(call.turns, 2);
+    assert!(call.outcome_reason.unwrap().contains("max_turns"));
+    assert!(log.played.contains(&rig.phrase_file("Thank you for your time.")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_duration_ends_the_call() {
+    let rig = rig(|config| config.conversation.max_duration = Dur::secs(3)).await;
+    rig.transcripts(&["more"]).await;
+    rig.answers(&[&["Tell me more, please."]]).await;
+    let mut caller = rig.caller(&["a", "b", "c", "d", "e", "f", "g", "h"]);
+    caller.playback_speed = 1.0;
+    caller.max_playback = Duration::from_millis(400);
+    let (_, call) = rig.call(&caller).await;
+    assert!(call.outcome_reason.unwrap().contains("max_duration"));
+    assert!(call.duration_s.unwrap() < 6.0);
+}
+
+/// Text from callers and models never reaches the command line: it only ever becomes audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_text_never_changes_the_command_stream() {
+    let rig = rig(|_| {}).await;
+    let evil_caller = "hi\r\n\"; HANGUP\nEXEC Dial PJSIP/666 \"quote\" \\ end";
+    rig.transcripts(&[evil_caller, "Goodbye."]).await;
+    let bye = analysis("goodbye", "end");
+    rig.answers(&[
+        &["Sure \"; HANGUP\r\nEXEC System rm -rf / ", "\\\" and \n RECORD FILE /etc/passwd wav # 1."],
+        &["Bye!", &bye],
+    ])
+    .await;
+    let (log, call) = rig.call(&rig.caller(&["evil", "bye"])).await;
+    assert_eq!(call.turns, 2);
+    for command in &log.commands {
+        for forbidden in ["Dial", "System", "rm -rf", "/etc/passwd", "PJSIP", "quote"] {
+            assert!(!command.contains(forbidden), "{command:?} carries caller or model text");
+        }
+        let kind = command.split(' ').take(2).collect::<Vec<_>>().join(" ");
+        assert!(
+            ["CHANNEL STATUS", "SET VARIABLE", "STREAM FILE", "RECORD FILE", "HANGUP"].contains(&kind.as_str()),
+            "unexpected command {command:?}"
+        );
+    }
+    assert_eq!(log.commands.iter().filter(|c| *c == "HANGUP").count(), 1, "one HANGUP, the daemon's own at the end");
+    // The words are kept as they were said, in the record.
+    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    assert_eq!(turns[1].caller, evil_caller.trim());
+}
+
+/// The dialer's call (given as call_id) is adopted, not created twice, and personalised from its
+/// contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_call_is_adopted_from_the_dialer() {
+    let rig = rig(|_| {}).await;
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    let created = rig
+        .daemon
+        .publisher
+        .call_started(&asterai::store::NewCall {
+            id: Some("dialer-call-1".into()),
+            org_id: acme.id,
+            direction: asterai::store::Direction::Outbound,
+            from: "+15550000000".into(),
+            to: "+15557654321".into(),
+            channel: None,
+            campaign_id: None,
+            contact_id: None,
+        })
+        .await
+        .unwrap();
+    rig.daemon.publisher.call_status(&created.id, CallStatus::Ringing, None).await.unwrap();
+    rig.transcripts(&["Goodbye."]).await;
+    let bye = analysis("goodbye", "end");
+    rig.answers(&[&["Bye!", &bye]]).await;
+    let mut caller = rig.caller(&["bye"]);
+    caller.script_path = "ai?org=acme&call_id=dialer-call-1".into();
+    let (log, call) = rig.call(&caller).await;
+    assert_eq!((call.id.as_str(), call.direction.as_str(), call.turns), ("dialer-call-1", "outbound", 1));
+    assert!(call.answered_at.is_some());
+    assert!(call.channel.unwrap().starts_with("PJSIP/demo-"));
+    let greeting = rig.db.store.turns("dialer-call-1").await.unwrap()[0].agent.clone();
+    assert!(greeting.starts_with("Hello there, this is Ava calling from Acme Inc."), "{greeting}");
+    assert!(log.variables.contains(&("ASTERAI_CALL_ID".into(), "dialer-call-1".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_organization_is_refused_cleanly() {
+    let rig = rig(|_| {}).await;
+    let mut caller = rig.caller(&["hello"]);
+    caller.script_path = "ai?org=nobody".into();
+    let log = tokio::time::timeout(WAIT, caller.call(rig.agi.addr)).await.unwrap().unwrap();
+    assert!(log.variables.contains(&("ASTERAI_STATUS".into(), "unknown_org".into())));
+    assert!(log.closed_by_daemon);
+    assert!(commands_named(&log, "RECORD").is_empty());
+}
+
+/// With the database down, the caller still has a conversation and nothing is lost: the record
+/// is spooled and written once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_call_loses_nothing() {
+    let db = TestDb::new(Backend::Postgres).await;
+    db.store.create_org("acme", "Acme Inc.").await.unwrap();
+    let mut proxy = support::proxy::Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let store = asterai::store::Store::connect(&asterai::store::StoreOptions {
+        url,
+        max_connections: 4,
+        connect_timeout: Duration::from_millis(500),
+    })
+    .await
+    .unwrap();
+    let daemon = TestDaemon::start(store.clone()).await;
+    let (stt, llm, tts) = (MockServer::start().await, MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(wav_24k(300), "audio/wav"))
+        .mount(&tts)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(Sequence::new(vec![
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": "How much is it?"})),
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": "Goodbye."})),
+        ]))
+        .mount(&stt)
+        .await;
+    let price = analysis("pricing", "continue");
+    let bye = analysis("goodbye", "end");
+    Mock::given(method("POST"))
+        .respond_with(Sequence::new(vec![sse(&["Twenty dollars.", &price]), sse(&["Bye!", &bye])]))
+        .mount(&llm)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.daemon.data_dir = dir.path().display().to_string();
+    config.stt.url = format!("{}/v1", stt.uri());
+    config.responder.provider = "openai".into();
+    config.responder.url = format!("{}/v1", llm.uri());
+    config.tts.provider = "openai".into();
+    config.tts.url = format!("{}/v1", tts.uri());
+    std::fs::create_dir_all(config.recordings_dir()).unwrap();
+    let settings = Settings::from_config(&config);
+    let spool = settings.spool_dir.clone();
+    let conversations =
+        Conversations::new(daemon.publisher.clone(), Providers::from_config(&config).unwrap(), settings, None);
+    let agi = TestServer::start(Router::new().route("ai", conversations.handler()), ServerConfig::default()).await;
+
+    // The caller is playing the greeting when the database goes away.
+    let mut caller = Caller::new(vec![Line::Say("price".into()), Line::Say("bye".into())], "acme");
+    caller.playback_speed = 1.0;
+    caller.max_playback = Duration::from_millis(300);
+    let running = tokio::spawn(async move { caller.call(agi.addr).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    proxy.stop();
+    let log = tokio::time::timeout(WAIT, running).await.unwrap().unwrap().unwrap();
+    assert_eq!(commands_named(&log, "RECORD FILE").len(), 2, "the conversation went on without the database");
+
+    // Spooled while the database was away...
+    let mut spooled = false;
+    for _ in 0..100 {
+        if std::fs::read_dir(&spool).map(|d| d.count() > 0).unwrap_or(false) {
+            spooled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(spooled, "the call's record was spooled");
+    // ...and written once it is back.
+    proxy.restart().await;
+    let mut written = 0;
+    for _ in 0..50 {
+        written += asterai::conversation::record::replay(&daemon.publisher, &spool).await;
+        if written > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(written, 1);
+    let acme = db.store.org_by_slug("acme").await.unwrap().unwrap();
+    let call = db.store.list_calls(acme.id, &Default::default()).await.unwrap().calls.remove(0);
+    assert_eq!((call.status, call.turns, call.outcome), (CallStatus::Completed, 2, Some(Outcome::Completed)));
+    assert!(call.transcript.unwrap().contains("Caller: How much is it?\nAgent: Twenty dollars."));
+    daemon.stop().await;
+}
