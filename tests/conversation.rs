@@ -34,6 +34,10 @@ struct Rig {
 }
 
 async fn rig(tweak: impl FnOnce(&mut Config)) -> Rig {
+    rig_with(tweak, |_| {}).await
+}
+
+async fn rig_with(tweak: impl FnOnce(&mut Config), tweak_settings: impl FnOnce(&mut Settings)) -> Rig {
     let db = TestDb::new(Backend::Sqlite).await;
     db.store.create_org("acme", "Acme Inc.").await.unwrap();
     let daemon = TestDaemon::start(db.store.clone()).await;
@@ -59,7 +63,9 @@ async fn rig(tweak: impl FnOnce(&mut Config)) -> Rig {
     tweak(&mut config);
     let providers = Providers::from_config(&config).unwrap();
     std::fs::create_dir_all(config.recordings_dir()).unwrap();
-    let conversations = Conversations::new(daemon.publisher.clone(), providers, Settings::from_config(&config), None);
+    let mut settings = Settings::from_config(&config);
+    tweak_settings(&mut settings);
+    let conversations = Conversations::new(daemon.publisher.clone(), providers, settings, None);
     let agi = TestServer::start(Router::new().route("ai", conversations.handler()), ServerConfig::default()).await;
     Rig { db, daemon, agi, stt, llm, _tts: tts, config, _dir: dir }
 }
@@ -339,6 +345,41 @@ async fn a_provider_timeout_plays_the_fallback_and_the_call_goes_on() {
     let fallback = rig.phrase_file("Sorry, I'm having a little trouble on my end.");
     assert!(log.played.contains(&fallback), "the caller heard the fallback: {:?}", log.played);
     assert_eq!((call.turns, call.outcome), (1, Some(Outcome::Completed)), "then the call went on to a normal end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_shows_the_call_as_waiting_until_it_answers() {
+    let rig = rig_with(|_| {}, |settings| settings.waiting_after = Duration::from_millis(200)).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"text": "Goodbye."}))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&rig.stt)
+        .await;
+    let bye = analysis("goodbye", "end");
+    rig.answers(&[&["Goodbye!", &bye]]).await;
+    let (_, call) = rig.call(&rig.caller(&["bye"])).await;
+    let events = rig.db.store.call_events(&call.id).await.unwrap();
+    let waiting: Vec<(String, &serde_json::Value)> = events
+        .iter()
+        .filter(|e| e.data.get("waiting").is_some())
+        .map(|e| (e.data["status"].as_str().unwrap().to_owned(), &e.data["waiting"]))
+        .collect();
+    assert_eq!(
+        waiting,
+        [("in_progress".to_owned(), &serde_json::json!("stt")), ("in_progress".to_owned(), &serde_json::Value::Null)],
+        "marked while speech-to-text was slow, then cleared; the fast responder was not marked"
+    );
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let turn = kinds.iter().position(|k| *k == "conversation_turn").unwrap();
+    let cleared = events.iter().position(|e| e.data.get("waiting") == Some(&serde_json::Value::Null)).unwrap();
+    assert!(
+        cleared < events.iter().rposition(|e| e.kind.as_str() == "conversation_turn").unwrap() && turn < cleared,
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

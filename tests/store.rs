@@ -173,6 +173,12 @@ backend_tests! {
         assert_eq!(busy.calls.len(), 3);
         let in_campaign = store.list_calls(acme, &CallFilter { campaign_id: Some(campaign.id), ..Default::default() }).await.unwrap();
         assert_eq!(in_campaign.calls.len(), 4);
+        assert!(in_campaign.calls.iter().all(|c| c.campaign_name.as_deref() == Some("spring")));
+        let active = store.list_calls(acme, &CallFilter { active: true, ..Default::default() }).await.unwrap();
+        assert_eq!(active.calls.len(), 4, "busy calls are over");
+        assert!(active.calls.iter().all(|c| c.status == CallStatus::Initiated));
+        let started = store.call_events(&ids[0]).await.unwrap();
+        assert_eq!(started[0].data["campaign_name"], "spring");
 
         // Pages of 3, newest first, covering every call exactly once.
         let mut seen = Vec::new();

@@ -71,6 +71,8 @@ pub struct Settings {
     /// Time allowed to synthesize one sentence.
     pub tts_timeout: Duration,
     pub spool_dir: PathBuf,
+    /// A provider call that takes longer than this shows the call as waiting on it.
+    pub waiting_after: Duration,
 }
 
 impl Settings {
@@ -82,8 +84,32 @@ impl Settings {
             system_prompt: config.responder.system_prompt.clone(),
             tts_timeout: config.tts.timeout.0,
             spool_dir: config.data_dir().join("spool"),
+            waiting_after: WAITING_AFTER,
         }
     }
+}
+
+/// A provider that has not answered in this time is slower than usual: supervisors see the call
+/// as waiting on it (`call_status_update` with `waiting`) until it answers.
+pub const WAITING_AFTER: Duration = Duration::from_secs(2);
+
+/// Runs a provider call. If it has not finished after `after`, the call is marked as waiting on
+/// `provider` (while the call goes on) and unmarked once it finishes: two events for a slow
+/// provider, none for a normal one.
+async fn waiting_on<T>(
+    recorder: &mut Recorder,
+    provider: &'static str,
+    after: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        _ = tokio::time::sleep(after) => {}
+    }
+    let (done, ()) = tokio::join!(work, recorder.push(Change::Waiting(Some(provider.into()))));
+    recorder.push(Change::Waiting(None)).await;
+    done
 }
 
 /// The conversation service, shared by every call on the `ai` route.
@@ -449,8 +475,9 @@ impl<'a> Conversation<'a> {
             let deadline = recorded_at + self.config().turn_budget.0;
             let request = SttRequest { wav, path: &wav_path, deadline };
             let stt_started = Instant::now();
+            let waiting_after = self.inner.settings.waiting_after;
             let transcribed = tokio::select! {
-                result = self.inner.providers.stt.transcribe(request) => result,
+                result = waiting_on(&mut self.recorder, "stt", waiting_after, self.inner.providers.stt.transcribe(request)) => result,
                 _ = session.hung_up() => {
                     self.forget_recording(&base);
                     return self.gone("caller hung up while being transcribed");
@@ -505,7 +532,7 @@ impl<'a> Conversation<'a> {
             };
             let llm_started = Instant::now();
             let stream = tokio::select! {
-                stream = self.inner.providers.responder.respond(request) => stream,
+                stream = waiting_on(&mut self.recorder, "responder", waiting_after, self.inner.providers.responder.respond(request)) => stream,
                 _ = session.hung_up() => return self.gone("caller hung up while the answer was prepared"),
             };
             let speech = match stream {

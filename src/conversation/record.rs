@@ -19,10 +19,19 @@ use crate::store::{CallStatus, FinishCall, NewCall, NewTurn, StoreError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Change {
     Start(NewCall),
-    Status { status: CallStatus, reason: Option<String> },
+    Status {
+        status: CallStatus,
+        reason: Option<String>,
+    },
     Channel(String),
+    /// The provider the call waits on, or `None` once it answered.
+    Waiting(Option<String>),
     Turn(NewTurn),
-    DoNotCall { org_id: i64, number: String, reason: String },
+    DoNotCall {
+        org_id: i64,
+        number: String,
+        reason: String,
+    },
     Finish(FinishCall),
 }
 
@@ -106,6 +115,7 @@ async fn apply(publisher: &Publisher, call_id: &str, change: &Change) -> Result<
             publisher.call_status(call_id, *status, reason.as_deref()).await.map(|_| ())
         }
         Change::Channel(channel) => publisher.store().set_call_channel(call_id, channel).await,
+        Change::Waiting(provider) => publisher.call_waiting(call_id, provider.as_deref()).await.map(|_| ()),
         Change::Turn(turn) => match publisher.conversation_turn(turn).await {
             Err(StoreError::Conflict(_)) => Ok(()),
             other => other.map(|_| ()),

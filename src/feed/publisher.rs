@@ -49,6 +49,14 @@ impl Publisher {
         Ok(event)
     }
 
+    /// Marks a live call as waiting on a provider, or no longer: `call_status_update` with
+    /// `waiting` (see [`Store::set_call_waiting`]).
+    pub async fn call_waiting(&self, call_id: &str, waiting: Option<&str>) -> Result<Option<Event>> {
+        let event = self.store.set_call_waiting(call_id, waiting).await?;
+        self.published(event.as_slice());
+        Ok(event)
+    }
+
     /// Records a turn: `conversation_turn`.
     pub async fn conversation_turn(&self, turn: &NewTurn) -> Result<Event> {
         let event = self.store.add_turn(turn).await?;

@@ -38,14 +38,17 @@ fn parsed<T: std::str::FromStr>(
         .transpose()
 }
 
-/// `GET /v1/calls?status=&outcome=&campaign=&since=&until=&limit=&cursor=`
+/// `GET /v1/calls?status=&active=&outcome=&campaign=&since=&until=&limit=&cursor=`
+///
+/// The answer carries `last_event_id`, the newest event at the time of the snapshot: a client
+/// that opens the feed with `since=<last_event_id>` misses nothing that changed after it.
 pub async fn list_calls(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let principal = state.principal(&headers, &query).await?;
-    let known = ["token", "status", "outcome", "campaign", "since", "until", "limit", "cursor"];
+    let known = ["token", "status", "active", "outcome", "campaign", "since", "until", "limit", "cursor"];
     if let Some(unknown) = query.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(
             "unknown parameter {unknown:?}; expected one of {}",
@@ -60,8 +63,14 @@ pub async fn list_calls(
         .get("outcome")
         .map(|s| s.parse::<Outcome>().map_err(|e| ApiError::bad_request(format!("outcome: {e}"))))
         .transpose()?;
+    let active = match query.get("active").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("active: expected true or false, got {other:?}"))),
+    };
     let filter = CallFilter {
         status,
+        active,
         outcome,
         campaign_id: parsed(&query, "campaign", "a campaign id")?,
         since: time_param(&query, "since")?,
@@ -69,8 +78,13 @@ pub async fn list_calls(
         limit: parsed(&query, "limit", "a number from 1 to 500")?,
         cursor: query.get("cursor").cloned(),
     };
+    // Read before the snapshot: events between the two are replayed, and applying them twice is
+    // harmless, while reading it after could skip one.
+    let last_event_id = state.store().max_event_id().await?;
     let page = state.store().list_calls(principal.org_id, &filter).await?;
-    Ok(Json(serde_json::to_value(page).unwrap_or_default()))
+    let mut body = serde_json::to_value(page).unwrap_or_default();
+    body["last_event_id"] = json!(last_event_id);
+    Ok(Json(body))
 }
 
 /// `GET /v1/calls/{id}`: the call, its turns and its transcript.

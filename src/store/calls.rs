@@ -130,6 +130,10 @@ pub struct Call {
     pub emotion: Option<String>,
     pub intent_score: Option<f64>,
     pub turns: i32,
+    /// The contact's first and last name, when the call has a contact with a name.
+    pub contact_name: Option<String>,
+    /// The campaign's name, when the call belongs to one.
+    pub campaign_name: Option<String>,
 }
 
 /// The latency breakdown of one turn, in milliseconds.
@@ -208,6 +212,8 @@ pub struct FinishCall {
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
     pub status: Option<CallStatus>,
+    /// Only calls still going on: initiated, ringing or in progress.
+    pub active: bool,
     pub campaign_id: Option<i64>,
     pub outcome: Option<Outcome>,
     /// Calls started at or after this time.
@@ -230,7 +236,10 @@ pub struct CallPage {
 
 const CALL_COLUMNS: &str = "SELECT c.id, c.org_id, o.slug, c.direction, c.from_number, c.to_number, c.channel, c.campaign_id, \
      c.contact_id, c.status, c.status_reason, c.outcome, c.outcome_reason, c.started_at, c.answered_at, c.ended_at, \
-     c.duration_s, c.transcript, c.emotion, c.intent_score, c.turns FROM calls c JOIN organizations o ON o.id = c.org_id";
+     c.duration_s, c.transcript, c.emotion, c.intent_score, c.turns, \
+     TRIM(COALESCE(ct.first_name, '') || ' ' || COALESCE(ct.last_name, '')) AS contact_name, cp.name AS campaign_name \
+     FROM calls c JOIN organizations o ON o.id = c.org_id \
+     LEFT JOIN contacts ct ON ct.id = c.contact_id LEFT JOIN campaigns cp ON cp.id = c.campaign_id";
 
 fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T> {
     text.parse().map_err(StoreError::Database)
@@ -259,6 +268,8 @@ fn call_from(row: &impl RowExt) -> Result<Call> {
         emotion: row.opt_text("emotion")?,
         intent_score: row.opt_float("intent_score")?,
         turns: row.int32("turns")?,
+        contact_name: row.opt_text("contact_name")?.filter(|name| !name.is_empty()),
+        campaign_name: row.opt_text("campaign_name")?,
     })
 }
 
@@ -350,6 +361,14 @@ impl Store {
                     other => other,
                 });
             }
+            // Supervisors see who is called, not only ids.
+            let names = sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.id = $1")))
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)
+                .and_then(|row| call_from(&row))
+                .map(|call| (call.contact_name, call.campaign_name))?;
             let event = NewEvent {
                 org_id: new.org_id,
                 call_id: Some(id.clone()),
@@ -362,6 +381,8 @@ impl Store {
                     "campaign": new.campaign_id,
                     "contact": new.contact_id,
                     "channel": new.channel,
+                    "contact_name": names.0,
+                    "campaign_name": names.1,
                 }),
                 at,
             };
@@ -371,6 +392,39 @@ impl Store {
         let event =
             self.event(event_id).await?.ok_or_else(|| StoreError::Database(format!("event {event_id} vanished")))?;
         Ok((call, event))
+    }
+
+    /// Says whether a live call is waiting on a provider (`"stt"`, `"responder"`, `"tts"`), or no
+    /// longer (`None`): a `call_status_update` whose status does not change and whose `waiting`
+    /// carries it, so supervisors can see a call stuck on a slow provider. Nothing is appended
+    /// for a call that has ended.
+    pub async fn set_call_waiting(&self, call_id: &str, waiting: Option<&str>) -> Result<Option<Event>> {
+        let at = now();
+        let event_id = write_tx!(self, tx, pg => {
+            let call = call_in_tx!(tx, pg, call_id);
+            if call.status.is_terminal() {
+                None
+            } else {
+                let event = NewEvent {
+                    org_id: call.org_id,
+                    call_id: Some(call.id.clone()),
+                    campaign_id: call.campaign_id,
+                    kind: EventKind::CallStatusUpdate,
+                    data: json!({
+                        "status": call.status,
+                        "previous": call.status,
+                        "reason": call.status_reason,
+                        "waiting": waiting,
+                    }),
+                    at,
+                };
+                Some(append_event!(tx, pg, &event))
+            }
+        });
+        match event_id {
+            Some(id) => Ok(self.event(id).await?),
+            None => Ok(None),
+        }
     }
 
     /// Moves a call to `status` and appends `call_status_update` with the previous status and
@@ -591,6 +645,9 @@ impl Store {
             q.push(" WHERE c.org_id = ").push_bind(org_id);
             if let Some(status) = filter.status {
                 q.push(" AND c.status = ").push_bind(status.as_str());
+            }
+            if filter.active {
+                q.push(" AND c.status IN ('initiated', 'ringing', 'in_progress')");
             }
             if let Some(outcome) = filter.outcome {
                 q.push(" AND c.outcome = ").push_bind(outcome.as_str());
