@@ -3,6 +3,7 @@
 //!
 //! | route | auth | what |
 //! |---|---|---|
+//! | `GET /` | none | the supervisors' monitor page (see [`monitor`]) |
 //! | `GET /healthz` | none | the process is up |
 //! | `GET /readyz` | none | 200 when the database answers, 503 while it does not |
 //! | `GET /metrics` | none | Prometheus text |
@@ -35,6 +36,7 @@ mod api;
 pub mod error;
 mod feed;
 mod health;
+pub mod monitor;
 
 pub use error::ApiError;
 
@@ -98,6 +100,9 @@ impl AppState {
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(monitor::index))
+        .route("/monitor.js", get(monitor::script))
+        .route("/monitor.css", get(monitor::style))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agi;
+pub mod browser;
 pub mod daemon;
 pub mod db;
 pub mod fake_asterisk;
