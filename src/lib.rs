@@ -11,4 +11,5 @@ pub mod logging;
 pub mod phone;
 pub mod speech;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

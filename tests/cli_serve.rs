@@ -121,3 +121,99 @@ async fn json_logs_carry_the_session_identity() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 }
+
+/// Under systemd (`Type=notify`): READY=1 only once the listeners answer, WATCHDOG=1 while the
+/// daemon runs, STOPPING=1 when a shutdown begins.
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let socket_env = socket_path.display().to_string();
+    // systemd names the process the watchdog is for; `exec` keeps the shell's pid.
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$0\" serve", support::daemon::binary()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ASTERAI_DAEMON_DATA_DIR", data.path())
+        .env("ASTERAI_AGI_LISTEN", "127.0.0.1:0")
+        .env("ASTERAI_HTTP_LISTEN", "127.0.0.1:0")
+        .env("NOTIFY_SOCKET", &socket_env)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null());
+    let mut daemon = Daemon::spawn(cmd, data);
+    let mut messages = Vec::new();
+    let receive = |messages: &mut Vec<String>, want: &str| {
+        let mut buf = [0u8; 4096];
+        while !messages.iter().any(|m: &String| m.lines().any(|l| l == want)) {
+            let n = socket.recv(&mut buf).unwrap_or_else(|e| panic!("no {want} from asterai ({e}); got {messages:?}"));
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    };
+    receive(&mut messages, "READY=1");
+    // READY comes after both listeners logged, and they answer.
+    let agi = daemon.listener("FastAGI");
+    let http = daemon.listener("HTTP");
+    assert!(std::net::TcpStream::connect(agi).is_ok() && std::net::TcpStream::connect(http).is_ok());
+    let ready = messages.iter().find(|m| m.contains("READY=1")).unwrap();
+    assert!(ready.contains(&format!("STATUS=FastAGI on {agi}, HTTP on {http}")), "{ready}");
+    receive(&mut messages, "WATCHDOG=1");
+    daemon.signal("TERM");
+    receive(&mut messages, "STOPPING=1");
+    assert!(daemon.wait(Duration::from_secs(20)).success());
+}
+
+/// Secrets from the configuration and API tokens never appear in the log, even at debug level,
+/// whether a token was good, wrong, in a header or in a query string.
+#[tokio::test]
+async fn no_secret_or_token_reaches_the_log() {
+    support::init();
+    let keys = [
+        ("ASTERAI_STT_API_KEY", "sk-stt-secret-0001"),
+        ("ASTERAI_RESPONDER_API_KEY", "sk-llm-secret-0002"),
+        ("ASTERAI_TTS_API_KEY", "sk-tts-secret-0003"),
+    ];
+    let mut daemon = Daemon::start(&["--log-format", "json", "--log-level", "debug"], &keys);
+    let http = daemon.listener("HTTP");
+    let data_dir = daemon.dir.path().to_owned();
+    let cli = |args: &[&str]| {
+        let out = command(&data_dir).envs(keys).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    cli(&["org", "create", "acme"]);
+    let (out, token_log) = cli(&["--log-level", "debug", "token", "create", "--org", "acme"]);
+    let token = out.lines().last().unwrap().trim().to_owned();
+    let secret_part = token.rsplit('_').next().unwrap().to_owned();
+    let wrong = "ast_00000000000000ff_ThisIsNotTheSecret123";
+
+    let client = reqwest::Client::new();
+    let base = format!("http://{http}");
+    let good = client.get(format!("{base}/v1/calls")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(good.status(), 200);
+    let query = client.get(format!("{base}/v1/calls?token={token}")).send().await.unwrap();
+    assert_eq!(query.status(), 200);
+    for bad in [
+        client.get(format!("{base}/v1/calls")).bearer_auth(wrong),
+        client.get(format!("{base}/v1/calls?token={wrong}")),
+        client.get(format!("{base}/v1/feed?token={wrong}")),
+        client.get(format!("{base}/v1/calls/nope?token={token}")),
+    ] {
+        assert!(!bad.send().await.unwrap().status().is_success());
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(20)).success());
+
+    let log = daemon.stderr.lock().unwrap().join("\n") + "\n" + &token_log;
+    assert!(log.contains("HTTP request"), "debug logging was on:\n{log}");
+    for (what, secret) in keys
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .chain([("token", secret_part.as_str()), ("wrong token", "ThisIsNotTheSecret123")])
+    {
+        assert!(!log.contains(secret), "the {what} appears in the log:\n{log}");
+    }
+}

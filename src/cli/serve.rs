@@ -82,7 +82,8 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
-    tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
+    let http_addr = http_listener.local_addr()?;
+    tracing::info!(addr = %http_addr, "HTTP listening");
     let state = AppState::new(HttpParts {
         store: store.clone(),
         hub: hub.clone(),
@@ -109,6 +110,14 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         );
     }
 
+    crate::systemd::ready(&format!(
+        "FastAGI on {}, HTTP on {http_addr}, {} database",
+        agi.local_addr()?,
+        store.backend()
+    ));
+    if let Some(interval) = crate::systemd::watchdog_interval() {
+        tokio::spawn(crate::systemd::watchdog(interval, stop.child_token()));
+    }
     let report = agi.run(Shutdown::new(stop.clone(), config.daemon.shutdown_grace.0)).await;
     match http.await {
         Ok(Ok(())) => {}
@@ -185,6 +194,7 @@ async fn watch_signals(stop: CancellationToken) {
     };
     let at = Instant::now();
     tracing::info!(signal = name, "shutting down: no new calls; waiting for calls in flight");
+    crate::systemd::stopping("shutting down: no new calls; waiting for calls in flight");
     stop.cancel();
     tokio::select! {
         _ = term.recv() => {}

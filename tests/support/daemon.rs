@@ -43,6 +43,12 @@ impl Daemon {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Daemon::spawn(cmd, dir)
+    }
+
+    /// Starts a prepared command (stderr is captured) that owns `dir`.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Daemon {
+        cmd.stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start asterai");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = stderr.clone();
