@@ -754,6 +754,25 @@ impl Config {
         }
     }
 
+    /// The secret values in use (API keys, the database password), for the log redactor.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = [&self.stt.api_key, &self.responder.api_key, &self.tts.api_key]
+            .into_iter()
+            .filter(|s| s.is_set())
+            .map(|s| s.expose().to_owned())
+            .collect();
+        // postgres://user:password@host/db: the password alone.
+        let url = self.database.url.expose();
+        if let Some((_, rest)) = url.split_once("://")
+            && let Some((credentials, _)) = rest.rsplit_once('@')
+            && let Some((_, password)) = credentials.split_once(':')
+        {
+            secrets.push(password.to_owned());
+            secrets.extend(percent_encoding::percent_decode_str(password).decode_utf8().ok().map(|p| p.into_owned()));
+        }
+        secrets
+    }
+
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
