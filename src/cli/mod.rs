@@ -8,8 +8,10 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigSource, LogFormat};
 
 mod calls;
+mod completions;
 mod config;
 mod demo;
+mod doctor;
 pub(crate) mod feed;
 mod migrate;
 mod org;
@@ -50,6 +52,8 @@ pub enum Command {
     Calls(calls::Args),
     Feed(feed::Args),
     Demo(demo::Args),
+    Doctor(doctor::Args),
+    Completions(completions::Args),
     Config(config::Args),
 }
 
@@ -63,7 +67,14 @@ pub struct Context {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     // One TLS provider for every client (PostgreSQL, HTTP APIs); two would make TLS connects fail.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (mut config, source) = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Command::Completions(args) = &cli.command {
+        return completions::run(args);
+    }
+    let loaded = Config::load(cli.config.as_deref(), std::env::vars());
+    if let (Command::Doctor(args), Err(error)) = (&cli.command, &loaded) {
+        return doctor::config_failed(args, error);
+    }
+    let (mut config, source) = loaded?;
     if let Some(format) = cli.log_format {
         config.log.format = format;
     }
@@ -75,7 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
         config.log.level = level;
     }
-    crate::logging::init(config.log.format, &config.log.level);
+    crate::logging::init(config.log.format, &config.log.level, config.secrets());
     let context = Context { config, source };
     match cli.command {
         Command::Serve(args) => serve::run(args, context),
@@ -85,6 +96,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calls(args) => calls::run(args, context),
         Command::Feed(args) => feed::run(args, context),
         Command::Demo(args) => demo::run(args, context),
+        Command::Doctor(args) => doctor::run(args, context),
+        Command::Completions(args) => completions::run(&args),
         Command::Config(args) => config::run(args, context),
     }
 }

@@ -24,6 +24,41 @@ fn or<'a>(value: &'a str, default: &'a str) -> &'a str {
     if value.trim().is_empty() { default } else { value.trim() }
 }
 
+/// The base URL (up to `/v1`) each configured HTTP provider is reached at: the configured one, or
+/// the provider's hosted API. `None` for providers that need no network.
+pub fn base_urls(config: &Config) -> [(&'static str, &'static str, Option<String>); 3] {
+    let stt = match config.stt.provider.as_str() {
+        "scripted" => None,
+        "deepgram" => Some(or(&config.stt.url, "https://api.deepgram.com/v1")),
+        _ => Some(or(&config.stt.url, "https://api.openai.com/v1")),
+    };
+    let responder = match config.responder.provider.as_str() {
+        "openai" => Some(or(&config.responder.url, "https://api.openai.com/v1")),
+        _ => None,
+    };
+    let tts = match config.tts.provider.as_str() {
+        "openai" => Some(or(&config.tts.url, "https://api.openai.com/v1")),
+        "elevenlabs" => Some(or(&config.tts.url, "https://api.elevenlabs.io/v1")),
+        _ => None,
+    };
+    [
+        ("stt", provider_name(&config.stt.provider), stt.map(str::to_owned)),
+        ("responder", provider_name(&config.responder.provider), responder.map(str::to_owned)),
+        ("tts", provider_name(&config.tts.provider), tts.map(str::to_owned)),
+    ]
+}
+
+fn provider_name(name: &str) -> &'static str {
+    match name {
+        "deepgram" => "deepgram",
+        "scripted" => "scripted",
+        "rules" => "rules",
+        "elevenlabs" => "elevenlabs",
+        "espeak" => "espeak",
+        _ => "openai",
+    }
+}
+
 impl Providers {
     /// The providers `config` selects. Values the config left empty get each provider's usual
     /// URL, model and voice.
