@@ -1,0 +1,66 @@
+//! `asterai demo`: the real binary, espeak-ng voices, the scripted speech-to-text and the rules
+//! responder, with nothing but the embedded database. What a newcomer runs first.
+
+mod support;
+
+use serde_json::Value;
+use support::daemon::command;
+
+fn run(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = command(dir).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs the demo and returns its output and the stored call (`calls show --json`).
+fn demo(dir: &std::path::Path, extra: &[&str]) -> (String, Value) {
+    let mut args = vec!["demo", "--speed", "20"];
+    args.extend_from_slice(extra);
+    let shown = run(dir, &args);
+    let id = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("the call is stored: asterai calls show "))
+        .unwrap_or_else(|| panic!("the demo names the stored call:\n{shown}"))
+        .trim()
+        .to_owned();
+    let call: Value = serde_json::from_str(&run(dir, &["calls", "show", &id, "--json"])).unwrap();
+    (shown, call)
+}
+
+#[test]
+fn the_demo_holds_a_whole_conversation_and_stores_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shown, call) = demo(dir.path(), &[]);
+    for line in ["greeting", "turn 1", "caller: Hi, who is this?", "agent:", "call ended: completed / interested"] {
+        assert!(shown.contains(line), "the terminal shows {line:?}:\n{shown}");
+    }
+    assert!(shown.contains("I'm an AI assistant"), "the disclosure is spoken:\n{shown}");
+    assert_eq!(call["status"], "completed");
+    assert_eq!(call["outcome"], "interested");
+    assert_eq!(call["org"], "demo");
+    let turns = call["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 5, "the greeting and four caller turns: {call:#}");
+    assert_eq!(turns[1]["caller"], "Hi, who is this?");
+    assert!(call["transcript"].as_str().unwrap().contains("How much does it cost?"));
+}
+
+#[test]
+fn a_scripted_do_not_call_request_lands_on_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("caller.txt");
+    std::fs::write(&script, "# a caller who wants no more calls\nWho is this?\nPlease don't call me again.\n").unwrap();
+    let (shown, call) = demo(dir.path(), &["--script", script.to_str().unwrap()]);
+    assert_eq!(call["outcome"], "do_not_call", "{shown}");
+    assert!(shown.contains("do_not_call, "), "the turn's intent is shown:\n{shown}");
+    assert!(shown.contains("asked not to be called again"), "and the reason the call ended:\n{shown}");
+}
+
+#[test]
+fn an_empty_script_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("empty.txt");
+    std::fs::write(&script, "# nothing to say\n").unwrap();
+    let out = command(dir.path()).args(["demo", "--script", script.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no lines"), "{}", String::from_utf8_lossy(&out.stderr));
+}
