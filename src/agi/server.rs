@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::codec::{AgiCodec, DEFAULT_MAX_LINE};
-use super::session::{AgiSession, SessionReader, read_env};
+use super::error::AgiError;
+use super::session::{AgiSession, CLOSED_BEFORE_ENV, SessionReader, read_env};
 
 /// What a handler returns; errors are logged with the session's span.
 pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -352,6 +353,11 @@ async fn serve_connection(
     ));
     let env = match handshake.await {
         Ok(Ok(env)) => env,
+        Ok(Err(AgiError::Closed { reason })) if reason == CLOSED_BEFORE_ENV => {
+            // A TCP check (a load balancer, monitoring) connects and closes without a word.
+            tracing::debug!(%peer, "connection closed without sending anything (a port check?)");
+            return;
+        }
         Ok(Err(e)) => {
             metrics::counter!("asterai_agi_connections_rejected_total", "reason" => "handshake").increment(1);
             tracing::warn!(%peer, "AGI handshake failed, connection closed: {e}");

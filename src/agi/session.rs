@@ -402,6 +402,10 @@ impl SessionReader {
     }
 }
 
+/// Why a connection that sent nothing at all was closed: a TCP health check or port probe, not
+/// an Asterisk that failed.
+pub const CLOSED_BEFORE_ENV: &str = "connection closed before any environment variable";
+
 /// Reads the environment block. Returns the environment and the codec, now expecting replies.
 pub async fn read_env(
     stream: &mut TcpStream,
@@ -436,7 +440,7 @@ pub async fn read_env(
         if stream.read_buf(buf).await? == 0 {
             return Err(AgiError::Closed {
                 reason: if env.is_empty() && buf.is_empty() {
-                    "connection closed before any environment variable".into()
+                    CLOSED_BEFORE_ENV.into()
                 } else {
                     format!(
                         "connection closed after {} environment variables, before the empty line that ends them",
