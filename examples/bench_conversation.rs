@@ -265,11 +265,12 @@ url = "{url}"
         .filter_map(|(json,)| serde_json::from_str::<serde_json::Value>(json).ok())
         .filter_map(|v| v["overhead_us"].as_u64())
         .collect();
-    let warnings = std::fs::read_to_string(dir.path().join("daemon.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-        .count();
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+    let warning_lines: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    let warnings = warning_lines.len();
+    for line in warning_lines.iter().take(5) {
+        eprintln!("daemon: {line}");
+    }
 
     let nominal = STT_MS + LLM_FIRST_MS + TTS_MS;
     println!(
