@@ -52,6 +52,7 @@ fn a_scripted_do_not_call_request_lands_on_the_list() {
     let (shown, call) = demo(dir.path(), &["--script", script.to_str().unwrap()]);
     assert_eq!(call["outcome"], "do_not_call", "{shown}");
     assert!(shown.contains("do_not_call, "), "the turn's intent is shown:\n{shown}");
+    assert!(shown.contains("do-not-call list"), "the confirmation is part of the turn:\n{shown}");
     assert!(shown.contains("asked not to be called again"), "and the reason the call ended:\n{shown}");
 }
 

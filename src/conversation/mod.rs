@@ -569,9 +569,19 @@ impl<'a> Conversation<'a> {
             let clock = TurnClock { endpoint_ms, recorded_at, stt_started, stt_done, llm_started };
             let latency = clock.latency(&speech, answered);
             self.history.push(Message { role: Role::User, content: transcript.clone() });
-            self.history.push(Message { role: Role::Assistant, content: agent_text.clone() });
+            // What the agent says next because of this turn belongs to its transcript too.
+            let follow_up = match analysis.action {
+                Action::Callback => Some(self.phrase(&self.config().callback_confirmation)),
+                Action::DoNotCall => Some(self.phrase(&self.config().dnc_confirmation)),
+                _ => None,
+            };
+            let said = match &follow_up {
+                Some(phrase) => format!("{agent_text} {phrase}").trim().to_owned(),
+                None => agent_text.clone(),
+            };
+            self.history.push(Message { role: Role::Assistant, content: said.clone() });
             self.analyses.push(analysis.clone());
-            self.store_turn(self.turn, &transcript, &agent_text, Some(&analysis), latency).await;
+            self.store_turn(self.turn, &transcript, &said, Some(&analysis), latency).await;
             if speech.hung_up {
                 return self.gone("caller hung up while the agent spoke");
             }
@@ -592,8 +602,7 @@ impl<'a> Conversation<'a> {
                     };
                 }
                 Action::Callback => {
-                    let confirmation = self.phrase(&self.config().callback_confirmation);
-                    self.say(&confirmation).await;
+                    self.say(follow_up.as_deref().unwrap_or_default()).await;
                     return Ending {
                         status: CallStatus::Completed,
                         reason: "the caller asked to be called back".into(),
@@ -602,8 +611,7 @@ impl<'a> Conversation<'a> {
                 }
                 Action::DoNotCall => {
                     self.record_do_not_call().await;
-                    let confirmation = self.phrase(&self.config().dnc_confirmation);
-                    self.say(&confirmation).await;
+                    self.say(follow_up.as_deref().unwrap_or_default()).await;
                     return Ending {
                         status: CallStatus::Completed,
                         reason: "the caller asked not to be called again".into(),
