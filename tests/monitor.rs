@@ -252,3 +252,75 @@ async fn the_page_resumes_after_a_restart_without_gap_or_duplicate() {
     assert_eq!(bubbles, Value::from(5));
     daemon.stop().await;
 }
+
+/// 200 active calls and 20 events a second: every event lands, and the page stays responsive.
+/// The figures (longest main-thread task, time to apply) are printed for the record, never
+/// asserted: this machine is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_calls_at_twenty_events_a_second() {
+    let (_db, daemon) = daemon().await;
+    let token = daemon.token("acme").await;
+    let acme = org_id(&daemon.store, "acme").await;
+    let mut calls = Vec::new();
+    for i in 0..200 {
+        let call = daemon.publisher.call_started(&new_call(acme, &format!("+1555300{i:04}"))).await.unwrap();
+        daemon.publisher.call_status(&call.id, CallStatus::InProgress, None).await.unwrap();
+        calls.push(call.id);
+    }
+    let mut browser = signed_in(&daemon, &token).await;
+    browser.wait_for("document.querySelectorAll('#active .call-row').length === 200", "200 calls listed").await;
+    browser
+        .eval(
+            "window.longest = 0; window.longTasks = 0; new PerformanceObserver(list => { for (const e of list.getEntries()) \
+             { window.longTasks++; window.longest = Math.max(window.longest, e.duration); } }).observe({type: 'longtask', buffered: false}); true",
+        )
+        .await;
+    let applied_before = browser.eval("window.asteraiState.applied").await.as_u64().unwrap();
+    // Ten seconds of traffic: 200 turns, one every 50 ms, spread over the calls.
+    let started = std::time::Instant::now();
+    for n in 0..200usize {
+        let call = &calls[n % calls.len()];
+        daemon.publisher.conversation_turn(&turn(call, (n / calls.len()) as i32 + 1)).await.unwrap();
+        let next = started + std::time::Duration::from_millis(50 * (n as u64 + 1));
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let target = applied_before + 200;
+    browser.wait_for(&format!("window.asteraiState.applied >= {target}"), "every event applied").await;
+    let lag = std::time::Instant::now() - started;
+    let longest = browser.eval("window.longest").await;
+    let long_tasks = browser.eval("window.longTasks").await;
+    browser.screenshot(&output_dir().join("monitor-200-calls.png")).await;
+    // Every row still shows its last turn's intent.
+    let with_intent = browser
+        .eval("[...document.querySelectorAll('#active .call-row')].filter(r => r.textContent.includes('question')).length")
+        .await;
+    assert_eq!(with_intent, Value::from(200));
+    eprintln!(
+        "monitor load: 200 calls, 200 turns at 20/s: all applied {:.1} s after the first (10 s of traffic); \
+         main-thread tasks over 50 ms: {long_tasks} (longest {longest} ms)",
+        lag.as_secs_f64()
+    );
+    daemon.stop().await;
+}
+
+/// The page on a tablet: one column, everything reachable.
+#[tokio::test]
+async fn the_page_fits_a_tablet() {
+    let (_db, daemon) = daemon().await;
+    let token = daemon.token("acme").await;
+    let acme = org_id(&daemon.store, "acme").await;
+    let call = daemon.publisher.call_started(&new_call(acme, "+15551239876")).await.unwrap();
+    daemon.publisher.call_status(&call.id, CallStatus::InProgress, None).await.unwrap();
+    daemon.publisher.conversation_turn(&turn(&call.id, 0)).await.unwrap();
+    let mut browser = Browser::start(768, 1024).await;
+    browser.goto(&daemon.url("/")).await;
+    sign_in(&mut browser, &token).await;
+    let row = format!("document.querySelector('#active .call-row[data-call-id=\"{}\"]')", call.id);
+    browser.wait_for(&row, "the call is listed").await;
+    browser.eval(&format!("{row}.click(); true")).await;
+    browser.wait_for(&visible("#call-view"), "the call opens").await;
+    let overflow = browser.eval("document.documentElement.scrollWidth > window.innerWidth").await;
+    assert_eq!(overflow, Value::Bool(false), "no sideways scrolling on a tablet");
+    browser.screenshot(&output_dir().join("monitor-tablet.png")).await;
+    daemon.stop().await;
+}
