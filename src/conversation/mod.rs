@@ -816,13 +816,18 @@ impl TurnClock {
 }
 
 /// Reads a recording and decides whether it holds speech, on the blocking pool (file I/O and
-/// decoding are on the turn's critical path). Returns the WAV to transcribe (8 kHz mono 16-bit,
-/// re-encoded so a header Asterisk left unfinished cannot upset a provider), or `None` for
+/// decoding are on the turn's critical path). Returns the WAV to transcribe (8 kHz mono 16-bit;
+/// re-encoded only when its header is unfinished, so it cannot upset a provider), or `None` for
 /// silence and unreadable files.
 async fn read_recording(path: PathBuf, threshold_dbfs: f32) -> Option<bytes::Bytes> {
     tokio::task::spawn_blocking(move || {
-        let samples = audio::decode_wav(&std::fs::read(&path).ok()?).ok()?;
-        (!audio::is_silence(&samples, threshold_dbfs)).then(|| audio::encode_wav(&samples).into())
+        let bytes = std::fs::read(&path).ok()?;
+        let samples = audio::decode_wav(&bytes).ok()?;
+        if audio::is_silence(&samples, threshold_dbfs) {
+            return None;
+        }
+        // A recording Asterisk finished goes out as it is; anything else is re-encoded.
+        Some(if audio::is_native_wav(&bytes) { bytes.into() } else { audio::encode_wav(&samples).into() })
     })
     .await
     .ok()

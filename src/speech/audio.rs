@@ -115,6 +115,27 @@ pub fn is_silence(samples: &[i16], threshold_dbfs: f32) -> bool {
     duration_ms(samples) < 150 || peak_window_dbfs(samples) < threshold_dbfs
 }
 
+/// True when `bytes` is already what providers and Asterisk expect: a WAV of 8 kHz mono 16-bit
+/// PCM whose header lengths match its bytes (a recording Asterisk finished). It can be passed on
+/// as it is, without decoding and encoding again.
+pub fn is_native_wav(bytes: &[u8]) -> bool {
+    if !matches!(repair_lengths(bytes), Ok(std::borrow::Cow::Borrowed(_))) {
+        return false;
+    }
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        if &bytes[at..at + 4] == b"fmt " {
+            let Some(fmt) = bytes.get(at + 8..at + 8 + 16) else { return false };
+            let u16_at = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
+            let rate = u32::from_le_bytes(fmt[4..8].try_into().expect("4 bytes"));
+            return u16_at(0) == 1 && u16_at(2) == 1 && rate == RATE && u16_at(14) == 16;
+        }
+        at = at + 8 + size + (size & 1);
+    }
+    false
+}
+
 /// Sets the RIFF and `data` lengths to what the bytes hold when a streaming writer left a
 /// placeholder (or a truncated file claims more than it has).
 fn repair_lengths(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, AudioError> {
@@ -394,6 +415,22 @@ mod tests {
         assert_eq!(to_i16(&[1.5, -1.5, 1.0, -1.0, 0.0]), vec![32767, -32768, 32767, -32767, 0]);
         let dotted = dot(&[1.0; 19], &[2.0; 19]);
         assert_eq!(dotted, 38.0);
+    }
+
+    #[test]
+    fn native_recordings_are_recognized() {
+        let asterisk = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fixtures/asterisk/audio/recorded-by-asterisk.wav"),
+        )
+        .unwrap();
+        assert!(is_native_wav(&asterisk), "Asterisk's own recording passes as it is");
+        assert!(is_native_wav(&encode_wav(&[0i16; 800])));
+        assert!(!is_native_wav(&wav(24000, 1, &tone(24000, 440.0, 100, 0.5))), "another rate");
+        let mut unfinished = encode_wav(&[0i16; 800]);
+        unfinished[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(!is_native_wav(&unfinished), "a placeholder length");
+        assert!(!is_native_wav(b"RIFF"));
     }
 
     #[test]
