@@ -6,6 +6,7 @@ pub mod agi;
 pub mod browser;
 pub mod daemon;
 pub mod db;
+pub mod fake_ari;
 pub mod fake_asterisk;
 pub mod http;
 pub mod logs;
