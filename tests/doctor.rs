@@ -204,3 +204,82 @@ fn effective_uid() -> u32 {
     let out = Command::new("id").arg("-u").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
 }
+
+/// A minimal ARI for the doctor, answering as the captured Asterisk 22.10.1 did
+/// (`ari/rest/asterisk-info.json`): the info document for good credentials (ari:ari), the
+/// captured 401 for others, and the event WebSocket for good ones.
+async fn fake_ari() -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let capture: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::transcript::fixtures_dir().join("ari/rest/asterisk-info.json")).unwrap(),
+    )
+    .unwrap();
+    let body = |status: u64| {
+        capture["exchanges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["request"]["path"] == "/ari/asterisk/info" && e["response"]["status"] == status)
+            .map(|e| e["response"]["body_text"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let (info, refused) = (body(200), body(401));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (info, refused) = (info.clone(), refused.clone());
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 8192];
+                let n = stream.peek(&mut head).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let authorized = head.lines().any(|l| l.eq_ignore_ascii_case("authorization: Basic YXJpOmFyaQ=="));
+                if path.starts_with("/ari/events") && authorized {
+                    if let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await {
+                        let _ = socket.close(None).await;
+                    }
+                    return;
+                }
+                let mut discard = vec![0u8; n];
+                let _ = tokio::io::AsyncReadExt::read_exact(&mut stream, &mut discard).await;
+                let (status, body) = match (authorized, path.as_str()) {
+                    (false, _) => ("401 Unauthorized", refused),
+                    (true, "/ari/asterisk/info") => ("200 OK", info),
+                    (true, _) => ("404 Not Found", r#"{"message":"Application not found"}"#.to_owned()),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nServer: Asterisk/22.10.1\r\nContent-type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+// Multi-threaded: the doctor runs as a blocking child process while the fake answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ari_with_good_credentials_passes_and_bad_ones_fail() {
+    let openai = models(401).await;
+    let ari = fake_ari().await;
+    let mut setup = Setup::new(&format!("{}/v1", openai.uri()));
+    setup.set("ASTERAI_ARI_URL", &format!("http://{ari}"));
+    setup.set("ASTERAI_ARI_USERNAME", "ari");
+    setup.set("ASTERAI_ARI_PASSWORD", "ari");
+    let (passed, report) = doctor(setup.command());
+    assert!(passed, "{report:#}");
+    let check_ari = check(&report, "ari");
+    assert_eq!(check_ari["level"], "ok", "{check_ari}");
+    assert!(check_ari["detail"].as_str().unwrap().contains("Asterisk 22.10.1"), "{check_ari}");
+
+    setup.set("ASTERAI_ARI_PASSWORD", "wrong-password");
+    let (passed, report) = doctor(setup.command());
+    assert!(!passed);
+    let check_ari = check(&report, "ari");
+    assert_eq!(check_ari["level"], "fail", "{check_ari}");
+    assert!(check_ari["detail"].as_str().unwrap().contains("refused the credentials"), "{check_ari}");
+    assert!(check_ari["fix"].as_str().unwrap().contains("ari.conf"), "{check_ari}");
+    assert!(!report.to_string().contains("wrong-password"));
+}

@@ -228,13 +228,100 @@ async fn agi_is_asterai(addr: SocketAddr, timeout: Duration) -> bool {
     tokio::time::timeout(timeout, attempt).await.ok().flatten().unwrap_or(false)
 }
 
+/// ARI: reachable, the credentials accepted, Asterisk's version, and an application can be
+/// registered. The check registers `<ari.app>-doctor-<pid>`, never `ari.app` itself: taking over
+/// the running daemon's application would cut its event stream (`ApplicationReplaced`).
 async fn ari(config: &Config, timeout: Duration) -> Check {
-    let _ = (config, timeout);
-    warn(
-        "ari",
-        "ARI is not configured: asterai answers calls but does not place them",
-        "set ari.url, ari.username and ari.password to place outbound calls and transfer to people",
-    )
+    let ari = &config.ari;
+    if !ari.enabled() {
+        return warn(
+            "ari",
+            "ARI is not configured: asterai answers calls but does not place or transfer them",
+            "set ari.url, ari.username and ari.password (ASTERAI_ARI_PASSWORD) to match Asterisk's ari.conf",
+        );
+    }
+    let base = ari.url.trim().trim_end_matches('/');
+    let client = match reqwest::Client::builder().timeout(timeout).build() {
+        Ok(client) => client,
+        Err(e) => return fail("ari", format!("cannot build an HTTP client: {e}"), "report this bug"),
+    };
+    let info = client
+        .get(format!("{base}/ari/asterisk/info"))
+        .basic_auth(&ari.username, Some(ari.password.expose()))
+        .send()
+        .await;
+    let info = match info {
+        Ok(response) if response.status().is_success() => {
+            response.json::<serde_json::Value>().await.unwrap_or_default()
+        }
+        Ok(response) if response.status().as_u16() == 401 => {
+            return fail(
+                "ari",
+                format!("{base} refused the credentials of {:?} (401)", ari.username),
+                "set ari.username and ari.password (ASTERAI_ARI_PASSWORD) to a user of Asterisk's ari.conf",
+            );
+        }
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            return fail(
+                "ari",
+                format!("{base}/ari/asterisk/info answered {status}: {}", body.trim()),
+                "check ari.url: Asterisk's http.conf address, with res_ari loaded",
+            );
+        }
+        Err(e) => {
+            return fail(
+                "ari",
+                format!("{base} is unreachable: {}", error_chain(&e)),
+                "check ari.url and that Asterisk's HTTP server is enabled (http.conf)",
+            );
+        }
+    };
+    let version = info["system"]["version"].as_str().unwrap_or("unknown").to_owned();
+    let probe_app = format!("{}-doctor-{}", ari.app, std::process::id());
+    let ws = format!("{}/ari/events?app={probe_app}", base.replacen("http://", "ws://", 1));
+    let registered = async {
+        use base64::Engine as _;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = ws.into_client_request().map_err(|e| e.to_string())?;
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ari.username, ari.password.expose()));
+        let value = format!("Basic {credentials}").parse().map_err(|_| "bad credentials".to_owned())?;
+        request.headers_mut().insert("Authorization", value);
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| error_chain(&e))?;
+        let _ = socket.close(None).await;
+        Ok::<(), String>(())
+    };
+    match tokio::time::timeout(timeout, registered).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return fail(
+                "ari",
+                format!("Asterisk {version} at {base}: an application cannot be registered: {e}"),
+                "check the ARI user's rights in ari.conf (read_only = no)",
+            );
+        }
+        Err(_) => {
+            return fail(
+                "ari",
+                format!("Asterisk {version} at {base}: the event WebSocket did not open"),
+                "check http.conf",
+            );
+        }
+    }
+    let live = client
+        .get(format!("{base}/ari/applications/{}", ari.app))
+        .basic_auth(&ari.username, Some(ari.password.expose()))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    let app = if live {
+        format!("application {:?} is registered (a daemon is connected)", ari.app)
+    } else {
+        format!("application {:?} can be registered", ari.app)
+    };
+    ok("ari", format!("Asterisk {version} at {base}: credentials accepted, {app}"))
 }
 
 /// Exists, writable by us, and shared with Asterisk: group-writable, with Asterisk in the group.
