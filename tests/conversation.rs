@@ -382,6 +382,43 @@ async fn a_slow_provider_shows_the_call_as_waiting_until_it_answers() {
     );
 }
 
+/// The dialplan ran AMD() before the ai route: a machine gets the voicemail message and nothing
+/// is recorded; a person gets the conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answering_machine_gets_the_message_and_a_person_the_conversation() {
+    let rig = rig(|_| {}).await;
+    let mut machine = rig.caller(&["Hi, you have reached the voicemail of Jane."]);
+    machine.script_path = "ai?org=acme&amd=MACHINE".into();
+    let (log, call) = rig.call(&machine).await;
+    assert_eq!(call.outcome, Some(Outcome::Voicemail));
+    assert!(call.outcome_reason.as_deref().unwrap().contains("message left"), "{call:?}");
+    assert!(!log.commands.iter().any(|c| c.starts_with("RECORD FILE")), "nothing recorded: {:?}", log.commands);
+    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    assert_eq!(turns.len(), 1);
+    assert!(turns[0].agent.contains("Sorry we missed you"), "{:?}", turns[0]);
+    assert_eq!(log.played.len(), 2, "the message's two sentences: {:?}", log.played);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answering_machine_is_hung_up_on_without_a_message_when_so_configured() {
+    let rig = rig(|config| config.conversation.voicemail_message = String::new()).await;
+    let mut machine = rig.caller(&["Please leave a message."]);
+    machine.script_path = "ai?org=acme&amd=MACHINE".into();
+    let (log, call) = rig.call(&machine).await;
+    assert_eq!(call.outcome, Some(Outcome::Voicemail));
+    assert!(log.played.is_empty(), "{:?}", log.played);
+    assert!(log.commands.iter().any(|c| c.starts_with("HANGUP")), "{:?}", log.commands);
+
+    rig.transcripts(&["Goodbye."]).await;
+    let bye = analysis("goodbye", "end");
+    rig.answers(&[&["Bye!", &bye]]).await;
+    let mut person = rig.caller(&["bye"]);
+    person.script_path = "ai?org=acme&amd=HUMAN".into();
+    person.uniqueid = "1795000001.2".into();
+    let log = tokio::time::timeout(WAIT, person.call(rig.agi.addr)).await.unwrap().unwrap();
+    assert!(log.commands.iter().any(|c| c.starts_with("RECORD FILE")), "a person is listened to");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_end_the_call_politely() {
     let rig = rig(|config| config.conversation.max_failed_turns = 2).await;

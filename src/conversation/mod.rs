@@ -247,6 +247,8 @@ struct Conversation<'a> {
     caller_spoke: bool,
     do_not_call: bool,
     transferred: bool,
+    /// Asterisk's `AMD()` said an answering machine took the call (`amd=MACHINE`).
+    machine: bool,
 }
 
 impl<'a> Conversation<'a> {
@@ -255,6 +257,8 @@ impl<'a> Conversation<'a> {
         let env = session.env();
         let store = inner.publisher.store();
         let given_id = env.param("call_id").map(|s| s.into_owned()).filter(|s| !s.is_empty());
+        // AMDSTATUS from the dialplan's AMD(): MACHINE, HUMAN, NOTSURE or HANGUP.
+        let machine = env.param("amd").is_some_and(|status| status.eq_ignore_ascii_case("MACHINE"));
         let campaign_id = env.param("campaign").and_then(|c| c.parse::<i64>().ok());
         let contact_id = env.param("contact").and_then(|c| c.parse::<i64>().ok());
         let existing = match &given_id {
@@ -335,6 +339,7 @@ impl<'a> Conversation<'a> {
             caller_spoke: false,
             do_not_call: false,
             transferred: false,
+            machine,
         }
     }
 
@@ -372,6 +377,10 @@ impl<'a> Conversation<'a> {
         }
         self.recorder.push(Change::Status { status: CallStatus::InProgress, reason: Some("answered".into()) }).await;
         let _ = session.send(SetVariable::new("ASTERAI_CALL_ID", self.call_id.clone())).await;
+
+        if self.machine {
+            return self.leave_voicemail().await;
+        }
 
         // The greeting, as turn 0.
         let mut greeting = self.phrase(match self.direction {
@@ -632,6 +641,26 @@ impl<'a> Conversation<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// An answering machine took the call (the dialplan waited for its greeting to end): leave
+    /// `conversation.voicemail_message`, or hang up when it is empty. Nobody is recorded.
+    async fn leave_voicemail(&mut self) -> Ending {
+        let message = self.phrase(&self.config().voicemail_message);
+        tracing::info!(call_id = %self.call_id, leave_message = !message.is_empty(), "an answering machine took the call (AMD)");
+        if !message.is_empty() {
+            speak::say(self.session, &self.inner.providers.voice, &message, self.inner.settings.tts_timeout).await;
+            self.store_turn(0, "", &message, None, Latency::default()).await;
+        }
+        Ending {
+            status: CallStatus::Completed,
+            reason: if message.is_empty() {
+                "answering machine (AMD): hung up without a message".into()
+            } else {
+                "answering machine (AMD): message left".into()
+            },
+            outcome: Some(Outcome::Voicemail),
         }
     }
 
