@@ -317,6 +317,9 @@ pub struct ConversationConfig {
     pub no_response_goodbye: String,
     /// Said when a transfer to a person is not possible.
     pub transfer_unavailable: String,
+    /// Left on an answering machine (the dialplan's `AMD()` said MACHINE); empty hangs up
+    /// without a message.
+    pub voicemail_message: String,
     /// Caller turns before the agent says goodbye.
     pub max_turns: u32,
     /// Longest call before the agent says goodbye.
@@ -361,6 +364,9 @@ impl Default for ConversationConfig {
             no_response_goodbye: "I can't hear anyone, so I'll hang up now. Goodbye.".into(),
             transfer_unavailable: "I'm sorry, I can't connect you with a person right now, but I can keep helping you."
                 .into(),
+            voicemail_message:
+                "Hello {first_name|there}, this is {agent_name} from {company}. Sorry we missed you; we will try again another time. Goodbye."
+                    .into(),
             max_turns: 20,
             max_duration: Dur::secs(600),
             silence: Dur::secs(1),
@@ -489,6 +495,98 @@ impl Default for TtsConfig {
     }
 }
 
+/// Asterisk's REST Interface: where asterai places calls and follows their channels.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AriConfig {
+    /// `http://127.0.0.1:8088` (Asterisk's http.conf). Empty: ARI is off; asterai answers calls
+    /// over FastAGI but does not place or transfer any.
+    pub url: String,
+    /// An ARI user from Asterisk's ari.conf.
+    pub username: String,
+    pub password: Secret,
+    /// The Stasis application asterai registers. One WebSocket per name and Asterisk: each
+    /// daemon on one Asterisk needs its own.
+    pub app: String,
+    /// The longest wait between reconnection attempts of the event stream.
+    pub reconnect_max: Dur,
+    /// Time allowed for one REST request.
+    pub timeout: Dur,
+}
+
+impl Default for AriConfig {
+    fn default() -> Self {
+        AriConfig {
+            url: String::new(),
+            username: String::new(),
+            password: Secret::default(),
+            app: "asterai".into(),
+            reconnect_max: Dur::secs(30),
+            timeout: Dur::secs(10),
+        }
+    }
+}
+
+impl AriConfig {
+    /// Whether ARI is configured (`ari.url` set).
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// The REST client's settings.
+    pub fn settings(&self) -> crate::ari::AriSettings {
+        crate::ari::AriSettings {
+            url: self.url.trim().to_owned(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            auth: crate::ari::Auth::Header,
+            timeout: self.timeout.0,
+        }
+    }
+}
+
+/// Outbound calls: how a number becomes an Asterisk endpoint, and where an answered call goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialerConfig {
+    /// The endpoint dialed; `{number}` is the E.164 number (`+15551230000`), `{digits}` the same
+    /// without `+`.
+    pub endpoint: String,
+    /// Where an answered call continues in the dialplan (it runs the `ai` route there).
+    pub context: String,
+    pub extension: String,
+    /// `Name <number>` shown to the called party; empty leaves it to the trunk.
+    pub caller_id: String,
+    /// How long the far end may ring before the call is `no_answer` (whole seconds).
+    pub ring_timeout: Dur,
+    /// Where a caller who asks for a person goes: `Local/<exten>@<context>` continues the
+    /// channel in the dialplan there; another `Tech/resource` redirects it. Empty: no transfer.
+    pub transfer_target: String,
+    /// Dial the contacts of running campaigns from this daemon (with ARI configured).
+    pub campaigns: bool,
+    /// How often running campaigns are looked at for contacts to call.
+    pub poll_interval: Dur,
+    /// How long a claim on a contact holds without renewal: a daemon that dies leaves its
+    /// contacts to the others after this.
+    pub claim_lease: Dur,
+}
+
+impl Default for DialerConfig {
+    fn default() -> Self {
+        DialerConfig {
+            endpoint: "PJSIP/{number}@trunk".into(),
+            context: "asterai-outbound".into(),
+            extension: "s".into(),
+            caller_id: String::new(),
+            ring_timeout: Dur::secs(30),
+            transfer_target: String::new(),
+            campaigns: true,
+            poll_interval: Dur::secs(1),
+            claim_lease: Dur::secs(120),
+        }
+    }
+}
+
 /// The daemon's whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -504,6 +602,8 @@ pub struct Config {
     pub stt: SttConfig,
     pub responder: ResponderConfig,
     pub tts: TtsConfig,
+    pub ari: AriConfig,
+    pub dialer: DialerConfig,
 }
 
 /// Why the configuration was refused.
@@ -689,8 +789,82 @@ impl Config {
                 self.log.level
             )
         })?;
+        self.validate_ari()?;
         if self.agi.listen == self.http.listen && self.agi.listen.port() != 0 {
             return Err(format!("agi.listen and http.listen are both {}; they need different ports", self.agi.listen));
+        }
+        Ok(())
+    }
+
+    /// `[ari]` and `[dialer]`: what types alone cannot check.
+    fn validate_ari(&self) -> Result<(), String> {
+        let ari = &self.ari;
+        let url = ari.url.trim();
+        if !url.is_empty() {
+            if url.starts_with("https://") {
+                return Err(format!(
+                    "ari.url: TLS to ARI is not supported by this build (the event stream needs ws://); use http:// on loopback or a tunnel, got {url:?}"
+                ));
+            }
+            let host = url.strip_prefix("http://").unwrap_or_default();
+            if host.is_empty() || host.starts_with('/') {
+                return Err(format!("ari.url: expected http://host:port such as http://127.0.0.1:8088, got {url:?}"));
+            }
+            if ari.username.trim().is_empty() {
+                return Err("ari.username: expected the ARI user from Asterisk's ari.conf (ari.url is set)".into());
+            }
+        }
+        let app_ok = !ari.app.is_empty()
+            && ari.app.len() <= 80
+            && ari.app.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !app_ok {
+            return Err(format!("ari.app: expected letters, digits, '-', '_' or '.', got {:?}", ari.app));
+        }
+        for (key, value) in [("ari.reconnect_max", ari.reconnect_max), ("ari.timeout", ari.timeout)] {
+            if value.0.is_zero() {
+                return Err(format!("{key}: expected a duration above zero"));
+            }
+        }
+        let d = &self.dialer;
+        let placeholder = d.endpoint.contains("{number}") || d.endpoint.contains("{digits}");
+        let tech = d.endpoint.split_once('/').is_some_and(|(tech, rest)| !tech.is_empty() && !rest.is_empty());
+        if !placeholder || !tech {
+            return Err(format!(
+                "dialer.endpoint: expected Tech/resource with {{number}} or {{digits}}, such as \"PJSIP/{{number}}@trunk\", got {:?}",
+                d.endpoint
+            ));
+        }
+        let dialplan_name = |text: &str| {
+            !text.is_empty()
+                && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
+        };
+        if !dialplan_name(&d.context) {
+            return Err(format!("dialer.context: expected a dialplan context name, got {:?}", d.context));
+        }
+        if !dialplan_name(&d.extension) {
+            return Err(format!("dialer.extension: expected a dialplan extension, got {:?}", d.extension));
+        }
+        if d.caller_id.contains(['\r', '\n']) {
+            return Err("dialer.caller_id: expected one line such as \"Acme <+15551230000>\"".into());
+        }
+        if d.ring_timeout.0.as_secs() == 0 || d.ring_timeout.0.subsec_millis() != 0 {
+            return Err(format!("dialer.ring_timeout: expected whole seconds, at least 1s, got {}", d.ring_timeout));
+        }
+        if d.poll_interval.0.is_zero() {
+            return Err("dialer.poll_interval: expected a duration above zero".into());
+        }
+        if d.claim_lease.0 < std::time::Duration::from_secs(3) {
+            return Err(format!("dialer.claim_lease: expected at least 3s, got {}", d.claim_lease));
+        }
+        let target = d.transfer_target.trim();
+        if !target.is_empty() {
+            let ok = target.split_once('/').is_some_and(|(tech, rest)| !tech.is_empty() && !rest.is_empty())
+                && !target.contains([' ', ',', '\r', '\n']);
+            if !ok {
+                return Err(format!(
+                    "dialer.transfer_target: expected Local/<exten>@<context> or Tech/resource such as \"Local/support@asterai-transfer\", got {target:?}"
+                ));
+            }
         }
         Ok(())
     }
@@ -756,11 +930,16 @@ impl Config {
 
     /// The secret values in use (API keys, the database password), for the log redactor.
     pub fn secrets(&self) -> Vec<String> {
-        let mut secrets: Vec<String> = [&self.stt.api_key, &self.responder.api_key, &self.tts.api_key]
-            .into_iter()
-            .filter(|s| s.is_set())
-            .map(|s| s.expose().to_owned())
-            .collect();
+        let mut secrets: Vec<String> =
+            [&self.stt.api_key, &self.responder.api_key, &self.tts.api_key, &self.ari.password]
+                .into_iter()
+                .filter(|s| s.is_set())
+                .map(|s| s.expose().to_owned())
+                .collect();
+        if self.ari.password.is_set() {
+            // The Authorization header's value, should a dependency ever log it.
+            secrets.push(self.ari.settings().basic_header().trim_start_matches("Basic ").to_owned());
+        }
         // postgres://user:password@host/db: the password alone.
         let url = self.database.url.expose();
         if let Some((_, rest)) = url.split_once("://")
@@ -967,6 +1146,34 @@ mod tests {
 
         let err = load("[nope]\n", &[]).unwrap_err().to_string();
         assert!(err.contains("nope") && err.contains("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn ari_and_dialer_are_checked_at_load() {
+        let config = load("", &[]).unwrap();
+        assert!(!config.ari.enabled(), "ARI is off by default");
+        assert_eq!((config.ari.app.as_str(), config.dialer.endpoint.as_str()), ("asterai", "PJSIP/{number}@trunk"));
+        let on =
+            load("[ari]\nurl = \"http://127.0.0.1:8088\"\nusername = \"asterai\"\npassword = \"pw\"\n", &[]).unwrap();
+        assert!(on.ari.enabled());
+        assert_eq!(on.ari.settings().rest_base(), "http://127.0.0.1:8088/ari");
+        assert!(on.secrets().contains(&"pw".to_owned()), "the ARI password is redacted from logs");
+        for (text, key) in [
+            ("[ari]\nurl = \"http://127.0.0.1:8088\"\n", "ari.username"),
+            ("[ari]\nurl = \"https://pbx:8089\"\nusername = \"a\"\n", "ari.url"),
+            ("[ari]\nurl = \"127.0.0.1:8088\"\nusername = \"a\"\n", "ari.url"),
+            ("[ari]\napp = \"a b\"\n", "ari.app"),
+            ("[ari]\nreconnect_max = \"0s\"\n", "ari.reconnect_max"),
+            ("[dialer]\nendpoint = \"PJSIP/trunk\"\n", "dialer.endpoint"),
+            ("[dialer]\ncontext = \"a,b\"\n", "dialer.context"),
+            ("[dialer]\nring_timeout = \"1500ms\"\n", "dialer.ring_timeout"),
+            ("[dialer]\ntransfer_target = \"support\"\n", "dialer.transfer_target"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = load("", &[("ASTERAI_ARI_USERNAME", "x"), ("ASTERAI_ARI_URL", "ftp://x")]).unwrap_err().to_string();
+        assert!(err.contains("ari.url"), "{err}");
     }
 
     #[test]

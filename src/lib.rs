@@ -1,10 +1,12 @@
 //! asterai lets an Asterisk PBX hold AI phone calls.
 pub mod agi;
+pub mod ari;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod conversation;
 pub mod demo;
+pub mod dialer;
 pub mod feed;
 pub mod http;
 pub mod logging;

@@ -25,7 +25,7 @@ async fn migrate_org_token_and_calls() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, out, err) = run(dir.path(), &["migrate"]);
     assert!(ok, "{err}");
-    assert!(out.contains("sqlite: applied 1 migration(s)"), "{out}");
+    assert!(out.contains("sqlite: applied 2 migration(s)"), "{out}");
     let (ok, out, _) = run(dir.path(), &["migrate"]);
     assert!(ok && out.contains("applied 0 migration(s)"), "{out}");
 

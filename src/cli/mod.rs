@@ -7,10 +7,13 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigSource, LogFormat};
 
+mod call;
 mod calls;
+mod campaign;
 mod completions;
 mod config;
 mod demo;
+mod dnc;
 mod doctor;
 pub(crate) mod feed;
 mod migrate;
@@ -50,6 +53,9 @@ pub enum Command {
     Org(org::Args),
     Token(token::Args),
     Calls(calls::Args),
+    Call(call::Args),
+    Campaign(campaign::Args),
+    Dnc(dnc::Args),
     Feed(feed::Args),
     Demo(demo::Args),
     Doctor(doctor::Args),
@@ -94,6 +100,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Org(args) => org::run(args, context),
         Command::Token(args) => token::run(args, context),
         Command::Calls(args) => calls::run(args, context),
+        Command::Call(args) => call::run(args, context),
+        Command::Campaign(args) => campaign::run(args, context),
+        Command::Dnc(args) => dnc::run(args, context),
         Command::Feed(args) => feed::run(args, context),
         Command::Demo(args) => demo::run(args, context),
         Command::Doctor(args) => doctor::run(args, context),

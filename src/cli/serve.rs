@@ -1,5 +1,6 @@
 //! `asterai serve`: the daemon.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -7,8 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::agi::{AgiServer, Router, Shutdown, routes};
+use crate::ari::{AriClient, StreamConfig};
 use crate::config::Config;
-use crate::conversation::{Conversations, Providers, Settings};
+use crate::conversation::{Conversations, Providers, Settings, Transferer};
+use crate::dialer::{
+    AriTransferer, DialSettings, Dialer, Runner, RunnerConfig, SystemClock, Tracker, TrackerConfig, TransferTarget,
+};
 use crate::feed::client::ClientConfig;
 use crate::feed::{Hub, Publisher};
 use crate::http::{AppState, HttpParts};
@@ -96,9 +101,15 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         metrics,
         shutdown: CancellationToken::new(),
     });
+    let publisher = Publisher::new(store.clone(), hub.clone());
+    let ari = start_ari(&config, publisher.clone(), &stop)?;
+    if let Some(ari) = &ari {
+        state.set_dialer(ari.dialer.clone());
+    }
     let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
 
-    let conversations = conversations(&config, Publisher::new(store.clone(), hub.clone()), &stop)?;
+    let transferer = ari.and_then(|ari| ari.transferer);
+    let conversations = conversations_with(&config, publisher, &stop, transferer)?;
     let router = Router::new().route("health", routes::health).route("ai", conversations.handler());
     let agi = AgiServer::bind(config.agi.listen, router, config.agi.server_config())
         .await
@@ -135,9 +146,71 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What ARI gives the daemon: the dialer (outbound calls) and, with `dialer.transfer_target`,
+/// transfers to a person.
+pub struct AriParts {
+    pub dialer: Arc<Dialer>,
+    pub transferer: Option<Arc<dyn Transferer>>,
+}
+
+/// When `ari.url` is set: the event stream (reconnecting, with a resync after each connect),
+/// the tracker that turns its events into call statuses, the dialer and the transferer.
+pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken) -> anyhow::Result<Option<AriParts>> {
+    if !config.ari.enabled() {
+        tracing::info!("ARI is not configured (ari.url): asterai answers calls but does not place or transfer them");
+        return Ok(None);
+    }
+    let settings = config.ari.settings();
+    let client = AriClient::new(settings.clone()).context("ari.url")?;
+    let tracker = Tracker::new(
+        publisher.clone(),
+        client.clone(),
+        TrackerConfig {
+            context: config.dialer.context.clone(),
+            extension: config.dialer.extension.clone(),
+            orphan_grace: Duration::from_secs(60),
+            // Alone on an embedded database, every unfinished call is this daemon's.
+            reconcile_unassigned: publisher.store().backend() == "sqlite",
+        },
+    );
+    let stream = crate::ari::stream::spawn(
+        StreamConfig::new(settings, config.ari.app.clone(), config.ari.reconnect_max.0),
+        stop.child_token(),
+    );
+    tokio::spawn(tracker.clone().run(stream));
+    tracing::info!(url = %config.ari.url, app = %config.ari.app, "ARI client started");
+    let dialer = Arc::new(Dialer::new(publisher, client.clone(), DialSettings::from_config(config), Some(tracker)));
+    if config.dialer.campaigns {
+        let runner = Runner::new(
+            dialer.clone(),
+            Arc::new(SystemClock),
+            RunnerConfig {
+                claimer: RunnerConfig::claimer_name(),
+                lease: config.dialer.claim_lease.0,
+                poll_interval: config.dialer.poll_interval.0,
+            },
+        );
+        tracing::info!(claimer = %runner.config().claimer, "campaign runner started");
+        tokio::spawn(runner.run(stop.child_token()));
+    }
+    let transferer = TransferTarget::parse(&config.dialer.transfer_target)
+        .map(|target| Arc::new(AriTransferer::new(client, target)) as Arc<dyn Transferer>);
+    Ok(Some(AriParts { dialer, transferer }))
+}
+
 /// The conversation service for the `ai` route: providers, directories, cache warm-up, and the
 /// replay of call records spooled while the database was down.
 pub fn conversations(config: &Config, publisher: Publisher, stop: &CancellationToken) -> anyhow::Result<Conversations> {
+    conversations_with(config, publisher, stop, None)
+}
+
+/// [`conversations`] with a way to transfer calls to a person.
+pub fn conversations_with(
+    config: &Config,
+    publisher: Publisher,
+    stop: &CancellationToken,
+    transferer: Option<Arc<dyn Transferer>>,
+) -> anyhow::Result<Conversations> {
     for (key, dir) in [("media.dir", config.media_dir()), ("media.recordings_dir", config.recordings_dir())] {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {} ({key})", dir.display()))?;
     }
@@ -153,7 +226,7 @@ pub fn conversations(config: &Config, publisher: Publisher, stop: &CancellationT
     );
     let settings = Settings::from_config(config);
     let spool = settings.spool_dir.clone();
-    let conversations = Conversations::new(publisher.clone(), providers, settings, None);
+    let conversations = Conversations::new(publisher.clone(), providers, settings, transferer);
     let warming = conversations.clone();
     tokio::spawn(async move {
         let failed = warming.warm_up().await;

@@ -8,6 +8,8 @@
 //! | `GET /readyz` | none | 200 when the database answers, 503 while it does not |
 //! | `GET /metrics` | none | Prometheus text |
 //! | `GET /v1/calls` | token | the organization's calls, filtered and paginated |
+//! | `POST /v1/calls` | token | places an outbound call (see [`dialer`]) |
+//! | `/v1/campaigns…`, `/v1/dnc…` | token | campaigns and the do-not-call list (see [`dialer`]) |
 //! | `GET /v1/calls/{id}` | token | one call with its turns and transcript |
 //! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::client`]) |
 //!
@@ -33,6 +35,7 @@ use crate::feed::hub::Hub;
 use crate::store::Store;
 
 mod api;
+mod dialer;
 pub mod error;
 mod feed;
 mod health;
@@ -53,6 +56,8 @@ struct AppInner {
     feed: ClientConfig,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: CancellationToken,
+    /// Set when ARI is configured: outbound calls and campaigns.
+    dialer: std::sync::OnceLock<Arc<crate::dialer::Dialer>>,
 }
 
 /// Everything the HTTP side needs.
@@ -76,12 +81,23 @@ impl AppState {
                 feed: parts.feed,
                 metrics: parts.metrics,
                 shutdown: parts.shutdown,
+                dialer: std::sync::OnceLock::new(),
             }),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Enables the routes that place calls. Only the first dialer set is kept.
+    pub fn set_dialer(&self, dialer: Arc<crate::dialer::Dialer>) {
+        let _ = self.inner.dialer.set(dialer);
+    }
+
+    /// The dialer, when ARI is configured.
+    pub fn dialer(&self) -> Option<&Arc<crate::dialer::Dialer>> {
+        self.inner.dialer.get()
     }
 
     /// The caller's organization, from `Authorization: Bearer` or `?token=`.
@@ -106,8 +122,17 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/v1/calls", get(api::list_calls))
+        .route("/v1/calls", get(api::list_calls).post(dialer::place_call))
         .route("/v1/calls/{id}", get(api::get_call))
+        .route("/v1/campaigns", get(dialer::list_campaigns).post(dialer::create_campaign))
+        .route("/v1/campaigns/{id}", get(dialer::get_campaign))
+        .route(
+            "/v1/campaigns/{id}/contacts",
+            axum::routing::post(dialer::import_contacts).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
+        .route("/v1/campaigns/{id}/{action}", axum::routing::post(dialer::campaign_action))
+        .route("/v1/dnc", get(dialer::list_dnc).post(dialer::add_dnc))
+        .route("/v1/dnc/{number}", axum::routing::delete(dialer::remove_dnc))
         .route("/v1/feed", get(feed::feed))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(observe))

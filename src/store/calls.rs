@@ -681,6 +681,36 @@ impl Store {
         Ok(CallPage { calls, next_cursor })
     }
 
+    /// Records which Asterisk (its ARI entity id) carries an outbound call, so that daemon alone
+    /// reconciles it against its channel list.
+    pub async fn set_call_asterisk(&self, call_id: &str, asterisk_id: &str) -> Result<()> {
+        let at = now();
+        write_tx!(self, tx => {
+            sqlx::query("UPDATE calls SET asterisk_id = $1, updated_at = $2 WHERE id = $3")
+                .bind(asterisk_id)
+                .bind(at)
+                .bind(call_id)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Unfinished calls carried by the Asterisk `asterisk_id`, oldest first; with `unassigned`,
+    /// also those no dialer claimed (inbound calls), for a daemon that is alone on its database.
+    pub async fn calls_to_reconcile(&self, asterisk_id: Option<&str>, unassigned: bool) -> Result<Vec<Call>> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{CALL_COLUMNS} WHERE c.ended_at IS NULL AND ((c.asterisk_id IS NOT NULL AND c.asterisk_id = $1) OR ($2 AND c.asterisk_id IS NULL)) ORDER BY c.started_at"
+            )))
+            .bind(asterisk_id)
+            .bind(unassigned)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(call_from).collect()
+        })
+    }
+
     /// The events of one call, in order (for `calls show` and tests).
     pub async fn call_events(&self, call_id: &str) -> Result<Vec<Event>> {
         with_pool!(self, pool => {

@@ -75,3 +75,92 @@ impl Store {
         })
     }
 }
+
+/// A campaign's states: `draft` → `running` ⇄ `paused` → `stopped`; `completed` once every
+/// contact is done.
+pub const CAMPAIGN_STATES: &[&str] = &["draft", "running", "paused", "stopped", "completed"];
+
+impl Store {
+    /// A campaign of any organization (the dialer's).
+    pub async fn campaign_any(&self, id: i64) -> Result<Option<Campaign>> {
+        with_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE id = $1"))).bind(id).fetch_optional(pool).await?;
+            row.map(|r| campaign_from(&r)).transpose()
+        })
+    }
+
+    /// Sets a campaign's state (see [`CAMPAIGN_STATES`]).
+    pub async fn set_campaign_status(&self, org_id: i64, id: i64, status: &str) -> Result<Campaign> {
+        if !CAMPAIGN_STATES.contains(&status) {
+            return Err(StoreError::Invalid(format!(
+                "campaign status {status:?}: expected one of {}",
+                CAMPAIGN_STATES.join(", ")
+            )));
+        }
+        let at = now();
+        let changed = write_tx!(self, tx => {
+            sqlx::query("UPDATE campaigns SET status = $1, updated_at = $2 WHERE org_id = $3 AND id = $4")
+                .bind(status)
+                .bind(at)
+                .bind(org_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("no campaign {id}")));
+        }
+        self.campaign(org_id, id).await?.ok_or_else(|| StoreError::NotFound(format!("no campaign {id}")))
+    }
+
+    /// Replaces a campaign's settings.
+    pub async fn set_campaign_settings(&self, org_id: i64, id: i64, settings: &serde_json::Value) -> Result<Campaign> {
+        let at = now();
+        let changed = write_tx!(self, tx => {
+            sqlx::query("UPDATE campaigns SET settings = $1, updated_at = $2 WHERE org_id = $3 AND id = $4")
+                .bind(sqlx::types::Json(settings))
+                .bind(at)
+                .bind(org_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("no campaign {id}")));
+        }
+        self.campaign(org_id, id).await?.ok_or_else(|| StoreError::NotFound(format!("no campaign {id}")))
+    }
+
+    /// Every running campaign, of every organization.
+    pub async fn running_campaigns(&self) -> Result<Vec<Campaign>> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{COLUMNS} WHERE status = 'running' ORDER BY id"))).fetch_all(pool).await?;
+            rows.iter().map(campaign_from).collect()
+        })
+    }
+
+    /// How many of a campaign's contacts are in each state (`pending`, `dialing`, `done`,
+    /// `failed`, `dnc`).
+    pub async fn campaign_contact_counts(&self, campaign_id: i64) -> Result<std::collections::BTreeMap<String, i64>> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM contacts WHERE campaign_id = $1 GROUP BY status")
+                .bind(campaign_id)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| Ok((r.text("status")?, r.int("n")?))).collect()
+        })
+    }
+
+    /// How many calls of a campaign are in each status.
+    pub async fn campaign_call_counts(&self, campaign_id: i64) -> Result<std::collections::BTreeMap<String, i64>> {
+        with_pool!(self, pool => {
+            let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM calls WHERE campaign_id = $1 GROUP BY status")
+                .bind(campaign_id)
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| Ok((r.text("status")?, r.int("n")?))).collect()
+        })
+    }
+}

@@ -43,6 +43,28 @@ impl Store {
         Ok(added > 0)
     }
 
+    /// Adds numbers in one transaction (E.164, checked by the caller); returns, per number,
+    /// whether it was new.
+    pub async fn add_dnc_many(&self, org_id: i64, numbers: &[String], source: &str) -> Result<Vec<bool>> {
+        let at = now();
+        let added = write_tx!(self, tx => {
+            let mut added = Vec::with_capacity(numbers.len());
+            for number in numbers {
+                let n = sqlx::query("INSERT INTO dnc_numbers (org_id, number, reason, source, created_at) VALUES ($1, $2, NULL, $3, $4) ON CONFLICT (org_id, number) DO NOTHING")
+                    .bind(org_id)
+                    .bind(number)
+                    .bind(source)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                added.push(n > 0);
+            }
+            added
+        });
+        Ok(added)
+    }
+
     /// Removes a number; returns false when it was not on the list.
     pub async fn remove_dnc(&self, org_id: i64, number: &str) -> Result<bool> {
         let removed = write_tx!(self, tx => {

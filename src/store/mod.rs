@@ -209,8 +209,14 @@ impl Store {
     /// The embedded migrations for this backend.
     pub fn migrator(&self) -> Migrator {
         let files: &[(i64, &str, &'static str)] = match self {
-            Store::Sqlite(_) => &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))],
-            Store::Postgres(_) => &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))],
+            Store::Sqlite(_) => &[
+                (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+                (2, "dialer", include_str!("../../migrations/sqlite/0002_dialer.sql")),
+            ],
+            Store::Postgres(_) => &[
+                (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+                (2, "dialer", include_str!("../../migrations/postgres/0002_dialer.sql")),
+            ],
         };
         let migrations = files
             .iter()

@@ -102,6 +102,14 @@ impl Store {
         })
     }
 
+    /// The organization with this id.
+    pub async fn org_by_id(&self, id: i64) -> Result<Option<Org>> {
+        with_pool!(self, pool => {
+            let row = sqlx::query("SELECT id, slug, name, created_at FROM organizations WHERE id = $1").bind(id).fetch_optional(pool).await?;
+            row.map(|r| org_from(&r)).transpose()
+        })
+    }
+
     /// The organization with this slug, or a [`StoreError::NotFound`] naming it.
     pub async fn require_org(&self, slug: &str) -> Result<Org> {
         self.org_by_slug(slug).await?.ok_or_else(|| {

@@ -1,0 +1,160 @@
+//! `asterai dnc`: an organization's do-not-call list. Numbers on it are refused by
+//! `asterai call` and `POST /v1/calls`, and skipped by campaigns at dial time.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use super::Context;
+use crate::dialer::import::Rejected;
+
+/// The do-not-call list: numbers never to be called.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Add a number (E.164).
+    Add {
+        number: String,
+        #[arg(long)]
+        org: Option<String>,
+        /// Why (kept with the entry).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Remove a number.
+    Remove {
+        number: String,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// List the numbers.
+    List {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add the numbers of a file: one per line, or a CSV with a phone (or number) column.
+    /// Lines that are not numbers are reported.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+/// Numbers from a file: the `phone` or `number` column of a CSV, else one per line.
+pub(crate) fn numbers(text: &str) -> (Vec<String>, Vec<Rejected>) {
+    let mut lines = text.lines().enumerate().peekable();
+    let mut column = None;
+    if let Some((_, header)) = lines.peek() {
+        let names: Vec<String> = header.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
+        column = names.iter().position(|n| n == "phone" || n == "number");
+        if column.is_some() {
+            lines.next();
+        }
+    }
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for (index, line) in lines {
+        let cell = match column {
+            Some(c) => line.split(',').nth(c).unwrap_or_default(),
+            None => line,
+        };
+        let cell = cell.trim().trim_matches('"');
+        if cell.is_empty() || cell.starts_with('#') {
+            continue;
+        }
+        match crate::phone::normalize(cell) {
+            Some(number) => good.push(number),
+            None => bad.push(Rejected { line: index + 1, reason: format!("{cell:?} is not an E.164 number") }),
+        }
+    }
+    (good, bad)
+}
+
+pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
+    super::runtime()?.block_on(async {
+        let store = super::store(&context.config).await?;
+        match args.command {
+            Command::Add { number, org, reason } => {
+                let org = super::calls::pick_org(&store, org.as_deref()).await?;
+                let number = crate::phone::e164(&number).map_err(anyhow::Error::msg)?;
+                if store.add_dnc(org.id, &number, reason.as_deref(), "cli").await? {
+                    println!("{number} added to {}'s do-not-call list", org.slug);
+                } else {
+                    println!("{number} was on {}'s do-not-call list already", org.slug);
+                }
+            }
+            Command::Remove { number, org } => {
+                let org = super::calls::pick_org(&store, org.as_deref()).await?;
+                anyhow::ensure!(
+                    store.remove_dnc(org.id, &number).await?,
+                    "{} is not on {}'s do-not-call list",
+                    number.trim(),
+                    org.slug
+                );
+                println!("{} removed from {}'s do-not-call list", number.trim(), org.slug);
+            }
+            Command::List { org, json } => {
+                let org = super::calls::pick_org(&store, org.as_deref()).await?;
+                let list = store.list_dnc(org.id).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for entry in list {
+                        println!(
+                            "{:<16}  {:<7}  {}  {}",
+                            entry.number,
+                            entry.source,
+                            entry.created_at.format("%Y-%m-%d %H:%M"),
+                            entry.reason.unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Command::Import { file, org } => {
+                let org = super::calls::pick_org(&store, org.as_deref()).await?;
+                let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let text = String::from_utf8(bytes).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: not valid UTF-8 (byte {}); save it as UTF-8",
+                        file.display(),
+                        e.utf8_error().valid_up_to()
+                    )
+                })?;
+                let (numbers, rejected) = numbers(&text);
+                let added = store.add_dnc_many(org.id, &numbers, "import").await?;
+                let new = added.iter().filter(|a| **a).count();
+                println!(
+                    "{} numbers: {new} added, {} on the list already, {} rejected",
+                    numbers.len() + rejected.len(),
+                    numbers.len() - new,
+                    rejected.len()
+                );
+                for row in rejected {
+                    println!("  line {}: {}", row.line, row.reason);
+                }
+            }
+        }
+        store.close().await;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn numbers_from_lists_and_csv() {
+        let (good, bad) = super::numbers("+15551230000\n\n# comment\n555\n0044 20 7946 0000\n");
+        assert_eq!(good, ["+15551230000", "+442079460000"]);
+        assert_eq!((bad.len(), bad[0].line), (1, 4));
+        let (good, bad) = super::numbers("name,Phone\nAnn,+15551230001\nBo,nope\n");
+        assert_eq!(good, ["+15551230001"]);
+        assert_eq!(bad[0].line, 3);
+    }
+}
