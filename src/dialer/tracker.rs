@@ -168,6 +168,7 @@ impl Tracker {
             match item {
                 StreamItem::Connected { connection } => {
                     metrics::counter!("asterai_ari_connections_total").increment(1);
+                    metrics::gauge!("asterai_ari_connected").set(1.0);
                     // Events may have been missed: reconcile, retrying while ARI's REST side is
                     // not answering yet (Asterisk still starting).
                     let mut wait = Duration::from_millis(200);
@@ -199,6 +200,7 @@ impl Tracker {
                 StreamItem::Event(envelope) => self.handle(&envelope).await,
                 StreamItem::Disconnected { reason } => {
                     self.inner.connected.store(false, Ordering::SeqCst);
+                    metrics::gauge!("asterai_ari_connected").set(0.0);
                     tracing::debug!("ARI event stream disconnected: {reason}");
                 }
             }
@@ -304,9 +306,19 @@ impl Tracker {
             emotion: None,
             intent_score: None,
         };
-        if let Err(e) = self.inner.publisher.call_ended(call_id, &finish).await {
-            tracing::warn!(%call_id, "cannot finish the call ({status}, {reason}): {e}");
-            return;
+        match self.inner.publisher.call_ended(call_id, &finish).await {
+            // Calls that never reached a conversation (busy, no answer, failed) are counted
+            // here; the conversation counts the ones it finished.
+            Ok(events) if !events.is_empty() => {
+                let outcome = finish.outcome.map_or("none", |o| o.as_str());
+                metrics::counter!("asterai_calls_finished_total", "status" => status.as_str(), "outcome" => outcome)
+                    .increment(1);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%call_id, "cannot finish the call ({status}, {reason}): {e}");
+                return;
+            }
         }
         tracing::info!(%call_id, status = status.as_str(), %reason, "call ended");
         match self.inner.publisher.store().call_any(call_id).await {
