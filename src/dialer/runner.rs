@@ -64,6 +64,10 @@ pub struct Tick {
     pub settled: usize,
     /// Campaigns that finished with this tick.
     pub completed: Vec<i64>,
+    /// The earliest time a paced campaign may start its next call (see
+    /// [`crate::store::contacts::Claimed::next_claim_at`]): [`Runner::run`] ticks again then
+    /// when that comes before its next poll, so pacing shorter than `poll_interval` is honoured.
+    pub next_claim_at: Option<DateTime<Utc>>,
 }
 
 /// Runs campaigns for one daemon.
@@ -99,10 +103,18 @@ impl Runner {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {
                     match self.tick().await {
-                        Ok(done) if !done.dialed.is_empty() || !done.completed.is_empty() => {
-                            tracing::debug!(dialed = done.dialed.len(), deferred = done.deferred, "campaign tick");
+                        Ok(done) => {
+                            if !done.dialed.is_empty() || !done.completed.is_empty() {
+                                tracing::debug!(dialed = done.dialed.len(), deferred = done.deferred, "campaign tick");
+                            }
+                            // A paced campaign's next call may start before the next poll.
+                            if let Some(at) = done.next_claim_at {
+                                let wait = (at - self.clock.now()).to_std().unwrap_or_default();
+                                if wait < self.config.poll_interval {
+                                    tick.reset_after(wait);
+                                }
+                            }
                         }
-                        Ok(_) => {}
                         Err(e) => tracing::warn!("campaign tick failed: {e}"),
                     }
                 }
@@ -171,6 +183,7 @@ impl Runner {
                 let tz = contact.timezone.as_deref().and_then(|t| parse_tz(t).ok()).unwrap_or(default_tz);
                 if window.allows(now, tz) { Decision::Dial } else { Decision::Later(window.next_open(now, tz)) }
             };
+            let claim_started = std::time::Instant::now();
             let claimed = self
                 .store()
                 .claim_contacts(&Claim {
@@ -183,7 +196,14 @@ impl Runner {
                     decide: &decide,
                 })
                 .await?;
+            // The claim's whole transaction, waiting on the campaign's row included.
+            metrics::histogram!("asterai_campaign_claim_seconds").record(claim_started.elapsed().as_secs_f64());
+            metrics::counter!("asterai_dialer_claims_total").increment(claimed.contacts.len() as u64);
             done.deferred += claimed.deferred;
+            done.next_claim_at = match (done.next_claim_at, claimed.next_claim_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             done.do_not_call += claimed.do_not_call;
             for contact in &claimed.contacts {
                 // At dial time: a number put on the list since the claim is never dialed.

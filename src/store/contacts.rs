@@ -142,6 +142,9 @@ pub struct Claimed {
     pub deferred: usize,
     /// Found on the do-not-call list: status `dnc`, never dialed.
     pub do_not_call: usize,
+    /// With pacing: when the campaign's next claim may take a contact (its last call start
+    /// plus the pacing), so a runner can claim then rather than at its next poll.
+    pub next_claim_at: Option<DateTime<Utc>>,
 }
 
 /// How a contact's attempt ended.
@@ -229,6 +232,9 @@ impl Store {
             let last_dial = row.opt_time("last_dial_at")?;
             let paced = !claim.pacing.is_zero()
                 && last_dial.is_some_and(|last| lease_end(last, claim.pacing) > now_t);
+            if status == "running" && paced {
+                out.next_claim_at = last_dial.map(|last| lease_end(last, claim.pacing));
+            }
             if status == "running" && !paced {
                 let active: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM contacts WHERE campaign_id = $1 AND status = 'dialing' AND claim_expires_at > $2",
@@ -301,6 +307,9 @@ impl Store {
                             .bind(claim.campaign_id)
                             .execute(&mut *tx)
                             .await?;
+                        if !claim.pacing.is_zero() {
+                            out.next_claim_at = Some(lease_end(now_t, claim.pacing));
+                        }
                     }
                 }
             }
