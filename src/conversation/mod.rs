@@ -463,21 +463,10 @@ impl<'a> Conversation<'a> {
             let Some(wav) = heard else {
                 self.forget_recording(&base);
                 silent_in_row += 1;
-                if silent_in_row > self.config().max_silent_turns {
-                    let goodbye = self.phrase(&self.config().no_response_goodbye);
-                    self.say(&goodbye).await;
-                    let outcome = (!self.caller_spoke).then_some(Outcome::NoResponse);
-                    return Ending {
-                        status: CallStatus::Completed,
-                        reason: "the caller stayed silent".into(),
-                        outcome,
-                    };
+                match self.nothing_heard(silent_in_row, "the caller stayed silent").await {
+                    Some(ending) => return ending,
+                    None => continue,
                 }
-                let reprompt = self.phrase(&self.config().reprompt);
-                if !self.say(&reprompt).await {
-                    return self.gone("caller hung up");
-                }
-                continue;
             };
 
             // Understand.
@@ -511,21 +500,10 @@ impl<'a> Conversation<'a> {
             };
             if transcript.trim().is_empty() {
                 silent_in_row += 1;
-                if silent_in_row > self.config().max_silent_turns {
-                    let goodbye = self.phrase(&self.config().no_response_goodbye);
-                    self.say(&goodbye).await;
-                    let outcome = (!self.caller_spoke).then_some(Outcome::NoResponse);
-                    return Ending {
-                        status: CallStatus::Completed,
-                        reason: "nothing the caller said could be understood".into(),
-                        outcome,
-                    };
+                match self.nothing_heard(silent_in_row, "nothing the caller said could be understood").await {
+                    Some(ending) => return ending,
+                    None => continue,
                 }
-                let reprompt = self.phrase(&self.config().reprompt);
-                if !self.say(&reprompt).await {
-                    return self.gone("caller hung up");
-                }
-                continue;
             }
             silent_in_row = 0;
             self.caller_spoke = true;
@@ -662,6 +640,19 @@ impl<'a> Conversation<'a> {
             },
             outcome: Some(Outcome::Voicemail),
         }
+    }
+
+    /// A turn with nothing to answer (silence, or an empty transcript): reprompt, or after
+    /// `max_silent_turns` in a row say goodbye. `Some` ends the call.
+    async fn nothing_heard(&self, silent_in_row: u32, reason: &str) -> Option<Ending> {
+        if silent_in_row > self.config().max_silent_turns {
+            let goodbye = self.phrase(&self.config().no_response_goodbye);
+            self.say(&goodbye).await;
+            let outcome = (!self.caller_spoke).then_some(Outcome::NoResponse);
+            return Some(Ending { status: CallStatus::Completed, reason: reason.into(), outcome });
+        }
+        let reprompt = self.phrase(&self.config().reprompt);
+        (!self.say(&reprompt).await).then(|| self.gone("caller hung up"))
     }
 
     /// The caller is gone (or the connection is).
