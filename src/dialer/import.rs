@@ -16,19 +16,23 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::campaign::parse_tz;
+use crate::store::contacts::NewContactRow;
 
-/// A contact read from a row.
+/// A contact read from a row: what the store takes, and the row's line for reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NewContact {
     /// The row's line number in the file (the header is line 1).
     pub line: usize,
-    pub phone: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub email: Option<String>,
-    pub company: Option<String>,
-    pub timezone: Option<String>,
-    pub fields: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub contact: NewContactRow,
+}
+
+impl std::ops::Deref for NewContact {
+    type Target = NewContactRow;
+
+    fn deref(&self) -> &NewContactRow {
+        &self.contact
+    }
 }
 
 /// A row that was not imported.
@@ -215,7 +219,8 @@ fn contact(names: &[String], record: &Record) -> Result<NewContact, String> {
     }
     let (first_name, last_name, company) = (take("first_name"), take("last_name"), take("company"));
     let fields = values.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    Ok(NewContact { line: record.line, phone, first_name, last_name, email, company, timezone, fields })
+    let contact = NewContactRow { phone, first_name, last_name, email, company, timezone, fields };
+    Ok(NewContact { line: record.line, contact })
 }
 
 /// Rows written per transaction.
@@ -239,18 +244,7 @@ pub async fn import(
     };
     let total = parsed.contacts.len();
     for (n, batch) in parsed.contacts.chunks(BATCH).enumerate() {
-        let rows: Vec<crate::store::contacts::NewContactRow> = batch
-            .iter()
-            .map(|c| crate::store::contacts::NewContactRow {
-                phone: c.phone.clone(),
-                first_name: c.first_name.clone(),
-                last_name: c.last_name.clone(),
-                email: c.email.clone(),
-                company: c.company.clone(),
-                timezone: c.timezone.clone(),
-                fields: c.fields.clone(),
-            })
-            .collect();
+        let rows: Vec<NewContactRow> = batch.iter().map(|c| c.contact.clone()).collect();
         let added = store.add_contacts(org_id, campaign_id, &rows).await.map_err(ImportError::Store)?;
         for (contact, added) in batch.iter().zip(added) {
             if added {

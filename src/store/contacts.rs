@@ -95,7 +95,7 @@ impl Store {
 }
 
 /// A contact to add to a campaign.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NewContactRow {
     /// E.164.
     pub phone: String,
