@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::agi::command::{Answer, ChannelState, ChannelStatus, Hangup, RecordEnd, RecordFile, SetVariable, Verbose};
+use crate::agi::command::{
+    Answer, ChannelState, ChannelStatus, GetVariable, Hangup, RecordEnd, RecordFile, SetVariable, Verbose,
+};
 use crate::agi::{AgiSession, HandlerResult};
 use crate::config::{Config, ConversationConfig};
 use crate::feed::Publisher;
@@ -448,6 +450,9 @@ impl<'a> Conversation<'a> {
                         tracing::warn!(call_id = %self.call_id, "Asterisk could not record ({reason}, {code}); can it write to the recordings directory?");
                         failed_in_row += 1;
                         if failed_in_row >= self.config().max_failed_turns {
+                            self.turn += 1;
+                            let goodbye = self.phrase(&self.config().failure_goodbye);
+                            self.store_turn(self.turn, "", &goodbye, None, Latency::default()).await;
                             return self.give_up(&format!("recording failed: {reason}")).await;
                         }
                         continue;
@@ -488,11 +493,17 @@ impl<'a> Conversation<'a> {
                 Err(e) => {
                     tracing::warn!(call_id = %self.call_id, "speech-to-text failed: {e}");
                     failed_in_row += 1;
-                    if failed_in_row >= self.config().max_failed_turns {
+                    // The caller took a turn nobody understood. Its answer (the fallback, or the
+                    // goodbye) is stored like any other: the transcript is what the caller heard.
+                    self.turn += 1;
+                    let giving_up = failed_in_row >= self.config().max_failed_turns;
+                    let answer =
+                        self.phrase(if giving_up { &self.config().failure_goodbye } else { &self.config().fallback });
+                    self.store_turn(self.turn, "", &answer, None, Latency::default()).await;
+                    if giving_up {
                         return self.give_up(&e.to_string()).await;
                     }
-                    let fallback = self.phrase(&self.config().fallback);
-                    if !self.say(&fallback).await {
+                    if !self.say(&answer).await {
                         return self.gone("caller hung up");
                     }
                     continue;
@@ -540,13 +551,16 @@ impl<'a> Conversation<'a> {
                 speech.error.clone().or_else(|| (!answered).then(|| speech.tts_error.clone()).flatten());
             let mut agent_text = speech.text.trim().to_owned();
             if !answered {
-                // Nothing was heard: the caller gets the stock phrase from the cache.
+                // Nothing was heard: the caller gets the stock phrase from the cache, or the
+                // goodbye (said by give_up below) when failures keep coming.
                 failed_in_row += 1;
                 if let Some(e) = &provider_error {
                     tracing::warn!(call_id = %self.call_id, "the answer could not be given: {e}");
                 }
-                agent_text = self.phrase(&self.config().fallback);
-                if !speech.hung_up && !self.say(&agent_text).await {
+                let giving_up = failed_in_row >= self.config().max_failed_turns;
+                agent_text =
+                    self.phrase(if giving_up { &self.config().failure_goodbye } else { &self.config().fallback });
+                if !giving_up && !speech.hung_up && !self.say(&agent_text).await {
                     return self.gone("caller hung up");
                 }
             } else {
@@ -653,6 +667,32 @@ impl<'a> Conversation<'a> {
         }
         let reprompt = self.phrase(&self.config().reprompt);
         (!self.say(&reprompt).await).then(|| self.gone("caller hung up"))
+    }
+
+    /// Who ended a call that ended with "caller hung up`when`": the caller, Asterisk itself
+    /// (stopping, or a hang-up from its console: no hang-up cause), or the connection to Asterisk
+    /// (Asterisk crashed or was killed: no `HANGUP` at all).
+    ///
+    /// Asterisk writes `HANGUP` on its own line a few milliseconds after the reply that showed the
+    /// hang-up (`result=-1`); it is awaited here, so that nothing refused on a dead channel (the
+    /// final `HANGUP` command) is sent. `HANGUPCAUSE` is readable on a dead channel.
+    async fn who_hung_up(&self, when: &str) -> String {
+        let session = self.session;
+        if !session.is_hung_up() && !session.is_closed() {
+            let _ = tokio::time::timeout(HANGUP_GRACE, session.hung_up()).await;
+        }
+        if !session.is_hung_up() {
+            let why = session.close_reason().unwrap_or_else(|| "no HANGUP from Asterisk".into());
+            return format!(
+                "the connection to Asterisk ended{when} without a hang-up (Asterisk stopped or crashed: {why})"
+            );
+        }
+        match session.send(GetVariable::new("HANGUPCAUSE")).await {
+            Ok(Some(cause)) if cause.trim() == "0" => format!(
+                "Asterisk hung up the channel{when} with no hang-up cause (Asterisk is stopping, or an operator hung it up)"
+            ),
+            _ => format!("{CALLER_HUNG_UP}{when}"),
+        }
     }
 
     /// The caller is gone (or the connection is).
@@ -765,8 +805,11 @@ impl<'a> Conversation<'a> {
     }
 
     /// Finishes the record, tells the dialplan, and hangs up if the caller is still there.
-    async fn finish(self, ending: Ending) {
+    async fn finish(self, mut ending: Ending) {
         let session = self.session;
+        if let Some(when) = ending.reason.strip_prefix(CALLER_HUNG_UP) {
+            ending.reason = self.who_hung_up(when).await;
+        }
         let outcome =
             ending.outcome.unwrap_or_else(|| analysis::outcome(&self.analyses, self.do_not_call, self.caller_spoke));
         let finish = FinishCall {
@@ -796,6 +839,12 @@ impl<'a> Conversation<'a> {
         tokio::spawn(recorder.close());
     }
 }
+
+/// How the reasons of calls that ended because the channel went away begin.
+const CALLER_HUNG_UP: &str = "caller hung up";
+
+/// How long to wait for Asterisk's `HANGUP` line after a reply that showed the hang-up.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
 
 /// When a turn's stages began and ended.
 struct TurnClock {
