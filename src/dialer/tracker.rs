@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::status::{ChannelFacts, Step, step};
+use super::status::{ChannelFacts, Step, outcome_for, step};
 use crate::ari::{AriClient, AriError, AriEvent, Envelope, StreamItem};
 use crate::feed::Publisher;
-use crate::store::{Call, CallStatus, Direction, FinishCall, Outcome};
+use crate::store::{Call, CallStatus, Direction, FinishCall};
 
 /// The reason stored for a call whose channel vanished while the stream was down.
 pub const GONE_AFTER_RECONNECT: &str = "channel gone after reconnect";
@@ -296,13 +296,24 @@ impl Tracker {
         }
     }
 
-    /// Ends a call (a no-op for one the conversation finished already) and announces it.
+    /// Ends a call (a no-op for one the conversation finished already) and announces it. The
+    /// outcome and its reason follow the final status: the one given, or the one the store has
+    /// already (a `Dial` `BUSY` stored before the channel went), so that `call_ended` says what
+    /// the store says.
     async fn finish(&self, call_id: &str, status: CallStatus, reason: &str) {
+        let (status, reason) = match self.inner.publisher.store().call_any(call_id).await {
+            Ok(Some(call)) if call.status.is_terminal() && call.ended_at.is_none() => {
+                let reason = call.status_reason.unwrap_or_else(|| reason.to_owned());
+                (call.status, reason)
+            }
+            _ => (status, reason.to_owned()),
+        };
+        let reason = reason.as_str();
         let finish = FinishCall {
             status,
             reason: Some(reason.to_owned()),
-            outcome: (status == CallStatus::Failed).then_some(Outcome::Failed),
-            outcome_reason: None,
+            outcome: outcome_for(status),
+            outcome_reason: Some(reason.to_owned()),
             emotion: None,
             intent_score: None,
         };

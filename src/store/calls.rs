@@ -101,6 +101,10 @@ string_enum! {
         Voicemail = "voicemail",
         Transferred = "transferred",
         Failed = "failed",
+        // Calls nobody answered end with the outcome of their final status.
+        Busy = "busy",
+        NoAnswer = "no_answer",
+        Canceled = "canceled",
     }
 }
 
