@@ -3,12 +3,14 @@
 #![allow(dead_code)]
 
 pub mod agi;
+pub mod asterisk;
 pub mod browser;
 pub mod daemon;
 pub mod db;
 pub mod fake_ari;
 pub mod fake_asterisk;
 pub mod http;
+pub mod live;
 pub mod logs;
 pub mod mocks;
 pub mod proxy;
