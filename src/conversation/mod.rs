@@ -394,7 +394,7 @@ impl<'a> Conversation<'a> {
         }
         let spoken = speak::say(session, &self.inner.providers.voice, &greeting, self.inner.settings.tts_timeout).await;
         self.history.push(Message { role: Role::Assistant, content: greeting.clone() });
-        self.store_turn(0, "", &greeting, None, Latency::default()).await;
+        self.store_turn(0, "", &what_was_heard(&spoken, &greeting), None, Latency::default()).await;
         if spoken.hung_up {
             return self.gone("caller hung up during the greeting");
         }
@@ -546,11 +546,11 @@ impl<'a> Conversation<'a> {
                 }
                 Err(error) => speak::Speech { error: Some(error), ..Default::default() },
             };
-            let answered = !speech.text.trim().is_empty() && speech.played > 0;
+            let answered = !speech.text.trim().is_empty() && !speech.heard.is_empty();
             let provider_error =
                 speech.error.clone().or_else(|| (!answered).then(|| speech.tts_error.clone()).flatten());
-            let mut agent_text = speech.text.trim().to_owned();
-            if !answered {
+            let mut agent_text = what_was_heard(&speech, speech.text.trim());
+            if !answered && !speech.hung_up {
                 // Nothing was heard: the caller gets the stock phrase from the cache, or the
                 // goodbye (said by give_up below) when failures keep coming.
                 failed_in_row += 1;
@@ -563,7 +563,7 @@ impl<'a> Conversation<'a> {
                 if !giving_up && !speech.hung_up && !self.say(&agent_text).await {
                     return self.gone("caller hung up");
                 }
-            } else {
+            } else if answered {
                 failed_in_row = 0;
             }
             let analysis = analysis::analyse(&self.inner.providers.rules, &transcript, speech.analysis.as_ref());
@@ -642,8 +642,9 @@ impl<'a> Conversation<'a> {
         let message = self.phrase(&self.config().voicemail_message);
         tracing::info!(call_id = %self.call_id, leave_message = !message.is_empty(), "an answering machine took the call (AMD)");
         if !message.is_empty() {
-            speak::say(self.session, &self.inner.providers.voice, &message, self.inner.settings.tts_timeout).await;
-            self.store_turn(0, "", &message, None, Latency::default()).await;
+            let spoken =
+                speak::say(self.session, &self.inner.providers.voice, &message, self.inner.settings.tts_timeout).await;
+            self.store_turn(0, "", &what_was_heard(&spoken, &message), None, Latency::default()).await;
         }
         Ending {
             status: CallStatus::Completed,
@@ -838,6 +839,13 @@ impl<'a> Conversation<'a> {
         // The record may wait on the database; the channel does not.
         tokio::spawn(recorder.close());
     }
+}
+
+/// What the caller heard of `text`: all of it, or after a hang-up (or a sentence text-to-speech
+/// could not say) the sentences played, the last one perhaps in part. The transcript is what
+/// the caller heard.
+fn what_was_heard(speech: &speak::Speech, text: &str) -> String {
+    if speech.hung_up || speech.tts_failures > 0 { speech.heard.join(" ") } else { text.to_owned() }
 }
 
 /// How the reasons of calls that ended because the channel went away begin.
