@@ -405,7 +405,8 @@ fn directory(name: &'static str, dir: &Path, key: &str, asterisk: &AsteriskRuns)
         return ok(name, format!("{} writable; Asterisk runs as root", dir.display()));
     }
     // Every directory on the way must let Asterisk through, and the last one in.
-    let blocked = dir.ancestors().skip(1).find(|parent| !who.may(parent, 0o1));
+    let full = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let blocked = full.ancestors().skip(1).find(|parent| !who.may(parent, 0o1));
     let usable = who.may(dir, 0o7);
     if blocked.is_none() && usable {
         return ok(
