@@ -158,12 +158,6 @@ impl Exchange {
             .collect()
     }
 
-    /// Whether Asterisk told asterai the channel hung up before the script ended (a `HANGUP`
-    /// line before the last one, which Asterisk sends when the script completes).
-    pub fn hung_up(&self) -> bool {
-        self.lines.iter().filter(|l| **l == AgiLine::Tx("HANGUP".into())).count() > 1
-    }
-
     /// The commands asterai sent after Asterisk said `HANGUP`.
     pub fn after_hangup(&self) -> Vec<String> {
         let Some(at) = self.lines.iter().position(|l| *l == AgiLine::Tx("HANGUP".into())) else { return Vec::new() };

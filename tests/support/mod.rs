@@ -1,5 +1,6 @@
-//! Test support: fakes of Asterisk built from the shared captures, and helpers to run the daemon
-//! in-process on ephemeral ports.
+//! Test support: fakes of Asterisk built from the shared captures, helpers to run the daemon
+//! in-process on ephemeral ports, and a real Asterisk with the real daemon beside it
+//! ([`asterisk`], [`live`]).
 #![allow(dead_code)]
 
 pub mod agi;
