@@ -142,11 +142,21 @@ pub struct DaemonConfig {
     pub data_dir: String,
     /// On SIGTERM/SIGINT, how long sessions in flight may take to finish.
     pub shutdown_grace: Dur,
+    /// How often the daemon records in the database that it is alive (it holds its calls).
+    pub heartbeat_interval: Dur,
+    /// A daemon whose last heartbeat is older than this is dead: another daemon of the fleet
+    /// finishes its unfinished calls.
+    pub dead_after: Dur,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { data_dir: String::new(), shutdown_grace: Dur::secs(30) }
+        DaemonConfig {
+            data_dir: String::new(),
+            shutdown_grace: Dur::secs(30),
+            heartbeat_interval: Dur::secs(10),
+            dead_after: Dur::secs(60),
+        }
     }
 }
 
@@ -728,6 +738,16 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return Err("database.max_connections: expected at least 1".into());
+        }
+        if self.daemon.heartbeat_interval.0.is_zero() {
+            return Err("daemon.heartbeat_interval: expected a duration above zero".into());
+        }
+        if self.daemon.dead_after.0 < self.daemon.heartbeat_interval.0.saturating_mul(3) {
+            return Err(format!(
+                "daemon.dead_after: expected at least three heartbeats (3 × daemon.heartbeat_interval = {:?}), got {}",
+                self.daemon.heartbeat_interval.0.saturating_mul(3),
+                self.daemon.dead_after
+            ));
         }
         if self.feed.client_queue == 0 {
             return Err("feed.client_queue: expected at least 1".into());

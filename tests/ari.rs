@@ -918,7 +918,7 @@ async fn a_caller_who_asks_for_a_person_is_transferred_or_told_it_is_not_possibl
         "the caller heard transfer_unavailable: {:?}",
         log.played
     );
-    let turns = db.store.turns(&call.id).await.unwrap();
+    let turns = db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns.last().unwrap().caller, "OK, goodbye.", "the conversation went on after the refusal");
     agi.stop().await;
 }
@@ -1037,7 +1037,7 @@ async fn inbound_calls_left_by_a_previous_run_are_reconciled() {
         contact_id: None,
     };
     let old = publisher.call_started(&inbound("PJSIP/trunk-00000001")).await.unwrap();
-    publisher.call_status(&old.id, CallStatus::InProgress, Some("answered")).await.unwrap();
+    publisher.call_status(org.id, &old.id, CallStatus::InProgress, Some("answered")).await.unwrap();
     let config = TrackerConfig { reconcile_unassigned: true, ..tracker_config() };
     let tracker = Tracker::new(publisher.clone(), AriClient::new(fake.settings()).unwrap(), config);
     let current = publisher.call_started(&inbound("PJSIP/trunk-00000002")).await.unwrap();

@@ -133,10 +133,10 @@ backend_tests! {
         let mut published = Vec::new();
         let big = "x".repeat(2000);
         let (call_id, _) = daemon.publish(acme, "+15551230000").await;
-        db.store.set_call_status(&call_id, CallStatus::InProgress, None).await.unwrap();
+        db.store.set_call_status(acme, &call_id, CallStatus::InProgress, None).await.unwrap();
         published.extend(db.store.call_events(&call_id).await.unwrap().iter().map(|e| e.id));
         for turn in 1..=1000 {
-            let event = daemon.publisher.conversation_turn(&NewTurn {
+            let event = daemon.publisher.conversation_turn(acme, &NewTurn {
                 call_id: call_id.clone(), turn, caller: big.clone(), agent: "ok".into(),
                 emotion: None, intent: None, confidence: None, latency: Latency::default(),
             }).await.unwrap();
@@ -183,7 +183,7 @@ backend_tests! {
         };
         assert_eq!(ack["filter"]["call_id"], first.as_str());
         let (_second, _) = daemon.publish(acme, "+15551230002").await;
-        daemon.publisher.call_status(&first, CallStatus::InProgress, None).await.unwrap();
+        daemon.publisher.call_status(acme, &first, CallStatus::InProgress, None).await.unwrap();
         let event = client.event(WAIT).await;
         assert_eq!((event.call_id.as_deref(), event.kind), (Some(first.as_str()), asterai::store::EventKind::CallStatusUpdate));
         let events = by_query.events(2, WAIT).await;
@@ -286,8 +286,8 @@ backend_tests! {
         for i in 0..5 {
             ids.push(daemon.publish(acme, &format!("+155512300{i:02}")).await.0);
         }
-        daemon.publisher.call_status(&ids[0], CallStatus::InProgress, None).await.unwrap();
-        daemon.publisher.conversation_turn(&NewTurn {
+        daemon.publisher.call_status(acme, &ids[0], CallStatus::InProgress, None).await.unwrap();
+        daemon.publisher.conversation_turn(acme, &NewTurn {
             call_id: ids[0].clone(), turn: 1, caller: "hello?".into(), agent: "Hi, this is Ava.".into(),
             emotion: Some("neutral".into()), intent: Some("greeting".into()), confidence: Some(0.8), latency: Latency::default(),
         }).await.unwrap();
@@ -401,26 +401,29 @@ async fn events_have_the_documented_shape() {
     let acme = org_id(&db.store, "acme").await;
     let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
     let (call, _) = daemon.publish(acme, "+15551230000").await;
-    daemon.publisher.call_status(&call, CallStatus::InProgress, Some("ANSWER")).await.unwrap();
+    daemon.publisher.call_status(acme, &call, CallStatus::InProgress, Some("ANSWER")).await.unwrap();
     daemon
         .publisher
-        .conversation_turn(&NewTurn {
-            call_id: call.clone(),
-            turn: 3,
-            caller: "how much is it?".into(),
-            agent: "It is 20 dollars a month.".into(),
-            emotion: Some("neutral".into()),
-            intent: Some("question".into()),
-            confidence: Some(0.91),
-            latency: Latency {
-                endpoint: 1000,
-                stt: 310,
-                llm_first: 420,
-                tts_first: 180,
-                total: 1950,
-                overhead_us: None,
+        .conversation_turn(
+            acme,
+            &NewTurn {
+                call_id: call.clone(),
+                turn: 3,
+                caller: "how much is it?".into(),
+                agent: "It is 20 dollars a month.".into(),
+                emotion: Some("neutral".into()),
+                intent: Some("question".into()),
+                confidence: Some(0.91),
+                latency: Latency {
+                    endpoint: 1000,
+                    stt: 310,
+                    llm_first: 420,
+                    tts_first: 180,
+                    total: 1950,
+                    overhead_us: None,
+                },
             },
-        })
+        )
         .await
         .unwrap();
     let events = client.events(3, WAIT).await;

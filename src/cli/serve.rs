@@ -76,6 +76,7 @@ async fn serve(context: Context) -> anyhow::Result<()> {
 
     let store = open_store(&config, &stop).await?;
     tracing::info!(backend = store.backend(), "database ready");
+
     let hub = Hub::new();
     let hub_task = tokio::spawn(hub.clone().run(
         store.clone(),
@@ -101,8 +102,26 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         metrics,
         shutdown: CancellationToken::new(),
     });
-    let publisher = Publisher::new(store.clone(), hub.clone());
-    let ari = start_ari(&config, publisher.clone(), &stop)?;
+    // This daemon holds the calls it takes; a previous run's leftovers are finished first. It
+    // beats until it exits, so the fleet never takes a draining daemon for dead.
+    let daemon_id = crate::fleet::daemon_id(&config.data_dir());
+    let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(&daemon_id);
+    let fleet_config = crate::fleet::FleetConfig {
+        heartbeat: config.daemon.heartbeat_interval.0,
+        dead_after: config.daemon.dead_after.0,
+    };
+    let fleet = crate::fleet::Fleet::join(publisher.clone(), daemon_id, fleet_config)
+        .await
+        .context("registering the daemon in the database")?;
+    let left =
+        fleet.finish_left_behind(config.ari.enabled()).await.context("finishing the calls a previous run left")?;
+    if !left.is_empty() {
+        tracing::warn!(calls = left.len(), "calls left unfinished by a previous run were finished as interrupted");
+    }
+    let beating = CancellationToken::new();
+    tokio::spawn(fleet.run(beating.clone()));
+    let mut ari = start_ari(&config, publisher.clone(), &stop)?;
+    let ari_drained = ari.as_mut().and_then(|ari| ari.drained.take());
     if let Some(ari) = &ari {
         state.set_dialer(ari.dialer.clone());
     }
@@ -110,6 +129,18 @@ async fn serve(context: Context) -> anyhow::Result<()> {
 
     let transferer = ari.and_then(|ari| ari.transferer);
     let conversations = conversations_with(&config, publisher, &stop, transferer)?;
+    match conversations.preload_orgs().await {
+        Ok(n) => tracing::debug!(organizations = n, "organizations kept in memory"),
+        Err(e) => tracing::warn!("cannot read the organizations ahead of calls: {e}"),
+    }
+    let records = conversations.records().clone();
+    tokio::spawn({
+        let (stop, records) = (stop.clone(), records.clone());
+        async move {
+            stop.cancelled().await;
+            records.shutting_down();
+        }
+    });
     let router = Router::new().route("health", routes::health).route("ai", conversations.handler());
     let agi = AgiServer::bind(config.agi.listen, router, config.agi.server_config())
         .await
@@ -130,6 +161,13 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         tokio::spawn(crate::systemd::watchdog(interval, stop.child_token()));
     }
     let report = agi.run(Shutdown::new(stop.clone(), config.daemon.shutdown_grace.0)).await;
+    // Every call's record is written (or spooled) before the database closes, and the ARI
+    // stream stays until the outbound calls it follows have ended.
+    if let Some(drained) = ari_drained {
+        let _ = drained.await;
+    }
+    records.close().await;
+    beating.cancel();
     match http.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("HTTP server stopped with an error: {e}"),
@@ -151,6 +189,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
 pub struct AriParts {
     pub dialer: Arc<Dialer>,
     pub transferer: Option<Arc<dyn Transferer>>,
+    /// Ends once the event stream has closed after `stop`: when the calls the tracker follows
+    /// have ended, or `daemon.shutdown_grace` (plus the 5 s wrap-up) after `stop`.
+    pub drained: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// When `ari.url` is set: the event stream (reconnecting, with a resync after each connect),
@@ -173,11 +214,16 @@ pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken
             reconcile_unassigned: publisher.store().backend() == "sqlite",
         },
     );
+    // At SIGTERM the stream stays open while outbound calls ring or talk, so their ends are
+    // still heard; the grace bounds it.
+    let stream_stop = CancellationToken::new();
     let stream = crate::ari::stream::spawn(
         StreamConfig::new(settings, config.ari.app.clone(), config.ari.reconnect_max.0),
-        stop.child_token(),
+        stream_stop.clone(),
     );
     tokio::spawn(tracker.clone().run(stream));
+    let grace = config.daemon.shutdown_grace.0 + Duration::from_secs(5);
+    let drained = tokio::spawn(hold_stream(stop.clone(), stream_stop, tracker.clone(), grace));
     tracing::info!(url = %config.ari.url, app = %config.ari.app, "ARI client started");
     let dialer = Arc::new(Dialer::new(publisher, client.clone(), DialSettings::from_config(config), Some(tracker)));
     if config.dialer.campaigns {
@@ -195,7 +241,24 @@ pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken
     }
     let transferer = TransferTarget::parse(&config.dialer.transfer_target)
         .map(|target| Arc::new(AriTransferer::new(client, target)) as Arc<dyn Transferer>);
-    Ok(Some(AriParts { dialer, transferer }))
+    Ok(Some(AriParts { dialer, transferer, drained: Some(drained) }))
+}
+
+/// After `stop`, closes the ARI event stream once the tracker follows no call, or after
+/// `grace`.
+async fn hold_stream(stop: CancellationToken, stream_stop: CancellationToken, tracker: Tracker, grace: Duration) {
+    stop.cancelled().await;
+    let followed = tracker.followed();
+    if followed > 0 {
+        tracing::info!(calls = followed, "keeping the ARI event stream open until the outbound calls in flight end");
+    }
+    if tokio::time::timeout(grace, tracker.idle()).await.is_err() {
+        tracing::warn!(
+            calls = tracker.followed(),
+            "outbound calls still in flight after the grace period; the ARI resync of the next start reconciles them"
+        );
+    }
+    stream_stop.cancel();
 }
 
 /// The conversation service for the `ai` route: providers, directories, cache warm-up, and the

@@ -67,6 +67,8 @@ pub struct Resync {
 
 struct Tracked {
     call_id: String,
+    /// The call's organization: every write names it.
+    org_id: i64,
     facts: ChannelFacts,
 }
 
@@ -133,15 +135,23 @@ impl Tracker {
         self.inner.connected.load(Ordering::SeqCst)
     }
 
-    /// Follows a call from now on (the dialer calls this once Asterisk took the originate; an
-    /// event that comes first finds the call in the store).
-    pub fn watch(&self, call_id: &str) {
+    /// Follows a call of `org_id` from now on (the dialer calls this once Asterisk took the
+    /// originate; an event that comes first finds the call in the store).
+    pub fn watch(&self, org_id: i64, call_id: &str) {
         let mut state = self.state();
         state.strangers.remove(call_id);
-        state
-            .calls
-            .entry(call_id.to_owned())
-            .or_insert_with(|| Tracked { call_id: call_id.to_owned(), facts: ChannelFacts::default() });
+        state.calls.entry(call_id.to_owned()).or_insert_with(|| Tracked {
+            call_id: call_id.to_owned(),
+            org_id,
+            facts: ChannelFacts::default(),
+        });
+    }
+
+    /// Resolves once no call is followed any more, or at once if none is.
+    pub async fn idle(&self) {
+        while self.followed() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Remembers that asterai itself hangs up this call, so its end reads `canceled` (before the
@@ -207,12 +217,13 @@ impl Tracker {
         }
     }
 
-    /// The call an event is about, if it is one of ours; adopts calls from the store.
-    async fn tracked_call(&self, channel_id: &str) -> Option<String> {
+    /// The call an event is about (its organization and id), if it is one of ours; adopts
+    /// calls from the store.
+    async fn tracked_call(&self, channel_id: &str) -> Option<(i64, String)> {
         {
             let state = self.state();
             if let Some(tracked) = state.calls.get(channel_id) {
-                return Some(tracked.call_id.clone());
+                return Some((tracked.org_id, tracked.call_id.clone()));
             }
             if state.strangers.contains(channel_id) {
                 return None;
@@ -233,8 +244,10 @@ impl Tracker {
                     ..Default::default()
                 };
                 tracing::debug!(call_id = %call.id, "following a call placed elsewhere");
-                state.calls.insert(channel_id.to_owned(), Tracked { call_id: call.id.clone(), facts });
-                Some(call.id)
+                state
+                    .calls
+                    .insert(channel_id.to_owned(), Tracked { call_id: call.id.clone(), org_id: call.org_id, facts });
+                Some((call.org_id, call.id))
             }
             None => {
                 if state.strangers.len() >= MAX_STRANGERS {
@@ -264,7 +277,7 @@ impl Tracker {
         if let AriEvent::ChannelDestroyed { .. } = event {
             self.state().strangers.remove(&channel_id);
         }
-        let Some(call_id) = call_id else {
+        let Some((org_id, call_id)) = call_id else {
             if let AriEvent::StasisStart { channel, args, .. } = event {
                 self.return_stranger(&channel.id, args);
             }
@@ -283,7 +296,7 @@ impl Tracker {
         match outcome {
             Step::Nothing => {}
             Step::Status(status, reason) => {
-                match self.inner.publisher.call_status(&call_id, status, Some(&reason)).await {
+                match self.inner.publisher.call_status(org_id, &call_id, status, Some(&reason)).await {
                     Ok(Some(_)) => tracing::debug!(%call_id, status = status.as_str(), %reason, "call status"),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(%call_id, "cannot store the call's status {status}: {e}"),
@@ -291,13 +304,13 @@ impl Tracker {
             }
             Step::Finish(status, reason) => {
                 self.state().calls.remove(&channel_id);
-                self.finish(&call_id, status, &reason).await;
+                self.finish(org_id, &call_id, status, &reason).await;
             }
         }
     }
 
     /// Ends a call (a no-op for one the conversation finished already) and announces it.
-    async fn finish(&self, call_id: &str, status: CallStatus, reason: &str) {
+    async fn finish(&self, org_id: i64, call_id: &str, status: CallStatus, reason: &str) {
         let finish = FinishCall {
             status,
             reason: Some(reason.to_owned()),
@@ -306,7 +319,7 @@ impl Tracker {
             emotion: None,
             intent_score: None,
         };
-        match self.inner.publisher.call_ended(call_id, &finish).await {
+        match self.inner.publisher.call_ended(org_id, call_id, &finish).await {
             // Calls that never reached a conversation (busy, no answer, failed) are counted
             // here; the conversation counts the ones it finished.
             Ok(events) if !events.is_empty() => {
@@ -321,7 +334,7 @@ impl Tracker {
             }
         }
         tracing::info!(%call_id, status = status.as_str(), %reason, "call ended");
-        match self.inner.publisher.store().call_any(call_id).await {
+        match self.inner.publisher.store().call(org_id, call_id).await {
             Ok(Some(call)) => {
                 let _ = self.inner.ended.send(Ended { call });
             }
@@ -417,6 +430,7 @@ impl Tracker {
                     state.strangers.remove(&call.id);
                     state.calls.entry(call.id.clone()).or_insert_with(|| Tracked {
                         call_id: call.id.clone(),
+                        org_id: call.org_id,
                         facts: ChannelFacts {
                             answered: call.answered_at.is_some() || call.status == CallStatus::InProgress,
                             ..Default::default()
@@ -443,7 +457,7 @@ impl Tracker {
             CallStatus::Failed
         };
         tracing::warn!(call_id = %call.id, status = status.as_str(), "the call's channel is gone; finishing it");
-        self.finish(&call.id, status, GONE_AFTER_RECONNECT).await;
+        self.finish(call.org_id, &call.id, status, GONE_AFTER_RECONNECT).await;
         report.finished.push(call.id.clone());
     }
 }

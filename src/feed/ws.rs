@@ -148,6 +148,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader { io, buf, max_message, partial: None }
     }
 
+    /// After a close sent for a protocol error: reads and discards whatever the client still
+    /// sends, until it closes the connection or `limit` passes. Closing a socket with unread
+    /// data makes the kernel reset the connection, and a client still sending (a message over
+    /// the limit, say) would then get the reset instead of the close frame that says why.
+    pub async fn linger(mut self, limit: std::time::Duration) {
+        let drain = async {
+            let mut scratch = vec![0u8; 16 * 1024];
+            while let Ok(n) = self.io.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+    }
+
     /// The next message; `None` when the client closed the TCP connection.
     pub async fn next(&mut self) -> Result<Option<Incoming>, ReadError> {
         loop {

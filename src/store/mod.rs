@@ -30,14 +30,15 @@ use sqlx::{Row, SqlSafeStr};
 pub mod calls;
 pub mod campaigns;
 pub mod contacts;
+pub mod daemons;
 pub mod dnc;
 pub mod events;
 pub mod orgs;
 
 pub use calls::{
-    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Outcome, Turn,
+    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, Turn,
 };
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, EventPage};
 pub use orgs::{Org, TokenRecord};
 
 /// The PostgreSQL channel that carries "new events" notifications between daemons.
@@ -212,10 +213,12 @@ impl Store {
             Store::Sqlite(_) => &[
                 (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/sqlite/0002_dialer.sql")),
+                (4, "ownership", include_str!("../../migrations/sqlite/0004_ownership.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/postgres/0002_dialer.sql")),
+                (4, "ownership", include_str!("../../migrations/postgres/0004_ownership.sql")),
             ],
         };
         let migrations = files

@@ -50,7 +50,7 @@ impl TestDaemon {
             stop.child_token(),
         ));
         // Let the hub read where the log ends before anything is published.
-        while hub.last_published() < store.max_event_id().await.unwrap_or(0) {
+        while hub.last_published() < store.last_log_id().await.unwrap_or(0) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
