@@ -114,7 +114,10 @@ backend_tests! {
     }
 
     async fn a_slow_client_is_closed_with_its_last_id_and_resumes(db) {
-        let config = ClientConfig { queue: 32, ..feed_config() };
+        // The slow client reads nothing until the end; the server gives up on a client that
+        // takes nothing for write_timeout, so it is long here: a busy machine may take a while to
+        // publish everything, and the close frame can only be delivered once the client reads.
+        let config = ClientConfig { queue: 32, write_timeout: Duration::from_secs(600), ..feed_config() };
         let daemon = TestDaemon::start_with(db.store.clone(), config, "127.0.0.1:0".parse().unwrap()).await;
         let token = daemon.token("acme").await;
         let acme = org_id(&db.store, "acme").await;
@@ -127,11 +130,18 @@ backend_tests! {
         request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         let (ws, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
         let mut slow = FeedClient { ws };
-        // A healthy client watches the same events the whole time.
+        // A healthy client watches the same events the whole time, reading as they come.
         let mut healthy = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        let (count_tx, count_rx) = tokio::sync::oneshot::channel::<usize>();
+        let watching = tokio::spawn(async move {
+            let expected = count_rx.await.unwrap();
+            healthy.events(expected, WAIT).await.iter().map(|e| e.id).collect::<Vec<i64>>()
+        });
+        let mut count_tx = Some(count_tx);
 
         let mut published = Vec::new();
         let big = "x".repeat(2000);
+        let _ = count_tx.take().unwrap().send(1002);
         let (call_id, _) = daemon.publish(acme, "+15551230000").await;
         db.store.set_call_status(acme, &call_id, CallStatus::InProgress, None).await.unwrap();
         published.extend(db.store.call_events(&call_id).await.unwrap().iter().map(|e| e.id));
@@ -143,8 +153,7 @@ backend_tests! {
             published.push(event.id);
         }
         // The healthy client got everything while the slow one stalled.
-        let healthy_ids: Vec<i64> = healthy.events(published.len(), WAIT).await.iter().map(|e| e.id).collect();
-        assert_eq!(healthy_ids, published, "the healthy client is not slowed down");
+        assert_eq!(watching.await.unwrap(), published, "the healthy client is not slowed down");
 
         // Now read the slow client: contiguous events, then the close that names the last one.
         let mut got = Vec::new();
@@ -215,9 +224,11 @@ backend_tests! {
         let (_, id) = daemon.publish(acme, "+15551230000").await;
         assert_eq!(client.event(WAIT).await.id, id);
 
-        // A frame over the limit ends that connection only.
+        // A frame over the limit ends that connection only, with 1009 even while the client is
+        // still sending it (16 MB: far more than the socket buffers hold).
         let mut huge = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
-        let _ = futures_util::SinkExt::send(&mut huge.ws, tokio_tungstenite::tungstenite::Message::Text("x".repeat(200_000).into())).await;
+        let sent = futures_util::SinkExt::send(&mut huge.ws, tokio_tungstenite::tungstenite::Message::Text("x".repeat(16 << 20).into())).await;
+        assert!(sent.is_ok(), "the server reads what the client sends until it is done: {sent:?}");
         let close = loop {
             match huge.next(WAIT).await {
                 Some(Received::Control(_)) => continue,
@@ -277,6 +288,26 @@ backend_tests! {
         stopping.await.unwrap();
     }
 
+    async fn an_event_of_an_unknown_type_never_stalls_the_feed(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let token = daemon.token("acme").await;
+        let acme = org_id(&db.store, "acme").await;
+        let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        let (_, first) = daemon.publish(acme, "+15551230000").await;
+        assert_eq!(client.event(WAIT).await.id, first);
+        // A newer daemon of the fleet writes a type this one does not know.
+        insert_event_row(&db, acme, "call_transferred", first + 1).await;
+        daemon.hub.wake();
+        let (_, next) = daemon.publish(acme, "+15551230001").await;
+        assert_eq!(client.event(WAIT).await.id, next, "the feed goes on past the unknown row");
+        // A replay from the start skips it too, and the client is told where the log ends.
+        let mut replayed = FeedClient::connect(daemon.addr, &token, "?since=0").await.unwrap();
+        assert_eq!(replayed.events(2, WAIT).await.iter().map(|e| e.id).collect::<Vec<_>>(), [first, next]);
+        let (_, last) = daemon.publish(acme, "+15551230002").await;
+        assert_eq!(replayed.event(WAIT).await.id, last);
+        daemon.stop().await;
+    }
+
     async fn calls_api_lists_and_shows_one_organizations_calls(db) {
         let daemon = TestDaemon::start(db.store.clone()).await;
         let token = daemon.token("acme").await;
@@ -323,6 +354,25 @@ backend_tests! {
         let metrics = http.get(daemon.url("/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("asterai_http_requests_total"), "{metrics}");
         daemon.stop().await;
+    }
+}
+
+/// Writes a `call_events` row directly, as another version of asterai would.
+async fn insert_event_row(db: &TestDb, org_id: i64, kind: &str, org_seq: i64) {
+    let at = chrono::Utc::now();
+    let sql = "INSERT INTO call_events (org_id, call_id, campaign_id, type, payload, at, org_seq) VALUES ($1, NULL, NULL, $2, $3, $4, $5)";
+    let payload = sqlx::types::Json(serde_json::json!({"to": "+15551230000"}));
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).bind(org_id).bind(kind).bind(payload).bind(at).bind(org_seq).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).bind(org_id).bind(kind).bind(payload).bind(at).bind(org_seq).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
     }
 }
 
