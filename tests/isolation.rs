@@ -324,7 +324,7 @@ backend_tests! {
 
         // The feed's filters only narrow acme's own events: a replay from the start filtered on
         // globex's call or campaign holds nothing before `feed.ready`.
-        for query in [format!("?since=0&call_id=victim-4"), format!("?since=0&campaign={}", campaign.id)] {
+        for query in ["?since=0&call_id=victim-4".to_owned(), format!("?since=0&campaign={}", campaign.id)] {
             let mut client = FeedClient::connect(rig.daemon.addr, &token, &query).await.unwrap();
             match client.next(WAIT).await {
                 Some(Received::Control(ready)) => assert_eq!(ready["type"], "feed.ready", "{ready}"),
