@@ -71,6 +71,10 @@ pub struct Fleet {
     config: FleetConfig,
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+}
+
 fn interrupted(reason: String) -> FinishCall {
     FinishCall {
         status: CallStatus::Failed,
@@ -92,9 +96,7 @@ impl Fleet {
     /// Registers the daemon `id` and records its first heartbeat. `publisher` should stamp
     /// calls with the same id ([`Publisher::with_daemon`]).
     pub async fn join(publisher: Publisher, id: String, config: FleetConfig) -> Result<Fleet, StoreError> {
-        let host =
-            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-        publisher.store().register_daemon(&id, &host, std::process::id()).await?;
+        publisher.store().register_daemon(&id, &hostname(), std::process::id()).await?;
         publisher.store().heartbeat(&id).await?;
         tracing::info!(daemon = %id, "daemon registered");
         Ok(Fleet { publisher, id, config })
@@ -156,6 +158,16 @@ impl Fleet {
         Ok(finished)
     }
 
+    /// One heartbeat (registering again if the daemon's row is gone), then a sweep. Returns the
+    /// calls the sweep finished.
+    pub async fn beat(&self) -> Result<Vec<String>, StoreError> {
+        if !self.publisher.store().heartbeat(&self.id).await? {
+            self.publisher.store().register_daemon(&self.id, &hostname(), std::process::id()).await?;
+            self.publisher.store().heartbeat(&self.id).await?;
+        }
+        self.sweep().await
+    }
+
     /// Beats and sweeps every `daemon.heartbeat_interval` until `stop`.
     pub async fn run(self, stop: CancellationToken) {
         let mut failing = false;
@@ -164,15 +176,7 @@ impl Fleet {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.config.heartbeat) => {}
             }
-            let beat = async {
-                if !self.publisher.store().heartbeat(&self.id).await? {
-                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-                    self.publisher.store().register_daemon(&self.id, host.trim(), std::process::id()).await?;
-                    self.publisher.store().heartbeat(&self.id).await?;
-                }
-                self.sweep().await
-            };
-            match beat.await {
+            match self.beat().await {
                 Ok(_) if failing => {
                     tracing::info!("the daemon's heartbeat reaches the database again");
                     failing = false;

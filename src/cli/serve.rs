@@ -113,6 +113,11 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     let fleet = crate::fleet::Fleet::join(publisher.clone(), daemon_id, fleet_config)
         .await
         .context("registering the daemon in the database")?;
+    // Records spooled by a previous run are more exact than "interrupted": they go in first.
+    let spooled = crate::conversation::record::replay(&publisher, &Settings::from_config(&config).spool_dir).await;
+    if spooled > 0 {
+        tracing::info!(calls = spooled, "spooled call records written");
+    }
     let left =
         fleet.finish_left_behind(config.ari.enabled()).await.context("finishing the calls a previous run left")?;
     if !left.is_empty() {
