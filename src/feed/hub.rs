@@ -364,3 +364,46 @@ async fn listen(pool: sqlx::PgPool, hub: Arc<Hub>, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Event, EventKind};
+
+    fn batch(org_id: i64, ids: std::ops::RangeInclusive<i64>) -> Batch {
+        ids.map(|id| {
+            let event = Event {
+                id,
+                kind: EventKind::CallStarted,
+                org: "acme".into(),
+                call_id: None,
+                campaign: None,
+                at: chrono::Utc::now(),
+                data: serde_json::Value::Null,
+                org_id,
+                log_id: id,
+            };
+            Arc::new(Published { event, frame: Bytes::new() })
+        })
+        .collect()
+    }
+
+    /// A queue overflows because the client does not read, never because its writer has not run
+    /// yet: a hand-out larger than the queue reaches a client whose socket drains.
+    #[test]
+    fn only_a_client_whose_socket_does_not_drain_is_slow() {
+        let hub = Hub::new();
+        let healthy = hub.subscribe(1, Filter::default(), 4);
+        let stuck = hub.subscribe(1, Filter::default(), 4);
+        stuck.blocked.store(true, Ordering::Release);
+        hub.fan_out(1, &batch(1, 1..=10));
+        assert_eq!(healthy.stop.reason(), None, "ten events at once, nothing taken yet: not slow");
+        assert_eq!(stuck.stop.reason(), Some(StopReason::SlowClient), "over the queue while its socket is full");
+        assert_eq!(hub.subscribers(), 1);
+        // Memory stays bounded whatever happens: past 8 times the queue even a client whose
+        // socket drains is dropped.
+        hub.fan_out(1, &batch(1, 11..=40));
+        assert_eq!(healthy.stop.reason(), Some(StopReason::SlowClient));
+        assert_eq!(hub.last_event_id(1), Some(40));
+    }
+}
