@@ -983,6 +983,8 @@ async fn serve_follows_calls_placed_by_the_call_command() {
     .await
     .unwrap();
     let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let followed = store.call(acme.id, call["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert!(followed.daemon_id.is_some(), "the daemon that followed the command's call holds it");
     store.add_dnc(acme.id, "+15557654321", None, "cli").await.unwrap();
     let (ok, _, err) = run(args(&["call", "+15557654321", "--org", "acme"])).await;
     assert!(!ok && err.contains("do-not-call") && err.contains("nothing was dialed"), "{err}");

@@ -236,27 +236,31 @@ impl Tracker {
                 return None;
             }
         };
-        let mut state = self.state();
-        match found.filter(|call| call.direction == Direction::Outbound && call.ended_at.is_none()) {
-            Some(call) => {
-                let facts = ChannelFacts {
-                    answered: call.answered_at.is_some() || call.status == CallStatus::InProgress,
-                    ..Default::default()
-                };
-                tracing::debug!(call_id = %call.id, "following a call placed elsewhere");
-                state
-                    .calls
-                    .insert(channel_id.to_owned(), Tracked { call_id: call.id.clone(), org_id: call.org_id, facts });
-                Some((call.org_id, call.id))
+        let Some(call) = found.filter(|call| call.direction == Direction::Outbound && call.ended_at.is_none()) else {
+            let mut state = self.state();
+            if state.strangers.len() >= MAX_STRANGERS {
+                state.strangers.clear();
             }
-            None => {
-                if state.strangers.len() >= MAX_STRANGERS {
-                    state.strangers.clear();
-                }
-                state.strangers.insert(channel_id.to_owned());
-                None
-            }
+            state.strangers.insert(channel_id.to_owned());
+            return None;
+        };
+        let facts = ChannelFacts {
+            answered: call.answered_at.is_some() || call.status == CallStatus::InProgress,
+            ..Default::default()
+        };
+        tracing::debug!(call_id = %call.id, "following a call placed elsewhere");
+        self.state()
+            .calls
+            .insert(channel_id.to_owned(), Tracked { call_id: call.id.clone(), org_id: call.org_id, facts });
+        // A call nobody holds (placed by `asterai call`) is this daemon's from now on, so the
+        // fleet finishes it if this daemon dies.
+        if call.daemon_id.is_none()
+            && let Some(daemon) = self.inner.publisher.daemon()
+            && let Err(e) = self.inner.publisher.store().hold_call(call.org_id, &call.id, daemon).await
+        {
+            tracing::warn!(call_id = %call.id, "cannot record that this daemon holds the call: {e}");
         }
+        Some((call.org_id, call.id))
     }
 
     /// Applies one event.

@@ -45,6 +45,20 @@ impl Store {
         Ok(updated > 0)
     }
 
+    /// The daemon `daemon_id` holds one organization's call that nobody held (placed by
+    /// `asterai call`, which is no daemon). A call already held keeps its daemon.
+    pub async fn hold_call(&self, org_id: i64, call_id: &str, daemon_id: &str) -> Result<()> {
+        write_tx!(self, tx => {
+            sqlx::query("UPDATE calls SET daemon_id = $1 WHERE id = $2 AND org_id = $3 AND daemon_id IS NULL")
+                .bind(daemon_id)
+                .bind(call_id)
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// When the daemon `id` last beat, by the database's clock on PostgreSQL.
     pub async fn daemon_heartbeat(&self, id: &str) -> Result<Option<DateTime<Utc>>> {
         with_pool!(self, pool => {

@@ -12,7 +12,13 @@
 //! Writes that change a call also append its event to `call_events` in the same transaction, so
 //! the feed's log and the call records never disagree. Event ids are assigned in commit order:
 //! SQLite has one writer at a time (and asterai serialises its own writers), and PostgreSQL
-//! appends take a transaction-level advisory lock and `pg_notify` the other daemons.
+//! appends take a transaction-level advisory lock and `pg_notify` the other daemons. Each row
+//! has the log's id (internal, the hubs' cursor) and the organization's own number (`org_seq`,
+//! the id supervisors see).
+//!
+//! Every write to a call names its organization and is checked in its transaction: another
+//! organization's call is "not found" (see [`calls`]). `daemons` records each daemon's heartbeat
+//! and `calls.daemon_id` the daemon that holds a call (see [`crate::fleet`]).
 
 use std::borrow::Cow;
 use std::path::Path;
