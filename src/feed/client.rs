@@ -20,7 +20,7 @@
 //! * Ids are the organization's own sequence ([`crate::store::Event`]), so `since`, `last_id`
 //!   and the close reasons say nothing about other organizations.
 //! * After a protocol error the server sends its close frame, then keeps reading (and
-//!   discarding) for up to [`LINGER`] until the client closes, so that a client still sending
+//!   discarding) until the client closes ([`LINGER`] at most), so that a client still sending
 //!   receives the close frame rather than a connection reset.
 //!
 //! Two tasks per connection: the writer (replay, live events, pings, close) and the reader
@@ -52,8 +52,14 @@ pub const CLOSE_SHUTDOWN: u16 = 1001;
 const BATCHES: usize = 16;
 /// Events read per replay query.
 const REPLAY_PAGE: i64 = 500;
-/// How long a connection that broke the protocol is drained before it is dropped.
-pub const LINGER: Duration = Duration::from_secs(5);
+/// How long a connection that broke the protocol is drained, at most, before it is dropped: it
+/// ends sooner when the client closes, sends nothing for [`LINGER_IDLE`], or has sent
+/// [`LINGER_BYTES`].
+pub const LINGER: Duration = Duration::from_secs(30);
+/// See [`LINGER`].
+pub const LINGER_IDLE: Duration = Duration::from_secs(2);
+/// See [`LINGER`].
+pub const LINGER_BYTES: usize = 64 << 20;
 
 /// Settings of every client connection.
 #[derive(Debug, Clone)]
@@ -255,7 +261,7 @@ async fn read<R: AsyncRead + Unpin>(
                 tracing::debug!("feed: client broke the WebSocket protocol: {e}");
                 let _ = control.try_send(ws::close_frame(e.code, e.reason));
                 stop.stop(StopReason::ClientGone);
-                reader.linger(LINGER).await;
+                reader.linger(LINGER_IDLE, LINGER, LINGER_BYTES).await;
                 return;
             }
             Err(ReadError::Io(e)) => {
@@ -316,11 +322,12 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             Ending::Shutdown => Some((CLOSE_SHUTDOWN, reason("shutdown"))),
             Ending::ClientGone | Ending::WriteFailed => None,
         };
+        // The close frame waits behind what the client has not read yet: it gets as long as any
+        // write (a client that drains receives the last id; one that reads nothing is dropped).
         if let Some((code, reason)) = frame {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), self.io.write_all(&ws::close_frame(code, &reason))).await;
+            let _ = self.write(&ws::close_frame(code, &reason)).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
+        let _ = tokio::time::timeout(self.config.write_timeout, self.io.shutdown()).await;
         if ending == Ending::Heartbeat {
             metrics::counter!("asterai_feed_heartbeat_timeouts_total").increment(1);
         }
