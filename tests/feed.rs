@@ -114,10 +114,16 @@ backend_tests! {
     }
 
     async fn a_slow_client_is_closed_with_its_last_id_and_resumes(db) {
-        // The slow client reads nothing until the end; the server gives up on a client that
-        // takes nothing for write_timeout, so it is long here: a busy machine may take a while to
-        // publish everything, and the close frame can only be delivered once the client reads.
-        let config = ClientConfig { queue: 32, write_timeout: Duration::from_secs(600), ..feed_config() };
+        // The slow client reads nothing until the end. The server gives up on a client that takes
+        // nothing for write_timeout, and closes one that answers no ping for a ping interval: both
+        // are long here, because a busy machine may take a while to publish everything, and this
+        // client is meant to be closed for its queue, with the close frame it reads at the end.
+        let config = ClientConfig {
+            queue: 32,
+            write_timeout: Duration::from_secs(600),
+            ping_interval: Duration::from_secs(600),
+            ..feed_config()
+        };
         let daemon = TestDaemon::start_with(db.store.clone(), config, "127.0.0.1:0".parse().unwrap()).await;
         let token = daemon.token("acme").await;
         let acme = org_id(&db.store, "acme").await;

@@ -76,7 +76,6 @@ async fn serve(context: Context) -> anyhow::Result<()> {
 
     let store = open_store(&config, &stop).await?;
     tracing::info!(backend = store.backend(), "database ready");
-
     let hub = Hub::new();
     let hub_task = tokio::spawn(hub.clone().run(
         store.clone(),
@@ -102,29 +101,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         metrics,
         shutdown: CancellationToken::new(),
     });
-    // This daemon holds the calls it takes; a previous run's leftovers are finished first. It
-    // beats until it exits, so the fleet never takes a draining daemon for dead.
     let daemon_id = crate::fleet::daemon_id(&config.data_dir());
     let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(&daemon_id);
-    let fleet_config = crate::fleet::FleetConfig {
-        heartbeat: config.daemon.heartbeat_interval.0,
-        dead_after: config.daemon.dead_after.0,
-    };
-    let fleet = crate::fleet::Fleet::join(publisher.clone(), daemon_id, fleet_config)
-        .await
-        .context("registering the daemon in the database")?;
-    // Records spooled by a previous run are more exact than "interrupted": they go in first.
-    let spooled = crate::conversation::record::replay(&publisher, &Settings::from_config(&config).spool_dir).await;
-    if spooled > 0 {
-        tracing::info!(calls = spooled, "spooled call records written");
-    }
-    let left =
-        fleet.finish_left_behind(config.ari.enabled()).await.context("finishing the calls a previous run left")?;
-    if !left.is_empty() {
-        tracing::warn!(calls = left.len(), "calls left unfinished by a previous run were finished as interrupted");
-    }
-    let beating = CancellationToken::new();
-    tokio::spawn(fleet.run(beating.clone()));
+    let beating = join_fleet(&config, &publisher, daemon_id).await?;
     let mut ari = start_ari(&config, publisher.clone(), &stop)?;
     let ari_drained = ari.as_mut().and_then(|ari| ari.drained.take());
     if let Some(ari) = &ari {
@@ -134,18 +113,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
 
     let transferer = ari.and_then(|ari| ari.transferer);
     let conversations = conversations_with(&config, publisher, &stop, transferer)?;
-    match conversations.preload_orgs().await {
-        Ok(n) => tracing::debug!(organizations = n, "organizations kept in memory"),
-        Err(e) => tracing::warn!("cannot read the organizations ahead of calls: {e}"),
+    if let Err(e) = conversations.preload_orgs().await {
+        tracing::warn!("cannot read the organizations ahead of calls: {e}");
     }
-    let records = conversations.records().clone();
-    tokio::spawn({
-        let (stop, records) = (stop.clone(), records.clone());
-        async move {
-            stop.cancelled().await;
-            records.shutting_down();
-        }
-    });
     let router = Router::new().route("health", routes::health).route("ai", conversations.handler());
     let agi = AgiServer::bind(config.agi.listen, router, config.agi.server_config())
         .await
@@ -171,7 +141,7 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     if let Some(drained) = ari_drained {
         let _ = drained.await;
     }
-    records.close().await;
+    conversations.records().close().await;
     beating.cancel();
     match http.await {
         Ok(Ok(())) => {}
@@ -187,6 +157,32 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         "asterai stopped"
     );
     Ok(())
+}
+
+/// Joins the fleet as `daemon_id` (the daemon holds the calls it takes): writes what a previous
+/// run spooled, finishes what it left unfinished, and beats until the returned token is
+/// cancelled (after the last call's record, so a draining daemon is never taken for dead).
+async fn join_fleet(config: &Config, publisher: &Publisher, daemon_id: String) -> anyhow::Result<CancellationToken> {
+    let fleet_config = crate::fleet::FleetConfig {
+        heartbeat: config.daemon.heartbeat_interval.0,
+        dead_after: config.daemon.dead_after.0,
+    };
+    let fleet = crate::fleet::Fleet::join(publisher.clone(), daemon_id, fleet_config)
+        .await
+        .context("registering the daemon in the database")?;
+    // Spooled records are more exact than "interrupted": they go in first.
+    let spooled = crate::conversation::record::replay(publisher, &Settings::from_config(config).spool_dir).await;
+    if spooled > 0 {
+        tracing::info!(calls = spooled, "spooled call records written");
+    }
+    let left =
+        fleet.finish_left_behind(config.ari.enabled()).await.context("finishing the calls a previous run left")?;
+    if !left.is_empty() {
+        tracing::warn!(calls = left.len(), "calls left unfinished by a previous run were finished as interrupted");
+    }
+    let beating = CancellationToken::new();
+    tokio::spawn(fleet.run(beating.clone()));
+    Ok(beating)
 }
 
 /// What ARI gives the daemon: the dialer (outbound calls) and, with `dialer.transfer_target`,
@@ -307,6 +303,7 @@ pub fn conversations_with(
         }
     });
     let stop = stop.clone();
+    let records = conversations.records().clone();
     tokio::spawn(async move {
         loop {
             let written = crate::conversation::record::replay(&publisher, &spool).await;
@@ -314,7 +311,11 @@ pub fn conversations_with(
                 tracing::info!(calls = written, "spooled call records written");
             }
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    // Calls dropped at the end of the grace say why.
+                    records.shutting_down();
+                    return;
+                }
                 _ = tokio::time::sleep(Duration::from_secs(30)) => {}
             }
         }

@@ -19,9 +19,10 @@
 //! * After the replay the server sends `{"type": "feed.ready", "org": …, "last_id": …}`.
 //! * Ids are the organization's own sequence ([`crate::store::Event`]), so `since`, `last_id`
 //!   and the close reasons say nothing about other organizations.
-//! * After a protocol error the server sends its close frame, then keeps reading (and
-//!   discarding) until the client closes ([`LINGER`] at most), so that a client still sending
-//!   receives the close frame rather than a connection reset.
+//! * **Closing.** After a close frame of its own (slow client, heartbeat, shutdown, protocol
+//!   error) the server half-closes and keeps reading, discarding, until the client closes too
+//!   (bounded): a socket closed with unread data resets the connection, and the client would
+//!   lose what it had not read yet, the close frame and its last id included.
 //!
 //! Two tasks per connection: the writer (replay, live events, pings, close) and the reader
 //! (filters, pongs, the client's close). The writer alone touches the socket's write side.
@@ -200,18 +201,26 @@ pub async fn serve<S>(
         last_pong.clone(),
         stop.clone(),
         done.clone(),
+        config.write_timeout,
     ));
     let blocked = subscription.blocked.clone();
     let mut writer =
         Writer { io: write_half, config: &config, last_sent: 0, start: &start, scratch: BytesMut::new(), blocked };
     let ending = writer.run(&store, subscription, control_rx, last_pong).await;
     stop.stop(StopReason::ClientGone);
-    // The socket closes when both halves are gone: a reader that lingers after a protocol error
-    // keeps it open until the client has closed (bounded by LINGER); any other stops now.
-    done.cancel();
+    // The socket closes when both halves are gone. After a close frame the reader keeps it open,
+    // reading and discarding, until the client has closed too: closing with the client's pongs
+    // or close reply unread would reset the connection and throw away what the client has not
+    // read yet (the last events, the close frame with its last id). A client that takes nothing
+    // (a failed write) is dropped at once.
     let mut reader = reader;
-    if tokio::time::timeout(LINGER + Duration::from_secs(1), &mut reader).await.is_err() {
+    if ending == Ending::WriteFailed {
         reader.abort();
+    } else {
+        done.cancel();
+        if tokio::time::timeout(config.write_timeout + LINGER + Duration::from_secs(1), &mut reader).await.is_err() {
+            reader.abort();
+        }
     }
     tracing::debug!(org = %start.org_slug, ?ending, last_id = writer.last_sent, "feed client disconnected");
     metrics::gauge!("asterai_feed_clients").decrement(1.0);
@@ -226,10 +235,16 @@ async fn read<R: AsyncRead + Unpin>(
     last_pong: Arc<Mutex<Instant>>,
     stop: Arc<Stop>,
     done: CancellationToken,
+    write_timeout: Duration,
 ) {
     loop {
         let next = tokio::select! {
-            _ = done.cancelled() => return,
+            _ = done.cancelled() => {
+                // The server closed: the client has up to write_timeout to take what is left and
+                // answer; nothing it sends now matters.
+                reader.linger(write_timeout, write_timeout + LINGER, LINGER_BYTES).await;
+                return;
+            }
             next = reader.next() => next,
         };
         let reply = match next {
