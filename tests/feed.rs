@@ -251,26 +251,40 @@ backend_tests! {
     }
 
     async fn silent_clients_are_dropped_by_the_heartbeat(db) {
-        let config = ClientConfig { ping_interval: Duration::from_millis(200), ..feed_config() };
+        let config = ClientConfig { ping_interval: Duration::from_millis(500), ..feed_config() };
         let daemon = TestDaemon::start_with(db.store.clone(), config, "127.0.0.1:0".parse().unwrap()).await;
         let token = daemon.token("acme").await;
-        let mut silent = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
-        // Not reading means not answering pings.
-        tokio::time::sleep(Duration::from_millis(900)).await;
-        let close = loop {
-            match silent.next(WAIT).await {
-                Some(Received::Closed(frame)) => break frame,
-                Some(_) => continue,
-                None => panic!("not dropped"),
-            }
-        };
-        assert_eq!(close.map(|f| f.code), Some(CloseCode::from(CLOSE_HEARTBEAT)));
-        // A client that reads answers pings and stays connected.
-        let mut lively = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
-        assert!(matches!(lively.next(Duration::from_millis(1000)).await, None | Some(Received::Control(_))));
         let acme = org_id(&db.store, "acme").await;
+        // A client that reads but never answers a ping (raw frames, no pong): closed with 4002.
+        let closed = tokio::time::timeout(Duration::from_secs(60), silent_client_close(daemon.addr, &token)).await;
+        assert_eq!(closed.expect("the silent client is closed"), CLOSE_HEARTBEAT);
+        // A client that keeps reading answers pings and stays connected.
+        let mut lively = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reading = tokio::spawn(async move {
+            loop {
+                if let Some(received) = lively.next(WAIT).await {
+                    let closed = matches!(received, Received::Closed(_));
+                    if tx.send(received).is_err() || closed {
+                        return;
+                    }
+                }
+            }
+        });
+        // Several ping intervals pass while it reads.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         let (_, id) = daemon.publish(acme, "+15551230000").await;
-        assert_eq!(lively.event(WAIT).await.id, id);
+        loop {
+            match tokio::time::timeout(WAIT, rx.recv()).await.expect("the lively client hears the event") {
+                Some(Received::Event(event)) => {
+                    assert_eq!(event.id, id);
+                    break;
+                }
+                Some(Received::Control(_)) => continue,
+                other => panic!("the lively client was closed: {other:?}"),
+            }
+        }
+        reading.abort();
         daemon.stop().await;
     }
 
@@ -360,6 +374,36 @@ backend_tests! {
         let metrics = http.get(daemon.url("/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("asterai_http_requests_total"), "{metrics}");
         daemon.stop().await;
+    }
+}
+
+/// Opens the feed over a raw socket and reads frames without ever answering a ping; returns the
+/// code of the close frame the server sends.
+async fn silent_client_close(addr: std::net::SocketAddr, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/feed HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    loop {
+        let (first, second) = (tcp.read_u8().await.unwrap(), tcp.read_u8().await.unwrap());
+        let len = match second & 0x7f {
+            126 => u64::from(tcp.read_u16().await.unwrap()),
+            127 => tcp.read_u64().await.unwrap(),
+            n => u64::from(n),
+        };
+        let mut payload = vec![0; len as usize];
+        tcp.read_exact(&mut payload).await.unwrap();
+        if first & 0x0f == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
     }
 }
 

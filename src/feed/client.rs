@@ -58,7 +58,7 @@ const REPLAY_PAGE: i64 = 500;
 /// [`LINGER_BYTES`].
 pub const LINGER: Duration = Duration::from_secs(30);
 /// See [`LINGER`].
-pub const LINGER_IDLE: Duration = Duration::from_secs(2);
+pub const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// See [`LINGER`].
 pub const LINGER_BYTES: usize = 64 << 20;
 
