@@ -179,7 +179,7 @@ async fn a_fleet_finishes_the_calls_of_a_daemon_that_stopped_beating_never_a_liv
     let env = [
         ("ASTERAI_DATABASE_URL", db.url.as_str()),
         ("ASTERAI_DAEMON_HEARTBEAT_INTERVAL", "1s"),
-        ("ASTERAI_DAEMON_DEAD_AFTER", "3s"),
+        ("ASTERAI_DAEMON_DEAD_AFTER", "6s"),
     ];
     let dying = Daemon::start(&[], &env);
     let living = Daemon::start(&[], &env);
@@ -202,7 +202,7 @@ async fn a_fleet_finishes_the_calls_of_a_daemon_that_stopped_beating_never_a_liv
     dying.signal("KILL");
     let _ = wait_exit(dying).await;
     // The living daemon sweeps at each heartbeat; a third member of the fleet sweeps too.
-    let config = FleetConfig { heartbeat: Duration::from_secs(1), dead_after: Duration::from_secs(3) };
+    let config = FleetConfig { heartbeat: Duration::from_secs(1), dead_after: Duration::from_secs(6) };
     let third = Fleet::join(Publisher::new(db.store.clone(), Hub::new()).with_daemon("third"), "third".into(), config)
         .await
         .unwrap();
@@ -216,7 +216,7 @@ async fn a_fleet_finishes_the_calls_of_a_daemon_that_stopped_beating_never_a_liv
     assert!(reason.starts_with(&format!("interrupted: daemon {dying_id} stopped beating")), "{reason}");
 
     // Well past dead_after, sweeping again and again: the living daemon's call stays live.
-    for _ in 0..6 {
+    for _ in 0..8 {
         third.beat().await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

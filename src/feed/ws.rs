@@ -155,7 +155,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// the reset instead of the close frame that says why.
     pub async fn linger(mut self, idle: std::time::Duration, limit: std::time::Duration, max_bytes: usize) {
         let drain = async {
-            let mut scratch = vec![0u8; 64 * 1024];
+            let mut scratch = vec![0u8; 8 * 1024];
             let mut drained = 0usize;
             while drained < max_bytes {
                 match tokio::time::timeout(idle, self.io.read(&mut scratch)).await {
