@@ -69,6 +69,8 @@ async fn server(args: &[String]) {
         },
         metrics: None,
         shutdown: CancellationToken::new(),
+        limits: Default::default(),
+        supervisor: None,
     });
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(asterai::http::serve(listener, state, stop.clone()));

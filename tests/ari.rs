@@ -722,6 +722,8 @@ async fn post_v1_calls_places_a_call() {
         feed: support::http::feed_config(),
         metrics: None,
         shutdown: CancellationToken::new(),
+        limits: Default::default(),
+        supervisor: None,
     });
     state.set_dialer(rig.dialer.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

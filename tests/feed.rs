@@ -392,6 +392,49 @@ async fn readiness_follows_the_database() {
     daemon.stop().await;
 }
 
+/// `/readyz` answers 503 naming a supervised task that keeps failing (here one that panics on
+/// every start), while `/healthz` still answers; the healthy tasks are listed when ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_a_task_that_cannot_run() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let supervisor = asterai::supervise::Supervisor::with_backoff(stop.clone(), Duration::from_millis(20));
+    supervisor.spawn("spool replay", |stop| async move {
+        stop.cancelled().await;
+        Ok(())
+    });
+    let daemon = TestDaemon::start_supervised(
+        db.store.clone(),
+        feed_config(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(supervisor.clone()),
+    )
+    .await;
+    let ready: serde_json::Value = reqwest::get(daemon.url("/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["tasks"]["spool replay"]["state"].as_str()),
+        (Some("ready"), Some("running"))
+    );
+
+    supervisor.spawn("campaign runner", |_| async { panic!("boom in the runner") });
+    let mut body = serde_json::Value::Null;
+    for _ in 0..100 {
+        let response = reqwest::get(daemon.url("/readyz")).await.unwrap();
+        if response.status() == 503 {
+            body = response.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("campaign runner") && message.contains("boom in the runner"), "{body}");
+    assert!(!message.contains("spool replay"), "only the failing task is named: {message}");
+    assert_eq!(reqwest::get(daemon.url("/healthz")).await.unwrap().status(), 200, "still alive");
+    assert!(supervisor.health()["campaign runner"].failures >= 1);
+    stop.cancel();
+    daemon.stop().await;
+}
+
 /// Seen over the wire: the shapes the supervisors' clients parse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_have_the_documented_shape() {

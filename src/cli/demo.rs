@@ -70,7 +70,8 @@ async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let publisher = Publisher::new(store.clone(), hub.clone());
-    let conversations = super::serve::conversations(&config, publisher, &stop)?;
+    let conversations =
+        super::serve::conversations(&config, publisher, &crate::supervise::Supervisor::new(stop.clone()))?;
     let server = AgiServer::bind(
         "127.0.0.1:0".parse()?,
         Router::new().route("ai", conversations.handler()),

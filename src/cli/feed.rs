@@ -103,6 +103,16 @@ pub fn human(event: &Event) -> String {
             d["duration_s"].as_f64().unwrap_or(0.0),
             d["turns"]
         ),
+        EventKind::CampaignStatusUpdate => {
+            let reason = d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
+            format!(
+                "{head}  campaign {} {:?}: {} → {}{reason}",
+                event.campaign.map_or("-".to_owned(), |c| c.to_string()),
+                s("name"),
+                s("previous"),
+                s("status")
+            )
+        }
     }
 }
 

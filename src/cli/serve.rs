@@ -18,6 +18,8 @@ use crate::feed::client::ClientConfig;
 use crate::feed::{Hub, Publisher};
 use crate::http::{AppState, HttpParts};
 use crate::store::{Store, StoreError};
+use crate::supervise::Supervisor;
+use futures_util::FutureExt as _;
 
 /// Run the daemon in the foreground until SIGTERM or SIGINT.
 ///
@@ -76,13 +78,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
 
     let store = open_store(&config, &stop).await?;
     tracing::info!(backend = store.backend(), "database ready");
+    let supervisor = Supervisor::new(stop.clone());
     let hub = Hub::new();
-    let hub_task = tokio::spawn(hub.clone().run(
-        store.clone(),
-        config.feed.poll_interval.0,
-        config.feed.batch_window.0,
-        stop.child_token(),
-    ));
+    let hub_task = spawn_hub(&supervisor, &hub, &store, &config);
 
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -100,16 +98,18 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         },
         metrics,
         shutdown: CancellationToken::new(),
+        limits: config.http.limits(),
+        supervisor: Some(supervisor.clone()),
     });
     let publisher = Publisher::new(store.clone(), hub.clone());
-    let ari = start_ari(&config, publisher.clone(), &stop)?;
+    let ari = start_ari(&config, publisher.clone(), &supervisor)?;
     if let Some(ari) = &ari {
         state.set_dialer(ari.dialer.clone());
     }
     let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
 
     let transferer = ari.and_then(|ari| ari.transferer);
-    let conversations = conversations_with(&config, publisher, &stop, transferer)?;
+    let conversations = conversations_with(&config, publisher, &supervisor, transferer)?;
     let router = Router::new().route("health", routes::health).route("ai", conversations.handler());
     let agi = AgiServer::bind(config.agi.listen, router, config.agi.server_config())
         .await
@@ -146,6 +146,24 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The feed hub, supervised: after a failure it resumes after the last event it handed out.
+pub fn spawn_hub(
+    supervisor: &Supervisor,
+    hub: &Arc<Hub>,
+    store: &Store,
+    config: &Config,
+) -> tokio::task::JoinHandle<()> {
+    let (hub, store) = (hub.clone(), store.clone());
+    let (poll, window) = (config.feed.poll_interval.0, config.feed.batch_window.0);
+    supervisor.spawn("feed hub", move |stop| {
+        let (hub, store) = (hub.clone(), store.clone());
+        async move {
+            hub.run(store, poll, window, stop).await;
+            Ok(())
+        }
+    })
+}
+
 /// What ARI gives the daemon: the dialer (outbound calls) and, with `dialer.transfer_target`,
 /// transfers to a person.
 pub struct AriParts {
@@ -155,7 +173,7 @@ pub struct AriParts {
 
 /// When `ari.url` is set: the event stream (reconnecting, with a resync after each connect),
 /// the tracker that turns its events into call statuses, the dialer and the transferer.
-pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken) -> anyhow::Result<Option<AriParts>> {
+pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor) -> anyhow::Result<Option<AriParts>> {
     if !config.ari.enabled() {
         tracing::info!("ARI is not configured (ari.url): asterai answers calls but does not place or transfer them");
         return Ok(None);
@@ -173,11 +191,17 @@ pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken
             reconcile_unassigned: publisher.store().backend() == "sqlite",
         },
     );
-    let stream = crate::ari::stream::spawn(
-        StreamConfig::new(settings, config.ari.app.clone(), config.ari.reconnect_max.0),
-        stop.child_token(),
-    );
-    tokio::spawn(tracker.clone().run(stream));
+    // The stream and its tracker run (and restart) together: a new stream resyncs the tracker.
+    let stream_config = StreamConfig::new(settings, config.ari.app.clone(), config.ari.reconnect_max.0);
+    let following = tracker.clone();
+    supervisor.spawn("ARI event stream", move |stop| {
+        let (stream_config, tracker) = (stream_config.clone(), following.clone());
+        async move {
+            let (items, received) = tokio::sync::mpsc::channel(4096);
+            tokio::join!(crate::ari::stream::run(stream_config, items, stop), tracker.run(received));
+            Ok(())
+        }
+    });
     tracing::info!(url = %config.ari.url, app = %config.ari.app, "ARI client started");
     let dialer = Arc::new(Dialer::new(publisher, client.clone(), DialSettings::from_config(config), Some(tracker)));
     if config.dialer.campaigns {
@@ -191,7 +215,9 @@ pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken
             },
         );
         tracing::info!(claimer = %runner.config().claimer, "campaign runner started");
-        tokio::spawn(runner.run(stop.child_token()));
+        let ticking = runner.clone();
+        supervisor.spawn("campaign runner", move |stop| ticking.clone().run(stop).map(Ok));
+        supervisor.spawn("campaign settler", move |stop| runner.clone().settle_as_calls_end(stop).map(Ok));
     }
     let transferer = TransferTarget::parse(&config.dialer.transfer_target)
         .map(|target| Arc::new(AriTransferer::new(client, target)) as Arc<dyn Transferer>);
@@ -200,15 +226,15 @@ pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken
 
 /// The conversation service for the `ai` route: providers, directories, cache warm-up, and the
 /// replay of call records spooled while the database was down.
-pub fn conversations(config: &Config, publisher: Publisher, stop: &CancellationToken) -> anyhow::Result<Conversations> {
-    conversations_with(config, publisher, stop, None)
+pub fn conversations(config: &Config, publisher: Publisher, supervisor: &Supervisor) -> anyhow::Result<Conversations> {
+    conversations_with(config, publisher, supervisor, None)
 }
 
 /// [`conversations`] with a way to transfer calls to a person.
 pub fn conversations_with(
     config: &Config,
     publisher: Publisher,
-    stop: &CancellationToken,
+    supervisor: &Supervisor,
     transferer: Option<Arc<dyn Transferer>>,
 ) -> anyhow::Result<Conversations> {
     for (key, dir) in [("media.dir", config.media_dir()), ("media.recordings_dir", config.recordings_dir())] {
@@ -238,16 +264,18 @@ pub fn conversations_with(
             );
         }
     });
-    let stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            let written = crate::conversation::record::replay(&publisher, &spool).await;
-            if written > 0 {
-                tracing::info!(calls = written, "spooled call records written");
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+    supervisor.spawn("spool replay", move |stop| {
+        let (publisher, spool) = (publisher.clone(), spool.clone());
+        async move {
+            loop {
+                let written = crate::conversation::record::replay(&publisher, &spool).await;
+                if written > 0 {
+                    tracing::info!(calls = written, "spooled call records written");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
             }
         }
     });

@@ -16,7 +16,7 @@
 //! the client's connection closes with the last id it delivered (see [`super::client`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,6 +123,8 @@ pub struct Hub {
     next_id: AtomicU64,
     wake: Notify,
     last: AtomicI64,
+    /// Set by the first [`Hub::run`].
+    started: AtomicBool,
 }
 
 const BATCH: i64 = 500;
@@ -138,6 +140,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             wake: Notify::new(),
             last: AtomicI64::new(0),
+            started: AtomicBool::new(false),
         })
     }
 
@@ -213,15 +216,23 @@ impl Hub {
 
     /// Tails the log until `stop` is cancelled, handing out batches at most every `window`.
     /// Starts after the events already stored.
+    ///
+    /// Run again after a failure (see [`crate::supervise`]), it resumes after the last event it
+    /// handed out, so nothing stored in between is skipped.
     pub async fn run(self: Arc<Self>, store: Store, poll: Duration, window: Duration, stop: CancellationToken) {
-        let mut last = loop {
-            match store.max_event_id().await {
-                Ok(id) => break id,
-                Err(e) => {
-                    tracing::warn!("feed hub: cannot read the event log yet: {e}; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        let resumed = self.started.swap(true, Ordering::AcqRel);
+        let mut last = if resumed {
+            self.last.load(Ordering::Acquire)
+        } else {
+            loop {
+                match store.max_event_id().await {
+                    Ok(id) => break id,
+                    Err(e) => {
+                        tracing::warn!("feed hub: cannot read the event log yet: {e}; retrying");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
                     }
                 }
             }

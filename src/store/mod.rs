@@ -212,10 +212,12 @@ impl Store {
             Store::Sqlite(_) => &[
                 (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/sqlite/0002_dialer.sql")),
+                (3, "hardening", include_str!("../../migrations/sqlite/0003_hardening.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/postgres/0002_dialer.sql")),
+                (3, "hardening", include_str!("../../migrations/postgres/0003_hardening.sql")),
             ],
         };
         let migrations = files

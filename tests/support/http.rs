@@ -40,6 +40,16 @@ impl TestDaemon {
     }
 
     pub async fn start_with(store: Store, feed: ClientConfig, addr: SocketAddr) -> TestDaemon {
+        Self::start_supervised(store, feed, addr, None).await
+    }
+
+    /// With the daemon's supervisor, whose failing tasks `/readyz` reports.
+    pub async fn start_supervised(
+        store: Store,
+        feed: ClientConfig,
+        addr: SocketAddr,
+        supervisor: Option<asterai::supervise::Supervisor>,
+    ) -> TestDaemon {
         crate::support::init();
         let hub = Hub::new();
         let stop = CancellationToken::new();
@@ -62,6 +72,8 @@ impl TestDaemon {
             feed,
             metrics: asterai::telemetry::install(),
             shutdown: CancellationToken::new(),
+            limits: Default::default(),
+            supervisor,
         });
         let http = tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
         let publisher = Publisher::new(store.clone(), hub.clone());
