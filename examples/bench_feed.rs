@@ -48,7 +48,7 @@ async fn server(args: &[String]) {
         .unwrap();
     store.migrate().await.unwrap();
     let org = store.create_org(&format!("bench{}", std::process::id()), "Bench").await.unwrap();
-    let token = asterai::auth::create_token(&store, org.id, "bench").await.unwrap().token;
+    let token = asterai::auth::create_token(&store, org.id, "bench", asterai::auth::Scopes::all()).await.unwrap().token;
 
     let stop = CancellationToken::new();
     let hub = Hub::new();

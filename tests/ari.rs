@@ -786,7 +786,8 @@ async fn post_v1_calls_places_a_call() {
 
     // Another organization's token sees none of acme's calls.
     let globex = rig.db.store.create_org("globex", "Globex").await.unwrap();
-    let globex_token = asterai::auth::create_token(&rig.db.store, globex.id, "t").await.unwrap().token;
+    let globex_token =
+        asterai::auth::create_token(&rig.db.store, globex.id, "t", asterai::auth::Scopes::all()).await.unwrap().token;
     let listed: Value =
         http.get(format!("{base}/v1/calls")).bearer_auth(&globex_token).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["calls"].as_array().unwrap().len(), 0);

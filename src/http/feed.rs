@@ -19,7 +19,7 @@ pub async fn feed(
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let principal = state.principal(request.headers(), &query).await?;
+    let principal = state.feed_principal(request.headers(), &query).await?;
     let accept = ws::accept(request.headers())
         .map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.to_string()))?;
     let since = match query.get("since") {

@@ -13,8 +13,11 @@
 //! | `GET /v1/calls/{id}` | token | one call with its turns and transcript |
 //! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::client`]) |
 //!
-//! A token is sent as `Authorization: Bearer <token>`, or `?token=` where a browser cannot set
-//! headers; it selects the only organization whose data the request can see.
+//! A token is sent as `Authorization: Bearer <token>` (the feed's WebSocket upgrade also takes
+//! `?token=`, since a browser cannot set headers there, and no other route does); it selects the
+//! only organization whose data the request can see, and its scopes what the request may do:
+//! `monitor` for reads, `dial` for calls, campaigns and adding to the do-not-call list, `admin`
+//! for removing from it. A token without the route's scope gets 403 naming the scope.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::{AuthError, Authenticator, Principal, Scope};
 use crate::feed::client::ClientConfig;
 use crate::feed::hub::Hub;
 use crate::store::Store;
@@ -128,16 +131,48 @@ impl AppState {
         self.inner.dialer.get()
     }
 
-    /// The caller's organization, from `Authorization: Bearer` or `?token=`.
-    pub async fn principal(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Principal, ApiError> {
-        let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = match header {
-            Some(value) => {
-                value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(AuthError::Malformed)?
-            }
+    /// The caller's organization, from `Authorization: Bearer`, if its token has `scope`. A
+    /// token in the query string is refused: tokens in URLs end up in proxy and access logs.
+    pub async fn principal(
+        &self,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+        scope: Scope,
+    ) -> Result<Principal, ApiError> {
+        let token = match bearer(headers)? {
+            Some(token) => token,
+            None if query.contains_key("token") => return Err(AuthError::InQuery.into()),
+            None => return Err(AuthError::Missing.into()),
+        };
+        let principal = self.inner.auth.authenticate(token).await?;
+        principal.require(scope)?;
+        Ok(principal)
+    }
+
+    /// The same for the feed's WebSocket upgrade, the one request that may carry `?token=`: a
+    /// browser cannot set headers on a WebSocket.
+    pub async fn feed_principal(
+        &self,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+    ) -> Result<Principal, ApiError> {
+        let token = match bearer(headers)? {
+            Some(token) => token,
             None => query.get("token").map(String::as_str).ok_or(AuthError::Missing)?,
         };
-        Ok(self.inner.auth.authenticate(token).await?)
+        let principal = self.inner.auth.authenticate(token).await?;
+        principal.require(Scope::Monitor)?;
+        Ok(principal)
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case), if the header is there.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(AuthError::Malformed),
     }
 }
 

@@ -91,13 +91,18 @@ impl TestDaemon {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Creates the organization if needed and a token for it.
+    /// Creates the organization if needed and a token for it with every scope.
     pub async fn token(&self, org: &str) -> String {
+        self.token_with(org, asterai::auth::Scopes::all()).await
+    }
+
+    /// Creates the organization if needed and a token for it with `scopes`.
+    pub async fn token_with(&self, org: &str, scopes: asterai::auth::Scopes) -> String {
         let org = match self.store.org_by_slug(org).await.unwrap() {
             Some(org) => org,
             None => self.store.create_org(org, org).await.unwrap(),
         };
-        asterai::auth::create_token(&self.store, org.id, "test").await.unwrap().token
+        asterai::auth::create_token(&self.store, org.id, "test", scopes).await.unwrap().token
     }
 
     /// Publishes `call_started` for a new call of `org` and returns its event id.
