@@ -993,8 +993,20 @@ async fn serve_follows_calls_placed_by_the_call_command() {
     assert!(!ok && err.contains("E.164"), "{err}");
     assert_eq!(fake.originates().len(), 1, "refused calls were never originated");
 
-    // The daemon's own route.
+    // The daemon's own route, with a token that may dial (the default, monitor, may not).
     let (ok, out, err) = run(args(&["token", "create", "--org", "acme"])).await;
+    assert!(ok, "{err}");
+    let monitor = out.lines().last().unwrap().to_owned();
+    let http = tokio::task::block_in_place(|| daemon.listener("HTTP"));
+    let refused = reqwest::Client::new()
+        .post(format!("http://{http}/v1/calls"))
+        .bearer_auth(&monitor)
+        .json(&json!({"to": "+15551230001"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "a monitor token cannot place calls");
+    let (ok, out, err) = run(args(&["token", "create", "--org", "acme", "--scope", "dial"])).await;
     assert!(ok, "{err}");
     let token = out.lines().last().unwrap().to_owned();
     let http = tokio::task::block_in_place(|| daemon.listener("HTTP"));
