@@ -403,11 +403,12 @@ async fn readiness_reports_a_task_that_cannot_run() {
         stop.cancelled().await;
         Ok(())
     });
-    let daemon = TestDaemon::start_supervised(
+    let daemon = TestDaemon::start_custom(
         db.store.clone(),
         feed_config(),
         "127.0.0.1:0".parse().unwrap(),
         Some(supervisor.clone()),
+        Default::default(),
     )
     .await;
     let ready: serde_json::Value = reqwest::get(daemon.url("/readyz")).await.unwrap().json().await.unwrap();
@@ -572,6 +573,112 @@ async fn tokens_from_before_the_hmac_scheme_keep_working_and_are_upgraded() {
         assert!(fresh.authenticate(&swapped).await.is_err(), "{backend:?}: the id must match the secret's row");
         assert_ne!(other_id, id);
     }
+}
+
+/// A database error answers 500 with a generic message and a reference; the database's own
+/// text (table names, the driver's words) stays in the log under that reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_never_reaches_the_client() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let token = daemon.token("acme").await;
+    let raw = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE calls RENAME TO calls_elsewhere").execute(&raw).await.unwrap();
+    let response = reqwest::Client::new().get(daemon.url("/v1/calls")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    let reference = body["error"]["reference"].as_str().unwrap();
+    assert!(message.starts_with("internal error") && message.contains(reference), "{body}");
+    for leak in ["calls", "table", "sqlite", "database error", "returned from database"] {
+        assert!(!message.to_lowercase().contains(leak), "the answer says {leak:?}: {body}");
+    }
+    daemon.stop().await;
+}
+
+/// The HTTP limits: a body over `max_body_bytes` gets 413 (a contact import may be larger), a
+/// request still incomplete at `request_timeout` gets 408, the feed's WebSocket outlives the
+/// timeout, and connections beyond `max_connections` wait until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_have_a_time_limit_a_body_limit_and_a_connection_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let limits = asterai::http::HttpLimits {
+        max_connections: 3,
+        request_timeout: Duration::from_secs(1),
+        max_body_bytes: 4096,
+        max_import_bytes: 1 << 20,
+    };
+    let daemon =
+        TestDaemon::start_custom(db.store.clone(), feed_config(), "127.0.0.1:0".parse().unwrap(), None, limits).await;
+    let token = daemon.token("acme").await;
+    let http = reqwest::Client::new();
+
+    let big = format!("{{\"number\": \"+15551230000\", \"reason\": \"{}\"}}", "x".repeat(8000));
+    let response = http
+        .post(daemon.url("/v1/dnc"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413, "over max_body_bytes");
+    let campaign =
+        db.store.create_campaign(org_id(&db.store, "acme").await, "c", &serde_json::json!({})).await.unwrap();
+    let csv = format!("phone,notes\n+15551230000,{}\n", "y".repeat(8000));
+    let response = http
+        .post(daemon.url(&format!("/v1/campaigns/{}/contacts", campaign.id)))
+        .bearer_auth(&token)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "an import may be larger, up to max_import_bytes");
+
+    // A client that sends half a body and stalls is answered 408 once the time is up.
+    let mut slow = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/dnc HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"number\""
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut answer)).await.expect("an answer").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer}");
+    drop(slow);
+
+    // The feed stays open past the timeout, and delivers.
+    let mut feed = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, event_id) = daemon.publish(org_id(&db.store, "acme").await, "+15551239999").await;
+    assert_eq!(feed.event(WAIT).await.id, event_id, "the feed outlived http.request_timeout");
+
+    daemon.stop().await;
+
+    // Two connections at most: two kept-alive clients fill the cap; a third waits for one.
+    let limits = asterai::http::HttpLimits { max_connections: 2, ..Default::default() };
+    let daemon =
+        TestDaemon::start_custom(db.store.clone(), feed_config(), "127.0.0.1:0".parse().unwrap(), None, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        socket.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut answer)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+        held.push(socket);
+    }
+    let third = tokio::spawn({
+        let url = daemon.url("/healthz");
+        async move { reqwest::Client::builder().build().unwrap().get(url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a connection over the cap is not served while the cap is full");
+    held.pop();
+    let status = tokio::time::timeout(Duration::from_secs(30), third).await.expect("served once one closed").unwrap();
+    assert_eq!(status, 200);
+    daemon.stop().await;
 }
 
 /// Seen over the wire: the shapes the supervisors' clients parse.

@@ -40,15 +40,16 @@ impl TestDaemon {
     }
 
     pub async fn start_with(store: Store, feed: ClientConfig, addr: SocketAddr) -> TestDaemon {
-        Self::start_supervised(store, feed, addr, None).await
+        Self::start_custom(store, feed, addr, None, Default::default()).await
     }
 
-    /// With the daemon's supervisor, whose failing tasks `/readyz` reports.
-    pub async fn start_supervised(
+    /// With the daemon's supervisor (whose failing tasks `/readyz` reports) and HTTP limits.
+    pub async fn start_custom(
         store: Store,
         feed: ClientConfig,
         addr: SocketAddr,
         supervisor: Option<asterai::supervise::Supervisor>,
+        limits: asterai::http::HttpLimits,
     ) -> TestDaemon {
         crate::support::init();
         let hub = Hub::new();
@@ -72,7 +73,7 @@ impl TestDaemon {
             feed,
             metrics: asterai::telemetry::install(),
             shutdown: CancellationToken::new(),
-            limits: Default::default(),
+            limits,
             supervisor,
         });
         let http = tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
