@@ -987,6 +987,28 @@ impl Config {
         }
     }
 
+    /// Creates the data directory (and its parents) when the SQLite database lives in it: the
+    /// one directory asterai makes on its own. A `database.url` elsewhere must point into a
+    /// directory that exists ([`crate::store::Store::connect`] refuses a missing one), so a
+    /// mistyped path is an error, not a new empty database.
+    pub fn prepare_data_dir(&self) -> Result<(), ConfigError> {
+        let url = self.database_url();
+        let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .or_else(|| url.strip_prefix('/').map(|_| url.as_str()))
+        else {
+            return Ok(());
+        };
+        let data_dir = self.data_dir();
+        if Path::new(path).parent() == Some(data_dir.as_path()) {
+            std::fs::create_dir_all(&data_dir).map_err(|e| {
+                ConfigError(format!("cannot create the data directory {} (daemon.data_dir): {e}", data_dir.display()))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Connection settings for [`crate::store::Store::connect`].
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {

@@ -38,6 +38,7 @@ pub fn run(_args: Args, context: Context) -> anyhow::Result<()> {
 /// Connects to the database, waiting for PostgreSQL to come up (SQLite errors are final), and
 /// migrates it if `database.migrate_on_start` is set.
 pub async fn open_store(config: &Config, stop: &CancellationToken) -> anyhow::Result<Store> {
+    config.prepare_data_dir()?;
     let options = config.store_options();
     let mut delay = Duration::from_secs(1);
     let store = loop {
