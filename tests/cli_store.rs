@@ -176,5 +176,15 @@ async fn feed_command_reconnects_and_resumes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the token (401)"));
+    // So is a token without the monitor scope.
+    let dial_only = back.token_with("acme", asterai::auth::Scopes::parse("dial").unwrap()).await;
+    let out = Command::new(support::daemon::binary())
+        .args(["feed", "--token", &dial_only, "--url", &format!("http://{addr}")])
+        .env("ASTERAI_DAEMON_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused the token (403)") && stderr.contains("`monitor` scope"), "{stderr}");
     back.stop().await;
 }
