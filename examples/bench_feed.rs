@@ -48,10 +48,11 @@ async fn server(args: &[String]) {
         .unwrap();
     store.migrate().await.unwrap();
     let org = store.create_org(&format!("bench{}", std::process::id()), "Bench").await.unwrap();
-    let token = asterai::auth::create_token(&store, org.id, "bench").await.unwrap().token;
+    let token = asterai::auth::create_token(&store, org.id, "bench", asterai::auth::Scopes::all()).await.unwrap().token;
 
     let stop = CancellationToken::new();
     let hub = Hub::new();
+    hub.prime(&store).await.unwrap();
     tokio::spawn(hub.clone().run(
         store.clone(),
         Duration::from_secs(1),
@@ -69,6 +70,8 @@ async fn server(args: &[String]) {
         },
         metrics: None,
         shutdown: CancellationToken::new(),
+        limits: Default::default(),
+        supervisor: None,
     });
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(asterai::http::serve(listener, state, stop.clone()));

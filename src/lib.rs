@@ -14,5 +14,6 @@ pub mod logging;
 pub mod phone;
 pub mod speech;
 pub mod store;
+pub mod supervise;
 pub mod systemd;
 pub mod telemetry;

@@ -41,11 +41,24 @@ async fn migrate_org_token_and_calls() {
     let token = out.lines().last().unwrap().to_owned();
     assert!(token.starts_with("ast_") && !token.contains(' '), "the last line is the token alone: {out}");
     let id = token.split('_').nth(1).unwrap().to_owned();
+    assert!(out.contains("scopes monitor;"), "a token is monitor-only by default: {out}");
+    let (ok, out, err) = run(
+        dir.path(),
+        &["token", "create", "--org", "acme", "--name", "dialer", "--scope", "dial", "--scope", "admin"],
+    );
+    assert!(ok && out.contains("scopes dial,admin;"), "{out}{err}");
+    let (ok, out, err) = run(dir.path(), &["token", "create", "--org", "acme", "--scope", "monitor,dial"]);
+    assert!(ok && out.contains("scopes monitor,dial;"), "{out}{err}");
+    let (ok, _, err) = run(dir.path(), &["token", "create", "--org", "acme", "--scope", "root"]);
+    assert!(!ok && err.contains("--scope") && err.contains("\"root\""), "{err}");
     let (ok, out, _) = run(dir.path(), &["token", "list", "--org", "acme"]);
     assert!(ok && out.contains(&id) && out.contains("wallboard") && out.contains("active"), "{out}");
+    assert!(out.contains("scopes") && out.contains("dial,admin"), "token list shows the scopes: {out}");
     assert!(!out.contains(&token), "token list never shows the secret");
     let (ok, out, _) = run(dir.path(), &["token", "list", "--org", "acme", "--json"]);
-    assert!(ok && !out.contains("secret_hash") && !out.contains("argon2"), "{out}");
+    assert!(ok && !out.contains("secret_hash") && !out.contains("hmac"), "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|t| t["scopes"] == serde_json::json!(["dial", "admin"])), "{out}");
     let (ok, err) = {
         let (ok, _, err) = run(dir.path(), &["token", "create", "--org", "nope"]);
         (ok, err)
@@ -167,5 +180,15 @@ async fn feed_command_reconnects_and_resumes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the token (401)"));
+    // So is a token without the monitor scope.
+    let dial_only = back.token_with("acme", asterai::auth::Scopes::parse("dial").unwrap()).await;
+    let out = Command::new(support::daemon::binary())
+        .args(["feed", "--token", &dial_only, "--url", &format!("http://{addr}")])
+        .env("ASTERAI_DAEMON_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused the token (403)") && stderr.contains("`monitor` scope"), "{stderr}");
     back.stop().await;
 }

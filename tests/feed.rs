@@ -492,6 +492,295 @@ async fn readiness_follows_the_database() {
     daemon.stop().await;
 }
 
+/// `/readyz` answers 503 naming a supervised task that keeps failing (here one that panics on
+/// every start), while `/healthz` still answers; the healthy tasks are listed when ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_a_task_that_cannot_run() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let supervisor = asterai::supervise::Supervisor::with_backoff(stop.clone(), Duration::from_millis(20));
+    supervisor.spawn("spool replay", |stop| async move {
+        stop.cancelled().await;
+        Ok(())
+    });
+    let daemon = TestDaemon::start_custom(
+        db.store.clone(),
+        feed_config(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(supervisor.clone()),
+        Default::default(),
+    )
+    .await;
+    let ready: serde_json::Value = reqwest::get(daemon.url("/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["tasks"]["spool replay"]["state"].as_str()),
+        (Some("ready"), Some("running"))
+    );
+
+    supervisor.spawn("campaign runner", |_| async { panic!("boom in the runner") });
+    let mut body = serde_json::Value::Null;
+    for _ in 0..100 {
+        let response = reqwest::get(daemon.url("/readyz")).await.unwrap();
+        if response.status() == 503 {
+            body = response.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("campaign runner") && message.contains("boom in the runner"), "{body}");
+    assert!(!message.contains("spool replay"), "only the failing task is named: {message}");
+    assert_eq!(reqwest::get(daemon.url("/healthz")).await.unwrap().status(), 200, "still alive");
+    assert!(supervisor.health()["campaign runner"].failures >= 1);
+    stop.cancel();
+    daemon.stop().await;
+}
+
+/// Every REST route checks its scope: a token with every scope but the one a route needs gets
+/// 403 naming that scope; a token with just that scope gets through (whatever the route then
+/// answers). A token in a REST URL is refused; the feed's upgrade accepts one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_checks_its_scope() {
+    use asterai::auth::{Scope, Scopes};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let http = reqwest::Client::new();
+    let routes = [
+        ("GET", "/v1/calls", Scope::Monitor),
+        ("GET", "/v1/calls/nope", Scope::Monitor),
+        ("POST", "/v1/calls", Scope::Dial),
+        ("GET", "/v1/campaigns", Scope::Monitor),
+        ("POST", "/v1/campaigns", Scope::Dial),
+        ("GET", "/v1/campaigns/1", Scope::Monitor),
+        ("POST", "/v1/campaigns/1/contacts", Scope::Dial),
+        ("POST", "/v1/campaigns/1/start", Scope::Dial),
+        ("POST", "/v1/campaigns/1/pause", Scope::Dial),
+        ("POST", "/v1/campaigns/1/stop", Scope::Dial),
+        ("GET", "/v1/dnc", Scope::Dial),
+        ("POST", "/v1/dnc", Scope::Dial),
+        ("DELETE", "/v1/dnc/+15550001111", Scope::Admin),
+        ("GET", "/v1/feed", Scope::Monitor),
+    ];
+    for (method, path, scope) in routes {
+        let without = daemon.token_with("acme", Scope::ALL.into_iter().filter(|s| *s != scope).collect()).await;
+        let with = daemon.token_with("acme", Scopes::from_iter([scope])).await;
+        let send = |token: String| {
+            let request = http.request(method.parse().unwrap(), daemon.url(path)).bearer_auth(token);
+            async move { request.send().await.unwrap() }
+        };
+        let refused = send(without).await;
+        assert_eq!(refused.status(), 403, "{method} {path} without {scope}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{scope}` scope")), "{method} {path}: {message}");
+        let allowed = send(with).await.status().as_u16();
+        assert!(![401, 403].contains(&allowed), "{method} {path} with {scope}: {allowed}");
+    }
+    // A wallboard's monitor token cannot place a call, start a campaign or remove a DNC entry.
+    let wallboard = daemon.token_with("acme", Scopes::from_iter([Scope::Monitor])).await;
+    let call = http
+        .post(daemon.url("/v1/calls"))
+        .bearer_auth(&wallboard)
+        .json(&serde_json::json!({"to": "+15551230000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 403);
+
+    // ?token= only on the feed's upgrade.
+    let in_url = http.get(daemon.url(&format!("/v1/calls?token={wallboard}"))).send().await.unwrap();
+    assert_eq!(in_url.status(), 401);
+    assert!(in_url.text().await.unwrap().contains("accepted only by the feed"));
+    let url = format!("ws://{}/v1/feed?token={wallboard}", daemon.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_ok(), "the feed takes ?token=");
+    let dial_only = daemon.token_with("acme", Scopes::from_iter([Scope::Dial])).await;
+    let (status, body) = FeedClient::connect(daemon.addr, &dial_only, "").await.err().unwrap();
+    assert_eq!(status, 403, "{body}");
+    daemon.stop().await;
+}
+
+/// Tokens made before the HMAC scheme (an Argon2id hash, no scopes) keep working with every
+/// scope they had, and their hash is replaced by the HMAC on first use; a wrong secret for a
+/// known id is refused. New tokens are found by their HMAC alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_before_the_hmac_scheme_keep_working_and_are_upgraded() {
+    use asterai::auth::{Authenticator, Scopes};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::empty(backend).await;
+        let mut migrator = db.store.migrator();
+        migrator.migrations = std::borrow::Cow::Owned(migrator.migrations[..2].to_vec());
+        let (id, secret) = ("0123456789abcdef", "old-secret-old-secret-old-secret-old-secret");
+        let insert_old = |pool_url: String| async move {
+            let hash = asterai::auth::hash_secret(secret);
+            let at = chrono::Utc::now();
+            macro_rules! old_rows {
+                ($pool:expr) => {{
+                    migrator.run($pool).await.unwrap();
+                    sqlx::query("INSERT INTO organizations (slug, name, created_at) VALUES ('acme', 'Acme', $1)")
+                        .bind(at)
+                        .execute($pool)
+                        .await
+                        .unwrap();
+                    sqlx::query("INSERT INTO api_tokens (id, org_id, name, secret_hash, created_at) SELECT $1, id, 'wallboard', $2, $3 FROM organizations")
+                        .bind(id)
+                        .bind(&hash)
+                        .bind(at)
+                        .execute($pool)
+                        .await
+                        .unwrap();
+                }};
+            }
+            if pool_url.starts_with("postgres") {
+                let pool = sqlx::PgPool::connect(&pool_url).await.unwrap();
+                old_rows!(&pool);
+            } else {
+                let pool = sqlx::SqlitePool::connect(&pool_url).await.unwrap();
+                old_rows!(&pool);
+            }
+        };
+        insert_old(db.url.clone()).await;
+        assert!(db.store.migrate().await.unwrap() >= 1, "{backend:?}: 0003 runs on the old database");
+        let before = db.store.token(id).await.unwrap().unwrap();
+        assert_eq!(before.scopes, ["monitor", "dial", "admin"], "{backend:?}: old tokens keep what they could do");
+        assert!(before.secret_hash.starts_with("$argon2id$"));
+
+        let auth = Authenticator::new(db.store.clone());
+        let wrong = format!("ast_{id}_{}", "x".repeat(43));
+        assert!(auth.authenticate(&wrong).await.is_err(), "{backend:?}: a wrong secret is refused");
+        let old = format!("ast_{id}_{secret}");
+        let principal = auth.authenticate(&old).await.unwrap();
+        assert_eq!((principal.org_slug.as_str(), principal.scopes), ("acme", Scopes::all()));
+        let after = db.store.token(id).await.unwrap().unwrap();
+        assert!(after.secret_hash.starts_with("hmac-sha256:"), "{backend:?}: upgraded on first use");
+        assert_eq!(db.store.legacy_tokens().await.unwrap(), 0);
+        // From now on the HMAC finds it, in a fresh daemon too.
+        let fresh = Authenticator::new(db.store.clone());
+        assert_eq!(fresh.authenticate(&old).await.unwrap().token_id, id);
+        assert!(fresh.authenticate(&wrong).await.is_err());
+
+        // A new token is stored as its HMAC only, and found by it.
+        let acme = db.store.org_by_slug("acme").await.unwrap().unwrap();
+        let created = asterai::auth::create_token(&db.store, acme.id, "new", Scopes::default()).await;
+        assert!(created.is_err(), "a token needs a scope");
+        let created = asterai::auth::create_token(&db.store, acme.id, "new", Scopes::all()).await.unwrap();
+        let stored = db.store.token(&created.record.id).await.unwrap().unwrap();
+        let secret = created.token.rsplit('_').next().unwrap();
+        assert!(stored.secret_hash.starts_with("hmac-sha256:") && !stored.secret_hash.contains(secret));
+        assert_eq!(fresh.authenticate(&created.token).await.unwrap().token_id, created.record.id);
+        let (other_id, _) = created.token.trim_start_matches("ast_").split_once('_').unwrap();
+        let swapped = format!("ast_{id}_{secret}");
+        assert!(fresh.authenticate(&swapped).await.is_err(), "{backend:?}: the id must match the secret's row");
+        assert_ne!(other_id, id);
+    }
+}
+
+/// A database error answers 500 with a generic message and a reference; the database's own
+/// text (table names, the driver's words) stays in the log under that reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_never_reaches_the_client() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let token = daemon.token("acme").await;
+    let raw = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE calls RENAME TO calls_elsewhere").execute(&raw).await.unwrap();
+    let response = reqwest::Client::new().get(daemon.url("/v1/calls")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    let reference = body["error"]["reference"].as_str().unwrap();
+    assert!(message.starts_with("internal error") && message.contains(reference), "{body}");
+    for leak in ["calls", "table", "sqlite", "database error", "returned from database"] {
+        assert!(!message.to_lowercase().contains(leak), "the answer says {leak:?}: {body}");
+    }
+    daemon.stop().await;
+}
+
+/// The HTTP limits: a body over `max_body_bytes` gets 413 (a contact import may be larger), a
+/// request still incomplete at `request_timeout` gets 408, the feed's WebSocket outlives the
+/// timeout, and connections beyond `max_connections` wait until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_have_a_time_limit_a_body_limit_and_a_connection_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let limits = asterai::http::HttpLimits {
+        max_connections: 3,
+        request_timeout: Duration::from_secs(1),
+        max_body_bytes: 4096,
+        max_import_bytes: 1 << 20,
+    };
+    let daemon =
+        TestDaemon::start_custom(db.store.clone(), feed_config(), "127.0.0.1:0".parse().unwrap(), None, limits).await;
+    let token = daemon.token("acme").await;
+    let http = reqwest::Client::new();
+
+    let big = format!("{{\"number\": \"+15551230000\", \"reason\": \"{}\"}}", "x".repeat(8000));
+    let response = http
+        .post(daemon.url("/v1/dnc"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413, "over max_body_bytes");
+    let campaign =
+        db.store.create_campaign(org_id(&db.store, "acme").await, "c", &serde_json::json!({})).await.unwrap();
+    let csv = format!("phone,notes\n+15551230000,{}\n", "y".repeat(8000));
+    let response = http
+        .post(daemon.url(&format!("/v1/campaigns/{}/contacts", campaign.id)))
+        .bearer_auth(&token)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "an import may be larger, up to max_import_bytes");
+
+    // A client that sends half a body and stalls is answered 408 once the time is up.
+    let mut slow = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/dnc HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"number\""
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut answer)).await.expect("an answer").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer}");
+    drop(slow);
+
+    // The feed stays open past the timeout, and delivers.
+    let mut feed = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, event_id) = daemon.publish(org_id(&db.store, "acme").await, "+15551239999").await;
+    assert_eq!(feed.event(WAIT).await.id, event_id, "the feed outlived http.request_timeout");
+
+    daemon.stop().await;
+
+    // Two connections at most: two kept-alive clients fill the cap; a third waits for one.
+    let limits = asterai::http::HttpLimits { max_connections: 2, ..Default::default() };
+    let daemon =
+        TestDaemon::start_custom(db.store.clone(), feed_config(), "127.0.0.1:0".parse().unwrap(), None, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        socket.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut answer)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+        held.push(socket);
+    }
+    let third = tokio::spawn({
+        let url = daemon.url("/healthz");
+        async move { reqwest::Client::builder().build().unwrap().get(url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a connection over the cap is not served while the cap is full");
+    held.pop();
+    let status = tokio::time::timeout(Duration::from_secs(30), third).await.expect("served once one closed").unwrap();
+    assert_eq!(status, 200);
+    daemon.stop().await;
+}
+
 /// Seen over the wire: the shapes the supervisors' clients parse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_have_the_documented_shape() {

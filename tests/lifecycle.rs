@@ -254,8 +254,12 @@ async fn the_ari_stream_stays_open_at_sigterm_until_the_calls_it_follows_end() {
     line(&daemon, &["ARI resync done"]);
     let store = sqlite_store(daemon.dir.path()).await;
     cli(daemon.dir.path(), &env, &["org", "create", "acme"]).await;
-    let token =
-        cli(daemon.dir.path(), &env, &["token", "create", "--org", "acme"]).await.lines().last().unwrap().to_owned();
+    let token = cli(daemon.dir.path(), &env, &["token", "create", "--org", "acme", "--scope", "dial"])
+        .await
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
     let http = tokio::task::block_in_place(|| daemon.listener("HTTP"));
     let response = reqwest::Client::new()
         .post(format!("http://{http}/v1/calls"))

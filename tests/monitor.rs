@@ -112,6 +112,24 @@ async fn a_bad_token_is_refused_and_a_good_one_shows_the_page() {
     browser.wait_for("document.querySelector('#conn').dataset.state === 'live'", "the feed is live").await;
     assert_eq!(browser.eval("sessionStorage.getItem('asterai.token')").await, Value::from(token.as_str()));
     assert_eq!(browser.eval("localStorage.length").await, Value::from(0));
+    // The Content-Security-Policy allows this origin's feed (live above) and no other WebSocket.
+    let elsewhere = format!("ws://127.0.0.2:{}/v1/feed", daemon.addr.port());
+    let attempt = browser
+        .eval(&format!(
+            "new Promise(resolve => {{
+                document.addEventListener('securitypolicyviolation',
+                    e => resolve('blocked ' + e.violatedDirective), {{ once: true }});
+                try {{
+                    const ws = new WebSocket({});
+                    ws.onopen = () => resolve('opened');
+                    ws.onerror = () => setTimeout(() => resolve('failed without a violation'), 1000);
+                }} catch (e) {{ resolve('threw ' + e.name); }}
+            }})",
+            Value::from(elsewhere)
+        ))
+        .await;
+    let attempt = attempt.as_str().unwrap_or_default();
+    assert!(attempt.starts_with("blocked connect-src") || attempt == "threw SecurityError", "{attempt}");
     daemon.stop().await;
 }
 

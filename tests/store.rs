@@ -76,10 +76,19 @@ backend_tests! {
     async fn tokens(db) {
         let store = &db.store;
         let acme = org(store, "acme").await;
-        let token = store.insert_token("abc123", acme, "wallboard", "$argon2id$fake").await.unwrap();
+        let token = store.insert_token("abc123", acme, "wallboard", "hmac-sha256:aa", "monitor").await.unwrap();
         assert_eq!((token.org_slug.as_str(), token.name.as_str(), token.revoked_at), ("acme", "wallboard", None));
-        assert_eq!(store.token("abc123").await.unwrap().unwrap().secret_hash, "$argon2id$fake");
-        store.insert_token("def456", acme, "cli", "$argon2id$other").await.unwrap();
+        assert_eq!(token.scopes, ["monitor"]);
+        assert_eq!(store.token("abc123").await.unwrap().unwrap().secret_hash, "hmac-sha256:aa");
+        assert_eq!(store.token_by_hash("hmac-sha256:aa").await.unwrap().unwrap().id, "abc123");
+        assert!(store.token_by_hash("hmac-sha256:bb").await.unwrap().is_none());
+        store.insert_token("def456", acme, "cli", "$argon2id$other", "monitor,dial").await.unwrap();
+        assert_eq!(store.legacy_tokens().await.unwrap(), 1);
+        assert!(store.rehash_token("def456", "$argon2id$other", "hmac-sha256:cc").await.unwrap());
+        assert!(!store.rehash_token("def456", "$argon2id$other", "hmac-sha256:dd").await.unwrap(), "only once");
+        assert_eq!(store.legacy_tokens().await.unwrap(), 0);
+        let key = store.server_key("k", "first").await.unwrap();
+        assert_eq!((key.as_str(), store.server_key("k", "second").await.unwrap().as_str()), ("first", "first"));
         assert_eq!(store.list_tokens(acme).await.unwrap().len(), 2);
         assert!(store.revoke_token("abc123").await.unwrap());
         assert!(!store.revoke_token("abc123").await.unwrap(), "revoking twice reports no change");

@@ -152,6 +152,8 @@ pub struct Hub {
     last: AtomicI64,
     /// Each organization's last event id handed out (its own sequence).
     org_last: Mutex<HashMap<i64, i64>>,
+    /// Set by the first [`Hub::run`].
+    started: AtomicBool,
 }
 
 const BATCH: i64 = 500;
@@ -168,6 +170,7 @@ impl Hub {
             wake: Notify::new(),
             last: AtomicI64::new(0),
             org_last: Mutex::new(HashMap::new()),
+            started: AtomicBool::new(false),
         })
     }
 
@@ -257,17 +260,36 @@ impl Hub {
         });
     }
 
+    /// Reads where the event log ends now, so that [`Hub::run`] hands out every event stored
+    /// after this call, even one published before its task first runs. Without it, `run` reads
+    /// the position itself when it starts, and an event published in between reaches only the
+    /// clients that replay it.
+    pub async fn prime(&self, store: &Store) -> Result<(), crate::store::StoreError> {
+        let last = store.last_log_id().await?;
+        self.last.store(last, Ordering::Release);
+        self.started.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Tails the log until `stop` is cancelled, handing out batches at most every `window`.
-    /// Starts after the events already stored.
+    /// Starts after the events already stored (or where [`Hub::prime`] read the log's end).
+    ///
+    /// Run again after a failure (see [`crate::supervise`]), it resumes after the last event it
+    /// handed out, so nothing stored in between is skipped.
     pub async fn run(self: Arc<Self>, store: Store, poll: Duration, window: Duration, stop: CancellationToken) {
-        let mut last = loop {
-            match store.last_log_id().await {
-                Ok(id) => break id,
-                Err(e) => {
-                    tracing::warn!("feed hub: cannot read the event log yet: {e}; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        let resumed = self.started.swap(true, Ordering::AcqRel);
+        let mut last = if resumed {
+            self.last.load(Ordering::Acquire)
+        } else {
+            loop {
+                match store.last_log_id().await {
+                    Ok(id) => break id,
+                    Err(e) => {
+                        tracing::warn!("feed hub: cannot read the event log yet: {e}; retrying");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
                     }
                 }
             }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
+use crate::auth::Scope;
 use crate::store::{CallFilter, CallStatus, Outcome};
 
 fn time_param(query: &HashMap<String, String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -48,12 +49,12 @@ pub async fn list_calls(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = state.principal(&headers, &query).await?;
-    let known = ["token", "status", "active", "outcome", "campaign", "since", "until", "limit", "cursor"];
+    let principal = state.principal(&headers, &query, Scope::Monitor).await?;
+    let known = ["status", "active", "outcome", "campaign", "since", "until", "limit", "cursor"];
     if let Some(unknown) = query.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(
             "unknown parameter {unknown:?}; expected one of {}",
-            known[1..].join(", ")
+            known.join(", ")
         )));
     }
     let status = query
@@ -95,7 +96,7 @@ pub async fn get_call(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Monitor).await?;
     let call = state
         .store()
         .call(principal.org_id, &id)

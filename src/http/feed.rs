@@ -19,7 +19,7 @@ pub async fn feed(
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let principal = state.principal(request.headers(), &query).await?;
+    let principal = state.feed_principal(request.headers(), &query).await?;
     let accept = ws::accept(request.headers())
         .map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.to_string()))?;
     let since = match query.get("since") {
@@ -67,5 +67,5 @@ pub async fn feed(
         .header(header::UPGRADE, "websocket")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Body::empty())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+        .map_err(ApiError::internal)
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Result, RowExt, Store, with_pool};
 
-/// The four event types of the live feed.
+/// The event types of the live feed: four about calls, one about campaigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -13,6 +13,8 @@ pub enum EventKind {
     CallStatusUpdate,
     ConversationTurn,
     CallEnded,
+    /// A campaign changed state without anyone asking (paused after a failure); no `call_id`.
+    CampaignStatusUpdate,
 }
 
 impl EventKind {
@@ -22,6 +24,7 @@ impl EventKind {
             EventKind::CallStatusUpdate => "call_status_update",
             EventKind::ConversationTurn => "conversation_turn",
             EventKind::CallEnded => "call_ended",
+            EventKind::CampaignStatusUpdate => "campaign_status_update",
         }
     }
 }
