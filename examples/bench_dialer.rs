@@ -136,7 +136,8 @@ async fn daemon(args: &[String], claims: Arc<Mutex<Vec<f64>>>) {
         stop.child_token(),
     ));
     let publisher = Publisher::new(store, hub);
-    asterai::cli::serve::start_ari(&config, publisher, &stop).expect("ARI").expect("ari.url is set");
+    let supervisor = asterai::supervise::Supervisor::new(stop.clone());
+    asterai::cli::serve::start_ari(&config, publisher, &supervisor).expect("ARI").expect("ari.url is set");
     // Runs until the benchmark closes stdin.
     let _ = tokio::task::spawn_blocking(|| std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())).await;
     stop.cancel();

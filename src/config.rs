@@ -27,16 +27,40 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/asterai/asterai.toml";
 pub const CLI_ENV: &[&str] =
     &["ASTERAI_CONFIG", "ASTERAI_TOKEN", "ASTERAI_FEED_URL", "ASTERAI_LOG_FORMAT", "ASTERAI_LOG_LEVEL"];
 
-/// A duration written like `5s`, `250ms`, `2m` or `1h`.
+/// A duration written like `5s`, `250ms`, `2m`, `1h` or `1h 30m` (parsed by `humantime`).
+///
+/// Whole milliseconds, at most [`Dur::MAX`]: every duration a user writes ends up added to a
+/// clock somewhere, and a bound here means no such sum can overflow, whatever the field. Each
+/// field has its own, tighter bound on top (see [`Dur::within`]).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
 
 impl Dur {
+    /// The longest duration any setting accepts: 366 days.
+    pub const MAX: Dur = Dur(Duration::from_secs(366 * 24 * 3600));
+
     pub const fn secs(s: u64) -> Self {
         Dur(Duration::from_secs(s))
     }
     pub const fn millis(ms: u64) -> Self {
         Dur(Duration::from_millis(ms))
+    }
+
+    /// Checks `min ..= max` for the setting `key`; the error names the key and both bounds.
+    pub fn within(self, key: &str, min: Dur, max: Dur) -> Result<Dur, String> {
+        if self < min {
+            return Err(if min.0.is_zero() {
+                format!("{key}: expected a duration of at least {min}, got {self}")
+            } else if min == Dur::millis(1) {
+                format!("{key}: expected a duration above zero, got {self}")
+            } else {
+                format!("{key}: expected at least {min}, got {self}")
+            });
+        }
+        if self > max {
+            return Err(format!("{key}: expected at most {max}, got {self}"));
+        }
+        Ok(self)
     }
 }
 
@@ -44,17 +68,21 @@ impl FromStr for Dur {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
         let expected = || format!("expected a duration such as \"5s\", \"250ms\", \"2m\" or \"1h\", got {text:?}");
-        let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(expected)?;
-        let (number, unit) = text.split_at(split);
-        let n: u64 = number.parse().map_err(|_| expected())?;
-        let duration = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" | "min" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
-            _ => return Err(expected()),
-        };
+        let trimmed = text.trim();
+        // humantime reads a bare "0" as zero; every other number needs its unit.
+        if trimmed.is_empty() || (trimmed.bytes().all(|b| b.is_ascii_digit()) && trimmed != "0") {
+            return Err(expected());
+        }
+        let duration = humantime::parse_duration(trimmed).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => format!("{text:?} is too long; expected at most {}", Dur::MAX),
+            _ => expected(),
+        })?;
+        if duration > Dur::MAX.0 {
+            return Err(format!("{text:?} is too long; expected at most {}", Dur::MAX));
+        }
+        if duration.subsec_nanos() % 1_000_000 != 0 {
+            return Err(format!("{text:?}: expected whole milliseconds"));
+        }
         Ok(Dur(duration))
     }
 }
@@ -64,6 +92,7 @@ impl fmt::Display for Dur {
         let ms = self.0.as_millis();
         match ms {
             0 => write!(f, "0s"),
+            ms if ms % 86_400_000 == 0 && ms >= 2 * 86_400_000 => write!(f, "{}d", ms / 86_400_000),
             ms if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
             ms if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000),
             ms if ms % 1000 == 0 => write!(f, "{}s", ms / 1000),
@@ -142,11 +171,21 @@ pub struct DaemonConfig {
     pub data_dir: String,
     /// On SIGTERM/SIGINT, how long sessions in flight may take to finish.
     pub shutdown_grace: Dur,
+    /// How often the daemon records in the database that it is alive (it holds its calls).
+    pub heartbeat_interval: Dur,
+    /// A daemon whose last heartbeat is older than this is dead: another daemon of the fleet
+    /// finishes its unfinished calls.
+    pub dead_after: Dur,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { data_dir: String::new(), shutdown_grace: Dur::secs(30) }
+        DaemonConfig {
+            data_dir: String::new(),
+            shutdown_grace: Dur::secs(30),
+            heartbeat_interval: Dur::secs(10),
+            dead_after: Dur::secs(60),
+        }
     }
 }
 
@@ -210,11 +249,39 @@ impl AgiConfig {
 pub struct HttpConfig {
     /// HTTP listener: health, metrics, REST API, live feed and the monitor page.
     pub listen: SocketAddr,
+    /// Connections open at once (feed WebSockets included); further ones wait in the kernel's
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// Time allowed for one request, its body included; then 408. The feed's WebSocket is not
+    /// cut: the limit ends with the upgrade.
+    pub request_timeout: Dur,
+    /// Largest request body, except contact imports; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Largest CSV body of `POST /v1/campaigns/{id}/contacts`.
+    pub max_import_bytes: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: SocketAddr::from(([127, 0, 0, 1], 4574)) }
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4574)),
+            max_connections: 4096,
+            request_timeout: Dur::secs(60),
+            max_body_bytes: 1 << 20,
+            max_import_bytes: 64 << 20,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The limits the HTTP server applies.
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            max_connections: self.max_connections,
+            request_timeout: self.request_timeout.0,
+            max_body_bytes: self.max_body_bytes,
+            max_import_bytes: self.max_import_bytes,
+        }
     }
 }
 
@@ -708,38 +775,21 @@ impl Config {
 
     /// Checks what types alone cannot.
     fn validate(&self) -> Result<(), String> {
-        if self.agi.max_sessions == 0 {
-            return Err("agi.max_sessions: expected at least 1".into());
-        }
+        self.validate_bounds()?;
         for peer in &self.agi.allowed_peers {
             peer.parse::<PeerRule>().map_err(|e| format!("agi.allowed_peers: {e}"))?;
-        }
-        for (key, value) in
-            [("agi.handshake_timeout", self.agi.handshake_timeout), ("agi.reply_grace", self.agi.reply_grace)]
-        {
-            if value.0.is_zero() {
-                return Err(format!("{key}: expected a duration above zero"));
-            }
         }
         let url = self.database.url.expose();
         let known_scheme = ["postgres://", "postgresql://", "sqlite:", "/"].iter().any(|p| url.starts_with(p));
         if !url.is_empty() && !known_scheme {
             return Err("database.url: expected postgres://…, sqlite:///path or an absolute path".into());
         }
-        if self.database.max_connections == 0 {
-            return Err("database.max_connections: expected at least 1".into());
-        }
-        if self.feed.client_queue == 0 {
-            return Err("feed.client_queue: expected at least 1".into());
-        }
-        for (key, value) in [
-            ("feed.ping_interval", self.feed.ping_interval),
-            ("feed.write_timeout", self.feed.write_timeout),
-            ("feed.poll_interval", self.feed.poll_interval),
-        ] {
-            if value.0.is_zero() {
-                return Err(format!("{key}: expected a duration above zero"));
-            }
+        if self.daemon.dead_after.0 < self.daemon.heartbeat_interval.0.saturating_mul(3) {
+            return Err(format!(
+                "daemon.dead_after: expected at least three heartbeats (3 × daemon.heartbeat_interval = {:?}), got {}",
+                self.daemon.heartbeat_interval.0.saturating_mul(3),
+                self.daemon.dead_after
+            ));
         }
         let one_of = |key: &str, value: &str, allowed: &[&str]| {
             if allowed.contains(&value) {
@@ -757,18 +807,6 @@ impl Config {
                 "conversation.silence: expected whole seconds (Asterisk's s=), at least 1s, got {}",
                 c.silence
             ));
-        }
-        if c.max_turns == 0 {
-            return Err("conversation.max_turns: expected at least 1".into());
-        }
-        for (key, value) in [
-            ("conversation.max_utterance", c.max_utterance),
-            ("conversation.turn_budget", c.turn_budget),
-            ("conversation.max_duration", c.max_duration),
-        ] {
-            if value.0.is_zero() {
-                return Err(format!("{key}: expected a duration above zero"));
-            }
         }
         if !(-100.0..=0.0).contains(&c.silence_threshold_dbfs) {
             return Err(format!(
@@ -792,6 +830,66 @@ impl Config {
         self.validate_ari()?;
         if self.agi.listen == self.http.listen && self.agi.listen.port() != 0 {
             return Err(format!("agi.listen and http.listen are both {}; they need different ports", self.agi.listen));
+        }
+        Ok(())
+    }
+
+    /// Every duration and count within its bounds: no setting may be zero where zero stops
+    /// the daemon (a zero interval, an empty pool) or so large that it overflows a clock or
+    /// exhausts memory.
+    fn validate_bounds(&self) -> Result<(), String> {
+        const ABOVE_ZERO: Dur = Dur::millis(1);
+        let minute = |m: u64| Dur::secs(m * 60);
+        let hour = |h: u64| Dur::secs(h * 3600);
+        let durations = [
+            ("daemon.shutdown_grace", self.daemon.shutdown_grace, Dur::secs(0), hour(1)),
+            ("daemon.heartbeat_interval", self.daemon.heartbeat_interval, ABOVE_ZERO, hour(1)),
+            ("daemon.dead_after", self.daemon.dead_after, ABOVE_ZERO, hour(24)),
+            ("agi.handshake_timeout", self.agi.handshake_timeout, ABOVE_ZERO, minute(5)),
+            ("agi.reply_grace", self.agi.reply_grace, ABOVE_ZERO, hour(1)),
+            ("http.request_timeout", self.http.request_timeout, Dur::secs(1), hour(1)),
+            ("database.connect_timeout", self.database.connect_timeout, ABOVE_ZERO, minute(5)),
+            ("feed.ping_interval", self.feed.ping_interval, ABOVE_ZERO, hour(1)),
+            ("feed.write_timeout", self.feed.write_timeout, ABOVE_ZERO, minute(10)),
+            ("feed.poll_interval", self.feed.poll_interval, ABOVE_ZERO, hour(1)),
+            ("feed.batch_window", self.feed.batch_window, Dur::secs(0), Dur::secs(1)),
+            ("conversation.max_duration", self.conversation.max_duration, ABOVE_ZERO, hour(24)),
+            ("conversation.silence", self.conversation.silence, Dur::secs(0), minute(5)),
+            ("conversation.max_utterance", self.conversation.max_utterance, ABOVE_ZERO, hour(1)),
+            ("conversation.turn_budget", self.conversation.turn_budget, ABOVE_ZERO, minute(10)),
+            ("stt.timeout", self.stt.timeout, ABOVE_ZERO, minute(10)),
+            ("responder.timeout", self.responder.timeout, ABOVE_ZERO, minute(10)),
+            ("tts.timeout", self.tts.timeout, ABOVE_ZERO, minute(10)),
+            ("ari.reconnect_max", self.ari.reconnect_max, ABOVE_ZERO, hour(1)),
+            ("ari.timeout", self.ari.timeout, ABOVE_ZERO, minute(10)),
+            ("dialer.ring_timeout", self.dialer.ring_timeout, Dur::secs(0), minute(10)),
+            ("dialer.poll_interval", self.dialer.poll_interval, ABOVE_ZERO, hour(1)),
+            ("dialer.claim_lease", self.dialer.claim_lease, Dur::secs(3), hour(24)),
+        ];
+        for (key, value, min, max) in durations {
+            value.within(key, min, max)?;
+        }
+        let counts: [(&str, u64, u64, u64); 15] = [
+            ("agi.max_sessions", self.agi.max_sessions as u64, 1, 100_000),
+            ("http.max_connections", self.http.max_connections as u64, 1, 1_000_000),
+            ("http.max_body_bytes", self.http.max_body_bytes as u64, 1024, 1 << 30),
+            ("http.max_import_bytes", self.http.max_import_bytes as u64, 1024, 1 << 30),
+            ("database.max_connections", self.database.max_connections as u64, 1, 1000),
+            ("feed.client_queue", self.feed.client_queue as u64, 1, 1_000_000),
+            ("feed.max_message_bytes", self.feed.max_message_bytes as u64, 128, 16 << 20),
+            ("conversation.max_turns", self.conversation.max_turns as u64, 1, 1000),
+            ("conversation.max_silent_turns", self.conversation.max_silent_turns as u64, 0, 100),
+            ("conversation.max_failed_turns", self.conversation.max_failed_turns as u64, 0, 100),
+            ("stt.retries", self.stt.retries as u64, 0, 10),
+            ("responder.retries", self.responder.retries as u64, 0, 10),
+            ("responder.max_tokens", self.responder.max_tokens as u64, 1, 100_000),
+            ("tts.retries", self.tts.retries as u64, 0, 10),
+            ("tts.speed", self.tts.speed as u64, 10, 1000),
+        ];
+        for (key, value, min, max) in counts {
+            if !(min..=max).contains(&value) {
+                return Err(format!("{key}: expected {min} to {max}, got {value}"));
+            }
         }
         Ok(())
     }
@@ -820,11 +918,6 @@ impl Config {
         if !app_ok {
             return Err(format!("ari.app: expected letters, digits, '-', '_' or '.', got {:?}", ari.app));
         }
-        for (key, value) in [("ari.reconnect_max", ari.reconnect_max), ("ari.timeout", ari.timeout)] {
-            if value.0.is_zero() {
-                return Err(format!("{key}: expected a duration above zero"));
-            }
-        }
         let d = &self.dialer;
         let placeholder = d.endpoint.contains("{number}") || d.endpoint.contains("{digits}");
         let tech = d.endpoint.split_once('/').is_some_and(|(tech, rest)| !tech.is_empty() && !rest.is_empty());
@@ -849,12 +942,6 @@ impl Config {
         }
         if d.ring_timeout.0.as_secs() == 0 || d.ring_timeout.0.subsec_millis() != 0 {
             return Err(format!("dialer.ring_timeout: expected whole seconds, at least 1s, got {}", d.ring_timeout));
-        }
-        if d.poll_interval.0.is_zero() {
-            return Err("dialer.poll_interval: expected a duration above zero".into());
-        }
-        if d.claim_lease.0 < std::time::Duration::from_secs(3) {
-            return Err(format!("dialer.claim_lease: expected at least 3s, got {}", d.claim_lease));
         }
         let target = d.transfer_target.trim();
         if !target.is_empty() {
@@ -917,6 +1004,28 @@ impl Config {
             "" => format!("sqlite://{}", self.data_dir().join("asterai.db").display()),
             url => url.to_owned(),
         }
+    }
+
+    /// Creates the data directory (and its parents) when the SQLite database lives in it: the
+    /// one directory asterai makes on its own. A `database.url` elsewhere must point into a
+    /// directory that exists ([`crate::store::Store::connect`] refuses a missing one), so a
+    /// mistyped path is an error, not a new empty database.
+    pub fn prepare_data_dir(&self) -> Result<(), ConfigError> {
+        let url = self.database_url();
+        let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .or_else(|| url.strip_prefix('/').map(|_| url.as_str()))
+        else {
+            return Ok(());
+        };
+        let data_dir = self.data_dir();
+        if Path::new(path).parent() == Some(data_dir.as_path()) {
+            std::fs::create_dir_all(&data_dir).map_err(|e| {
+                ConfigError(format!("cannot create the data directory {} (daemon.data_dir): {e}", data_dir.display()))
+            })?;
+        }
+        Ok(())
     }
 
     /// Connection settings for [`crate::store::Store::connect`].
@@ -1184,6 +1293,40 @@ mod tests {
         assert_eq!(Dur::secs(120).to_string(), "2m");
         assert!("5".parse::<Dur>().is_err());
         assert!("-5s".parse::<Dur>().is_err());
+        assert_eq!("0".parse::<Dur>().unwrap(), Dur::secs(0));
+        assert_eq!("1h 30m".parse::<Dur>().unwrap(), Dur::secs(5400));
+        assert_eq!("30d".parse::<Dur>().unwrap().to_string(), "30d");
+        // Numbers that overflow a u64, or a clock, are refused with a message, never a panic.
+        for huge in ["18446744073709551615h", "99999999999999999999999s", "10000000000h", "367d", "2y"] {
+            let err = huge.parse::<Dur>().unwrap_err();
+            assert!(err.contains("too long") && err.contains("366d"), "{huge}: {err}");
+        }
+        assert!("1us".parse::<Dur>().unwrap_err().contains("whole milliseconds"));
+    }
+
+    #[test]
+    fn every_duration_and_count_is_bounded() {
+        for (text, key) in [
+            ("[dialer]\nclaim_lease = \"300d\"\n", "dialer.claim_lease"),
+            ("[dialer]\npoll_interval = \"0s\"\n", "dialer.poll_interval"),
+            ("[daemon]\nshutdown_grace = \"300d\"\n", "daemon.shutdown_grace"),
+            ("[database]\nconnect_timeout = \"0s\"\n", "database.connect_timeout"),
+            ("[database]\nmax_connections = 100000\n", "database.max_connections"),
+            ("[feed]\nbatch_window = \"1h\"\n", "feed.batch_window"),
+            ("[feed]\nclient_queue = 99999999999\n", "feed.client_queue"),
+            ("[stt]\ntimeout = \"0s\"\n", "stt.timeout"),
+            ("[stt]\nretries = 1000\n", "stt.retries"),
+            ("[tts]\nspeed = 0\n", "tts.speed"),
+            ("[agi]\nmax_sessions = 0\n", "agi.max_sessions"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[http]\nrequest_timeout = \"2h\"\n", "http.request_timeout"),
+            ("[conversation]\nmax_duration = \"10000000000h\"\n", "conversation.max_duration"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = load("", &[("ASTERAI_DIALER_CLAIM_LEASE", "18446744073709551615h")]).unwrap_err().to_string();
+        assert!(err.contains("ASTERAI_DIALER_CLAIM_LEASE") && err.contains("too long"), "{err}");
     }
 
     #[test]

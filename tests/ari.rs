@@ -722,6 +722,8 @@ async fn post_v1_calls_places_a_call() {
         feed: support::http::feed_config(),
         metrics: None,
         shutdown: CancellationToken::new(),
+        limits: Default::default(),
+        supervisor: None,
     });
     state.set_dialer(rig.dialer.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -784,7 +786,8 @@ async fn post_v1_calls_places_a_call() {
 
     // Another organization's token sees none of acme's calls.
     let globex = rig.db.store.create_org("globex", "Globex").await.unwrap();
-    let globex_token = asterai::auth::create_token(&rig.db.store, globex.id, "t").await.unwrap().token;
+    let globex_token =
+        asterai::auth::create_token(&rig.db.store, globex.id, "t", asterai::auth::Scopes::all()).await.unwrap().token;
     let listed: Value =
         http.get(format!("{base}/v1/calls")).bearer_auth(&globex_token).send().await.unwrap().json().await.unwrap();
     assert_eq!(listed["calls"].as_array().unwrap().len(), 0);
@@ -918,7 +921,7 @@ async fn a_caller_who_asks_for_a_person_is_transferred_or_told_it_is_not_possibl
         "the caller heard transfer_unavailable: {:?}",
         log.played
     );
-    let turns = db.store.turns(&call.id).await.unwrap();
+    let turns = db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns.last().unwrap().caller, "OK, goodbye.", "the conversation went on after the refusal");
     agi.stop().await;
 }
@@ -983,6 +986,8 @@ async fn serve_follows_calls_placed_by_the_call_command() {
     .await
     .unwrap();
     let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let followed = store.call(acme.id, call["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert!(followed.daemon_id.is_some(), "the daemon that followed the command's call holds it");
     store.add_dnc(acme.id, "+15557654321", None, "cli").await.unwrap();
     let (ok, _, err) = run(args(&["call", "+15557654321", "--org", "acme"])).await;
     assert!(!ok && err.contains("do-not-call") && err.contains("nothing was dialed"), "{err}");
@@ -990,8 +995,20 @@ async fn serve_follows_calls_placed_by_the_call_command() {
     assert!(!ok && err.contains("E.164"), "{err}");
     assert_eq!(fake.originates().len(), 1, "refused calls were never originated");
 
-    // The daemon's own route.
+    // The daemon's own route, with a token that may dial (the default, monitor, may not).
     let (ok, out, err) = run(args(&["token", "create", "--org", "acme"])).await;
+    assert!(ok, "{err}");
+    let monitor = out.lines().last().unwrap().to_owned();
+    let http = tokio::task::block_in_place(|| daemon.listener("HTTP"));
+    let refused = reqwest::Client::new()
+        .post(format!("http://{http}/v1/calls"))
+        .bearer_auth(&monitor)
+        .json(&json!({"to": "+15551230001"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "a monitor token cannot place calls");
+    let (ok, out, err) = run(args(&["token", "create", "--org", "acme", "--scope", "dial"])).await;
     assert!(ok, "{err}");
     let token = out.lines().last().unwrap().to_owned();
     let http = tokio::task::block_in_place(|| daemon.listener("HTTP"));
@@ -1037,7 +1054,7 @@ async fn inbound_calls_left_by_a_previous_run_are_reconciled() {
         contact_id: None,
     };
     let old = publisher.call_started(&inbound("PJSIP/trunk-00000001")).await.unwrap();
-    publisher.call_status(&old.id, CallStatus::InProgress, Some("answered")).await.unwrap();
+    publisher.call_status(org.id, &old.id, CallStatus::InProgress, Some("answered")).await.unwrap();
     let config = TrackerConfig { reconcile_unassigned: true, ..tracker_config() };
     let tracker = Tracker::new(publisher.clone(), AriClient::new(fake.settings()).unwrap(), config);
     let current = publisher.call_started(&inbound("PJSIP/trunk-00000002")).await.unwrap();

@@ -217,7 +217,7 @@ async fn an_ai_call_is_heard_transcribed_stored_and_cleaned_up() {
         "{transcript}"
     );
     assert_heard_is_transcript(&agent, &exchange, &call);
-    let turns = agent.store.turns(&call_id).await.unwrap();
+    let turns = agent.turns(&call_id).await;
     assert_eq!(turns.len(), 4, "the greeting and three turns");
     assert_eq!(turns[2].intent.as_deref(), Some("pricing"));
     assert!(turns[1..].iter().all(|t| t.latency_ms.endpoint == 1000), "the silence window ended each turn");
@@ -366,7 +366,7 @@ async fn hang_up_while_the_agent_speaks(asterisk: &Asterisk) {
     let (call, exchange) = hang_up_call(asterisk, &agent, script).await;
     assert_eq!(call.outcome_reason.as_deref(), Some("caller hung up while the agent spoke"), "{call:?}");
     assert_eq!(call.turns, 1, "the interrupted turn is stored");
-    let turns = agent.store.turns(&call.id).await.unwrap();
+    let turns = agent.turns(&call.id).await;
     assert_eq!(turns[1].agent, "Here is the first part, and it is a long one.", "what the caller heard of the answer");
     assert_heard_is_transcript(&agent, &exchange, &call);
     // Both slow sentences were asked for, and asterai dropped both requests once the caller left.
@@ -572,7 +572,7 @@ async fn repeated_failures_end_with_the_goodbye(asterisk: &Asterisk) {
     assert_clean(&exchange);
     assert_eq!(call.outcome, Some(Outcome::Failed), "{call:?}");
     assert!(call.outcome_reason.as_deref().unwrap().contains("503"), "{call:?}");
-    let turns = agent.store.turns(&call_id).await.unwrap();
+    let turns = agent.turns(&call_id).await;
     let agent_lines: Vec<&str> = turns.iter().map(|t| t.agent.as_str()).collect();
     assert_eq!(agent_lines.len(), 3, "{agent_lines:#?}");
     assert_eq!(agent_lines[1], "Sorry, I'm having a little trouble on my end. Could you say that again?");
@@ -668,7 +668,7 @@ async fn outbound_calls_end_with_what_asterisk_reported() {
     );
     assert!(kinds_machine.contains(&"status:in_progress".into()), "{}", show("machine"));
     asterisk.wait_for_log(mark, &["AMD: MACHINE"]).await;
-    let turns = agent.store.turns(&machine.id).await.unwrap();
+    let turns = agent.turns(&machine.id).await;
     assert_eq!(turns.len(), 1, "the message, and nothing recorded");
     assert!(turns[0].agent.contains("Sorry we missed you"), "{turns:?}");
     // The machine heard the whole message.

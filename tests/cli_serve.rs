@@ -194,8 +194,10 @@ async fn no_secret_or_token_reaches_the_log() {
     let base = format!("http://{http}");
     let good = client.get(format!("{base}/v1/calls")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(good.status(), 200);
+    // A token in a REST URL is refused (it would end up in proxy logs), and not logged either.
     let query = client.get(format!("{base}/v1/calls?token={token}")).send().await.unwrap();
-    assert_eq!(query.status(), 200);
+    assert_eq!(query.status(), 401);
+    assert!(query.text().await.unwrap().contains("only by the feed"));
     for bad in [
         client.get(format!("{base}/v1/calls")).bearer_auth(wrong),
         client.get(format!("{base}/v1/calls?token={wrong}")),
@@ -215,5 +217,67 @@ async fn no_secret_or_token_reaches_the_log() {
         .chain([("token", secret_part.as_str()), ("wrong token", "ThisIsNotTheSecret123")])
     {
         assert!(!log.contains(secret), "the {what} appears in the log:\n{log}");
+    }
+}
+
+/// A PostgreSQL error that waiting cannot fix (no such database, no such role) stops start-up
+/// with a message saying so; a server that refuses connections (not up yet) is waited for.
+#[test]
+fn a_database_error_that_cannot_heal_stops_start_up() {
+    for (url, says) in [
+        ("postgres://postgres@127.0.0.1:5432/asterai_no_such_database", "does not exist"),
+        ("postgres://asterai_no_such_role@127.0.0.1:5432/test", "asterai_no_such_role"),
+    ] {
+        let mut daemon = Daemon::start(&[], &[("ASTERAI_DATABASE_URL", url)]);
+        let status = daemon.wait(Duration::from_secs(60));
+        let stderr = daemon.stderr.lock().unwrap().join("\n");
+        assert!(!status.success(), "{url}: {stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains("waiting will not fix this") && stderr.contains("database.url"),
+            "{url}: {stderr}"
+        );
+        assert!(!stderr.contains("retrying"), "{url} is not retried: {stderr}");
+    }
+    // Nothing listens on port 1: that heals once PostgreSQL is up, so the daemon waits.
+    let mut daemon = Daemon::start(&[], &[("ASTERAI_DATABASE_URL", "postgres://postgres@127.0.0.1:1/test")]);
+    daemon.wait_for_line(&["database unavailable", "retrying"]);
+    daemon.signal("TERM");
+    assert!(!daemon.wait(Duration::from_secs(20)).success(), "stopped while waiting for the database");
+}
+
+/// A SQLite path in a directory that does not exist is refused (no directory, no new database);
+/// the data directory itself is created, parents and all.
+#[test]
+fn a_mistyped_sqlite_path_is_refused_and_the_data_directory_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("var/lib/astreai/asterai.db");
+    let out = command(dir.path())
+        .args(["migrate"])
+        .env("ASTERAI_DATABASE_URL", format!("sqlite://{}", typo.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("does not exist") && stderr.contains("database.url"), "{stderr}");
+    assert!(!dir.path().join("var").exists(), "no directory was created");
+
+    let data = dir.path().join("state/deep/asterai");
+    let out = command(&data).args(["migrate"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(data.join("asterai.db").is_file(), "the data directory and its database were created");
+}
+
+/// `asterai config --keys | head -1` and `asterai completions bash | head`: a reader that went
+/// away ends the command quietly, without a panic.
+#[test]
+fn a_closed_pipe_ends_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["config", "--keys"][..], &["config"], &["completions", "bash"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = command(dir.path()).args(args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(stderr.is_empty(), "{args:?} says nothing: {stderr}");
     }
 }

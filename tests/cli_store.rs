@@ -25,7 +25,8 @@ async fn migrate_org_token_and_calls() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, out, err) = run(dir.path(), &["migrate"]);
     assert!(ok, "{err}");
-    assert!(out.contains("sqlite: applied 2 migration(s)"), "{out}");
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    assert!(out.contains(&format!("sqlite: applied {migrations} migration(s)")), "{out}");
     let (ok, out, _) = run(dir.path(), &["migrate"]);
     assert!(ok && out.contains("applied 0 migration(s)"), "{out}");
 
@@ -40,11 +41,24 @@ async fn migrate_org_token_and_calls() {
     let token = out.lines().last().unwrap().to_owned();
     assert!(token.starts_with("ast_") && !token.contains(' '), "the last line is the token alone: {out}");
     let id = token.split('_').nth(1).unwrap().to_owned();
+    assert!(out.contains("scopes monitor;"), "a token is monitor-only by default: {out}");
+    let (ok, out, err) = run(
+        dir.path(),
+        &["token", "create", "--org", "acme", "--name", "dialer", "--scope", "dial", "--scope", "admin"],
+    );
+    assert!(ok && out.contains("scopes dial,admin;"), "{out}{err}");
+    let (ok, out, err) = run(dir.path(), &["token", "create", "--org", "acme", "--scope", "monitor,dial"]);
+    assert!(ok && out.contains("scopes monitor,dial;"), "{out}{err}");
+    let (ok, _, err) = run(dir.path(), &["token", "create", "--org", "acme", "--scope", "root"]);
+    assert!(!ok && err.contains("--scope") && err.contains("\"root\""), "{err}");
     let (ok, out, _) = run(dir.path(), &["token", "list", "--org", "acme"]);
     assert!(ok && out.contains(&id) && out.contains("wallboard") && out.contains("active"), "{out}");
+    assert!(out.contains("scopes") && out.contains("dial,admin"), "token list shows the scopes: {out}");
     assert!(!out.contains(&token), "token list never shows the secret");
     let (ok, out, _) = run(dir.path(), &["token", "list", "--org", "acme", "--json"]);
-    assert!(ok && !out.contains("secret_hash") && !out.contains("argon2"), "{out}");
+    assert!(ok && !out.contains("secret_hash") && !out.contains("hmac"), "{out}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|t| t["scopes"] == serde_json::json!(["dial", "admin"])), "{out}");
     let (ok, err) = {
         let (ok, _, err) = run(dir.path(), &["token", "create", "--org", "nope"]);
         (ok, err)
@@ -56,19 +70,22 @@ async fn migrate_org_token_and_calls() {
     let daemon = TestDaemon::start(store.clone()).await;
     let acme = store.org_by_slug("acme").await.unwrap().unwrap();
     let (call, _) = daemon.publish(acme.id, "+15551230000").await;
-    daemon.publisher.call_status(&call, CallStatus::InProgress, None).await.unwrap();
+    daemon.publisher.call_status(acme.id, &call, CallStatus::InProgress, None).await.unwrap();
     daemon
         .publisher
-        .conversation_turn(&NewTurn {
-            call_id: call.clone(),
-            turn: 1,
-            caller: "who is this?".into(),
-            agent: "This is Ava, an AI assistant calling for Acme.".into(),
-            emotion: Some("neutral".into()),
-            intent: Some("question".into()),
-            confidence: Some(0.7),
-            latency: Latency { total: 1234, ..Latency::default() },
-        })
+        .conversation_turn(
+            acme.id,
+            &NewTurn {
+                call_id: call.clone(),
+                turn: 1,
+                caller: "who is this?".into(),
+                agent: "This is Ava, an AI assistant calling for Acme.".into(),
+                emotion: Some("neutral".into()),
+                intent: Some("question".into()),
+                confidence: Some(0.7),
+                latency: Latency { total: 1234, ..Latency::default() },
+            },
+        )
         .await
         .unwrap();
     let (ok, out, err) = run(dir.path(), &["calls", "list"]);
@@ -163,5 +180,15 @@ async fn feed_command_reconnects_and_resumes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the token (401)"));
+    // So is a token without the monitor scope.
+    let dial_only = back.token_with("acme", asterai::auth::Scopes::parse("dial").unwrap()).await;
+    let out = Command::new(support::daemon::binary())
+        .args(["feed", "--token", &dial_only, "--url", &format!("http://{addr}")])
+        .env("ASTERAI_DAEMON_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused the token (403)") && stderr.contains("`monitor` scope"), "{stderr}");
     back.stop().await;
 }

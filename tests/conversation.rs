@@ -168,7 +168,7 @@ async fn a_conversation_ending_in_goodbye() {
         "{transcript}"
     );
 
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns.len(), 4, "the greeting and three caller turns");
     assert_eq!((turns[2].intent.as_deref(), turns[2].confidence), (Some("pricing"), Some(0.9)));
     let latency = turns[2].latency_ms;
@@ -322,7 +322,7 @@ async fn a_provider_500_is_retried_and_the_call_recovers() {
     rig.answers(&[&["Twenty dollars.", &price], &["Bye!", &bye]]).await;
     let (_, call) = rig.call(&rig.caller(&["price", "bye"])).await;
     assert_eq!((call.turns, call.outcome), (2, Some(Outcome::Completed)));
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns[1].caller, "How much is it?", "the retried request gave the first turn");
     assert_eq!(rig.stt.received_requests().await.unwrap().len(), 3);
 }
@@ -352,7 +352,7 @@ async fn a_provider_timeout_plays_the_fallback_and_the_call_goes_on() {
     assert!(log.played.contains(&fallback), "the caller heard the fallback: {:?}", log.played);
     assert_eq!((call.turns, call.outcome), (2, Some(Outcome::Completed)), "then the call went on to a normal end");
     // The turn nobody understood is in the record with what the caller heard.
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     let fallback = "Sorry, I'm having a little trouble on my end. Could you say that again?";
     assert_eq!((turns[1].caller.as_str(), turns[1].agent.as_str()), ("", fallback));
     assert!(call.transcript.unwrap().contains(&format!("Agent: {fallback}\n")));
@@ -404,7 +404,7 @@ async fn an_answering_machine_gets_the_message_and_a_person_the_conversation() {
     assert_eq!(call.outcome, Some(Outcome::Voicemail));
     assert!(call.outcome_reason.as_deref().unwrap().contains("message left"), "{call:?}");
     assert!(!log.commands.iter().any(|c| c.starts_with("RECORD FILE")), "nothing recorded: {:?}", log.commands);
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns.len(), 1);
     assert!(turns[0].agent.contains("Sorry we missed you"), "{:?}", turns[0]);
     assert_eq!(log.played.len(), 2, "the message's two sentences: {:?}", log.played);
@@ -526,7 +526,7 @@ async fn injected_text_never_changes_the_command_stream() {
     }
     assert_eq!(log.commands.iter().filter(|c| *c == "HANGUP").count(), 1, "one HANGUP, the daemon's own at the end");
     // The words are kept as they were said, in the record.
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns[1].caller, evil_caller.trim());
 }
 
@@ -551,7 +551,7 @@ async fn an_outbound_call_is_adopted_from_the_dialer() {
         })
         .await
         .unwrap();
-    rig.daemon.publisher.call_status(&created.id, CallStatus::Ringing, None).await.unwrap();
+    rig.daemon.publisher.call_status(acme.id, &created.id, CallStatus::Ringing, None).await.unwrap();
     rig.transcripts(&["Goodbye."]).await;
     let bye = analysis("goodbye", "end");
     rig.answers(&[&["Bye!", &bye]]).await;
@@ -561,7 +561,7 @@ async fn an_outbound_call_is_adopted_from_the_dialer() {
     assert_eq!((call.id.as_str(), call.direction.as_str(), call.turns), ("dialer-call-1", "outbound", 1));
     assert!(call.answered_at.is_some());
     assert!(call.channel.unwrap().starts_with("PJSIP/demo-"));
-    let greeting = rig.db.store.turns("dialer-call-1").await.unwrap()[0].agent.clone();
+    let greeting = rig.db.store.turns(acme.id, "dialer-call-1").await.unwrap()[0].agent.clone();
     assert!(greeting.starts_with("Hello there, this is Ava calling from Acme Inc."), "{greeting}");
     assert!(log.variables.contains(&("ASTERAI_CALL_ID".into(), "dialer-call-1".into())));
 }

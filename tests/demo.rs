@@ -65,3 +65,37 @@ fn an_empty_script_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no lines"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Four demos at once on one data directory: each shows only its own call's events and names
+/// its own call at the end.
+#[test]
+fn four_demos_at_once_each_follow_their_own_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("short.txt");
+    std::fs::write(&script, "Hi, who is this?\nNo thanks, goodbye.\n").unwrap();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (dir, script) = (dir.path().to_owned(), script.clone());
+            std::thread::spawn(move || run(&dir, &["demo", "--speed", "20", "--script", script.to_str().unwrap()]))
+        })
+        .collect();
+    let outputs: Vec<String> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for shown in &outputs {
+        let id = shown
+            .lines()
+            .find_map(|l| l.strip_prefix("the call is stored: asterai calls show "))
+            .unwrap_or_else(|| panic!("the demo names its call:\n{shown}"))
+            .trim()
+            .to_owned();
+        // Event lines read `#<id> <time>  <org>  <call id>  …`: every one is this demo's call.
+        let events: Vec<&str> = shown.lines().filter(|l| l.starts_with('#')).collect();
+        assert!(events.len() >= 3, "{shown}");
+        for line in events {
+            assert!(line.contains(&id), "another demo's event in this demo's output:\n{line}\n\n{shown}");
+        }
+        assert_eq!(shown.matches("call ended").count(), 1, "{shown}");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 4, "each demo names its own call: {ids:?}");
+}

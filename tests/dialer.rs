@@ -519,6 +519,216 @@ async fn three_dialers_on_one_postgres_dial_each_contact_once_within_the_limit()
     }
 }
 
+/// A campaign whose stored settings the dialer cannot use (written before settings had bounds,
+/// or by hand: a pacing beyond the calendar panicked the runner) is paused with its reason,
+/// stored and published, and the other campaigns are dialed as usual. On PostgreSQL two daemons
+/// share the bad campaign and both go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_that_cannot_be_dialed_is_paused_and_the_others_go_on() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::new(backend).await;
+        let clock = ManualClock::new(monday_15h());
+        let first = daemon(db.store.clone(), "first", &clock).await;
+        let second = daemon(db.second_store().await, "second", &clock).await;
+        first.fake.default_plan(held());
+        second.fake.default_plan(held());
+        let bad = first.campaign("bad", json!({}), &csv(&[("+15553330001", "")])).await;
+        db.store.set_campaign_settings(first.org.id, bad.id, &json!({"pacing": "10000000000h"})).await.unwrap();
+        let good = first
+            .campaign("good", json!({"max_concurrent": 1}), &csv(&[("+15553330002", ""), ("+15553330003", "")]))
+            .await;
+        let tick = first.runner.tick().await.expect("the tick goes on past the bad campaign");
+        assert_eq!(tick.dialed.len(), 1, "{backend:?}: the good campaign is dialed");
+        let stored = serde_json::to_value(db.store.campaign(first.org.id, bad.id).await.unwrap().unwrap()).unwrap();
+        assert_eq!(stored["status"], "paused", "{backend:?}: {stored}");
+        let reason = stored["status_reason"].as_str().unwrap_or_default().to_owned();
+        assert!(reason.contains("pacing"), "{backend:?}: the reason names the field: {reason:?}");
+        let events = db.store.events_after(first.org.id, 0, 1000).await.unwrap().events;
+        let published = events
+            .iter()
+            .find(|e| e.campaign == Some(bad.id) && serde_json::to_value(e.kind).unwrap() == "campaign_status_update")
+            .expect("the pause is on the feed");
+        assert_eq!(
+            (published.data["status"].as_str(), published.data["reason"].as_str()),
+            (Some("paused"), Some(reason.as_str()))
+        );
+        // The second daemon neither trips on it nor dials it; the good campaign goes on.
+        clock.advance(Duration::from_secs(1));
+        second.runner.tick().await.expect("the second daemon's tick");
+        assert_eq!(first.dialing(&good).await, 1);
+        assert!(first.dialed_numbers().iter().chain(second.dialed_numbers().iter()).all(|n| n != "+15553330001"));
+        // Started again with its settings unchanged, it is refused (the CLI and API check first).
+        let started = db.store.set_campaign_status(first.org.id, bad.id, "running").await.unwrap();
+        assert_eq!(started.status, "running");
+        let tick = second.runner.tick().await.unwrap();
+        assert_eq!(tick.paused, vec![bad.id], "{backend:?}");
+        first.stop.cancel();
+        second.stop.cancel();
+    }
+}
+
+/// Arbitrary settings through create (the REST API) → import → start → tick: settings the API
+/// accepts are dialed and never paused; settings it refuses get a 400 naming a field, and the
+/// same settings forced into the database are paused with a reason. Nothing panics.
+#[test]
+fn arbitrary_settings_never_stop_the_dialer() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (db, d, http, token) = rt.block_on(async {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let clock = ManualClock::new(monday_15h());
+        let d = daemon(db.store.clone(), "d1", &clock).await;
+        d.fake.default_plan(held());
+        let http = support::http::TestDaemon::start(db.store.clone()).await;
+        let token = http.token("acme").await;
+        (db, d, http, token)
+    });
+    let number = || {
+        prop_oneof![
+            Just(json!(0)),
+            Just(json!(-1)),
+            Just(json!(u64::MAX)),
+            Just(json!(1.5)),
+            (0u64..20_000).prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+        ]
+    };
+    let duration = || {
+        prop_oneof![
+            (any::<u64>(), prop::sample::select(vec!["ms", "s", "m", "h", "d", "w", "y", "", " s", "x"]))
+                .prop_map(|(n, unit)| json!(format!("{n}{unit}"))),
+            (0u64..100, prop::sample::select(vec!["ms", "s", "m", "h", "d"]))
+                .prop_map(|(n, unit)| json!(format!("{n}{unit}"))),
+            Just(json!("1h 30m")),
+            Just(json!(5)),
+            Just(json!(null)),
+        ]
+    };
+    let time =
+        || prop::sample::select(vec!["08:00", "00:00", "23:59", "21:00", "24:00", "9am", ""]).prop_map(|t| json!(t));
+    let days = prop::collection::vec(prop::sample::select(vec!["mon", "tue", "sun", "someday"]), 0..10);
+    let rule = (prop::option::of(number()), prop::option::of(duration())).prop_map(|(attempts, delay)| {
+        let mut rule = serde_json::Map::new();
+        if let Some(a) = attempts {
+            rule.insert("attempts".into(), a);
+        }
+        if let Some(d) = delay {
+            rule.insert("delay".into(), d);
+        }
+        Value::Object(rule)
+    });
+    let settings = (
+        prop::option::of(number()),
+        prop::option::of(duration()),
+        prop::option::of(duration()),
+        prop::option::of(prop::sample::select(vec!["UTC", "America/New_York", "Asia/Tokyo", "Mars/Olympus"])),
+        prop::option::of((time(), time(), days)),
+        prop::option::of((rule.clone(), rule.clone(), rule)),
+    )
+        .prop_map(|(max, pacing, ring, tz, window, retries)| {
+            let mut s = serde_json::Map::new();
+            if let Some(v) = max {
+                s.insert("max_concurrent".into(), v);
+            }
+            if let Some(v) = pacing {
+                s.insert("pacing".into(), v);
+            }
+            if let Some(v) = ring {
+                s.insert("ring_timeout".into(), v);
+            }
+            if let Some(v) = tz {
+                s.insert("timezone".into(), json!(v));
+            }
+            if let Some((start, end, days)) = window {
+                s.insert("window".into(), json!({"start": start, "end": end, "days": days}));
+            }
+            if let Some((busy, no_answer, failed)) = retries {
+                s.insert("retries".into(), json!({"busy": busy, "no_answer": no_answer, "failed": failed}));
+            }
+            Value::Object(s)
+        });
+
+    let client = reqwest::Client::new();
+    let case = std::sync::atomic::AtomicU32::new(0);
+    let (accepted, refused) = (std::sync::atomic::AtomicU32::new(0), std::sync::atomic::AtomicU32::new(0));
+    let mut runner = TestRunner::new(Config { cases: 48, failure_persistence: None, ..Config::default() });
+    let result = runner.run(&settings, |settings| {
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        rt.block_on(async {
+            let name = format!("case {n}");
+            let created = client
+                .post(http.url("/v1/campaigns"))
+                .bearer_auth(&token)
+                .json(&json!({"name": name, "settings": settings}))
+                .send()
+                .await
+                .unwrap();
+            let status = created.status().as_u16();
+            let body: Value = created.json().await.unwrap();
+            let valid = status == 201;
+            (if valid { &accepted } else { &refused }).fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let id = if valid {
+                body["id"].as_i64().unwrap()
+            } else {
+                prop_assert_eq!(status, 400, "{}", body);
+                let message = body["error"]["message"].as_str().unwrap_or_default();
+                prop_assert!(message.starts_with("campaign settings: "), "the 400 names a field: {}", message);
+                // The same settings, as a database written before the bounds would hold them.
+                let campaign = db.store.create_campaign(d.org.id, &name, &json!({})).await.unwrap();
+                db.store.set_campaign_settings(d.org.id, campaign.id, &settings).await.unwrap();
+                campaign.id
+            };
+            let number = format!("+1555{:07}", 1_000_000 + n);
+            let imported = client
+                .post(http.url(&format!("/v1/campaigns/{id}/contacts")))
+                .bearer_auth(&token)
+                .body(format!("phone\n{number}\n"))
+                .send()
+                .await
+                .unwrap();
+            prop_assert_eq!(imported.status().as_u16(), 200);
+            let start =
+                client.post(http.url(&format!("/v1/campaigns/{id}/start"))).bearer_auth(&token).send().await.unwrap();
+            if valid {
+                prop_assert_eq!(start.status().as_u16(), 200);
+            } else {
+                prop_assert_eq!(start.status().as_u16(), 400, "invalid settings are not started");
+                db.store.set_campaign_status(d.org.id, id, "running").await.unwrap();
+            }
+            let tick = d.runner.tick().await;
+            prop_assert!(tick.is_ok(), "{:?}", tick.err());
+            let tick = tick.unwrap();
+            let stored = serde_json::to_value(db.store.campaign(d.org.id, id).await.unwrap().unwrap()).unwrap();
+            if valid {
+                prop_assert!(!tick.paused.contains(&id), "valid settings were paused: {}", stored);
+                prop_assert!(stored["status"] == "running" || stored["status"] == "completed", "{}", stored);
+            } else {
+                prop_assert!(tick.paused.contains(&id), "{}", stored);
+                prop_assert_eq!(&stored["status"], "paused");
+                prop_assert!(
+                    stored["status_reason"].as_str().is_some_and(|r| r.contains("campaign settings")),
+                    "{}",
+                    stored
+                );
+            }
+            // Out of the way of the next case's tick.
+            db.store.set_campaign_status(d.org.id, id, "stopped").await.unwrap();
+            Ok(())
+        })
+    });
+    rt.block_on(async move {
+        d.stop.cancel();
+        http.stop().await;
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let (accepted, refused) = (accepted.into_inner(), refused.into_inner());
+    assert!(accepted > 0 && refused > 0, "both kinds were tried: {accepted} accepted, {refused} refused");
+}
+
 /// The commands: `asterai campaign create|import|start|pause|stop|status|list` and
 /// `asterai dnc add|remove|list|import`.
 #[test]
@@ -555,6 +765,17 @@ fn campaign_and_dnc_commands() {
     assert!(!ok && err.contains("window"), "{err}");
     let (ok, _, err) = run(&["campaign", "create", "bad", "--timezone", "Mars/Olympus"]);
     assert!(!ok && err.contains("unknown timezone"), "{err}");
+    // Durations and counts are bounded at the edge, the error naming the setting.
+    for (option, value, field) in [
+        ("--pacing", "10000000000h", "pacing"),
+        ("--ring-timeout", "18446744073709551615s", "ring_timeout"),
+        ("--retry-busy", "3x10000000000h", "retries.busy.delay"),
+        ("--retry-no-answer", "1000x1h", "retries.no_answer.attempts"),
+        ("--max-concurrent", "4000000000", "max_concurrent"),
+    ] {
+        let (ok, _, err) = run(&["campaign", "create", "bad", option, value]);
+        assert!(!ok && err.contains(field) && !err.contains("panicked"), "{option} {value}: {err}");
+    }
 
     let file = dir.path().join("contacts.csv");
     std::fs::write(&file, "phone,first_name\n+15557770001,Ann\nnope,Bo\n+15557770002,Cy\n").unwrap();
@@ -627,6 +848,16 @@ async fn campaign_and_dnc_routes() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    let huge = http
+        .post(daemon.url("/v1/campaigns"))
+        .bearer_auth(&acme)
+        .json(&json!({"name": "x", "settings": {"retries": {"busy": {"delay": "10000000000h"}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 400);
+    let body: Value = huge.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("retries.busy.delay"), "{body}");
     let report: Value = http
         .post(daemon.url(&format!("/v1/campaigns/{id}/contacts")))
         .bearer_auth(&acme)

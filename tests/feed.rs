@@ -114,7 +114,16 @@ backend_tests! {
     }
 
     async fn a_slow_client_is_closed_with_its_last_id_and_resumes(db) {
-        let config = ClientConfig { queue: 32, ..feed_config() };
+        // The slow client reads nothing until the end. The server gives up on a client that takes
+        // nothing for write_timeout, and closes one that answers no ping for a ping interval: both
+        // are long here, because a busy machine may take a while to publish everything, and this
+        // client is meant to be closed for its queue, with the close frame it reads at the end.
+        let config = ClientConfig {
+            queue: 32,
+            write_timeout: Duration::from_secs(600),
+            ping_interval: Duration::from_secs(600),
+            ..feed_config()
+        };
         let daemon = TestDaemon::start_with(db.store.clone(), config, "127.0.0.1:0".parse().unwrap()).await;
         let token = daemon.token("acme").await;
         let acme = org_id(&db.store, "acme").await;
@@ -127,24 +136,30 @@ backend_tests! {
         request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         let (ws, _) = tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await.unwrap();
         let mut slow = FeedClient { ws };
-        // A healthy client watches the same events the whole time.
+        // A healthy client watches the same events the whole time, reading as they come.
         let mut healthy = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        let (count_tx, count_rx) = tokio::sync::oneshot::channel::<usize>();
+        let watching = tokio::spawn(async move {
+            let expected = count_rx.await.unwrap();
+            healthy.events(expected, WAIT).await.iter().map(|e| e.id).collect::<Vec<i64>>()
+        });
+        let mut count_tx = Some(count_tx);
 
         let mut published = Vec::new();
         let big = "x".repeat(2000);
+        let _ = count_tx.take().unwrap().send(1002);
         let (call_id, _) = daemon.publish(acme, "+15551230000").await;
-        db.store.set_call_status(&call_id, CallStatus::InProgress, None).await.unwrap();
+        db.store.set_call_status(acme, &call_id, CallStatus::InProgress, None).await.unwrap();
         published.extend(db.store.call_events(&call_id).await.unwrap().iter().map(|e| e.id));
         for turn in 1..=1000 {
-            let event = daemon.publisher.conversation_turn(&NewTurn {
+            let event = daemon.publisher.conversation_turn(acme, &NewTurn {
                 call_id: call_id.clone(), turn, caller: big.clone(), agent: "ok".into(),
                 emotion: None, intent: None, confidence: None, latency: Latency::default(),
             }).await.unwrap();
             published.push(event.id);
         }
         // The healthy client got everything while the slow one stalled.
-        let healthy_ids: Vec<i64> = healthy.events(published.len(), WAIT).await.iter().map(|e| e.id).collect();
-        assert_eq!(healthy_ids, published, "the healthy client is not slowed down");
+        assert_eq!(watching.await.unwrap(), published, "the healthy client is not slowed down");
 
         // Now read the slow client: contiguous events, then the close that names the last one.
         let mut got = Vec::new();
@@ -183,7 +198,7 @@ backend_tests! {
         };
         assert_eq!(ack["filter"]["call_id"], first.as_str());
         let (_second, _) = daemon.publish(acme, "+15551230002").await;
-        daemon.publisher.call_status(&first, CallStatus::InProgress, None).await.unwrap();
+        daemon.publisher.call_status(acme, &first, CallStatus::InProgress, None).await.unwrap();
         let event = client.event(WAIT).await;
         assert_eq!((event.call_id.as_deref(), event.kind), (Some(first.as_str()), asterai::store::EventKind::CallStatusUpdate));
         let events = by_query.events(2, WAIT).await;
@@ -215,9 +230,11 @@ backend_tests! {
         let (_, id) = daemon.publish(acme, "+15551230000").await;
         assert_eq!(client.event(WAIT).await.id, id);
 
-        // A frame over the limit ends that connection only.
+        // A frame over the limit ends that connection only, with 1009 even while the client is
+        // still sending it (16 MB: far more than the socket buffers hold).
         let mut huge = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
-        let _ = futures_util::SinkExt::send(&mut huge.ws, tokio_tungstenite::tungstenite::Message::Text("x".repeat(200_000).into())).await;
+        let sent = futures_util::SinkExt::send(&mut huge.ws, tokio_tungstenite::tungstenite::Message::Text("x".repeat(16 << 20).into())).await;
+        assert!(sent.is_ok(), "the server reads what the client sends until it is done: {sent:?}");
         let close = loop {
             match huge.next(WAIT).await {
                 Some(Received::Control(_)) => continue,
@@ -234,26 +251,40 @@ backend_tests! {
     }
 
     async fn silent_clients_are_dropped_by_the_heartbeat(db) {
-        let config = ClientConfig { ping_interval: Duration::from_millis(200), ..feed_config() };
+        let config = ClientConfig { ping_interval: Duration::from_millis(500), ..feed_config() };
         let daemon = TestDaemon::start_with(db.store.clone(), config, "127.0.0.1:0".parse().unwrap()).await;
         let token = daemon.token("acme").await;
-        let mut silent = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
-        // Not reading means not answering pings.
-        tokio::time::sleep(Duration::from_millis(900)).await;
-        let close = loop {
-            match silent.next(WAIT).await {
-                Some(Received::Closed(frame)) => break frame,
-                Some(_) => continue,
-                None => panic!("not dropped"),
-            }
-        };
-        assert_eq!(close.map(|f| f.code), Some(CloseCode::from(CLOSE_HEARTBEAT)));
-        // A client that reads answers pings and stays connected.
-        let mut lively = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
-        assert!(matches!(lively.next(Duration::from_millis(1000)).await, None | Some(Received::Control(_))));
         let acme = org_id(&db.store, "acme").await;
+        // A client that reads but never answers a ping (raw frames, no pong): closed with 4002.
+        let closed = tokio::time::timeout(Duration::from_secs(60), silent_client_close(daemon.addr, &token)).await;
+        assert_eq!(closed.expect("the silent client is closed"), CLOSE_HEARTBEAT);
+        // A client that keeps reading answers pings and stays connected.
+        let mut lively = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reading = tokio::spawn(async move {
+            loop {
+                if let Some(received) = lively.next(WAIT).await {
+                    let closed = matches!(received, Received::Closed(_));
+                    if tx.send(received).is_err() || closed {
+                        return;
+                    }
+                }
+            }
+        });
+        // Several ping intervals pass while it reads.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
         let (_, id) = daemon.publish(acme, "+15551230000").await;
-        assert_eq!(lively.event(WAIT).await.id, id);
+        loop {
+            match tokio::time::timeout(WAIT, rx.recv()).await.expect("the lively client hears the event") {
+                Some(Received::Event(event)) => {
+                    assert_eq!(event.id, id);
+                    break;
+                }
+                Some(Received::Control(_)) => continue,
+                other => panic!("the lively client was closed: {other:?}"),
+            }
+        }
+        reading.abort();
         daemon.stop().await;
     }
 
@@ -277,6 +308,26 @@ backend_tests! {
         stopping.await.unwrap();
     }
 
+    async fn an_event_of_an_unknown_type_never_stalls_the_feed(db) {
+        let daemon = TestDaemon::start(db.store.clone()).await;
+        let token = daemon.token("acme").await;
+        let acme = org_id(&db.store, "acme").await;
+        let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+        let (_, first) = daemon.publish(acme, "+15551230000").await;
+        assert_eq!(client.event(WAIT).await.id, first);
+        // A newer daemon of the fleet writes a type this one does not know.
+        insert_event_row(&db, acme, "call_transferred", first + 1).await;
+        daemon.hub.wake();
+        let (_, next) = daemon.publish(acme, "+15551230001").await;
+        assert_eq!(client.event(WAIT).await.id, next, "the feed goes on past the unknown row");
+        // A replay from the start skips it too, and the client is told where the log ends.
+        let mut replayed = FeedClient::connect(daemon.addr, &token, "?since=0").await.unwrap();
+        assert_eq!(replayed.events(2, WAIT).await.iter().map(|e| e.id).collect::<Vec<_>>(), [first, next]);
+        let (_, last) = daemon.publish(acme, "+15551230002").await;
+        assert_eq!(replayed.event(WAIT).await.id, last);
+        daemon.stop().await;
+    }
+
     async fn calls_api_lists_and_shows_one_organizations_calls(db) {
         let daemon = TestDaemon::start(db.store.clone()).await;
         let token = daemon.token("acme").await;
@@ -286,8 +337,8 @@ backend_tests! {
         for i in 0..5 {
             ids.push(daemon.publish(acme, &format!("+155512300{i:02}")).await.0);
         }
-        daemon.publisher.call_status(&ids[0], CallStatus::InProgress, None).await.unwrap();
-        daemon.publisher.conversation_turn(&NewTurn {
+        daemon.publisher.call_status(acme, &ids[0], CallStatus::InProgress, None).await.unwrap();
+        daemon.publisher.conversation_turn(acme, &NewTurn {
             call_id: ids[0].clone(), turn: 1, caller: "hello?".into(), agent: "Hi, this is Ava.".into(),
             emotion: Some("neutral".into()), intent: Some("greeting".into()), confidence: Some(0.8), latency: Latency::default(),
         }).await.unwrap();
@@ -323,6 +374,55 @@ backend_tests! {
         let metrics = http.get(daemon.url("/metrics")).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("asterai_http_requests_total"), "{metrics}");
         daemon.stop().await;
+    }
+}
+
+/// Opens the feed over a raw socket and reads frames without ever answering a ping; returns the
+/// code of the close frame the server sends.
+async fn silent_client_close(addr: std::net::SocketAddr, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/feed HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    loop {
+        let (first, second) = (tcp.read_u8().await.unwrap(), tcp.read_u8().await.unwrap());
+        let len = match second & 0x7f {
+            126 => u64::from(tcp.read_u16().await.unwrap()),
+            127 => tcp.read_u64().await.unwrap(),
+            n => u64::from(n),
+        };
+        let mut payload = vec![0; len as usize];
+        tcp.read_exact(&mut payload).await.unwrap();
+        if first & 0x0f == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+/// Writes a `call_events` row directly, as another version of asterai would.
+async fn insert_event_row(db: &TestDb, org_id: i64, kind: &str, org_seq: i64) {
+    let at = chrono::Utc::now();
+    let sql = "INSERT INTO call_events (org_id, call_id, campaign_id, type, payload, at, org_seq) VALUES ($1, NULL, NULL, $2, $3, $4, $5)";
+    let payload = sqlx::types::Json(serde_json::json!({"to": "+15551230000"}));
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).bind(org_id).bind(kind).bind(payload).bind(at).bind(org_seq).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query(sql).bind(org_id).bind(kind).bind(payload).bind(at).bind(org_seq).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
     }
 }
 
@@ -392,6 +492,295 @@ async fn readiness_follows_the_database() {
     daemon.stop().await;
 }
 
+/// `/readyz` answers 503 naming a supervised task that keeps failing (here one that panics on
+/// every start), while `/healthz` still answers; the healthy tasks are listed when ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_a_task_that_cannot_run() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let supervisor = asterai::supervise::Supervisor::with_backoff(stop.clone(), Duration::from_millis(20));
+    supervisor.spawn("spool replay", |stop| async move {
+        stop.cancelled().await;
+        Ok(())
+    });
+    let daemon = TestDaemon::start_custom(
+        db.store.clone(),
+        feed_config(),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(supervisor.clone()),
+        Default::default(),
+    )
+    .await;
+    let ready: serde_json::Value = reqwest::get(daemon.url("/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["tasks"]["spool replay"]["state"].as_str()),
+        (Some("ready"), Some("running"))
+    );
+
+    supervisor.spawn("campaign runner", |_| async { panic!("boom in the runner") });
+    let mut body = serde_json::Value::Null;
+    for _ in 0..100 {
+        let response = reqwest::get(daemon.url("/readyz")).await.unwrap();
+        if response.status() == 503 {
+            body = response.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("campaign runner") && message.contains("boom in the runner"), "{body}");
+    assert!(!message.contains("spool replay"), "only the failing task is named: {message}");
+    assert_eq!(reqwest::get(daemon.url("/healthz")).await.unwrap().status(), 200, "still alive");
+    assert!(supervisor.health()["campaign runner"].failures >= 1);
+    stop.cancel();
+    daemon.stop().await;
+}
+
+/// Every REST route checks its scope: a token with every scope but the one a route needs gets
+/// 403 naming that scope; a token with just that scope gets through (whatever the route then
+/// answers). A token in a REST URL is refused; the feed's upgrade accepts one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_checks_its_scope() {
+    use asterai::auth::{Scope, Scopes};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let http = reqwest::Client::new();
+    let routes = [
+        ("GET", "/v1/calls", Scope::Monitor),
+        ("GET", "/v1/calls/nope", Scope::Monitor),
+        ("POST", "/v1/calls", Scope::Dial),
+        ("GET", "/v1/campaigns", Scope::Monitor),
+        ("POST", "/v1/campaigns", Scope::Dial),
+        ("GET", "/v1/campaigns/1", Scope::Monitor),
+        ("POST", "/v1/campaigns/1/contacts", Scope::Dial),
+        ("POST", "/v1/campaigns/1/start", Scope::Dial),
+        ("POST", "/v1/campaigns/1/pause", Scope::Dial),
+        ("POST", "/v1/campaigns/1/stop", Scope::Dial),
+        ("GET", "/v1/dnc", Scope::Dial),
+        ("POST", "/v1/dnc", Scope::Dial),
+        ("DELETE", "/v1/dnc/+15550001111", Scope::Admin),
+        ("GET", "/v1/feed", Scope::Monitor),
+    ];
+    for (method, path, scope) in routes {
+        let without = daemon.token_with("acme", Scope::ALL.into_iter().filter(|s| *s != scope).collect()).await;
+        let with = daemon.token_with("acme", Scopes::from_iter([scope])).await;
+        let send = |token: String| {
+            let request = http.request(method.parse().unwrap(), daemon.url(path)).bearer_auth(token);
+            async move { request.send().await.unwrap() }
+        };
+        let refused = send(without).await;
+        assert_eq!(refused.status(), 403, "{method} {path} without {scope}");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{scope}` scope")), "{method} {path}: {message}");
+        let allowed = send(with).await.status().as_u16();
+        assert!(![401, 403].contains(&allowed), "{method} {path} with {scope}: {allowed}");
+    }
+    // A wallboard's monitor token cannot place a call, start a campaign or remove a DNC entry.
+    let wallboard = daemon.token_with("acme", Scopes::from_iter([Scope::Monitor])).await;
+    let call = http
+        .post(daemon.url("/v1/calls"))
+        .bearer_auth(&wallboard)
+        .json(&serde_json::json!({"to": "+15551230000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(call.status(), 403);
+
+    // ?token= only on the feed's upgrade.
+    let in_url = http.get(daemon.url(&format!("/v1/calls?token={wallboard}"))).send().await.unwrap();
+    assert_eq!(in_url.status(), 401);
+    assert!(in_url.text().await.unwrap().contains("accepted only by the feed"));
+    let url = format!("ws://{}/v1/feed?token={wallboard}", daemon.addr);
+    assert!(tokio_tungstenite::connect_async(url).await.is_ok(), "the feed takes ?token=");
+    let dial_only = daemon.token_with("acme", Scopes::from_iter([Scope::Dial])).await;
+    let (status, body) = FeedClient::connect(daemon.addr, &dial_only, "").await.err().unwrap();
+    assert_eq!(status, 403, "{body}");
+    daemon.stop().await;
+}
+
+/// Tokens made before the HMAC scheme (an Argon2id hash, no scopes) keep working with every
+/// scope they had, and their hash is replaced by the HMAC on first use; a wrong secret for a
+/// known id is refused. New tokens are found by their HMAC alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_before_the_hmac_scheme_keep_working_and_are_upgraded() {
+    use asterai::auth::{Authenticator, Scopes};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::empty(backend).await;
+        let mut migrator = db.store.migrator();
+        migrator.migrations = std::borrow::Cow::Owned(migrator.migrations[..2].to_vec());
+        let (id, secret) = ("0123456789abcdef", "old-secret-old-secret-old-secret-old-secret");
+        let insert_old = |pool_url: String| async move {
+            let hash = asterai::auth::hash_secret(secret);
+            let at = chrono::Utc::now();
+            macro_rules! old_rows {
+                ($pool:expr) => {{
+                    migrator.run($pool).await.unwrap();
+                    sqlx::query("INSERT INTO organizations (slug, name, created_at) VALUES ('acme', 'Acme', $1)")
+                        .bind(at)
+                        .execute($pool)
+                        .await
+                        .unwrap();
+                    sqlx::query("INSERT INTO api_tokens (id, org_id, name, secret_hash, created_at) SELECT $1, id, 'wallboard', $2, $3 FROM organizations")
+                        .bind(id)
+                        .bind(&hash)
+                        .bind(at)
+                        .execute($pool)
+                        .await
+                        .unwrap();
+                }};
+            }
+            if pool_url.starts_with("postgres") {
+                let pool = sqlx::PgPool::connect(&pool_url).await.unwrap();
+                old_rows!(&pool);
+            } else {
+                let pool = sqlx::SqlitePool::connect(&pool_url).await.unwrap();
+                old_rows!(&pool);
+            }
+        };
+        insert_old(db.url.clone()).await;
+        assert!(db.store.migrate().await.unwrap() >= 1, "{backend:?}: 0003 runs on the old database");
+        let before = db.store.token(id).await.unwrap().unwrap();
+        assert_eq!(before.scopes, ["monitor", "dial", "admin"], "{backend:?}: old tokens keep what they could do");
+        assert!(before.secret_hash.starts_with("$argon2id$"));
+
+        let auth = Authenticator::new(db.store.clone());
+        let wrong = format!("ast_{id}_{}", "x".repeat(43));
+        assert!(auth.authenticate(&wrong).await.is_err(), "{backend:?}: a wrong secret is refused");
+        let old = format!("ast_{id}_{secret}");
+        let principal = auth.authenticate(&old).await.unwrap();
+        assert_eq!((principal.org_slug.as_str(), principal.scopes), ("acme", Scopes::all()));
+        let after = db.store.token(id).await.unwrap().unwrap();
+        assert!(after.secret_hash.starts_with("hmac-sha256:"), "{backend:?}: upgraded on first use");
+        assert_eq!(db.store.legacy_tokens().await.unwrap(), 0);
+        // From now on the HMAC finds it, in a fresh daemon too.
+        let fresh = Authenticator::new(db.store.clone());
+        assert_eq!(fresh.authenticate(&old).await.unwrap().token_id, id);
+        assert!(fresh.authenticate(&wrong).await.is_err());
+
+        // A new token is stored as its HMAC only, and found by it.
+        let acme = db.store.org_by_slug("acme").await.unwrap().unwrap();
+        let created = asterai::auth::create_token(&db.store, acme.id, "new", Scopes::default()).await;
+        assert!(created.is_err(), "a token needs a scope");
+        let created = asterai::auth::create_token(&db.store, acme.id, "new", Scopes::all()).await.unwrap();
+        let stored = db.store.token(&created.record.id).await.unwrap().unwrap();
+        let secret = created.token.rsplit('_').next().unwrap();
+        assert!(stored.secret_hash.starts_with("hmac-sha256:") && !stored.secret_hash.contains(secret));
+        assert_eq!(fresh.authenticate(&created.token).await.unwrap().token_id, created.record.id);
+        let (other_id, _) = created.token.trim_start_matches("ast_").split_once('_').unwrap();
+        let swapped = format!("ast_{id}_{secret}");
+        assert!(fresh.authenticate(&swapped).await.is_err(), "{backend:?}: the id must match the secret's row");
+        assert_ne!(other_id, id);
+    }
+}
+
+/// A database error answers 500 with a generic message and a reference; the database's own
+/// text (table names, the driver's words) stays in the log under that reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_error_never_reaches_the_client() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let token = daemon.token("acme").await;
+    let raw = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE calls RENAME TO calls_elsewhere").execute(&raw).await.unwrap();
+    let response = reqwest::Client::new().get(daemon.url("/v1/calls")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    let reference = body["error"]["reference"].as_str().unwrap();
+    assert!(message.starts_with("internal error") && message.contains(reference), "{body}");
+    for leak in ["calls", "table", "sqlite", "database error", "returned from database"] {
+        assert!(!message.to_lowercase().contains(leak), "the answer says {leak:?}: {body}");
+    }
+    daemon.stop().await;
+}
+
+/// The HTTP limits: a body over `max_body_bytes` gets 413 (a contact import may be larger), a
+/// request still incomplete at `request_timeout` gets 408, the feed's WebSocket outlives the
+/// timeout, and connections beyond `max_connections` wait until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_have_a_time_limit_a_body_limit_and_a_connection_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::new(Backend::Sqlite).await;
+    let limits = asterai::http::HttpLimits {
+        max_connections: 3,
+        request_timeout: Duration::from_secs(1),
+        max_body_bytes: 4096,
+        max_import_bytes: 1 << 20,
+    };
+    let daemon =
+        TestDaemon::start_custom(db.store.clone(), feed_config(), "127.0.0.1:0".parse().unwrap(), None, limits).await;
+    let token = daemon.token("acme").await;
+    let http = reqwest::Client::new();
+
+    let big = format!("{{\"number\": \"+15551230000\", \"reason\": \"{}\"}}", "x".repeat(8000));
+    let response = http
+        .post(daemon.url("/v1/dnc"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413, "over max_body_bytes");
+    let campaign =
+        db.store.create_campaign(org_id(&db.store, "acme").await, "c", &serde_json::json!({})).await.unwrap();
+    let csv = format!("phone,notes\n+15551230000,{}\n", "y".repeat(8000));
+    let response = http
+        .post(daemon.url(&format!("/v1/campaigns/{}/contacts", campaign.id)))
+        .bearer_auth(&token)
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "an import may be larger, up to max_import_bytes");
+
+    // A client that sends half a body and stalls is answered 408 once the time is up.
+    let mut slow = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/dnc HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"number\""
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut answer)).await.expect("an answer").unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"), "{answer}");
+    drop(slow);
+
+    // The feed stays open past the timeout, and delivers.
+    let mut feed = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, event_id) = daemon.publish(org_id(&db.store, "acme").await, "+15551239999").await;
+    assert_eq!(feed.event(WAIT).await.id, event_id, "the feed outlived http.request_timeout");
+
+    daemon.stop().await;
+
+    // Two connections at most: two kept-alive clients fill the cap; a third waits for one.
+    let limits = asterai::http::HttpLimits { max_connections: 2, ..Default::default() };
+    let daemon =
+        TestDaemon::start_custom(db.store.clone(), feed_config(), "127.0.0.1:0".parse().unwrap(), None, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut socket = tokio::net::TcpStream::connect(daemon.addr).await.unwrap();
+        socket.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut answer)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+        held.push(socket);
+    }
+    let third = tokio::spawn({
+        let url = daemon.url("/healthz");
+        async move { reqwest::Client::builder().build().unwrap().get(url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "a connection over the cap is not served while the cap is full");
+    held.pop();
+    let status = tokio::time::timeout(Duration::from_secs(30), third).await.expect("served once one closed").unwrap();
+    assert_eq!(status, 200);
+    daemon.stop().await;
+}
+
 /// Seen over the wire: the shapes the supervisors' clients parse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_have_the_documented_shape() {
@@ -401,26 +790,29 @@ async fn events_have_the_documented_shape() {
     let acme = org_id(&db.store, "acme").await;
     let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
     let (call, _) = daemon.publish(acme, "+15551230000").await;
-    daemon.publisher.call_status(&call, CallStatus::InProgress, Some("ANSWER")).await.unwrap();
+    daemon.publisher.call_status(acme, &call, CallStatus::InProgress, Some("ANSWER")).await.unwrap();
     daemon
         .publisher
-        .conversation_turn(&NewTurn {
-            call_id: call.clone(),
-            turn: 3,
-            caller: "how much is it?".into(),
-            agent: "It is 20 dollars a month.".into(),
-            emotion: Some("neutral".into()),
-            intent: Some("question".into()),
-            confidence: Some(0.91),
-            latency: Latency {
-                endpoint: 1000,
-                stt: 310,
-                llm_first: 420,
-                tts_first: 180,
-                total: 1950,
-                overhead_us: None,
+        .conversation_turn(
+            acme,
+            &NewTurn {
+                call_id: call.clone(),
+                turn: 3,
+                caller: "how much is it?".into(),
+                agent: "It is 20 dollars a month.".into(),
+                emotion: Some("neutral".into()),
+                intent: Some("question".into()),
+                confidence: Some(0.91),
+                latency: Latency {
+                    endpoint: 1000,
+                    stt: 310,
+                    llm_first: 420,
+                    tts_first: 180,
+                    total: 1950,
+                    overhead_us: None,
+                },
             },
-        })
+        )
         .await
         .unwrap();
     let events = client.events(3, WAIT).await;

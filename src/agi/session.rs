@@ -223,7 +223,7 @@ impl AgiSession {
         });
         let limit = match command.wait() {
             Wait::Immediate => Some(inner.reply_grace),
-            Wait::Within(time) => Some(time + inner.reply_grace),
+            Wait::Within(time) => Some(time.saturating_add(inner.reply_grace)),
             Wait::Unbounded => None,
         };
         let reply = match limit {

@@ -117,9 +117,15 @@ fn query_escape(text: &str) -> String {
     utf8_percent_encode(text, SEGMENT).to_string()
 }
 
+/// An id as one path segment. `.` and `..` are refused: a URL parser resolves them (and their
+/// percent-encoded forms `%2e`, `%2E%2e`, …) as "this" and "the parent" segment, so escaping
+/// cannot keep them in place, and `/channels/..` would name `/ari` itself.
 fn segment(id: &str) -> Result<String, AriError> {
     if id.trim().is_empty() {
         return Err(AriError::Invalid("an empty id cannot name an ARI resource".into()));
+    }
+    if id == "." || id == ".." {
+        return Err(AriError::Invalid(format!("{id:?} cannot name an ARI resource (a relative path segment)")));
     }
     Ok(utf8_percent_encode(id, SEGMENT).to_string())
 }
@@ -586,6 +592,15 @@ mod tests {
         assert_eq!(segment("../asterisk/info").unwrap(), "..%2Fasterisk%2Finfo");
         assert_eq!(segment("a?b#c").unwrap(), "a%3Fb%23c");
         assert!(segment(" ").is_err());
+        // Dot segments would climb out of /channels/{id}: refused, not sent.
+        for dots in [".", ".."] {
+            assert!(matches!(segment(dots), Err(AriError::Invalid(_))), "{dots}");
+        }
+        for id in ["...", "a..b", "..a", "%2e%2e"] {
+            let url = reqwest::Url::parse(&format!("http://pbx/ari/channels/{}/answer", segment(id).unwrap())).unwrap();
+            assert!(url.path().starts_with("/ari/channels/") && url.path().ends_with("/answer"), "{id}: {url}");
+            assert_eq!(url.path().matches('/').count(), 4, "{id} stays one segment: {url}");
+        }
     }
 
     #[test]

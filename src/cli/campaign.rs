@@ -255,6 +255,9 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                     println!("{}", serde_json::to_string_pretty(&body)?);
                 } else {
                     println!("campaign  {} {:?} ({})", campaign.id, campaign.name, campaign.status);
+                    if let Some(reason) = &campaign.status_reason {
+                        println!("reason    {reason}");
+                    }
                     println!("settings  {}", campaign.settings);
                     println!("contacts  {}", counts(&body["contacts"]));
                     println!("calls     {}", counts(&body["calls"]));

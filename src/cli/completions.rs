@@ -18,6 +18,8 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut command = super::Cli::command();
-    clap_complete::generate(args.shell, &mut command, "asterai", &mut std::io::stdout());
-    Ok(())
+    // Into memory first: clap_complete panics when its writer fails (`| head` closing the pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "asterai", &mut script);
+    super::write_stdout(&script)
 }

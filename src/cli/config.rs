@@ -14,14 +14,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
+    let mut out = String::new();
     if args.keys {
         for key in crate::config::Config::keys() {
-            println!("{:<40} {}", key.path, key.env);
+            out.push_str(&format!("{:<40} {}\n", key.path, key.env));
         }
-        return Ok(());
+    } else {
+        out.push_str(&format!("# source: {}\n", context.source));
+        out.push_str(&format!("# data directory: {}\n", context.config.data_dir().display()));
+        out.push_str(&context.config.to_toml());
     }
-    println!("# source: {}", context.source);
-    println!("# data directory: {}", context.config.data_dir().display());
-    print!("{}", context.config.to_toml());
-    Ok(())
+    super::write_stdout(out.as_bytes())
 }

@@ -57,20 +57,36 @@ async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
     config.tts.voice = String::new();
     config.conversation.hangup_at_end = true;
 
+    config.prepare_data_dir()?;
     let store = Store::connect(&config.store_options()).await.context("opening the embedded database")?;
-    store.migrate().await?;
-    let org = match store.org_by_slug("demo").await? {
-        Some(org) => org,
-        None => store.create_org("demo", "Demo Company").await?,
+    // Several demos may start at once on one database: one migrates and creates the
+    // organization, the others wait for it and use what it made.
+    let mut attempt = 0;
+    let org = loop {
+        attempt += 1;
+        let ready = async {
+            store.migrate().await?;
+            match store.org_by_slug("demo").await? {
+                Some(org) => Ok(org),
+                None => store.create_org("demo", "Demo Company").await,
+            }
+        };
+        match ready.await {
+            Ok(org) => break org,
+            Err(e) if attempt < 5 => {
+                tracing::debug!("demo set-up raced another demo: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => return Err(e).context("preparing the embedded database"),
+        }
     };
     let stop = CancellationToken::new();
     let hub = Hub::new();
+    hub.prime(&store).await?;
     tokio::spawn(hub.clone().run(store.clone(), Duration::from_millis(200), Duration::ZERO, stop.clone()));
-    while hub.last_published() < store.max_event_id().await? {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let publisher = Publisher::new(store.clone(), hub.clone());
-    let conversations = super::serve::conversations(&config, publisher, &stop)?;
+    let conversations =
+        super::serve::conversations(&config, publisher, &crate::supervise::Supervisor::new(stop.clone()))?;
     let server = AgiServer::bind(
         "127.0.0.1:0".parse()?,
         Router::new().route("ai", conversations.handler()),
@@ -89,15 +105,26 @@ async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
         max_playback: Duration::from_secs(30),
         ..Caller::new(lines, "demo")
     };
+    // Other demos may share the database and the organization: follow only this demo's call,
+    // the one whose call_started names this caller's channel.
+    let channel = caller.channel();
     let call = tokio::spawn(async move { caller.call(addr).await });
-    let mut call_id = None;
+    let mut call_id: Option<String> = None;
     'watch: while let Some(batch) =
         tokio::time::timeout(Duration::from_secs(120), events.rx.recv()).await.ok().flatten()
     {
         for published in batch.iter() {
             let event = &published.event;
+            if call_id.is_none()
+                && event.kind == EventKind::CallStarted
+                && event.data["channel"].as_str() == Some(channel.as_str())
+            {
+                call_id = event.call_id.clone();
+            }
+            if call_id.is_none() || event.call_id != call_id {
+                continue;
+            }
             println!("{}", super::feed::human(event));
-            call_id = event.call_id.clone();
             if event.kind == EventKind::CallEnded {
                 break 'watch;
             }

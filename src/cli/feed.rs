@@ -103,6 +103,16 @@ pub fn human(event: &Event) -> String {
             d["duration_s"].as_f64().unwrap_or(0.0),
             d["turns"]
         ),
+        EventKind::CampaignStatusUpdate => {
+            let reason = d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
+            format!(
+                "{head}  campaign {} {:?}: {} → {}{reason}",
+                event.campaign.map_or("-".to_owned(), |c| c.to_string()),
+                s("name"),
+                s("previous"),
+                s("status")
+            )
+        }
     }
 }
 
@@ -122,9 +132,11 @@ async fn tail(args: Args, base: String) -> anyhow::Result<()> {
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
         let (mut socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
             Ok(connected) => connected,
-            Err(WsError::Http(response)) if response.status() == StatusCode::UNAUTHORIZED => {
+            Err(WsError::Http(response))
+                if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
+            {
                 let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-                anyhow::bail!("the daemon refused the token (401): {body}");
+                anyhow::bail!("the daemon refused the token ({}): {body}", response.status().as_u16());
             }
             Err(e) => {
                 eprintln!("feed: cannot connect to {base}: {e}; retrying in {delay:?}");

@@ -11,6 +11,7 @@ pub struct Args {}
 pub fn run(_args: Args, context: Context) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
         use anyhow::Context as _;
+        context.config.prepare_data_dir()?;
         let store = crate::store::Store::connect(&context.config.store_options())
             .await
             .context("opening the database (database.url)")?;

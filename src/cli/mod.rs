@@ -114,10 +114,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Opens the configured database and applies pending migrations, for one-shot commands.
 pub(crate) async fn store(config: &Config) -> anyhow::Result<crate::store::Store> {
     use anyhow::Context as _;
+    config.prepare_data_dir()?;
     let store =
         crate::store::Store::connect(&config.store_options()).await.context("opening the database (database.url)")?;
     store.migrate().await.context("migrating the database")?;
     Ok(store)
+}
+
+/// Writes a command's output. A reader that went away (`asterai config --keys | head -1`)
+/// is an [`std::io::ErrorKind::BrokenPipe`] error, which `main` ends quietly, never a panic.
+pub(crate) fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Whether an error is only the reader of our output having gone away.
+pub fn is_closed_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// A multi-threaded tokio runtime for the subcommands that need one.

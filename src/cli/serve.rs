@@ -18,6 +18,8 @@ use crate::feed::client::ClientConfig;
 use crate::feed::{Hub, Publisher};
 use crate::http::{AppState, HttpParts};
 use crate::store::{Store, StoreError};
+use crate::supervise::Supervisor;
+use futures_util::FutureExt as _;
 
 /// Run the daemon in the foreground until SIGTERM or SIGINT.
 ///
@@ -36,6 +38,7 @@ pub fn run(_args: Args, context: Context) -> anyhow::Result<()> {
 /// Connects to the database, waiting for PostgreSQL to come up (SQLite errors are final), and
 /// migrates it if `database.migrate_on_start` is set.
 pub async fn open_store(config: &Config, stop: &CancellationToken) -> anyhow::Result<Store> {
+    config.prepare_data_dir()?;
     let options = config.store_options();
     let mut delay = Duration::from_secs(1);
     let store = loop {
@@ -76,13 +79,12 @@ async fn serve(context: Context) -> anyhow::Result<()> {
 
     let store = open_store(&config, &stop).await?;
     tracing::info!(backend = store.backend(), "database ready");
+    let supervisor = Supervisor::new(stop.clone());
     let hub = Hub::new();
-    let hub_task = tokio::spawn(hub.clone().run(
-        store.clone(),
-        config.feed.poll_interval.0,
-        config.feed.batch_window.0,
-        stop.child_token(),
-    ));
+    if let Err(e) = hub.prime(&store).await {
+        tracing::warn!("feed hub: cannot read where the event log ends yet: {e}; it will read it when it starts");
+    }
+    let hub_task = spawn_hub(&supervisor, &hub, &store, &config);
 
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -100,16 +102,24 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         },
         metrics,
         shutdown: CancellationToken::new(),
+        limits: config.http.limits(),
+        supervisor: Some(supervisor.clone()),
     });
-    let publisher = Publisher::new(store.clone(), hub.clone());
-    let ari = start_ari(&config, publisher.clone(), &stop)?;
+    let daemon_id = crate::fleet::daemon_id(&config.data_dir());
+    let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(&daemon_id);
+    let beating = join_fleet(&config, &publisher, daemon_id, &supervisor).await?;
+    let mut ari = start_ari(&config, publisher.clone(), &supervisor)?;
+    let ari_drained = ari.as_mut().and_then(|ari| ari.drained.take());
     if let Some(ari) = &ari {
         state.set_dialer(ari.dialer.clone());
     }
     let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
 
     let transferer = ari.and_then(|ari| ari.transferer);
-    let conversations = conversations_with(&config, publisher, &stop, transferer)?;
+    let conversations = conversations_with(&config, publisher, &supervisor, transferer)?;
+    if let Err(e) = conversations.preload_orgs().await {
+        tracing::warn!("cannot read the organizations ahead of calls: {e}");
+    }
     let router = Router::new().route("health", routes::health).route("ai", conversations.handler());
     let agi = AgiServer::bind(config.agi.listen, router, config.agi.server_config())
         .await
@@ -130,6 +140,13 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         tokio::spawn(crate::systemd::watchdog(interval, stop.child_token()));
     }
     let report = agi.run(Shutdown::new(stop.clone(), config.daemon.shutdown_grace.0)).await;
+    // Every call's record is written (or spooled) before the database closes, and the ARI
+    // stream stays until the outbound calls it follows have ended.
+    if let Some(drained) = ari_drained {
+        let _ = drained.await;
+    }
+    conversations.records().close().await;
+    beating.cancel();
     match http.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("HTTP server stopped with an error: {e}"),
@@ -146,16 +163,71 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Joins the fleet as `daemon_id` (the daemon holds the calls it takes): writes what a previous
+/// run spooled, finishes what it left unfinished, and beats until the returned token is
+/// cancelled (after the last call's record, so a draining daemon is never taken for dead).
+async fn join_fleet(
+    config: &Config,
+    publisher: &Publisher,
+    daemon_id: String,
+    supervisor: &Supervisor,
+) -> anyhow::Result<CancellationToken> {
+    let fleet_config = crate::fleet::FleetConfig {
+        heartbeat: config.daemon.heartbeat_interval.0,
+        dead_after: config.daemon.dead_after.0,
+    };
+    let fleet = crate::fleet::Fleet::join(publisher.clone(), daemon_id, fleet_config)
+        .await
+        .context("registering the daemon in the database")?;
+    // Spooled records are more exact than "interrupted": they go in first.
+    let spooled = crate::conversation::record::replay(publisher, &Settings::from_config(config).spool_dir).await;
+    if spooled > 0 {
+        tracing::info!(calls = spooled, "spooled call records written");
+    }
+    let left =
+        fleet.finish_left_behind(config.ari.enabled()).await.context("finishing the calls a previous run left")?;
+    if !left.is_empty() {
+        tracing::warn!(calls = left.len(), "calls left unfinished by a previous run were finished as interrupted");
+    }
+    // The heartbeat outlives the daemon's stop token: it follows its own, cancelled once the
+    // last call's record is written.
+    let beating = CancellationToken::new();
+    let heart = beating.clone();
+    supervisor.spawn("fleet heartbeat", move |_daemon_stop| fleet.clone().run(heart.child_token()).map(Ok));
+    Ok(beating)
+}
+
+/// The feed hub, supervised: after a failure it resumes after the last event it handed out.
+pub fn spawn_hub(
+    supervisor: &Supervisor,
+    hub: &Arc<Hub>,
+    store: &Store,
+    config: &Config,
+) -> tokio::task::JoinHandle<()> {
+    let (hub, store) = (hub.clone(), store.clone());
+    let (poll, window) = (config.feed.poll_interval.0, config.feed.batch_window.0);
+    supervisor.spawn("feed hub", move |stop| {
+        let (hub, store) = (hub.clone(), store.clone());
+        async move {
+            hub.run(store, poll, window, stop).await;
+            Ok(())
+        }
+    })
+}
+
 /// What ARI gives the daemon: the dialer (outbound calls) and, with `dialer.transfer_target`,
 /// transfers to a person.
 pub struct AriParts {
     pub dialer: Arc<Dialer>,
     pub transferer: Option<Arc<dyn Transferer>>,
+    /// Ends once the event stream has closed after `stop`: when the calls the tracker follows
+    /// have ended, or `daemon.shutdown_grace` (plus the 5 s wrap-up) after `stop`.
+    pub drained: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// When `ari.url` is set: the event stream (reconnecting, with a resync after each connect),
 /// the tracker that turns its events into call statuses, the dialer and the transferer.
-pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken) -> anyhow::Result<Option<AriParts>> {
+pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor) -> anyhow::Result<Option<AriParts>> {
     if !config.ari.enabled() {
         tracing::info!("ARI is not configured (ari.url): asterai answers calls but does not place or transfer them");
         return Ok(None);
@@ -173,11 +245,22 @@ pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken
             reconcile_unassigned: publisher.store().backend() == "sqlite",
         },
     );
-    let stream = crate::ari::stream::spawn(
-        StreamConfig::new(settings, config.ari.app.clone(), config.ari.reconnect_max.0),
-        stop.child_token(),
-    );
-    tokio::spawn(tracker.clone().run(stream));
+    // The stream and its tracker run (and restart) together: a new stream resyncs the tracker.
+    // At SIGTERM the stream stays open while outbound calls ring or talk, so their ends are
+    // still heard: it follows its own token, which `hold_stream` cancels (the grace bounds it).
+    let stream_config = StreamConfig::new(settings, config.ari.app.clone(), config.ari.reconnect_max.0);
+    let stream_stop = CancellationToken::new();
+    let (following, stream_token) = (tracker.clone(), stream_stop.clone());
+    supervisor.spawn("ARI event stream", move |_daemon_stop| {
+        let (stream_config, tracker, stop) = (stream_config.clone(), following.clone(), stream_token.child_token());
+        async move {
+            let (items, received) = tokio::sync::mpsc::channel(4096);
+            tokio::join!(crate::ari::stream::run(stream_config, items, stop), tracker.run(received));
+            Ok(())
+        }
+    });
+    let grace = config.daemon.shutdown_grace.0 + Duration::from_secs(5);
+    let drained = tokio::spawn(hold_stream(supervisor.stop_token().clone(), stream_stop, tracker.clone(), grace));
     tracing::info!(url = %config.ari.url, app = %config.ari.app, "ARI client started");
     let dialer = Arc::new(Dialer::new(publisher, client.clone(), DialSettings::from_config(config), Some(tracker)));
     if config.dialer.campaigns {
@@ -191,24 +274,43 @@ pub fn start_ari(config: &Config, publisher: Publisher, stop: &CancellationToken
             },
         );
         tracing::info!(claimer = %runner.config().claimer, "campaign runner started");
-        tokio::spawn(runner.run(stop.child_token()));
+        let ticking = runner.clone();
+        supervisor.spawn("campaign runner", move |stop| ticking.clone().run(stop).map(Ok));
+        supervisor.spawn("campaign settler", move |stop| runner.clone().settle_as_calls_end(stop).map(Ok));
     }
     let transferer = TransferTarget::parse(&config.dialer.transfer_target)
         .map(|target| Arc::new(AriTransferer::new(client, target)) as Arc<dyn Transferer>);
-    Ok(Some(AriParts { dialer, transferer }))
+    Ok(Some(AriParts { dialer, transferer, drained: Some(drained) }))
+}
+
+/// After `stop`, closes the ARI event stream once the tracker follows no call, or after
+/// `grace`.
+async fn hold_stream(stop: CancellationToken, stream_stop: CancellationToken, tracker: Tracker, grace: Duration) {
+    stop.cancelled().await;
+    let followed = tracker.followed();
+    if followed > 0 {
+        tracing::info!(calls = followed, "keeping the ARI event stream open until the outbound calls in flight end");
+    }
+    if tokio::time::timeout(grace, tracker.idle()).await.is_err() {
+        tracing::warn!(
+            calls = tracker.followed(),
+            "outbound calls still in flight after the grace period; the ARI resync of the next start reconciles them"
+        );
+    }
+    stream_stop.cancel();
 }
 
 /// The conversation service for the `ai` route: providers, directories, cache warm-up, and the
 /// replay of call records spooled while the database was down.
-pub fn conversations(config: &Config, publisher: Publisher, stop: &CancellationToken) -> anyhow::Result<Conversations> {
-    conversations_with(config, publisher, stop, None)
+pub fn conversations(config: &Config, publisher: Publisher, supervisor: &Supervisor) -> anyhow::Result<Conversations> {
+    conversations_with(config, publisher, supervisor, None)
 }
 
 /// [`conversations`] with a way to transfer calls to a person.
 pub fn conversations_with(
     config: &Config,
     publisher: Publisher,
-    stop: &CancellationToken,
+    supervisor: &Supervisor,
     transferer: Option<Arc<dyn Transferer>>,
 ) -> anyhow::Result<Conversations> {
     for (key, dir) in [("media.dir", config.media_dir()), ("media.recordings_dir", config.recordings_dir())] {
@@ -238,16 +340,25 @@ pub fn conversations_with(
             );
         }
     });
-    let stop = stop.clone();
+    let records = conversations.records().clone();
+    let daemon_stop = supervisor.stop_token().clone();
     tokio::spawn(async move {
-        loop {
-            let written = crate::conversation::record::replay(&publisher, &spool).await;
-            if written > 0 {
-                tracing::info!(calls = written, "spooled call records written");
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        daemon_stop.cancelled().await;
+        // Calls dropped at the end of the grace say why.
+        records.shutting_down();
+    });
+    supervisor.spawn("spool replay", move |stop| {
+        let (publisher, spool) = (publisher.clone(), spool.clone());
+        async move {
+            loop {
+                let written = crate::conversation::record::replay(&publisher, &spool).await;
+                if written > 0 {
+                    tracing::info!(calls = written, "spooled call records written");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
             }
         }
     });

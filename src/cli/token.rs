@@ -1,8 +1,10 @@
 //! `asterai token`: API tokens for the REST API, the live feed and the monitor page.
 
 use super::Context;
+use crate::auth::Scopes;
 
-/// Manage API tokens. A token belongs to one organization and sees only its data.
+/// Manage API tokens. A token belongs to one organization and sees only its data; its scopes
+/// (monitor, dial, admin) say what it may do there.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -19,6 +21,11 @@ enum Command {
         /// What the token is for, e.g. "wallboard".
         #[arg(long, default_value = "default")]
         name: String,
+        /// What the token may do: monitor (read calls, the live feed, the monitor page), dial
+        /// (place calls, run campaigns, add to the do-not-call list), admin (remove from the
+        /// do-not-call list), or all. Repeat it or give a comma list; default monitor.
+        #[arg(long = "scope", value_name = "SCOPE", value_delimiter = ',', default_value = "monitor")]
+        scopes: Vec<String>,
     },
     /// List an organization's tokens (never their secrets).
     List {
@@ -39,11 +46,12 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
         let store = super::store(&context.config).await?;
         match args.command {
-            Command::Create { org, name } => {
+            Command::Create { org, name, scopes } => {
+                let scopes = Scopes::parse(&scopes.join(",")).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
                 let org = store.require_org(&org).await?;
-                let created = crate::auth::create_token(&store, org.id, &name).await?;
+                let created = crate::auth::create_token(&store, org.id, &name, scopes).await?;
                 println!(
-                    "token {} for organization {} ({}); it is shown only now:",
+                    "token {} for organization {} ({}), scopes {scopes}; it is shown only now:",
                     created.record.id, org.slug, created.record.name
                 );
                 println!("{}", created.token);
@@ -54,16 +62,20 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&tokens)?);
                 } else {
-                    println!("{:<18} {:<20} {:<22} {:<22} status", "id", "name", "created", "last used");
+                    println!(
+                        "{:<18} {:<20} {:<20} {:<22} {:<22} status",
+                        "id", "name", "scopes", "created", "last used"
+                    );
                     for t in tokens {
                         let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
                             t.map_or("-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
                         };
                         let status = if t.revoked_at.is_some() { "revoked" } else { "active" };
                         println!(
-                            "{:<18} {:<20} {:<22} {:<22} {status}",
+                            "{:<18} {:<20} {:<20} {:<22} {:<22} {status}",
                             t.id,
                             t.name,
+                            t.scopes.join(","),
                             when(Some(t.created_at)),
                             when(t.last_used_at)
                         );

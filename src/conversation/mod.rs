@@ -3,7 +3,8 @@
 //!
 //! For each call:
 //! 1. Answer if needed; create the call, or adopt the one the dialer created (`call_id`);
-//!    publish `call_started` and `call_status_update(in_progress)`.
+//!    publish `call_started` and `call_status_update(in_progress)`. A `call_id`, `campaign` or
+//!    `contact` of another organization is never used (see "Isolation" below).
 //! 2. Greet, with the AI disclosure unless it is switched off.
 //! 3. Repeat: `RECORD FILE` until silence → speech-to-text → the responder → analysis → store the
 //!    turn (`conversation_turn`) → speak the answer (see [`speak`]).
@@ -16,10 +17,23 @@
 //! Providers that time out, rate-limit or fail are retried within the turn's budget; then the
 //! caller hears a stock phrase from the cache and the call goes on. Text from callers and models
 //! only ever reaches Asterisk as a synthesized file path or a quoted argument.
+//!
+//! **The database is not on the caller's path.** The call's record is written by a task of its
+//! own ([`record`]); the organization is looked up once and then kept in memory; the reads a
+//! call needs to start (the dialer's call to adopt, the contact) wait at most [`LOOKUP_WAIT`],
+//! and not at all for [`DOWN_HOLD`] after one failed. So calls start, and go on, while the
+//! database is down; an organization never seen since start-up is refused then
+//! (`ASTERAI_STATUS=unavailable`), because nobody can tell whether it exists.
+//!
+//! **Isolation.** The route's `org` decides whose call it is. A `call_id` that another
+//! organization holds is never adopted and nothing is written under it: the call goes on under
+//! a fresh id (`ASTERAI_CALL_ID`), with a warning naming the cause. A `campaign` or `contact`
+//! that is not the organization's is ignored with a warning. The store refuses such writes too,
+//! so a race or a replay cannot cross over either.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -43,7 +57,12 @@ pub mod speak;
 
 use analysis::TurnAnalysis;
 pub use providers::Providers;
-use record::{Change, Recorder};
+use record::{Change, Recorder, Records};
+
+/// The longest a call waits for a read it needs to start (the dialer's call, the contact).
+pub const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+/// After a read failed for lack of a database, calls skip such reads for this long.
+pub const DOWN_HOLD: Duration = Duration::from_secs(5);
 
 /// Hands a call to a person. The dialer provides one when ARI is configured.
 pub trait Transferer: Send + Sync {
@@ -125,6 +144,59 @@ struct Inner {
     providers: Providers,
     settings: Settings,
     transferer: Option<Arc<dyn Transferer>>,
+    records: Records,
+    /// Organizations by slug, once looked up (they are never renamed or removed).
+    orgs: Mutex<HashMap<String, Org>>,
+    /// Until when reads are skipped: the database failed one recently.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// Why a read on a call's path gave nothing.
+#[derive(Debug)]
+enum LookupError {
+    /// The database failed or was too slow; the call goes on without.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::Unavailable(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl Inner {
+    /// A read a call needs, bounded by [`LOOKUP_WAIT`] and skipped while the database is known
+    /// to be down.
+    async fn lookup<T>(
+        &self,
+        what: &str,
+        read: impl std::future::Future<Output = crate::store::Result<T>>,
+    ) -> Result<T, LookupError> {
+        if self.down_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| Instant::now() < until) {
+            return Err(LookupError::Unavailable("the database failed a moment ago".into()));
+        }
+        let failed = match tokio::time::timeout(LOOKUP_WAIT, read).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => format!("cannot read {what}: {e}"),
+            Err(_) => format!("reading {what} took longer than {LOOKUP_WAIT:?}"),
+        };
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DOWN_HOLD);
+        Err(LookupError::Unavailable(failed))
+    }
+
+    /// The organization of a slug: from memory once seen, else from the database.
+    async fn org(&self, slug: &str) -> Result<Option<Org>, LookupError> {
+        if let Some(org) = self.orgs.lock().unwrap_or_else(|e| e.into_inner()).get(slug) {
+            return Ok(Some(org.clone()));
+        }
+        let found = self.lookup("the organization", self.publisher.store().org_by_slug(slug)).await?;
+        if let Some(org) = &found {
+            self.orgs.lock().unwrap_or_else(|e| e.into_inner()).insert(slug.to_owned(), org.clone());
+        }
+        Ok(found)
+    }
 }
 
 impl Conversations {
@@ -134,7 +206,34 @@ impl Conversations {
         settings: Settings,
         transferer: Option<Arc<dyn Transferer>>,
     ) -> Self {
-        Conversations { inner: Arc::new(Inner { publisher, providers, settings, transferer }) }
+        let records = Records::new(publisher.clone(), settings.spool_dir.clone());
+        Conversations {
+            inner: Arc::new(Inner {
+                publisher,
+                providers,
+                settings,
+                transferer,
+                records,
+                orgs: Mutex::new(HashMap::new()),
+                down_until: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Reads every organization into memory, so that their calls start while the database is
+    /// down. Returns how many.
+    pub async fn preload_orgs(&self) -> crate::store::Result<usize> {
+        let orgs = self.inner.publisher.store().list_orgs().await?;
+        let mut known = self.inner.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        for org in &orgs {
+            known.insert(org.slug.clone(), org.clone());
+        }
+        Ok(orgs.len())
+    }
+
+    /// The calls' record-keeping: tell it when the daemon stops, and wait for it before exit.
+    pub fn records(&self) -> &Records {
+        &self.inner.records
     }
 
     /// The handler for the `ai` route.
@@ -195,7 +294,7 @@ async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult {
         session.send(SetVariable::new("ASTERAI_STATUS", "missing_org")).await?;
         return Ok(());
     };
-    let org = match inner.publisher.store().org_by_slug(&slug).await {
+    let org = match inner.org(&slug).await {
         Ok(Some(org)) => org,
         Ok(None) => {
             tracing::warn!(org = %slug, "ai route for an unknown organization");
@@ -209,9 +308,9 @@ async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult {
             return Ok(());
         }
         Err(e) => {
-            // Without the organization nothing can be personalised or recorded; let the dialplan
-            // route the call elsewhere.
-            tracing::error!(org = %slug, "cannot look up the organization, the database is unavailable: {e}");
+            // An organization never seen since start-up, and no database to tell whether it
+            // exists: let the dialplan route the call elsewhere.
+            tracing::error!(org = %slug, "cannot look up an organization not seen since start-up, the database is unavailable: {e}");
             session.send(SetVariable::new("ASTERAI_STATUS", "unavailable")).await?;
             return Ok(());
         }
@@ -258,17 +357,54 @@ impl<'a> Conversation<'a> {
     async fn start(inner: &'a Inner, session: &'a AgiSession, org: Org) -> Conversation<'a> {
         let env = session.env();
         let store = inner.publisher.store();
-        let given_id = env.param("call_id").map(|s| s.into_owned()).filter(|s| !s.is_empty());
+        let mut given_id = env.param("call_id").map(|s| s.into_owned()).filter(|s| !s.is_empty());
         // AMDSTATUS from the dialplan's AMD(): MACHINE, HUMAN, NOTSURE or HANGUP.
         let machine = env.param("amd").is_some_and(|status| status.eq_ignore_ascii_case("MACHINE"));
-        let campaign_id = env.param("campaign").and_then(|c| c.parse::<i64>().ok());
-        let contact_id = env.param("contact").and_then(|c| c.parse::<i64>().ok());
+        let mut campaign_id = env.param("campaign").and_then(|c| c.parse::<i64>().ok());
+        let mut contact_id = env.param("contact").and_then(|c| c.parse::<i64>().ok());
+        // The dialer's call to adopt: this organization's only. Another organization's id is
+        // never used; without a database the writer sorts it out (see `record`).
         let existing = match &given_id {
-            Some(id) => store.call_any(id).await.ok().flatten().filter(|call| call.org_id == org.id),
+            Some(id) => match inner.lookup("the call", store.call(org.id, id)).await {
+                Ok(Some(call)) => Some(call),
+                Ok(None) => {
+                    if let Ok(true) = inner.lookup("the call", store.call_id_taken(id)).await {
+                        tracing::warn!(call_id = %id, org = %org.slug,
+                            "the route's call_id belongs to another organization; the call goes on under a new id");
+                        given_id = None;
+                    }
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(call_id = %id, "{e}; the call starts without checking its call_id");
+                    None
+                }
+            },
             None => None,
         };
+        if let Some(id) = campaign_id {
+            match inner.lookup("the campaign", store.campaign(org.id, id)).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(campaign = id, org = %org.slug, "the route's campaign is not the organization's; ignored");
+                    campaign_id = None;
+                }
+                Err(e) => tracing::warn!(campaign = id, "{e}; the campaign is checked when the call is written"),
+            }
+        }
         let contact = match contact_id.or(existing.as_ref().and_then(|c| c.contact_id)) {
-            Some(id) => store.contact(org.id, id).await.ok().flatten(),
+            Some(id) => match inner.lookup("the contact", store.contact(org.id, id)).await {
+                Ok(Some(contact)) => Some(contact),
+                Ok(None) => {
+                    tracing::warn!(contact = id, org = %org.slug, "the route's contact is not the organization's; ignored");
+                    contact_id = contact_id.filter(|c| *c != id);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(contact = id, "{e}; the call is not personalised");
+                    None
+                }
+            },
             None => None,
         };
         let mut values = contact.as_ref().map(|c| c.values()).unwrap_or_default();
@@ -317,7 +453,7 @@ impl<'a> Conversation<'a> {
                 (id, direction, number, Some(new))
             }
         };
-        let mut recorder = Recorder::new(inner.publisher.clone(), call_id.clone(), inner.settings.spool_dir.clone());
+        let mut recorder = inner.records.recorder(org.id, call_id.clone());
         match start {
             Some(new) => recorder.push(Change::Start(new)).await,
             None => recorder.push(Change::Channel(env.channel().to_owned())).await,
@@ -836,8 +972,8 @@ impl<'a> Conversation<'a> {
         if !self.inner.settings.keep_recordings {
             remove_call_recordings(&self.inner.settings.recordings_dir, &file_safe(&self.call_id)).await;
         }
-        // The record may wait on the database; the channel does not.
-        tokio::spawn(recorder.close());
+        // The writer finishes the record on its own; the channel does not wait for it.
+        recorder.close();
     }
 }
 

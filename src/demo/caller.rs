@@ -117,7 +117,8 @@ impl Caller {
             script_path: format!("ai?org={org}"),
             callerid: "+15551230000".into(),
             dnid: "5550100".into(),
-            uniqueid: format!("{}.{}", chrono::Utc::now().timestamp(), rand::random::<u16>()),
+            // Unique across processes: several demos (or tests) may call one daemon at once.
+            uniqueid: format!("{}.{}", chrono::Utc::now().timestamp(), rand::random::<u32>()),
             playback_speed: 8.0,
             max_playback: Duration::from_millis(500),
             speak_in_real_time: None,
@@ -125,14 +126,19 @@ impl Caller {
         }
     }
 
+    /// The channel name Asterisk would give this call (`agi_channel`).
+    pub fn channel(&self) -> String {
+        format!("PJSIP/demo-{}", self.uniqueid.replace('.', ""))
+    }
+
     fn env(&self) -> String {
         format!(
-            "agi_network: yes\nagi_network_script: {script}\nagi_request: agi://127.0.0.1/{script}\nagi_channel: PJSIP/demo-{id}\n\
+            "agi_network: yes\nagi_network_script: {script}\nagi_request: agi://127.0.0.1/{script}\nagi_channel: {channel}\n\
              agi_language: en\nagi_type: PJSIP\nagi_uniqueid: {uid}\nagi_version: 22.10.1\nagi_callerid: {cid}\nagi_calleridname: Demo Caller\n\
              agi_callingpres: 0\nagi_callingani2: 0\nagi_callington: 0\nagi_callingtns: 0\nagi_dnid: {dnid}\nagi_rdnis: unknown\n\
              agi_context: from-trunk\nagi_extension: {dnid}\nagi_priority: 2\nagi_enhanced: 0.0\nagi_accountcode: \nagi_threadid: 1\n\n",
             script = self.script_path,
-            id = &self.uniqueid.replace('.', ""),
+            channel = self.channel(),
             uid = self.uniqueid,
             cid = self.callerid,
             dnid = self.dnid,

@@ -20,6 +20,17 @@ use serde::{Deserialize, Serialize};
 use crate::config::Dur;
 use crate::store::CallStatus;
 
+/// Calls of one campaign at once, at most.
+pub const MAX_CONCURRENT: u32 = 10_000;
+/// The longest pacing between two call starts.
+pub const MAX_PACING: Dur = Dur::secs(24 * 3600);
+/// The longest a far end may ring.
+pub const MAX_RING_TIMEOUT: Dur = Dur::secs(600);
+/// Retries per outcome, at most.
+pub const MAX_RETRY_ATTEMPTS: u32 = 100;
+/// The longest wait before a retry.
+pub const MAX_RETRY_DELAY: Dur = Dur::secs(30 * 24 * 3600);
+
 /// How often and how soon to call a contact again after a call that did not get through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -135,11 +146,28 @@ impl CampaignSettings {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.max_concurrent == 0 {
-            return Err("campaign settings: max_concurrent: expected at least 1".into());
+        let field = |e: String| format!("campaign settings: {e}");
+        if !(1..=MAX_CONCURRENT).contains(&self.max_concurrent) {
+            return Err(field(format!("max_concurrent: expected 1 to {MAX_CONCURRENT}, got {}", self.max_concurrent)));
         }
-        if self.ring_timeout.0.as_secs() == 0 || self.ring_timeout.0.subsec_millis() != 0 {
-            return Err(format!("campaign settings: ring_timeout: expected whole seconds, got {}", self.ring_timeout));
+        self.pacing.within("pacing", Dur::secs(0), MAX_PACING).map_err(field)?;
+        self.ring_timeout.within("ring_timeout", Dur::secs(1), MAX_RING_TIMEOUT).map_err(field)?;
+        if self.ring_timeout.0.subsec_millis() != 0 {
+            return Err(field(format!("ring_timeout: expected whole seconds, got {}", self.ring_timeout)));
+        }
+        for (name, rule) in
+            [("busy", self.retries.busy), ("no_answer", self.retries.no_answer), ("failed", self.retries.failed)]
+        {
+            if rule.attempts > MAX_RETRY_ATTEMPTS {
+                return Err(field(format!(
+                    "retries.{name}.attempts: expected 0 to {MAX_RETRY_ATTEMPTS}, got {}",
+                    rule.attempts
+                )));
+            }
+            rule.delay.within(&format!("retries.{name}.delay"), Dur::secs(0), MAX_RETRY_DELAY).map_err(field)?;
+        }
+        if self.window.days.len() > 7 {
+            return Err(field(format!("window.days: expected at most 7 days, got {}", self.window.days.len())));
         }
         parse_tz(&self.timezone).map_err(|e| format!("campaign settings: timezone: {e}"))?;
         self.calling_window()?;
@@ -202,7 +230,7 @@ impl CallingWindow {
         }
         let local = at.with_timezone(&tz);
         for offset in 0..15 {
-            let date = local.date_naive() + Span::days(offset);
+            let Some(date) = local.date_naive().checked_add_signed(Span::days(offset)) else { break };
             if !self.days.contains(&date.weekday()) {
                 continue;
             }
@@ -211,7 +239,8 @@ impl CallingWindow {
                 chrono::LocalResult::Single(t) => t,
                 chrono::LocalResult::Ambiguous(first, _) => first,
                 chrono::LocalResult::None => {
-                    match tz.from_local_datetime(&(date.and_time(self.start) + Span::hours(1))) {
+                    let Some(later) = date.and_time(self.start).checked_add_signed(Span::hours(1)) else { continue };
+                    match tz.from_local_datetime(&later) {
                         chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t,
                         chrono::LocalResult::None => continue,
                     }
@@ -224,7 +253,8 @@ impl CallingWindow {
             // Today's window has not closed yet (we are inside it but on an excluded minute?):
             // handled by `allows`; a past start means today is over.
         }
-        at + Span::days(1)
+        // Clocks this close to the end of time are not worth a call; never overflow.
+        at.checked_add_signed(Span::days(1)).unwrap_or(at)
     }
 }
 
@@ -249,6 +279,18 @@ mod tests {
             (serde_json::json!({"retries": {"busy": {"delay": "soon"}}}), "retries.busy.delay"),
             (serde_json::json!({"pacing": 5}), "pacing"),
             (serde_json::json!({"unknown": 1}), "unknown"),
+            // Bounds: each names its field, none panics.
+            (serde_json::json!({"max_concurrent": 4294967295u64}), "max_concurrent"),
+            (serde_json::json!({"max_concurrent": 99999999999u64}), "max_concurrent"),
+            (serde_json::json!({"max_concurrent": -1}), "max_concurrent"),
+            (serde_json::json!({"pacing": "10000000000h"}), "pacing"),
+            (serde_json::json!({"pacing": "2d"}), "pacing"),
+            (serde_json::json!({"ring_timeout": "1h"}), "ring_timeout"),
+            (serde_json::json!({"ring_timeout": "0s"}), "ring_timeout"),
+            (serde_json::json!({"retries": {"busy": {"delay": "18446744073709551615h"}}}), "retries.busy.delay"),
+            (serde_json::json!({"retries": {"no_answer": {"delay": "31d"}}}), "retries.no_answer.delay"),
+            (serde_json::json!({"retries": {"failed": {"attempts": 101}}}), "retries.failed.attempts"),
+            (serde_json::json!({"window": {"days": vec!["mon"; 8]}}), "window.days"),
         ] {
             let err = CampaignSettings::from_json(&bad).unwrap_err();
             assert!(err.contains(field), "{bad}: {err}");

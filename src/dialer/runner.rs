@@ -18,17 +18,20 @@
 //! `no_answer` or `failed`, `pending` again after the campaign's delay for that outcome while
 //! retries for it remain, else `failed`; `pending` at once after a `canceled` call.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt as _;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::campaign::{CampaignSettings, parse_tz};
 use super::clock::Clock;
 use super::{DialError, Dialer, new_call_id};
-use crate::store::contacts::{Claim, Decision, Settle};
+use crate::store::campaigns::Campaign;
+use crate::store::contacts::{Claim, Decision, Settle, later_by};
 use crate::store::{Call, CallStatus, Store, StoreError};
 
 /// How a runner claims.
@@ -64,10 +67,31 @@ pub struct Tick {
     pub settled: usize,
     /// Campaigns that finished with this tick.
     pub completed: Vec<i64>,
+    /// Campaigns paused because they could not be dialed (the reason is stored with them).
+    pub paused: Vec<i64>,
     /// The earliest time a paced campaign may start its next call (see
     /// [`crate::store::contacts::Claimed::next_claim_at`]): [`Runner::run`] ticks again then
     /// when that comes before its next poll, so pacing shorter than `poll_interval` is honoured.
     pub next_claim_at: Option<DateTime<Utc>>,
+}
+
+/// Why one campaign could not be handled in a tick.
+enum CampaignFault {
+    /// Something about the campaign itself (its settings, numbers past the calendar): it is
+    /// paused with this reason.
+    Unusable(String),
+    /// The store failed: the campaign is tried again next tick.
+    Store(StoreError),
+}
+
+impl From<StoreError> for CampaignFault {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Checked arithmetic and validation report through Invalid: the campaign's fault.
+            StoreError::Invalid(reason) => CampaignFault::Unusable(reason),
+            other => CampaignFault::Store(other),
+        }
+    }
 }
 
 /// Runs campaigns for one daemon.
@@ -90,10 +114,12 @@ impl Runner {
         &self.config
     }
 
-    /// Runs until `stop`: a tick every `poll_interval`, lease renewals, and settling as calls
-    /// end.
+    /// Runs until `stop`: a tick every `poll_interval` and lease renewals. Settling as calls
+    /// end is [`Runner::settle_as_calls_end`], a task of its own.
+    ///
+    /// A campaign the runner cannot dial is paused with the reason (see [`Runner::tick`]); a
+    /// tick that fails as a whole (the database away) is logged and the next one tries again.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        tokio::spawn(self.clone().settle_as_calls_end(stop.clone()));
         let mut tick = tokio::time::interval(self.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renew = tokio::time::interval((self.config.lease / 3).max(Duration::from_secs(1)));
@@ -119,8 +145,11 @@ impl Runner {
                     }
                 }
                 _ = renew.tick() => {
-                    let until = self.clock.now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-                    if let Err(e) = self.store().renew_claims(&self.config.claimer, until).await {
+                    let renewed = match later_by(self.clock.now(), self.config.lease, "the claim lease") {
+                        Ok(until) => self.store().renew_claims(&self.config.claimer, until).await.map(drop),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = renewed {
                         tracing::warn!("cannot renew the campaign claims: {e}; they expire at the end of their lease");
                     }
                 }
@@ -145,13 +174,28 @@ impl Runner {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
             };
-            if let Err(e) = self.settle(&call).await {
-                tracing::warn!(call_id = %call.id, "cannot settle the campaign attempt: {e}");
+            let settled = AssertUnwindSafe(self.settle(&call)).catch_unwind().await;
+            let fault = match settled {
+                Ok(Ok(_)) => continue,
+                Ok(Err(StoreError::Invalid(reason))) => reason,
+                Ok(Err(e)) => {
+                    tracing::warn!(call_id = %call.id, "cannot settle the campaign attempt: {e}");
+                    continue;
+                }
+                Err(panic) => format!("settling a call failed: {}", crate::supervise::panic_message(&*panic)),
+            };
+            if let Some(campaign) = call.campaign_id {
+                self.pause(campaign, &fault).await;
             }
         }
     }
 
     /// One pass over the running campaigns. See the module docs.
+    ///
+    /// Each campaign is handled on its own: one whose settings are invalid, whose numbers
+    /// overflow the calendar, or on which the dialer panics is paused with the reason
+    /// ([`Store::pause_campaign`], published as `campaign_status_update`), and the others are
+    /// dialed as usual. A database that does not answer ends the tick with the error.
     pub async fn tick(&self) -> Result<Tick, StoreError> {
         let mut done = Tick::default();
         if let Some(tracker) = self.dialer.tracker()
@@ -160,99 +204,122 @@ impl Runner {
             return Ok(done);
         }
         for campaign in self.store().running_campaigns().await? {
-            let settings = match CampaignSettings::from_json(&campaign.settings) {
-                Ok(settings) => settings,
+            let outcome = AssertUnwindSafe(self.tick_campaign(&campaign, &mut done)).catch_unwind().await;
+            let fault = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(CampaignFault::Unusable(reason))) => reason,
+                Ok(Err(CampaignFault::Store(e @ StoreError::Unavailable(_)))) => return Err(e),
+                Ok(Err(CampaignFault::Store(e))) => {
+                    tracing::warn!(campaign = campaign.id, "campaign skipped this tick: {e}");
+                    continue;
+                }
+                Err(panic) => {
+                    format!("the dialer failed on this campaign: {}", crate::supervise::panic_message(&*panic))
+                }
+            };
+            self.pause(campaign.id, &fault).await;
+            done.paused.push(campaign.id);
+        }
+        Ok(done)
+    }
+
+    /// Pauses a campaign the runner cannot dial, with the reason (logged, stored, published).
+    async fn pause(&self, campaign_id: i64, reason: &str) {
+        tracing::error!(campaign = campaign_id, "campaign paused: {reason}");
+        match self.store().pause_campaign(campaign_id, reason).await {
+            Ok(_) => self.dialer.publisher().hub().wake(),
+            Err(e) => tracing::warn!(campaign = campaign_id, "cannot pause the campaign: {e}"),
+        }
+    }
+
+    async fn tick_campaign(&self, campaign: &Campaign, done: &mut Tick) -> Result<(), CampaignFault> {
+        let settings = CampaignSettings::from_json(&campaign.settings)
+            .map_err(|e| CampaignFault::Unusable(format!("its settings are invalid: {e}")))?;
+        for (contact_id, call_id) in self.store().unsettled_attempts(campaign.id).await? {
+            if let Some(call) = self.store().call_any(&call_id).await?
+                && call.contact_id == Some(contact_id)
+                && self.settle(&call).await?
+            {
+                done.settled += 1;
+            }
+        }
+        let Some(org) = self.store().org_by_id(campaign.org_id).await? else { return Ok(()) };
+        let window = settings.calling_window().map_err(CampaignFault::Unusable)?;
+        let default_tz = parse_tz(&settings.timezone).map_err(CampaignFault::Unusable)?;
+        let now = self.clock.now();
+        let decide = move |contact: &crate::store::contacts::Contact| {
+            let tz = contact.timezone.as_deref().and_then(|t| parse_tz(t).ok()).unwrap_or(default_tz);
+            if window.allows(now, tz) { Decision::Dial } else { Decision::Later(window.next_open(now, tz)) }
+        };
+        let claim_started = std::time::Instant::now();
+        let claimed = self
+            .store()
+            .claim_contacts(&Claim {
+                campaign_id: campaign.id,
+                claimer: &self.config.claimer,
+                now,
+                lease: self.config.lease,
+                max_concurrent: settings.max_concurrent as i64,
+                pacing: settings.pacing.0,
+                decide: &decide,
+            })
+            .await?;
+        // The claim's whole transaction, waiting on the campaign's row included.
+        metrics::histogram!("asterai_campaign_claim_seconds").record(claim_started.elapsed().as_secs_f64());
+        metrics::counter!("asterai_dialer_claims_total").increment(claimed.contacts.len() as u64);
+        done.deferred += claimed.deferred;
+        done.next_claim_at = match (done.next_claim_at, claimed.next_claim_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        done.do_not_call += claimed.do_not_call;
+        for contact in &claimed.contacts {
+            // At dial time: a number put on the list since the claim is never dialed.
+            if self.store().is_dnc(org.id, &contact.phone).await? {
+                self.store().release_contact(contact.id, "dnc", Some("do_not_call")).await?;
+                done.do_not_call += 1;
+                continue;
+            }
+            let call_id = new_call_id();
+            self.store().contact_dialed(contact.id, &call_id).await?;
+            let placed = self
+                .dialer
+                .originate_call(
+                    &call_id,
+                    &org,
+                    &contact.phone,
+                    Some(campaign.id),
+                    Some(contact.id),
+                    Some(settings.ring_timeout.0),
+                )
+                .await;
+            match placed {
+                Ok(call) => done.dialed.push(call.id),
+                Err(DialError::Refused { call_id, .. }) => {
+                    if let Some(call) = self.store().call_any(&call_id).await? {
+                        self.settle(&call).await?;
+                    }
+                }
+                // Asterisk may have the call: its events (or the next resync) end it.
+                Err(DialError::Uncertain { call_id, error }) => {
+                    tracing::warn!(%call_id, "campaign call uncertain: {error}");
+                }
                 Err(e) => {
-                    tracing::error!(campaign = campaign.id, "campaign not dialed, its settings are invalid: {e}");
-                    continue;
-                }
-            };
-            for (contact_id, call_id) in self.store().unsettled_attempts(campaign.id).await? {
-                if let Some(call) = self.store().call_any(&call_id).await?
-                    && call.contact_id == Some(contact_id)
-                    && self.settle(&call).await?
-                {
-                    done.settled += 1;
-                }
-            }
-            let Some(org) = self.store().org_by_id(campaign.org_id).await? else { continue };
-            let window = settings.calling_window().map_err(StoreError::Invalid)?;
-            let default_tz = parse_tz(&settings.timezone).map_err(StoreError::Invalid)?;
-            let now = self.clock.now();
-            let decide = move |contact: &crate::store::contacts::Contact| {
-                let tz = contact.timezone.as_deref().and_then(|t| parse_tz(t).ok()).unwrap_or(default_tz);
-                if window.allows(now, tz) { Decision::Dial } else { Decision::Later(window.next_open(now, tz)) }
-            };
-            let claim_started = std::time::Instant::now();
-            let claimed = self
-                .store()
-                .claim_contacts(&Claim {
-                    campaign_id: campaign.id,
-                    claimer: &self.config.claimer,
-                    now,
-                    lease: self.config.lease,
-                    max_concurrent: settings.max_concurrent as i64,
-                    pacing: settings.pacing.0,
-                    decide: &decide,
-                })
-                .await?;
-            // The claim's whole transaction, waiting on the campaign's row included.
-            metrics::histogram!("asterai_campaign_claim_seconds").record(claim_started.elapsed().as_secs_f64());
-            metrics::counter!("asterai_dialer_claims_total").increment(claimed.contacts.len() as u64);
-            done.deferred += claimed.deferred;
-            done.next_claim_at = match (done.next_claim_at, claimed.next_claim_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            done.do_not_call += claimed.do_not_call;
-            for contact in &claimed.contacts {
-                // At dial time: a number put on the list since the claim is never dialed.
-                if self.store().is_dnc(org.id, &contact.phone).await? {
-                    self.store().release_contact(contact.id, "dnc", Some("do_not_call")).await?;
-                    done.do_not_call += 1;
-                    continue;
-                }
-                let call_id = new_call_id();
-                self.store().contact_dialed(contact.id, &call_id).await?;
-                let placed = self
-                    .dialer
-                    .originate_call(
-                        &call_id,
-                        &org,
-                        &contact.phone,
-                        Some(campaign.id),
-                        Some(contact.id),
-                        Some(settings.ring_timeout.0),
-                    )
-                    .await;
-                match placed {
-                    Ok(call) => done.dialed.push(call.id),
-                    Err(DialError::Refused { call_id, .. }) => {
-                        if let Some(call) = self.store().call_any(&call_id).await? {
-                            self.settle(&call).await?;
-                        }
-                    }
-                    // Asterisk may have the call: its events (or the next resync) end it.
-                    Err(DialError::Uncertain { call_id, error }) => {
-                        tracing::warn!(%call_id, "campaign call uncertain: {error}");
-                    }
-                    Err(e) => {
-                        tracing::warn!(contact = contact.id, "campaign call not placed: {e}");
-                        self.store().release_contact(contact.id, "pending", None).await?;
-                    }
-                }
-            }
-            if claimed.contacts.is_empty() {
-                let counts = self.store().campaign_contact_counts(campaign.id).await?;
-                let open = counts.get("pending").copied().unwrap_or(0) + counts.get("dialing").copied().unwrap_or(0);
-                if open == 0 {
-                    self.store().set_campaign_status(campaign.org_id, campaign.id, "completed").await?;
-                    tracing::info!(campaign = campaign.id, name = %campaign.name, "campaign completed");
-                    done.completed.push(campaign.id);
+                    tracing::warn!(contact = contact.id, "campaign call not placed: {e}");
+                    self.store().release_contact(contact.id, "pending", None).await?;
                 }
             }
         }
-        Ok(done)
+        if claimed.contacts.is_empty() {
+            let counts = self.store().campaign_contact_counts(campaign.id).await?;
+            let open = counts.get("pending").copied().unwrap_or(0) + counts.get("dialing").copied().unwrap_or(0);
+            if open == 0 {
+                self.store().set_campaign_status(campaign.org_id, campaign.id, "completed").await?;
+                tracing::info!(campaign = campaign.id, name = %campaign.name, "campaign completed");
+                done.completed.push(campaign.id);
+            }
+        }
+        Ok(())
     }
 
     /// Settles the attempt of an ended campaign call. Returns whether an attempt was settled
@@ -277,7 +344,7 @@ impl Runner {
                 let rule = settings.retries.for_status(status).unwrap_or_default();
                 let so_far = self.store().contact_calls_with_status(contact_id, campaign_id, status.as_str()).await?;
                 if so_far <= rule.attempts as i64 {
-                    let next: DateTime<Utc> = at + chrono::Duration::from_std(rule.delay.0).unwrap_or_default();
+                    let next: DateTime<Utc> = later_by(at, rule.delay.0, "the retry delay")?;
                     Settle { status: "pending", next_attempt_at: Some(next), last_outcome: outcome, at }
                 } else {
                     Settle { status: "failed", next_attempt_at: None, last_outcome: outcome, at }

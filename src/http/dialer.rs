@@ -29,6 +29,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 
 use super::{ApiError, AppState};
+use crate::auth::Scope;
 use crate::dialer::import::{ImportError, ImportReport};
 use crate::dialer::{CallRequest, CampaignSettings, DialError};
 
@@ -53,7 +54,7 @@ pub async fn place_call(
     Query(query): Query<HashMap<String, String>>,
     body: Result<Json<CallRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let Json(request) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "expected a JSON body such as {{\"to\": \"+15551230000\", \"campaign\": 3, \"contact\": 17}}: {}",
@@ -103,7 +104,7 @@ pub async fn list_campaigns(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Monitor).await?;
     let campaigns = state.store().list_campaigns(principal.org_id).await?;
     Ok(Json(serde_json::json!({ "campaigns": campaigns })))
 }
@@ -115,7 +116,7 @@ pub async fn create_campaign(
     Query(query): Query<HashMap<String, String>>,
     body: Result<Json<NewCampaign>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let new = json_body(body, r#"{"name": "spring", "settings": {"max_concurrent": 5}}"#)?;
     let settings = CampaignSettings::from_json(&new.settings.unwrap_or_else(|| serde_json::json!({})))
         .map_err(ApiError::bad_request)?;
@@ -130,7 +131,7 @@ pub async fn get_campaign(
     Path(id): Path<i64>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Monitor).await?;
     let campaign = campaign_of(&state, principal.org_id, id).await?;
     Ok(Json(campaign_body(&state, &campaign).await?))
 }
@@ -142,7 +143,7 @@ pub async fn campaign_action(
     Path((id, action)): Path<(i64, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let status = match action.as_str() {
         "start" => "running",
         "pause" => "paused",
@@ -168,7 +169,7 @@ pub async fn import_contacts(
     Query(query): Query<HashMap<String, String>>,
     body: axum::body::Bytes,
 ) -> Result<Json<ImportReport>, ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let campaign = campaign_of(&state, principal.org_id, id).await?;
     let report = crate::dialer::import::import(state.store(), principal.org_id, campaign.id, &body, &mut |_, _| {})
         .await
@@ -194,7 +195,7 @@ pub async fn list_dnc(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let numbers = state.store().list_dnc(principal.org_id).await?;
     Ok(Json(serde_json::json!({ "numbers": numbers })))
 }
@@ -207,7 +208,7 @@ pub async fn add_dnc(
     Query(query): Query<HashMap<String, String>>,
     body: Result<Json<NewDnc>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let new = json_body(body, r#"{"number": "+15551230000", "reason": "asked by email"}"#)?;
     let number = crate::phone::e164(&new.number).map_err(ApiError::bad_request)?;
     let added = state.store().add_dnc(principal.org_id, &number, new.reason.as_deref(), "api").await?;
@@ -222,7 +223,7 @@ pub async fn remove_dnc(
     Path(number): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, ApiError> {
-    let principal = state.principal(&headers, &query).await?;
+    let principal = state.principal(&headers, &query, Scope::Admin).await?;
     if state.store().remove_dnc(principal.org_id, &number).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -9,16 +9,37 @@ use crate::auth::AuthError;
 use crate::store::StoreError;
 
 /// An error answer. `code` is stable and machine-readable; `message` is for people.
+/// `reference`, on 500 and 503 answers whose cause stays in the daemon's log, finds that line.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    pub reference: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), reference: None }
+    }
+
+    /// A server-side failure whose `detail` (a database's error text, a path, a query) must not
+    /// reach the client: it is logged with a reference, and the client gets `message` and the
+    /// reference.
+    pub fn hidden(status: StatusCode, code: &'static str, message: &str, detail: &str) -> Self {
+        let reference: String = (0..4).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        tracing::error!(%reference, status = status.as_u16(), "HTTP request failed: {detail}");
+        ApiError {
+            status,
+            code,
+            message: format!("{message} (reference {reference} in the daemon's log)"),
+            reference: Some(reference),
+        }
+    }
+
+    /// 500 with the cause only in the log.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::hidden(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error", &detail.to_string())
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -36,10 +57,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && self.reference.is_none() {
             tracing::warn!(status = self.status.as_u16(), code = self.code, "HTTP request failed: {}", self.message);
         }
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(reference) = self.reference {
+            error["reference"] = json!(reference);
+        }
+        let body = Json(json!({ "error": error }));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
@@ -54,8 +79,11 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => ApiError::not_found(m),
             StoreError::Invalid(m) => ApiError::bad_request(m),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Unavailable(m) => ApiError::unavailable(format!("database unavailable: {m}")),
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+            // The driver's text can name hosts, tables and queries: it stays in the log.
+            StoreError::Unavailable(m) => {
+                ApiError::hidden(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "database unavailable", &m)
+            }
+            other => ApiError::internal(other),
         }
     }
 }
@@ -64,6 +92,9 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Store(store) => store.into(),
+            forbidden @ AuthError::Forbidden { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", forbidden.to_string())
+            }
             other => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", other.to_string()),
         }
     }

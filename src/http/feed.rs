@@ -19,7 +19,7 @@ pub async fn feed(
     Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let principal = state.principal(request.headers(), &query).await?;
+    let principal = state.feed_principal(request.headers(), &query).await?;
     let accept = ws::accept(request.headers())
         .map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.to_string()))?;
     let since = match query.get("since") {
@@ -42,7 +42,8 @@ pub async fn feed(
     // Subscribed before the 101 goes out: nothing stored after the client sees it is missed.
     let (start, subscription) =
         client::start(&inner.hub, &inner.store, principal.org_id, principal.org_slug, since, filter, inner.feed.queue)
-            .await;
+            .await
+            .map_err(ApiError::unavailable)?;
     let upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
         match upgrade.await {
@@ -66,5 +67,5 @@ pub async fn feed(
         .header(header::UPGRADE, "websocket")
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Body::empty())
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+        .map_err(ApiError::internal)
 }

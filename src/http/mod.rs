@@ -13,26 +13,30 @@
 //! | `GET /v1/calls/{id}` | token | one call with its turns and transcript |
 //! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::client`]) |
 //!
-//! A token is sent as `Authorization: Bearer <token>`, or `?token=` where a browser cannot set
-//! headers; it selects the only organization whose data the request can see.
+//! A token is sent as `Authorization: Bearer <token>` (the feed's WebSocket upgrade also takes
+//! `?token=`, since a browser cannot set headers there, and no other route does); it selects the
+//! only organization whose data the request can see, and its scopes what the request may do:
+//! `monitor` for reads, `dial` for calls, campaigns and adding to the do-not-call list, `admin`
+//! for removing from it. A token without the route's scope gets 403 naming the scope.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::{AuthError, Authenticator, Principal, Scope};
 use crate::feed::client::ClientConfig;
 use crate::feed::hub::Hub;
 use crate::store::Store;
+use crate::supervise::Supervisor;
 
 mod api;
 mod dialer;
@@ -56,6 +60,8 @@ struct AppInner {
     feed: ClientConfig,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: CancellationToken,
+    limits: HttpLimits,
+    supervisor: Option<Supervisor>,
     /// Set when ARI is configured: outbound calls and campaigns.
     dialer: std::sync::OnceLock<Arc<crate::dialer::Dialer>>,
 }
@@ -68,6 +74,29 @@ pub struct HttpParts {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Cancelled when the daemon stops: feed clients are closed with code 1001.
     pub shutdown: CancellationToken,
+    pub limits: HttpLimits,
+    /// The daemon's supervised tasks, whose failures `/readyz` reports.
+    pub supervisor: Option<Supervisor>,
+}
+
+/// What one client may ask of the HTTP server (`[http]` in the config).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time allowed for one request until its response starts (408 after it). A WebSocket
+    /// upgrade's response is the 101, so the feed itself is never cut.
+    pub request_timeout: Duration,
+    /// Largest body of any request but a contact import (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest body of `POST /v1/campaigns/{id}/contacts`.
+    pub max_import_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        crate::config::HttpConfig::default().limits()
+    }
 }
 
 impl AppState {
@@ -81,6 +110,8 @@ impl AppState {
                 feed: parts.feed,
                 metrics: parts.metrics,
                 shutdown: parts.shutdown,
+                limits: parts.limits,
+                supervisor: parts.supervisor,
                 dialer: std::sync::OnceLock::new(),
             }),
         }
@@ -100,21 +131,55 @@ impl AppState {
         self.inner.dialer.get()
     }
 
-    /// The caller's organization, from `Authorization: Bearer` or `?token=`.
-    pub async fn principal(&self, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<Principal, ApiError> {
-        let header = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = match header {
-            Some(value) => {
-                value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(AuthError::Malformed)?
-            }
+    /// The caller's organization, from `Authorization: Bearer`, if its token has `scope`. A
+    /// token in the query string is refused: tokens in URLs end up in proxy and access logs.
+    pub async fn principal(
+        &self,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+        scope: Scope,
+    ) -> Result<Principal, ApiError> {
+        let token = match bearer(headers)? {
+            Some(token) => token,
+            None if query.contains_key("token") => return Err(AuthError::InQuery.into()),
+            None => return Err(AuthError::Missing.into()),
+        };
+        let principal = self.inner.auth.authenticate(token).await?;
+        principal.require(scope)?;
+        Ok(principal)
+    }
+
+    /// The same for the feed's WebSocket upgrade, the one request that may carry `?token=`: a
+    /// browser cannot set headers on a WebSocket.
+    pub async fn feed_principal(
+        &self,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+    ) -> Result<Principal, ApiError> {
+        let token = match bearer(headers)? {
+            Some(token) => token,
             None => query.get("token").map(String::as_str).ok_or(AuthError::Missing)?,
         };
-        Ok(self.inner.auth.authenticate(token).await?)
+        let principal = self.inner.auth.authenticate(token).await?;
+        principal.require(Scope::Monitor)?;
+        Ok(principal)
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case), if the header is there.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(AuthError::Malformed),
     }
 }
 
 /// The router.
 pub fn router(state: AppState) -> Router {
+    let limits = state.inner.limits.clone();
+    let (body, import) = (limits.max_body_bytes, limits.max_import_bytes);
     Router::new()
         .route("/", get(monitor::index))
         .route("/monitor.js", get(monitor::script))
@@ -126,17 +191,37 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/calls/{id}", get(api::get_call))
         .route("/v1/campaigns", get(dialer::list_campaigns).post(dialer::create_campaign))
         .route("/v1/campaigns/{id}", get(dialer::get_campaign))
-        .route(
-            "/v1/campaigns/{id}/contacts",
-            axum::routing::post(dialer::import_contacts).layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
-        )
         .route("/v1/campaigns/{id}/{action}", axum::routing::post(dialer::campaign_action))
         .route("/v1/dnc", get(dialer::list_dnc).post(dialer::add_dnc))
         .route("/v1/dnc/{number}", axum::routing::delete(dialer::remove_dnc))
         .route("/v1/feed", get(feed::feed))
+        // Every route above: `http.max_body_bytes`.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(body))
+        .layer(axum::extract::DefaultBodyLimit::max(body))
+        .route(
+            "/v1/campaigns/{id}/contacts",
+            axum::routing::post(dialer::import_contacts)
+                .layer::<_, std::convert::Infallible>(tower_http::limit::RequestBodyLimitLayer::new(import))
+                .layer(axum::extract::DefaultBodyLimit::max(import)),
+        )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(limits.request_timeout, time_limit))
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// `http.request_timeout`: a request whose response has not started in time gets 408 and its
+/// handler is dropped. The feed's response is the 101 of its upgrade, sent at once.
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {limit:?} (http.request_timeout)"),
+        )
+        .into_response(),
+    }
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -163,14 +248,8 @@ async fn observe(request: Request, next: Next) -> Response {
 pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationToken) -> std::io::Result<()> {
     let shutdown = state.inner.shutdown.clone();
     let hub = state.inner.hub.clone();
+    let listener = CappedListener::new(listener, state.inner.limits.max_connections);
     let app = router(state);
-    // Feed events are small writes: without TCP_NODELAY, Nagle holds each one until the
-    // previous is acknowledged, which a delayed ACK stretches to tens of milliseconds.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on an HTTP connection: {e}");
-        }
-    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             stop.cancelled().await;
@@ -180,4 +259,110 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationTok
             tokio::time::sleep(Duration::from_millis(200)).await;
         })
         .await
+}
+
+/// A TCP listener that holds at most `http.max_connections` connections open: it accepts the
+/// next one only when one has closed (the rest wait in the kernel's backlog). Each connection
+/// keeps its permit for its whole life, a feed WebSocket's included.
+struct CappedListener {
+    inner: TcpListener,
+    permits: Arc<tokio::sync::Semaphore>,
+    warned: bool,
+}
+
+impl CappedListener {
+    fn new(inner: TcpListener, max: usize) -> Self {
+        CappedListener { inner, permits: Arc::new(tokio::sync::Semaphore::new(max.max(1))), warned: false }
+    }
+}
+
+impl axum::serve::Listener for CappedListener {
+    type Io = Capped;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Capped, std::net::SocketAddr) {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if !self.warned {
+                    tracing::warn!("http.max_connections reached: new HTTP connections wait until one closes");
+                    self.warned = true;
+                }
+                self.permits.clone().acquire_owned().await.expect("the connection semaphore is never closed")
+            }
+        };
+        loop {
+            match self.inner.accept().await {
+                Ok((tcp, addr)) => {
+                    // Feed events are small writes: without TCP_NODELAY, Nagle holds each one until
+                    // the previous is acknowledged, which a delayed ACK stretches to tens of ms.
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY on an HTTP connection: {e}");
+                    }
+                    return (Capped { tcp, _permit: permit }, addr);
+                }
+                // Out of file descriptors and the like: wait, as axum's own listener does.
+                Err(e) => {
+                    tracing::warn!("cannot accept an HTTP connection: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding its place under the cap.
+struct Capped {
+    tcp: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Capped {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }

@@ -12,10 +12,11 @@ const INDEX: &str = include_str!("monitor/index.html");
 const SCRIPT: &str = include_str!("monitor/monitor.js");
 const STYLE: &str = include_str!("monitor/monitor.css");
 
-/// Same-origin only; the feed's WebSocket is a same-origin connection (`'self'` covers ws: and
-/// wss: to this host in current browsers, the explicit schemes cover older ones).
+/// Same-origin only. `connect-src 'self'` covers the feed's WebSocket to this host and port:
+/// CSP Level 3 matches `ws:`/`wss:` against `'self'` (Chromium since 2017, Firefox and Safari
+/// too; `tests/monitor.rs` checks it in Chromium). No other host, and no blanket `ws:`.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn file(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();

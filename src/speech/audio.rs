@@ -6,7 +6,6 @@
 //! telephone band. Streaming WAV writers (espeak-ng, several TTS servers) put a placeholder length
 //! in the header; the header is corrected to the bytes actually received before decoding.
 
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,14 +30,15 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Vec<i16>, AudioError> {
     let mut reader =
         hound::WavReader::new(Cursor::new(fixed.as_ref())).map_err(|e| AudioError::NotWav(e.to_string()))?;
     let spec = reader.spec();
-    if spec.channels == 0 || spec.sample_rate == 0 {
-        return Err(AudioError::Unsupported(format!("{} channels at {} Hz", spec.channels, spec.sample_rate)));
+    if spec.channels == 0 || spec.channels > MAX_CHANNELS {
+        return Err(AudioError::Unsupported(format!("{} channels; expected 1 to {MAX_CHANNELS}", spec.channels)));
     }
+    check_rate(spec.sample_rate)?;
     // Mono 16-bit PCM (Asterisk's recordings, most TTS answers) is read straight from the data
     // chunk: several times faster than sample-by-sample decoding, and on the turn's critical path.
     if spec.channels == 1 && spec.bits_per_sample == 16 && spec.sample_format == hound::SampleFormat::Int {
         let (start, len) = data_chunk(&fixed).ok_or_else(|| AudioError::NotWav("no data chunk".into()))?;
-        return Ok(decode_pcm_s16le(&fixed[start..start + len], spec.sample_rate));
+        return decode_pcm_s16le(&fixed[start..start + len], spec.sample_rate);
     }
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => reader.samples::<f32>().map_while(Result::ok).collect(),
@@ -49,23 +49,43 @@ pub fn decode_wav(bytes: &[u8]) -> Result<Vec<i16>, AudioError> {
         (format, bits) => return Err(AudioError::Unsupported(format!("{bits}-bit {format:?} samples"))),
     };
     let mono = mixdown(&interleaved, spec.channels as usize);
-    Ok(to_i16(&resample(&mono, spec.sample_rate, RATE)))
+    Ok(to_i16(&resample(&mono, spec.sample_rate, RATE)?))
+}
+
+/// The input rates accepted: Asterisk's own range, 8 kHz (the telephone) to 192 kHz (slin192).
+/// A provider that answers "1 Hz" would otherwise have the resampler write 8,000 samples for
+/// each one it sent.
+pub const RATES: std::ops::RangeInclusive<u32> = 8000..=192_000;
+/// Channels accepted in a WAV (7.1 is 8).
+const MAX_CHANNELS: u16 = 8;
+
+fn check_rate(rate: u32) -> Result<(), AudioError> {
+    if RATES.contains(&rate) {
+        Ok(())
+    } else {
+        Err(AudioError::Unsupported(format!(
+            "a sample rate of {rate} Hz; expected {} to {} Hz",
+            RATES.start(),
+            RATES.end()
+        )))
+    }
 }
 
 /// Decodes raw little-endian 16-bit mono PCM at `rate` into 8 kHz.
-pub fn decode_pcm_s16le(bytes: &[u8], rate: u32) -> Vec<i16> {
+pub fn decode_pcm_s16le(bytes: &[u8], rate: u32) -> Result<Vec<i16>, AudioError> {
+    check_rate(rate)?;
     let samples = bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]));
     if rate == RATE {
-        return samples.collect();
+        return Ok(samples.collect());
     }
     let samples: Vec<f32> = samples.map(|s| s as f32 / 32768.0).collect();
-    to_i16(&resample(&samples, rate, RATE))
+    Ok(to_i16(&resample(&samples, rate, RATE)?))
 }
 
 /// Decodes what a provider returned: WAV when it starts with `RIFF`, otherwise raw 16-bit PCM
 /// at `pcm_rate`.
 pub fn decode_any(bytes: &[u8], pcm_rate: u32) -> Result<Vec<i16>, AudioError> {
-    if bytes.starts_with(b"RIFF") { decode_wav(bytes) } else { Ok(decode_pcm_s16le(bytes, pcm_rate)) }
+    if bytes.starts_with(b"RIFF") { decode_wav(bytes) } else { decode_pcm_s16le(bytes, pcm_rate) }
 }
 
 /// Encodes 8 kHz mono 16-bit samples as a WAV file.
@@ -207,6 +227,13 @@ struct Bank {
     phases: Vec<Vec<f32>>,
 }
 
+impl Bank {
+    /// Its size, in taps.
+    fn taps(&self) -> usize {
+        self.phases.iter().map(Vec::len).sum()
+    }
+}
+
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
@@ -267,20 +294,57 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// The filter banks built so far, by (from, to) rate.
-type Banks = HashMap<(u32, u32), Arc<Bank>>;
+/// Filter banks kept at most (real providers use two or three rates).
+const BANKS_KEPT: usize = 8;
+/// Taps kept in all cached banks together, at most (4 bytes each: 16 MiB). A bank for an odd
+/// rate pair (8000 phases for 44,101 Hz) is built, used and dropped rather than cached.
+const TAPS_KEPT: usize = 4 << 20;
+
+/// The filter banks built so far, by (from, to) rate, in the order they were last used.
+#[derive(Default)]
+struct Banks {
+    recent: Vec<((u32, u32), Arc<Bank>)>,
+}
+
+impl Banks {
+    fn get(&mut self, from: u32, to: u32) -> Arc<Bank> {
+        if let Some(at) = self.recent.iter().position(|(key, _)| *key == (from, to)) {
+            let entry = self.recent.remove(at);
+            let bank = entry.1.clone();
+            self.recent.push(entry);
+            return bank;
+        }
+        let bank = Arc::new(Bank::new(from, to));
+        if bank.taps() <= TAPS_KEPT {
+            self.recent.push(((from, to), bank.clone()));
+            while self.recent.len() > BANKS_KEPT || self.recent.iter().map(|(_, b)| b.taps()).sum::<usize>() > TAPS_KEPT
+            {
+                self.recent.remove(0);
+            }
+        }
+        bank
+    }
+}
+
+static BANKS: OnceLock<Mutex<Banks>> = OnceLock::new();
+
+/// Banks cached, and their taps.
+#[cfg(test)]
+fn cached_banks() -> (usize, usize) {
+    let banks = BANKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    (banks.recent.len(), banks.recent.iter().map(|(_, b)| b.taps()).sum())
+}
 
 /// Band-limited resampling: a Blackman-windowed sinc, cut off at the lower Nyquist frequency,
-/// applied through a cached polyphase filter bank (no trigonometry per sample).
-pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
+/// applied through a cached polyphase filter bank (no trigonometry per sample). Both rates
+/// must be within [`RATES`].
+pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioError> {
+    check_rate(from)?;
+    check_rate(to)?;
     if from == to || input.is_empty() {
-        return input.to_vec();
+        return Ok(input.to_vec());
     }
-    static BANKS: OnceLock<Mutex<Banks>> = OnceLock::new();
-    let bank = {
-        let mut banks = BANKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-        banks.entry((from, to)).or_insert_with(|| Arc::new(Bank::new(from, to))).clone()
-    };
+    let bank = BANKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).get(from, to);
     let out_len = input.len() * bank.up / bank.down;
     let mut out = Vec::with_capacity(out_len);
     for n in 0..out_len {
@@ -302,7 +366,7 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
         };
         out.push(acc);
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -353,7 +417,7 @@ mod tests {
         // 22.05 kHz (espeak-ng) and 16 kHz come down too.
         assert_eq!(decode_wav(&wav(22050, 1, &tone(22050, 440.0, 1000, 0.5))).unwrap().len(), 8000);
         assert_eq!(decode_wav(&wav(16000, 1, &tone(16000, 440.0, 1000, 0.5))).unwrap().len(), 8000);
-        let up = resample(&tone(8000, 440.0, 100, 0.5), 8000, 16000);
+        let up = resample(&tone(8000, 440.0, 100, 0.5), 8000, 16000).unwrap();
         assert_eq!(up.len(), 1600);
     }
 
@@ -382,6 +446,7 @@ mod tests {
         let pcm: Vec<u8> =
             tone(16000, 300.0, 100, 0.3).iter().flat_map(|s| ((s * 32767.0) as i16).to_le_bytes()).collect();
         let decoded = decode_any(&pcm, 16000).unwrap();
+        assert!(decode_any(&pcm, 1).unwrap_err().to_string().contains("1 Hz"), "raw PCM at an absurd rate");
         assert_eq!(decoded.len(), 800);
         let encoded = encode_wav(&decoded);
         assert_eq!(&encoded[..4], b"RIFF");
@@ -431,6 +496,24 @@ mod tests {
         unfinished[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(!is_native_wav(&unfinished), "a placeholder length");
         assert!(!is_native_wav(b"RIFF"));
+    }
+
+    #[test]
+    fn absurd_rates_are_refused_and_the_filter_cache_stays_bounded() {
+        // A provider answering "1 Hz" (or 4 GHz) is refused, never upsampled 8000-fold.
+        for rate in [1, 7999, 192_001, 1_000_000_000] {
+            let err = decode_wav(&wav(rate, 1, &[0.0; 16])).unwrap_err().to_string();
+            assert!(err.contains(&format!("{rate} Hz")) && err.contains("8000 to 192000"), "{rate}: {err}");
+            assert!(resample(&[0.0; 16], rate, RATE).is_err());
+        }
+        assert!(decode_wav(&wav(16000, 1, &[0.0; 16])).is_ok());
+        // Many odd rates in a row: every one is converted, the cache keeps a bounded few.
+        for rate in 44_090..44_110 {
+            let out = resample(&tone(rate, 300.0, 20, 0.5), rate, RATE).unwrap().len();
+            assert!((159..=160).contains(&out), "{rate}: {out}");
+        }
+        let banks = cached_banks();
+        assert!(banks.0 <= BANKS_KEPT && banks.1 <= TAPS_KEPT, "{banks:?}");
     }
 
     #[test]

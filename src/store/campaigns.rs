@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::events::{EventKind, NewEvent, append_event};
 use super::{Result, RowExt, Store, StoreError, now, with_pool, write_tx};
 
 /// A campaign as stored. `settings` is the dialer's JSON settings object.
@@ -12,6 +13,9 @@ pub struct Campaign {
     pub org_id: i64,
     pub name: String,
     pub status: String,
+    /// Why the campaign is in its state when a daemon put it there (paused after a failure);
+    /// cleared when someone changes the state.
+    pub status_reason: Option<String>,
     pub settings: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -23,13 +27,14 @@ fn campaign_from(row: &impl RowExt) -> Result<Campaign> {
         org_id: row.int("org_id")?,
         name: row.text("name")?,
         status: row.text("status")?,
+        status_reason: row.opt_text("status_reason")?,
         settings: row.json("settings")?,
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,
     })
 }
 
-const COLUMNS: &str = "SELECT id, org_id, name, status, settings, created_at, updated_at FROM campaigns";
+const COLUMNS: &str = "SELECT id, org_id, name, status, status_reason, settings, created_at, updated_at FROM campaigns";
 
 impl Store {
     /// Creates a campaign; a name used already in the organization is a conflict.
@@ -99,7 +104,7 @@ impl Store {
         }
         let at = now();
         let changed = write_tx!(self, tx => {
-            sqlx::query("UPDATE campaigns SET status = $1, updated_at = $2 WHERE org_id = $3 AND id = $4")
+            sqlx::query("UPDATE campaigns SET status = $1, status_reason = NULL, updated_at = $2 WHERE org_id = $3 AND id = $4")
                 .bind(status)
                 .bind(at)
                 .bind(org_id)
@@ -112,6 +117,38 @@ impl Store {
             return Err(StoreError::NotFound(format!("no campaign {id}")));
         }
         self.campaign(org_id, id).await?.ok_or_else(|| StoreError::NotFound(format!("no campaign {id}")))
+    }
+
+    /// Pauses a running campaign that cannot be dialed, with the reason, and publishes
+    /// `campaign_status_update` in the same transaction. Returns false (and changes nothing)
+    /// when the campaign is not running any more (someone else paused it first).
+    pub async fn pause_campaign(&self, id: i64, reason: &str) -> Result<bool> {
+        let at = now();
+        let Some(campaign) = self.campaign_any(id).await? else { return Ok(false) };
+        let paused = write_tx!(self, tx, pg => {
+            let changed = sqlx::query(
+                "UPDATE campaigns SET status = 'paused', status_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'running'",
+            )
+            .bind(reason)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                let event = NewEvent {
+                    org_id: campaign.org_id,
+                    call_id: None,
+                    campaign_id: Some(id),
+                    kind: EventKind::CampaignStatusUpdate,
+                    data: serde_json::json!({"status": "paused", "previous": "running", "reason": reason, "name": campaign.name}),
+                    at,
+                };
+                append_event!(tx, pg, &event);
+            }
+            changed > 0
+        });
+        Ok(paused)
     }
 
     /// Replaces a campaign's settings.

@@ -157,8 +157,13 @@ pub struct Settle {
     pub at: DateTime<Utc>,
 }
 
-fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or_else(|_| chrono::Duration::minutes(5))
+/// `at` plus `span` (a lease, a pacing), checked: a span too long for the calendar is an error
+/// naming `what`, never a panic.
+pub fn later_by(at: DateTime<Utc>, span: std::time::Duration, what: &str) -> Result<DateTime<Utc>> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_add_signed(span))
+        .ok_or_else(|| StoreError::Invalid(format!("{what} of {span:?} after {at} is past the end of the calendar")))
 }
 
 impl Store {
@@ -216,7 +221,7 @@ impl Store {
     ///   `claim.decide` says) waits for its next opening; the others are claimed up to the
     ///   free slots (one per claim with pacing).
     pub async fn claim_contacts(&self, claim: &Claim<'_>) -> Result<Claimed> {
-        let expires = lease_end(claim.now, claim.lease);
+        let expires = later_by(claim.now, claim.lease, "the claim lease")?;
         let now_t = claim.now;
         let claimed = write_tx!(self, tx, pg => {
             let mut out = Claimed::default();
@@ -230,10 +235,13 @@ impl Store {
             };
             let status = row.text("status")?;
             let last_dial = row.opt_time("last_dial_at")?;
-            let paced = !claim.pacing.is_zero()
-                && last_dial.is_some_and(|last| lease_end(last, claim.pacing) > now_t);
+            let next_by_pacing = match last_dial {
+                Some(last) if !claim.pacing.is_zero() => Some(later_by(last, claim.pacing, "pacing")?),
+                _ => None,
+            };
+            let paced = next_by_pacing.is_some_and(|next| next > now_t);
             if status == "running" && paced {
-                out.next_claim_at = last_dial.map(|last| lease_end(last, claim.pacing));
+                out.next_claim_at = next_by_pacing;
             }
             if status == "running" && !paced {
                 let active: i64 = sqlx::query_scalar(
@@ -308,7 +316,7 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                         if !claim.pacing.is_zero() {
-                            out.next_claim_at = Some(lease_end(now_t, claim.pacing));
+                            out.next_claim_at = Some(later_by(now_t, claim.pacing, "pacing")?);
                         }
                     }
                 }

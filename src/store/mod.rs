@@ -12,7 +12,13 @@
 //! Writes that change a call also append its event to `call_events` in the same transaction, so
 //! the feed's log and the call records never disagree. Event ids are assigned in commit order:
 //! SQLite has one writer at a time (and asterai serialises its own writers), and PostgreSQL
-//! appends take a transaction-level advisory lock and `pg_notify` the other daemons.
+//! appends take a transaction-level advisory lock and `pg_notify` the other daemons. Each row
+//! has the log's id (internal, the hubs' cursor) and the organization's own number (`org_seq`,
+//! the id supervisors see).
+//!
+//! Every write to a call names its organization and is checked in its transaction: another
+//! organization's call is "not found" (see [`calls`]). `daemons` records each daemon's heartbeat
+//! and `calls.daemon_id` the daemon that holds a call (see [`crate::fleet`]).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -30,14 +36,15 @@ use sqlx::{Row, SqlSafeStr};
 pub mod calls;
 pub mod campaigns;
 pub mod contacts;
+pub mod daemons;
 pub mod dnc;
 pub mod events;
 pub mod orgs;
 
 pub use calls::{
-    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Outcome, Turn,
+    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, Turn,
 };
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, EventPage};
 pub use orgs::{Org, TokenRecord};
 
 /// The PostgreSQL channel that carries "new events" notifications between daemons.
@@ -61,6 +68,10 @@ pub enum StoreError {
     Database(String),
     #[error("migration failed: {0}")]
     Migrate(String),
+    /// The database refused in a way waiting cannot fix (no such database, a wrong password or
+    /// role, a missing directory): start-up stops with it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -161,6 +172,36 @@ pub struct StoreOptions {
     pub connect_timeout: Duration,
 }
 
+/// PostgreSQL errors at connect time that heal by waiting: the server is starting up or
+/// shutting down (57P0x), has no free connection slot (53xxx), or the connection broke (08xxx).
+/// Everything else (3D000 no such database, 28P01 a wrong password, 28000 an unknown role or no
+/// pg_hba.conf entry, 42501 no permission) stays the same until someone fixes the config.
+fn pg_connect_error(e: sqlx::Error) -> StoreError {
+    let heals = match &e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+        }
+        _ => false,
+    };
+    if heals {
+        return StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}"));
+    }
+    let code = match &e {
+        sqlx::Error::Database(db) => db.code().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let message = match &e {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    };
+    StoreError::Refused(format!(
+        "PostgreSQL refused the connection: {message}{code}; waiting will not fix this: check database.url (the database name, the user and its password)"
+    ))
+}
+
 impl Store {
     /// Connects (creating the SQLite file if needed). Does not migrate.
     pub async fn connect(options: &StoreOptions) -> Result<Store> {
@@ -173,14 +214,23 @@ impl Store {
                 .acquire_timeout(options.connect_timeout)
                 .connect_with(connect)
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+                .map_err(pg_connect_error)?;
             return Ok(Store::Postgres(pool));
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create the database directory {}: {e}", dir.display()))
-            })?;
+        // A mistyped path must not become a new, empty database in a new directory: the
+        // directory must exist (the configured data directory is created by the caller, see
+        // `Config::prepare_data_dir`).
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(StoreError::Refused(format!(
+                "the directory of the SQLite database {path} does not exist ({}); create it, or fix database.url (empty uses the data directory)",
+                dir.display()
+            )));
+        }
+        if !Path::new(path).exists() && path != ":memory:" {
+            tracing::info!(path, "creating a new SQLite database");
         }
         let connect = SqliteConnectOptions::new()
             .filename(path)
@@ -212,10 +262,14 @@ impl Store {
             Store::Sqlite(_) => &[
                 (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/sqlite/0002_dialer.sql")),
+                (3, "hardening", include_str!("../../migrations/sqlite/0003_hardening.sql")),
+                (4, "ownership", include_str!("../../migrations/sqlite/0004_ownership.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/postgres/0002_dialer.sql")),
+                (3, "hardening", include_str!("../../migrations/postgres/0003_hardening.sql")),
+                (4, "ownership", include_str!("../../migrations/postgres/0004_ownership.sql")),
             ],
         };
         let migrations = files

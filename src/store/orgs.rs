@@ -23,6 +23,8 @@ pub struct TokenRecord {
     pub name: String,
     #[serde(skip)]
     pub secret_hash: String,
+    /// What the token may do: `monitor`, `dial`, `admin`.
+    pub scopes: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -44,6 +46,7 @@ fn token_from(row: &impl RowExt) -> Result<TokenRecord> {
         org_slug: row.text("slug")?,
         name: row.text("name")?,
         secret_hash: row.text("secret_hash")?,
+        scopes: row.text("scopes")?.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         created_at: row.time("created_at")?,
         last_used_at: row.opt_time("last_used_at")?,
         revoked_at: row.opt_time("revoked_at")?,
@@ -66,7 +69,7 @@ pub fn validate_slug(slug: &str) -> Result<()> {
     }
 }
 
-const TOKEN_COLUMNS: &str = "SELECT t.id, t.org_id, o.slug, t.name, t.secret_hash, t.created_at, t.last_used_at, t.revoked_at \
+const TOKEN_COLUMNS: &str = "SELECT t.id, t.org_id, o.slug, t.name, t.secret_hash, t.scopes, t.created_at, t.last_used_at, t.revoked_at \
      FROM api_tokens t JOIN organizations o ON o.id = t.org_id";
 
 impl Store {
@@ -125,20 +128,79 @@ impl Store {
         })
     }
 
-    /// Stores a token's id and the hash of its secret.
-    pub async fn insert_token(&self, id: &str, org_id: i64, name: &str, secret_hash: &str) -> Result<TokenRecord> {
+    /// Stores a token's id, the hash of its secret and its scopes (`monitor,dial`).
+    pub async fn insert_token(
+        &self,
+        id: &str,
+        org_id: i64,
+        name: &str,
+        secret_hash: &str,
+        scopes: &str,
+    ) -> Result<TokenRecord> {
         let created_at = now();
         write_tx!(self, tx => {
-            sqlx::query("INSERT INTO api_tokens (id, org_id, name, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+            sqlx::query("INSERT INTO api_tokens (id, org_id, name, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(id)
                 .bind(org_id)
                 .bind(name)
                 .bind(secret_hash)
+                .bind(scopes)
                 .bind(created_at)
                 .execute(&mut *tx)
                 .await?;
         });
         self.token(id).await?.ok_or_else(|| StoreError::Database("token vanished after insert".into()))
+    }
+
+    /// The token whose secret hashes to `secret_hash`, revoked or not: one indexed query.
+    pub async fn token_by_hash(&self, secret_hash: &str) -> Result<Option<TokenRecord>> {
+        with_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("{TOKEN_COLUMNS} WHERE t.secret_hash = $1")))
+                .bind(secret_hash)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| token_from(&r)).transpose()
+        })
+    }
+
+    /// Replaces a token's hash, if it is still `old` (another daemon may have done it first).
+    pub async fn rehash_token(&self, id: &str, old: &str, new: &str) -> Result<bool> {
+        let changed = write_tx!(self, tx => {
+            sqlx::query("UPDATE api_tokens SET secret_hash = $1 WHERE id = $2 AND secret_hash = $3")
+                .bind(new)
+                .bind(id)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed > 0)
+    }
+
+    /// How many active tokens still have an Argon2 hash (made before the HMAC scheme).
+    pub async fn legacy_tokens(&self) -> Result<i64> {
+        with_pool!(self, pool => {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens WHERE secret_hash LIKE '$argon2%' AND revoked_at IS NULL")
+                .fetch_one(pool)
+                .await?;
+            Ok(n)
+        })
+    }
+
+    /// The server key `name`, stored as `fresh` if there is none yet. Daemons sharing the
+    /// database race to store theirs; all of them read the one that won.
+    pub async fn server_key(&self, name: &str, fresh: &str) -> Result<String> {
+        let at = now();
+        let value: String = write_tx!(self, tx => {
+            sqlx::query("INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(fresh)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1").bind(name).fetch_one(&mut *tx).await?
+        });
+        Ok(value)
     }
 
     /// A token by id, revoked or not.

@@ -40,8 +40,21 @@ impl TestDaemon {
     }
 
     pub async fn start_with(store: Store, feed: ClientConfig, addr: SocketAddr) -> TestDaemon {
+        Self::start_custom(store, feed, addr, None, Default::default()).await
+    }
+
+    /// With the daemon's supervisor (whose failing tasks `/readyz` reports) and HTTP limits.
+    pub async fn start_custom(
+        store: Store,
+        feed: ClientConfig,
+        addr: SocketAddr,
+        supervisor: Option<asterai::supervise::Supervisor>,
+        limits: asterai::http::HttpLimits,
+    ) -> TestDaemon {
         crate::support::init();
         let hub = Hub::new();
+        // Everything published from here on is handed out, whenever the hub's task first runs.
+        hub.prime(&store).await.expect("read where the event log ends");
         let stop = CancellationToken::new();
         let hub_task = tokio::spawn(hub.clone().run(
             store.clone(),
@@ -49,11 +62,6 @@ impl TestDaemon {
             Duration::from_millis(10),
             stop.child_token(),
         ));
-        // Let the hub read where the log ends before anything is published.
-        while hub.last_published() < store.max_event_id().await.unwrap_or(0) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind HTTP");
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(HttpParts {
@@ -62,6 +70,8 @@ impl TestDaemon {
             feed,
             metrics: asterai::telemetry::install(),
             shutdown: CancellationToken::new(),
+            limits,
+            supervisor,
         });
         let http = tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
         let publisher = Publisher::new(store.clone(), hub.clone());
@@ -79,13 +89,18 @@ impl TestDaemon {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Creates the organization if needed and a token for it.
+    /// Creates the organization if needed and a token for it with every scope.
     pub async fn token(&self, org: &str) -> String {
+        self.token_with(org, asterai::auth::Scopes::all()).await
+    }
+
+    /// Creates the organization if needed and a token for it with `scopes`.
+    pub async fn token_with(&self, org: &str, scopes: asterai::auth::Scopes) -> String {
         let org = match self.store.org_by_slug(org).await.unwrap() {
             Some(org) => org,
             None => self.store.create_org(org, org).await.unwrap(),
         };
-        asterai::auth::create_token(&self.store, org.id, "test").await.unwrap().token
+        asterai::auth::create_token(&self.store, org.id, "test", scopes).await.unwrap().token
     }
 
     /// Publishes `call_started` for a new call of `org` and returns its event id.

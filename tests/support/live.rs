@@ -232,7 +232,7 @@ impl Agent {
     /// A token of `acme` for the HTTP API and the feed.
     pub async fn token(&self) -> String {
         let org = self.store.org_by_slug("acme").await.unwrap().unwrap();
-        asterai::auth::create_token(&self.store, org.id, "test").await.unwrap().token
+        asterai::auth::create_token(&self.store, org.id, "test", asterai::auth::Scopes::all()).await.unwrap().token
     }
 
     /// The live feed of `acme`, from the start of the log.
@@ -267,6 +267,12 @@ impl Agent {
             assert!(Instant::now() < deadline, "no call on {channel}; daemon log:\n{}", self.log().join("\n"));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The call's turns, in order (read in the call's own organization).
+    pub async fn turns(&self, call_id: &str) -> Vec<asterai::store::Turn> {
+        let call = self.store.call_any(call_id).await.unwrap().expect("the call is stored");
+        self.store.turns(call.org_id, call_id).await.unwrap()
     }
 
     /// The events of a call, as the feed carries them (the store's log).
