@@ -17,3 +17,4 @@ pub mod store;
 pub mod supervise;
 pub mod systemd;
 pub mod telemetry;
+pub mod types;

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::AriError;
 use super::model::{Application, AsteriskInfo, Channel, LiveRecording, Playback, StoredRecording};
-use crate::config::Secret;
+use crate::types::Secret;
 
 /// Characters escaped in a path segment: everything but unreserved characters.
 const SEGMENT: &AsciiSet = &CONTROLS

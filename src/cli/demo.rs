@@ -50,7 +50,7 @@ async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
 
     // The demo's own choices: embedded store, offline responder and voices.
     let db = config.data_dir().join("asterai.db");
-    config.database.url = crate::config::Secret::new(format!("sqlite://{}", db.display()));
+    config.database.url = crate::types::Secret::new(format!("sqlite://{}", db.display()));
     config.stt.provider = "scripted".into();
     config.responder.provider = "rules".into();
     config.tts.provider = "espeak".into();

@@ -17,8 +17,8 @@ use chrono::{DateTime, Datelike, Duration as Span, NaiveTime, TimeZone, Utc, Wee
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Dur;
 use crate::store::CallStatus;
+use crate::types::Dur;
 
 /// Calls of one campaign at once, at most.
 pub const MAX_CONCURRENT: u32 = 10_000;

@@ -1,0 +1,9 @@
+//! Small domain types shared by several modules, owned by none of them: [`Dur`] (a duration as
+//! people write it, bounded) and [`Secret`] (a value that never reaches a log). The config reads
+//! them, and `ari` and `dialer` use them directly, so they live here rather than in `config`.
+
+mod duration;
+mod secret;
+
+pub use duration::Dur;
+pub use secret::Secret;
