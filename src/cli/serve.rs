@@ -16,7 +16,7 @@ use crate::dialer::{
 };
 use crate::feed::client::ClientConfig;
 use crate::feed::{Hub, Publisher};
-use crate::http::{AppState, HttpParts};
+use crate::http::{AppState, HttpLimits, HttpParts};
 use crate::store::{Store, StoreError};
 use crate::supervise::Supervisor;
 use futures_util::FutureExt as _;
@@ -102,7 +102,7 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         },
         metrics,
         shutdown: CancellationToken::new(),
-        limits: config.http.limits(),
+        limits: HttpLimits::from(&config.http),
         supervisor: Some(supervisor.clone()),
     });
     let daemon_id = crate::fleet::daemon_id(&config.data_dir());

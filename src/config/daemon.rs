@@ -129,18 +129,6 @@ impl Default for HttpConfig {
     }
 }
 
-impl HttpConfig {
-    /// The limits the HTTP server applies.
-    pub fn limits(&self) -> crate::http::HttpLimits {
-        crate::http::HttpLimits {
-            max_connections: self.max_connections,
-            request_timeout: self.request_timeout.0,
-            max_body_bytes: self.max_body_bytes,
-            max_import_bytes: self.max_import_bytes,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {

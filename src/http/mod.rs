@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, Authenticator, Principal, Scope};
+use crate::config::HttpConfig;
 use crate::feed::client::ClientConfig;
 use crate::feed::hub::Hub;
 use crate::store::Store;
@@ -93,9 +94,20 @@ pub struct HttpLimits {
     pub max_import_bytes: usize,
 }
 
+impl From<&HttpConfig> for HttpLimits {
+    fn from(config: &HttpConfig) -> Self {
+        HttpLimits {
+            max_connections: config.max_connections,
+            request_timeout: config.request_timeout.0,
+            max_body_bytes: config.max_body_bytes,
+            max_import_bytes: config.max_import_bytes,
+        }
+    }
+}
+
 impl Default for HttpLimits {
     fn default() -> Self {
-        crate::config::HttpConfig::default().limits()
+        HttpLimits::from(&HttpConfig::default())
     }
 }
 
