@@ -15,9 +15,10 @@
 //! gone, ARI unreachable) is returned as the error, and the conversation says
 //! `conversation.transfer_unavailable` and carries on: a failed transfer never drops the call.
 
+use futures_util::future::BoxFuture;
+
 use crate::ari::{AriClient, AriError};
 use crate::conversation::{TransferRequest, Transferer};
-use crate::speech::BoxFuture;
 
 /// Where a transfer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]

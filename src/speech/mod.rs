@@ -5,8 +5,6 @@
 //! Every HTTP call has a timeout and is retried on 429, 5xx, timeouts and connection errors with
 //! exponential backoff and jitter, within a deadline the caller sets (the turn's budget).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,8 +15,9 @@ pub mod rules;
 pub mod stt;
 pub mod tts;
 
-/// A boxed future, for provider traits used as trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, for provider traits used as trait objects: the `futures` crate's own, so
+/// every module that needs one names the same type without borrowing it from here.
+pub use futures_util::future::BoxFuture;
 
 /// Why a provider call failed. Messages never include API keys.
 #[derive(Debug, Clone, thiserror::Error)]
