@@ -5,6 +5,7 @@
 //! * [`command`]: one type per command with its typed reply, and the quoting rules.
 //! * [`session`]: one connection; one command in flight; hang-up and dead-channel rules.
 //! * [`server`]: the listener, limits, routing on `agi_network_script`, graceful shutdown.
+//! * [`handler`]: what serves a route (any `async fn(AgiSession) -> HandlerResult`).
 //! * [`routes`]: the built-in `health` route and the unknown-route fallback.
 //!
 //! ```no_run
@@ -19,6 +20,7 @@ pub mod codec;
 pub mod command;
 pub mod env;
 pub mod error;
+pub mod handler;
 pub mod parse;
 pub mod reply;
 pub mod routes;
@@ -29,6 +31,7 @@ pub use codec::{AgiCodec, CodecError, Frame};
 pub use command::Command;
 pub use env::AgiEnv;
 pub use error::AgiError;
+pub use handler::{Handler, HandlerFuture, HandlerResult};
 pub use reply::Reply;
-pub use server::{AgiServer, DrainReport, Drive, Handler, HandlerResult, PeerRule, Router, ServerConfig, Shutdown};
+pub use server::{AgiServer, DrainReport, Drive, PeerRule, Router, ServerConfig, Shutdown};
 pub use session::AgiSession;

@@ -1,7 +1,7 @@
 //! The routes every asterai daemon serves without configuration.
 
 use super::command::{GetVariable, SetVariable, Verbose};
-use super::server::HandlerResult;
+use super::handler::HandlerResult;
 use super::session::AgiSession;
 
 /// `agi://host:4573/health`: proves the daemon answers. It writes `asterai ok` to the Asterisk

@@ -27,28 +27,8 @@ use tracing::Instrument;
 
 use super::codec::{AgiCodec, DEFAULT_MAX_LINE};
 use super::error::AgiError;
+use super::handler::{Handler, HandlerResult};
 use super::session::{AgiSession, CLOSED_BEFORE_ENV, SessionReader, read_env};
-
-/// What a handler returns; errors are logged with the session's span.
-pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-/// A boxed handler future.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
-
-/// Handles the sessions of one route.
-pub trait Handler: Send + Sync + 'static {
-    fn call(&self, session: AgiSession) -> HandlerFuture;
-}
-
-impl<F, Fut> Handler for F
-where
-    F: Fn(AgiSession) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = HandlerResult> + Send + 'static,
-{
-    fn call(&self, session: AgiSession) -> HandlerFuture {
-        Box::pin(self(session))
-    }
-}
 
 struct Route {
     name: &'static str,
