@@ -40,6 +40,7 @@ pub mod daemons;
 pub mod dnc;
 pub mod events;
 pub mod orgs;
+mod string_enum;
 
 pub use calls::{
     Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, Turn,
