@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use asterai::feed::client::ClientConfig;
+use asterai::feed::subscriber::SubscriberConfig;
 use asterai::feed::{Hub, Publisher};
 use asterai::http::{AppState, HttpParts};
 use asterai::store::{CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Outcome, Store, StoreOptions};
@@ -62,7 +62,7 @@ async fn server(args: &[String]) {
     let state = AppState::new(HttpParts {
         store: store.clone(),
         hub: hub.clone(),
-        feed: ClientConfig {
+        feed: SubscriberConfig {
             ping_interval: Duration::from_secs(20),
             queue: 1024,
             write_timeout: Duration::from_secs(10),

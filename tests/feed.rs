@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use asterai::feed::client::{CLOSE_HEARTBEAT, CLOSE_SHUTDOWN, CLOSE_SLOW, ClientConfig};
+use asterai::feed::subscriber::{CLOSE_HEARTBEAT, CLOSE_SHUTDOWN, CLOSE_SLOW, SubscriberConfig};
 use asterai::store::{CallStatus, Latency, NewTurn, Store};
 use support::db::{Backend, TestDb};
 use support::http::{FeedClient, Received, TestDaemon, feed_config};
@@ -118,7 +118,7 @@ backend_tests! {
         // nothing for write_timeout, and closes one that answers no ping for a ping interval: both
         // are long here, because a busy machine may take a while to publish everything, and this
         // client is meant to be closed for its queue, with the close frame it reads at the end.
-        let config = ClientConfig {
+        let config = SubscriberConfig {
             queue: 32,
             write_timeout: Duration::from_secs(600),
             ping_interval: Duration::from_secs(600),
@@ -251,7 +251,7 @@ backend_tests! {
     }
 
     async fn silent_clients_are_dropped_by_the_heartbeat(db) {
-        let config = ClientConfig { ping_interval: Duration::from_millis(500), ..feed_config() };
+        let config = SubscriberConfig { ping_interval: Duration::from_millis(500), ..feed_config() };
         let daemon = TestDaemon::start_with(db.store.clone(), config, "127.0.0.1:0".parse().unwrap()).await;
         let token = daemon.token("acme").await;
         let acme = org_id(&db.store, "acme").await;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use crate::agi::{AgiServer, Router, ServerConfig, Shutdown};
 use crate::demo::caller::{Caller, CallerVoice, parse_script};
-use crate::feed::client::Filter;
+use crate::feed::Filter;
 use crate::feed::{Hub, Publisher};
 use crate::store::{EventKind, Store};
 

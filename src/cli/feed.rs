@@ -167,7 +167,7 @@ async fn tail(args: Args, base: String) -> anyhow::Result<()> {
                 }
                 Ok(Message::Close(frame)) => {
                     if let Some(frame) = frame {
-                        resume_now = u16::from(frame.code) == crate::feed::client::CLOSE_SLOW;
+                        resume_now = u16::from(frame.code) == crate::feed::subscriber::CLOSE_SLOW;
                         eprintln!(
                             "feed: closed by the daemon ({} {}); resuming after #{}",
                             u16::from(frame.code),

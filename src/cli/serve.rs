@@ -14,7 +14,7 @@ use crate::conversation::{Conversations, Providers, Settings, Transferer};
 use crate::dialer::{
     AriTransferer, DialSettings, Dialer, Runner, RunnerConfig, SystemClock, Tracker, TrackerConfig, TransferTarget,
 };
-use crate::feed::client::ClientConfig;
+use crate::feed::subscriber::SubscriberConfig;
 use crate::feed::{Hub, Publisher};
 use crate::http::{AppState, HttpLimits, HttpParts};
 use crate::store::{Store, StoreError};
@@ -94,7 +94,7 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     let state = AppState::new(HttpParts {
         store: store.clone(),
         hub: hub.clone(),
-        feed: ClientConfig {
+        feed: SubscriberConfig {
             ping_interval: config.feed.ping_interval.0,
             queue: config.feed.client_queue,
             write_timeout: config.feed.write_timeout.0,

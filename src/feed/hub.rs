@@ -13,7 +13,7 @@
 //!
 //! Each client has a bounded queue ([`Subscription`]), counted in events. The hub never waits on
 //! a client: when a queue would overflow the hub marks that client overflowed and drops it, and
-//! the client's connection closes with the last id it delivered (see [`super::client`]).
+//! the client's connection closes with the last id it delivered (see [`super::subscriber`]).
 //!
 //! A queue overflows when the *client* is slow, not when this daemon is: events wait beyond
 //! `feed.client_queue` only count against a client whose socket stopped draining (its writer
@@ -35,7 +35,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::client::Filter;
+use super::filter::Filter;
 use crate::store::{EVENTS_CHANNEL, Event, Store};
 
 /// An event with its WebSocket frame, encoded once for all clients.

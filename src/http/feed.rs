@@ -9,7 +9,8 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
 use super::{ApiError, AppState};
-use crate::feed::client::{self, Filter};
+use crate::feed::Filter;
+use crate::feed::subscriber;
 use crate::feed::ws;
 
 /// `GET /v1/feed[?since=<id>][&call_id=…][&campaign=…]`. Refuses a missing, wrong or revoked
@@ -40,15 +41,22 @@ pub async fn feed(
     let inner = state.inner.clone();
     let filter = Filter { call_id: query.get("call_id").cloned(), campaign, types: None };
     // Subscribed before the 101 goes out: nothing stored after the client sees it is missed.
-    let (start, subscription) =
-        client::start(&inner.hub, &inner.store, principal.org_id, principal.org_slug, since, filter, inner.feed.queue)
-            .await
-            .map_err(ApiError::unavailable)?;
+    let (start, subscription) = subscriber::start(
+        &inner.hub,
+        &inner.store,
+        principal.org_id,
+        principal.org_slug,
+        since,
+        filter,
+        inner.feed.queue,
+    )
+    .await
+    .map_err(ApiError::unavailable)?;
     let upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                client::serve(
+                subscriber::serve(
                     TokioIo::new(upgraded),
                     start,
                     subscription,

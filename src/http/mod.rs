@@ -11,7 +11,7 @@
 //! | `POST /v1/calls` | token | places an outbound call (see [`dialer`]) |
 //! | `/v1/campaigns…`, `/v1/dnc…` | token | campaigns and the do-not-call list (see [`dialer`]) |
 //! | `GET /v1/calls/{id}` | token | one call with its turns and transcript |
-//! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::client`]) |
+//! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::subscriber`]) |
 //!
 //! A token is sent as `Authorization: Bearer <token>` (the feed's WebSocket upgrade also takes
 //! `?token=`, since a browser cannot set headers there, and no other route does); it selects the
@@ -34,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, Authenticator, Principal, Scope};
 use crate::config::HttpConfig;
-use crate::feed::client::ClientConfig;
 use crate::feed::hub::Hub;
+use crate::feed::subscriber::SubscriberConfig;
 use crate::store::Store;
 use crate::supervise::Supervisor;
 
@@ -58,7 +58,7 @@ struct AppInner {
     store: Store,
     auth: Authenticator,
     hub: Arc<Hub>,
-    feed: ClientConfig,
+    feed: SubscriberConfig,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     shutdown: CancellationToken,
     limits: HttpLimits,
@@ -71,7 +71,7 @@ struct AppInner {
 pub struct HttpParts {
     pub store: Store,
     pub hub: Arc<Hub>,
-    pub feed: ClientConfig,
+    pub feed: SubscriberConfig,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Cancelled when the daemon stops: feed clients are closed with code 1001.
     pub shutdown: CancellationToken,

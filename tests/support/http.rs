@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use asterai::feed::client::ClientConfig;
+use asterai::feed::subscriber::SubscriberConfig;
 use asterai::feed::{Hub, Publisher};
 use asterai::http::{AppState, HttpParts};
 use asterai::store::{Direction, Event, NewCall, Store};
@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Message, protocol::CloseFrame};
 use tokio_util::sync::CancellationToken;
 
-pub fn feed_config() -> ClientConfig {
-    ClientConfig {
+pub fn feed_config() -> SubscriberConfig {
+    SubscriberConfig {
         ping_interval: Duration::from_secs(20),
         queue: 1024,
         write_timeout: Duration::from_secs(10),
@@ -39,14 +39,14 @@ impl TestDaemon {
         Self::start_with(store, feed_config(), "127.0.0.1:0".parse().unwrap()).await
     }
 
-    pub async fn start_with(store: Store, feed: ClientConfig, addr: SocketAddr) -> TestDaemon {
+    pub async fn start_with(store: Store, feed: SubscriberConfig, addr: SocketAddr) -> TestDaemon {
         Self::start_custom(store, feed, addr, None, Default::default()).await
     }
 
     /// With the daemon's supervisor (whose failing tasks `/readyz` reports) and HTTP limits.
     pub async fn start_custom(
         store: Store,
-        feed: ClientConfig,
+        feed: SubscriberConfig,
         addr: SocketAddr,
         supervisor: Option<asterai::supervise::Supervisor>,
         limits: asterai::http::HttpLimits,

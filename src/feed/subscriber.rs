@@ -32,15 +32,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::filter::Filter;
 use super::hub::{Hub, Stop, StopReason, Subscription};
 use super::ws::{self, FrameReader, Incoming, ReadError};
-use crate::store::{Event, EventKind, Store};
+use crate::store::Store;
 
 /// Close code: the client's queue overflowed. The reason is `slow_client last_id=<n>`.
 pub const CLOSE_SLOW: u16 = 4001;
@@ -62,34 +63,14 @@ pub const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// See [`LINGER`].
 pub const LINGER_BYTES: usize = 64 << 20;
 
-/// Settings of every client connection.
+/// Settings of every subscriber's connection (`[feed]` in the config).
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub struct SubscriberConfig {
     pub ping_interval: Duration,
     pub queue: usize,
     pub write_timeout: Duration,
     /// Largest message a client may send.
     pub max_message_bytes: usize,
-}
-
-/// What a client may narrow its feed to. Absent fields match everything.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub campaign: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub types: Option<Vec<EventKind>>,
-}
-
-impl Filter {
-    pub fn matches(&self, event: &Event) -> bool {
-        self.call_id.as_ref().is_none_or(|id| event.call_id.as_ref() == Some(id))
-            && self.campaign.is_none_or(|c| event.campaign == Some(c))
-            && self.types.as_ref().is_none_or(|types| types.contains(&event.kind))
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +80,7 @@ struct ClientMessage {
 }
 
 /// Who is connected and from where they resume.
-pub struct ClientStart {
+pub struct SubscriberStart {
     pub org_id: i64,
     pub org_slug: String,
     /// Events with a greater id are delivered: the client's `since`, or the last stored event
@@ -121,7 +102,7 @@ pub async fn start(
     since: Option<i64>,
     filter: Filter,
     queue: usize,
-) -> Result<(ClientStart, Subscription), String> {
+) -> Result<(SubscriberStart, Subscription), String> {
     let subscription = hub.subscribe(org_id, filter, queue);
     let after = match since {
         Some(since) => since,
@@ -138,11 +119,13 @@ pub async fn start(
             },
         },
     };
-    Ok((ClientStart { org_id, org_slug, after }, subscription))
+    Ok((SubscriberStart { org_id, org_slug, after }, subscription))
 }
 
+/// Why a subscriber's connection ended: decides its close frame (if any) and how long the
+/// reader may linger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
+enum Disconnect {
     SlowClient,
     Heartbeat,
     Shutdown,
@@ -150,12 +133,12 @@ enum Ending {
     WriteFailed,
 }
 
-impl From<StopReason> for Ending {
+impl From<StopReason> for Disconnect {
     fn from(reason: StopReason) -> Self {
         match reason {
-            StopReason::SlowClient => Ending::SlowClient,
-            StopReason::Shutdown => Ending::Shutdown,
-            StopReason::ClientGone => Ending::ClientGone,
+            StopReason::SlowClient => Disconnect::SlowClient,
+            StopReason::Shutdown => Disconnect::Shutdown,
+            StopReason::ClientGone => Disconnect::ClientGone,
         }
     }
 }
@@ -173,10 +156,10 @@ fn text(value: serde_json::Value) -> Bytes {
 /// [`Hub::shutdown`] stops it).
 pub async fn serve<S>(
     io: S,
-    start: ClientStart,
+    start: SubscriberStart,
     subscription: Subscription,
     store: Store,
-    config: ClientConfig,
+    config: SubscriberConfig,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -214,7 +197,7 @@ pub async fn serve<S>(
     // read yet (the last events, the close frame with its last id). A client that takes nothing
     // (a failed write) is dropped at once.
     let mut reader = reader;
-    if ending == Ending::WriteFailed {
+    if ending == Disconnect::WriteFailed {
         reader.abort();
     } else {
         done.cancel();
@@ -291,10 +274,10 @@ async fn read<R: AsyncRead + Unpin>(
 
 struct Writer<'a, W> {
     io: W,
-    config: &'a ClientConfig,
+    config: &'a SubscriberConfig,
     /// The id of the last event written to the socket.
     last_sent: i64,
-    start: &'a ClientStart,
+    start: &'a SubscriberStart,
     /// Where several frames are joined into one write.
     scratch: BytesMut,
     /// Set while the socket does not take what is written (the hub's test of a slow client).
@@ -302,14 +285,14 @@ struct Writer<'a, W> {
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), Ending> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Disconnect> {
         let written =
             tokio::time::timeout(self.config.write_timeout, write_all_flagged(&mut self.io, bytes, &self.blocked));
         let result = written.await;
         self.blocked.store(false, Ordering::Release);
         match result {
             Ok(Ok(())) => Ok(()),
-            _ => Err(Ending::WriteFailed),
+            _ => Err(Disconnect::WriteFailed),
         }
     }
 
@@ -319,9 +302,12 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         mut subscription: Subscription,
         mut control: mpsc::Receiver<Bytes>,
         last_pong: Arc<Mutex<Instant>>,
-    ) -> Ending {
-        let ending =
-            self.deliver(store, &mut subscription, &mut control, last_pong).await.err().unwrap_or(Ending::ClientGone);
+    ) -> Disconnect {
+        let ending = self
+            .deliver(store, &mut subscription, &mut control, last_pong)
+            .await
+            .err()
+            .unwrap_or(Disconnect::ClientGone);
         // Replies the reader queued (a pong, the echo of the client's close, a protocol-error
         // close) go out first.
         control.close();
@@ -332,10 +318,10 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         }
         let reason = |label: &str| format!("{label} last_id={}", self.last_sent);
         let frame = match ending {
-            Ending::SlowClient => Some((CLOSE_SLOW, reason("slow_client"))),
-            Ending::Heartbeat => Some((CLOSE_HEARTBEAT, reason("heartbeat_timeout"))),
-            Ending::Shutdown => Some((CLOSE_SHUTDOWN, reason("shutdown"))),
-            Ending::ClientGone | Ending::WriteFailed => None,
+            Disconnect::SlowClient => Some((CLOSE_SLOW, reason("slow_client"))),
+            Disconnect::Heartbeat => Some((CLOSE_HEARTBEAT, reason("heartbeat_timeout"))),
+            Disconnect::Shutdown => Some((CLOSE_SHUTDOWN, reason("shutdown"))),
+            Disconnect::ClientGone | Disconnect::WriteFailed => None,
         };
         // The close frame waits behind what the client has not read yet: it gets as long as any
         // write (a client that drains receives the last id; one that reads nothing is dropped).
@@ -343,7 +329,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             let _ = self.write(&ws::close_frame(code, &reason)).await;
         }
         let _ = tokio::time::timeout(self.config.write_timeout, self.io.shutdown()).await;
-        if ending == Ending::Heartbeat {
+        if ending == Disconnect::Heartbeat {
             metrics::counter!("asterai_feed_heartbeat_timeouts_total").increment(1);
         }
         ending
@@ -356,7 +342,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         subscription: &mut Subscription,
         control: &mut mpsc::Receiver<Bytes>,
         last_pong: Arc<Mutex<Instant>>,
-    ) -> Result<(), Ending> {
+    ) -> Result<(), Disconnect> {
         self.last_sent = self.start.after;
         self.replay(store, subscription).await?;
         let ready = text(json!({"type": "feed.ready", "org": self.start.org_slug, "last_id": self.last_sent}));
@@ -378,7 +364,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             tokio::select! {
                 biased;
                 next = subscription.rx.recv() => {
-                    let Some(first) = next else { return Err(Ending::SlowClient) };
+                    let Some(first) = next else { return Err(Disconnect::SlowClient) };
                     // Everything queued goes out in one write.
                     self.scratch.clear();
                     let mut single: Option<Bytes> = None;
@@ -425,7 +411,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 Some(frame) = control.recv() => self.write(&frame).await?,
                 _ = ping.tick() => {
                     if pinged_at.is_some_and(|at| *lock(&last_pong) < at) {
-                        return Err(Ending::Heartbeat);
+                        return Err(Disconnect::Heartbeat);
                     }
                     pinged_at = Some(Instant::now());
                     self.write(&ws::frame(ws::OP_PING, b"")).await?;
@@ -435,7 +421,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     }
 
     /// Sends every stored event after `last_sent` that the filter matches, page by page.
-    async fn replay(&mut self, store: &Store, subscription: &Subscription) -> Result<(), Ending> {
+    async fn replay(&mut self, store: &Store, subscription: &Subscription) -> Result<(), Disconnect> {
         let mut replayed = 0u64;
         let mut cursor = self.last_sent;
         loop {
