@@ -72,6 +72,7 @@ async fn server(args: &[String]) {
         shutdown: CancellationToken::new(),
         limits: Default::default(),
         supervisor: None,
+        dialer: None,
     });
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(asterai::http::serve(listener, state, stop.clone()));

@@ -724,8 +724,8 @@ async fn post_v1_calls_places_a_call() {
         shutdown: CancellationToken::new(),
         limits: Default::default(),
         supervisor: None,
+        dialer: Some(rig.dialer.clone()),
     });
-    state.set_dialer(rig.dialer.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(asterai::http::serve(listener, state, rig.stop.child_token()));

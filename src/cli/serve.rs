@@ -91,6 +91,11 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for HTTP on {} (http.listen)", config.http.listen))?;
     let http_addr = http_listener.local_addr()?;
     tracing::info!(addr = %http_addr, "HTTP listening");
+    let daemon_id = crate::fleet::daemon_id(&config.data_dir());
+    let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(&daemon_id);
+    let beating = join_fleet(&config, &publisher, daemon_id, &supervisor).await?;
+    let mut ari = start_ari(&config, publisher.clone(), &supervisor)?;
+    let ari_drained = ari.as_mut().and_then(|ari| ari.drained.take());
     let state = AppState::new(HttpParts {
         store: store.clone(),
         hub: hub.clone(),
@@ -104,15 +109,8 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         shutdown: CancellationToken::new(),
         limits: HttpLimits::from(&config.http),
         supervisor: Some(supervisor.clone()),
+        dialer: ari.as_ref().map(|ari| ari.dialer.clone()),
     });
-    let daemon_id = crate::fleet::daemon_id(&config.data_dir());
-    let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(&daemon_id);
-    let beating = join_fleet(&config, &publisher, daemon_id, &supervisor).await?;
-    let mut ari = start_ari(&config, publisher.clone(), &supervisor)?;
-    let ari_drained = ari.as_mut().and_then(|ari| ari.drained.take());
-    if let Some(ari) = &ari {
-        state.set_dialer(ari.dialer.clone());
-    }
     let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
 
     let transferer = ari.and_then(|ari| ari.transferer);

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::extract::{Authorized, Monitor};
 use super::{ApiError, AppState};
-use crate::auth::Scope;
 use crate::store::{CallFilter, CallStatus, Outcome};
 
 fn time_param(query: &HashMap<String, String>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -46,10 +45,9 @@ fn parsed<T: std::str::FromStr>(
 /// misses nothing that changed after it.
 pub async fn list_calls(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Monitor>,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Monitor).await?;
     let known = ["status", "active", "outcome", "campaign", "since", "until", "limit", "cursor"];
     if let Some(unknown) = query.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(
@@ -92,11 +90,9 @@ pub async fn list_calls(
 /// `GET /v1/calls/{id}`: the call, its turns and its transcript.
 pub async fn get_call(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Monitor>,
 ) -> Result<Json<Value>, ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Monitor).await?;
     let call = state
         .store()
         .call(principal.org_id, &id)

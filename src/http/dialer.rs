@@ -21,15 +21,13 @@
 //! | 502 `bad_gateway` | Asterisk refused the originate; the call is stored as `failed` with its message |
 //! | 503 `unavailable` | ARI is not configured or not connected, or Asterisk did not answer |
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 
+use super::extract::{Admin, Authorized, Dial, Monitor};
 use super::{ApiError, AppState};
-use crate::auth::Scope;
 use crate::dialer::import::{ImportError, ImportReport};
 use crate::dialer::{CallRequest, CampaignSettings, DialError};
 
@@ -50,11 +48,9 @@ impl From<DialError> for ApiError {
 /// `POST /v1/calls` with `{"to": "+15551230000", "campaign": 3, "contact": 17}`.
 pub async fn place_call(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Dial>,
     body: Result<Json<CallRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let Json(request) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "expected a JSON body such as {{\"to\": \"+15551230000\", \"campaign\": 3, \"contact\": 17}}: {}",
@@ -101,10 +97,8 @@ async fn campaign_body(
 /// `GET /v1/campaigns`.
 pub async fn list_campaigns(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Monitor>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Monitor).await?;
     let campaigns = state.store().list_campaigns(principal.org_id).await?;
     Ok(Json(serde_json::json!({ "campaigns": campaigns })))
 }
@@ -112,11 +106,9 @@ pub async fn list_campaigns(
 /// `POST /v1/campaigns` with `{"name": "spring", "settings": {…}}`: a draft campaign.
 pub async fn create_campaign(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Dial>,
     body: Result<Json<NewCampaign>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let new = json_body(body, r#"{"name": "spring", "settings": {"max_concurrent": 5}}"#)?;
     let settings = CampaignSettings::from_json(&new.settings.unwrap_or_else(|| serde_json::json!({})))
         .map_err(ApiError::bad_request)?;
@@ -127,11 +119,9 @@ pub async fn create_campaign(
 /// `GET /v1/campaigns/{id}`: the campaign with its contacts and calls counted by status.
 pub async fn get_campaign(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Monitor>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Monitor).await?;
     let campaign = campaign_of(&state, principal.org_id, id).await?;
     Ok(Json(campaign_body(&state, &campaign).await?))
 }
@@ -139,11 +129,9 @@ pub async fn get_campaign(
 /// `POST /v1/campaigns/{id}/{start|pause|stop}`.
 pub async fn campaign_action(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path((id, action)): Path<(i64, String)>,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Dial>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let status = match action.as_str() {
         "start" => "running",
         "pause" => "paused",
@@ -164,12 +152,10 @@ pub async fn campaign_action(
 /// duplicates and rejected rows with their line numbers).
 pub async fn import_contacts(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Dial>,
     body: axum::body::Bytes,
 ) -> Result<Json<ImportReport>, ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let campaign = campaign_of(&state, principal.org_id, id).await?;
     let report = crate::dialer::import::import(state.store(), principal.org_id, campaign.id, &body, &mut |_, _| {})
         .await
@@ -192,10 +178,8 @@ pub struct NewDnc {
 /// `GET /v1/dnc`: the organization's do-not-call list.
 pub async fn list_dnc(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Dial>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let numbers = state.store().list_dnc(principal.org_id).await?;
     Ok(Json(serde_json::json!({ "numbers": numbers })))
 }
@@ -204,11 +188,9 @@ pub async fn list_dnc(
 /// it was on the list already.
 pub async fn add_dnc(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Dial>,
     body: Result<Json<NewDnc>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Dial).await?;
     let new = json_body(body, r#"{"number": "+15551230000", "reason": "asked by email"}"#)?;
     let number = crate::phone::e164(&new.number).map_err(ApiError::bad_request)?;
     let added = state.store().add_dnc(principal.org_id, &number, new.reason.as_deref(), "api").await?;
@@ -219,11 +201,9 @@ pub async fn add_dnc(
 /// `DELETE /v1/dnc/{number}`: 204, or 404 when the number is not on the list.
 pub async fn remove_dnc(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(number): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Admin>,
 ) -> Result<StatusCode, ApiError> {
-    let principal = state.principal(&headers, &query, Scope::Admin).await?;
     if state.store().remove_dnc(principal.org_id, &number).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

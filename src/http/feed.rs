@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
+use super::extract::{AuthorizedUpgrade, Monitor};
 use super::{ApiError, AppState};
 use crate::feed::Filter;
 use crate::feed::subscriber;
@@ -18,9 +19,10 @@ use crate::feed::ws;
 pub async fn feed(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
+    principal: AuthorizedUpgrade<Monitor>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let principal = state.feed_principal(request.headers(), &query).await?;
+    let principal = principal.into_principal();
     let accept = ws::accept(request.headers())
         .map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.to_string()))?;
     let since = match query.get("since") {

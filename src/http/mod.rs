@@ -17,23 +17,24 @@
 //! `?token=`, since a browser cannot set headers there, and no other route does); it selects the
 //! only organization whose data the request can see, and its scopes what the request may do:
 //! `monitor` for reads, `dial` for calls, campaigns and adding to the do-not-call list, `admin`
-//! for removing from it. A token without the route's scope gets 403 naming the scope.
+//! for removing from it. A token without the route's scope gets 403 naming the scope. The
+//! extractors of [`extract`] do this: a handler names its scope in its signature
+//! (`caller: Authorized<Dial>`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthError, Authenticator, Principal, Scope};
+use crate::auth::Authenticator;
 use crate::config::HttpConfig;
+use crate::dialer::Dialer;
 use crate::feed::hub::Hub;
 use crate::feed::subscriber::SubscriberConfig;
 use crate::store::Store;
@@ -42,6 +43,7 @@ use crate::supervise::Supervisor;
 mod api;
 mod dialer;
 pub mod error;
+pub mod extract;
 mod feed;
 mod health;
 pub mod monitor;
@@ -63,8 +65,8 @@ struct AppInner {
     shutdown: CancellationToken,
     limits: HttpLimits,
     supervisor: Option<Supervisor>,
-    /// Set when ARI is configured: outbound calls and campaigns.
-    dialer: std::sync::OnceLock<Arc<crate::dialer::Dialer>>,
+    /// Present when ARI is configured: outbound calls and campaigns.
+    dialer: Option<Arc<Dialer>>,
 }
 
 /// Everything the HTTP side needs.
@@ -78,6 +80,9 @@ pub struct HttpParts {
     pub limits: HttpLimits,
     /// The daemon's supervised tasks, whose failures `/readyz` reports.
     pub supervisor: Option<Supervisor>,
+    /// The dialer, when ARI is configured: it enables the routes that place calls (without it
+    /// they answer 503).
+    pub dialer: Option<Arc<Dialer>>,
 }
 
 /// What one client may ask of the HTTP server (`[http]` in the config).
@@ -124,7 +129,7 @@ impl AppState {
                 shutdown: parts.shutdown,
                 limits: parts.limits,
                 supervisor: parts.supervisor,
-                dialer: std::sync::OnceLock::new(),
+                dialer: parts.dialer,
             }),
         }
     }
@@ -133,58 +138,9 @@ impl AppState {
         &self.inner.store
     }
 
-    /// Enables the routes that place calls. Only the first dialer set is kept.
-    pub fn set_dialer(&self, dialer: Arc<crate::dialer::Dialer>) {
-        let _ = self.inner.dialer.set(dialer);
-    }
-
     /// The dialer, when ARI is configured.
-    pub fn dialer(&self) -> Option<&Arc<crate::dialer::Dialer>> {
-        self.inner.dialer.get()
-    }
-
-    /// The caller's organization, from `Authorization: Bearer`, if its token has `scope`. A
-    /// token in the query string is refused: tokens in URLs end up in proxy and access logs.
-    pub async fn principal(
-        &self,
-        headers: &HeaderMap,
-        query: &HashMap<String, String>,
-        scope: Scope,
-    ) -> Result<Principal, ApiError> {
-        let token = match bearer(headers)? {
-            Some(token) => token,
-            None if query.contains_key("token") => return Err(AuthError::InQuery.into()),
-            None => return Err(AuthError::Missing.into()),
-        };
-        let principal = self.inner.auth.authenticate(token).await?;
-        principal.require(scope)?;
-        Ok(principal)
-    }
-
-    /// The same for the feed's WebSocket upgrade, the one request that may carry `?token=`: a
-    /// browser cannot set headers on a WebSocket.
-    pub async fn feed_principal(
-        &self,
-        headers: &HeaderMap,
-        query: &HashMap<String, String>,
-    ) -> Result<Principal, ApiError> {
-        let token = match bearer(headers)? {
-            Some(token) => token,
-            None => query.get("token").map(String::as_str).ok_or(AuthError::Missing)?,
-        };
-        let principal = self.inner.auth.authenticate(token).await?;
-        principal.require(Scope::Monitor)?;
-        Ok(principal)
-    }
-}
-
-/// The token of `Authorization: Bearer <token>` (the scheme in any case), if the header is there.
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else { return Ok(None) };
-    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
-        _ => Err(AuthError::Malformed),
+    pub fn dialer(&self) -> Option<&Arc<Dialer>> {
+        self.inner.dialer.as_ref()
     }
 }
 

@@ -72,6 +72,7 @@ impl TestDaemon {
             shutdown: CancellationToken::new(),
             limits,
             supervisor,
+            dialer: None,
         });
         let http = tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
         let publisher = Publisher::new(store.clone(), hub.clone());
