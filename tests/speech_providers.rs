@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use asterai::speech::llm::{Chunk, OpenAiResponder, Responder, ResponseRequest};
 use asterai::speech::stt::{DeepgramStt, OpenAiStt, SpeechToText, SttRequest};
-use asterai::speech::tts::{ElevenLabsTts, OpenAiTts, TextToSpeech, Voice};
+use asterai::speech::tts::{ElevenLabsTts, OpenAiTts, SpeechCache, TextToSpeech};
 use asterai::speech::{HttpPolicy, SpeechError, audio, http_client};
 use futures_util::StreamExt;
 use support::mocks::{self, Sequence};
@@ -361,7 +361,7 @@ async fn synthesized_speech_is_cached_on_disk() {
         pcm_rate: 24000,
         policy: policy(),
     });
-    let voice = Voice::new(tts, dir.path());
+    let voice = SpeechCache::new(tts, dir.path());
     let first = voice.speak("Welcome to Acme.", soon()).await.unwrap();
     assert!(!first.cached && first.duration_ms == 300);
     assert!(first.provider_time > Duration::ZERO);

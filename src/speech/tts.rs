@@ -8,7 +8,7 @@
 //! * [`EspeakTts`]: the local `espeak-ng` program (the offline default). Text goes in on stdin,
 //!   never on the command line.
 //!
-//! Providers hand back the audio as they received it ([`RawAudio`]). [`Voice`] converts it to
+//! Providers hand back the audio as they received it ([`RawAudio`]). [`SpeechCache`] converts it to
 //! Asterisk's format and puts a cache in front: each (provider, model, voice, text) is synthesized
 //! once into `<media dir>/tts/<sha256>.wav`, which Asterisk plays by path. Keeping conversion out
 //! of the providers lets the turn's latency breakdown tell the provider's time from asterai's.
@@ -206,17 +206,18 @@ pub struct Spoken {
     pub provider_time: Duration,
 }
 
-/// A provider with an on-disk cache in front.
+/// A provider with an on-disk cache in front: each phrase is synthesized once, converted to
+/// Asterisk's format and kept as a file Asterisk plays by path.
 #[derive(Clone)]
-pub struct Voice {
+pub struct SpeechCache {
     provider: Arc<dyn TextToSpeech>,
     dir: PathBuf,
 }
 
-impl Voice {
+impl SpeechCache {
     /// Caches into `<media_dir>/tts`.
-    pub fn new(provider: Arc<dyn TextToSpeech>, media_dir: &Path) -> Voice {
-        Voice { provider, dir: media_dir.join("tts") }
+    pub fn new(provider: Arc<dyn TextToSpeech>, media_dir: &Path) -> SpeechCache {
+        SpeechCache { provider, dir: media_dir.join("tts") }
     }
 
     pub fn provider(&self) -> &dyn TextToSpeech {
@@ -286,3 +287,7 @@ impl Voice {
         Ok(Spoken { file, duration_ms, cached: false, provider_time })
     }
 }
+
+/// The former name of [`SpeechCache`], kept only while `conversation` (reworked on another
+/// branch) still says `Voice`; remove it once that code uses the new name.
+pub type Voice = SpeechCache;
