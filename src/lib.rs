@@ -1,4 +1,103 @@
-//! asterai lets an Asterisk PBX hold AI phone calls.
+//! asterai lets an Asterisk PBX hold AI phone calls: Asterisk carries the call; asterai listens,
+//! answers, keeps a record of every call and shows it live to supervisors.
+//!
+//! This page is the tour: the life of one call, inbound and then outbound, module by module,
+//! and then the rule of which module may use which. Each module's own page goes deeper.
+//!
+//! # An inbound call (FastAGI)
+//!
+//! 1. **Asterisk connects.** The dialplan runs `AGI(agi://127.0.0.1:4573/ai?org=acme)`.
+//!    [`agi::server`] accepts the connection on `agi.listen`: it checks the peer against
+//!    `agi.allowed_peers` and the session cap, reads the environment block ([`agi::env`], through
+//!    the codec [`agi::codec`] and the parsers of [`agi::parse`]), and routes on the path of
+//!    `agi_network_script` with its [`agi::Router`]: `ai` goes to the conversation, `health` and
+//!    unknown paths to [`agi::routes`].
+//! 2. **One session.** The route's [`agi::Handler`] gets an [`agi::AgiSession`]: one command in
+//!    flight, a hang-up seen at any line, Asterisk's dead-channel rules. Commands are typed, one
+//!    per AGI command with its reply type ([`agi::command`]); every argument is quoted and checked
+//!    in one place ([`agi::command::args`]), so text from callers or models never reaches a
+//!    command line raw.
+//! 3. **The conversation.** [`conversation`] holds the call. It records the call (see step 5),
+//!    greets the caller, then turn after turn: `RECORD FILE` until silence, speech-to-text
+//!    ([`speech::stt`]), the responder that decides what to say (an LLM, [`speech::llm`], or the
+//!    built-in [`speech::rules`]), the turn's intent and emotion, and the answer spoken:
+//!    [`speech::tts`] synthesizes each sentence once into a file ([`speech::tts::SpeechCache`])
+//!    that Asterisk plays with `STREAM FILE`.
+//! 4. **The end.** On a hang-up, a goodbye, a do-not-call request (written to the organization's
+//!    list first) or a limit, the conversation finishes the call: status, outcome, duration,
+//!    transcript; then it hangs up.
+//! 5. **The record and the feed.** Every change to the call goes through the
+//!    [`feed::Publisher`], which writes it to the [`store`] and appends its event to the event
+//!    log in the same transaction. A writer task per call keeps the caller from ever waiting on
+//!    the database, and spools what it cannot write yet. The [`feed::hub`] tails the event log
+//!    and hands each event to the supervisors watching ([`feed::subscriber`], one per WebSocket
+//!    on `GET /v1/feed` of [`http`]); the monitor page ([`http::monitor`]) draws them.
+//!
+//! # An outbound call (ARI)
+//!
+//! 1. **Asked for.** `POST /v1/calls` ([`http`]), `asterai call` ([`cli`]) or a running
+//!    campaign's [`dialer::runner`] (which claims due contacts within each campaign's limits and
+//!    calling windows) hands a number to the [`dialer::Dialer`].
+//! 2. **Placed.** The dialer checks the number ([`phone`]) and the do-not-call list, stores the
+//!    call (`initiated`, on the feed at once), and originates it through [`ari::AriClient`] with
+//!    the call's id as the channel's id.
+//! 3. **Followed.** The [`dialer::tracker`] reads the channel's events from the ARI event
+//!    WebSocket ([`ari::stream`], typed in [`ari::events`]) and turns them into the call's
+//!    statuses: ringing, in progress, busy, no answer, failed. After a reconnect it resyncs
+//!    against Asterisk's channel list.
+//! 4. **Answered.** The answered channel is sent on to the dialplan (`dialer.context`), whose
+//!    `ai` route runs it exactly as an inbound call from step 1, adopting the stored call by
+//!    `call_id`. A caller who asks for a person is moved through ARI ([`dialer::transfer`]).
+//! 5. **Settled.** When the call ends, the runner settles the contact's attempt: done, called
+//!    again later, or failed.
+//!
+//! # Around every call
+//!
+//! * [`config`]: the one configuration (TOML file, then `ASTERAI_*`), validated once at start.
+//!   [`types`] holds [`types::Dur`] and [`types::Secret`], used by config and by the modules it
+//!   configures.
+//! * [`cli`]: `asterai serve` ([`cli::serve`]) builds and wires everything; the other
+//!   subcommands work on the store or talk to a running daemon.
+//! * [`http`]: health, readiness, metrics ([`telemetry`]), the REST API (tokens and scopes in
+//!   [`auth`], checked by the extractors of [`http::extract`]), the feed and the monitor page.
+//! * [`fleet`]: which daemon holds which call, and finishing the calls of a daemon that died.
+//! * [`supervise`]: the long-lived tasks (hub, ARI stream, campaign runner, spool replay),
+//!   restarted with backoff; [`systemd`]: readiness and the watchdog; [`logging`]: text or JSON.
+//! * [`demo`]: the simulated caller behind `asterai demo`.
+//!
+//! # Being added
+//!
+//! * **The streaming path** (`src/media/`, with streaming additions to [`speech`] and [`ari`]):
+//!   a second media path beside the FastAGI loop, which stays. The call is held in Stasis and
+//!   its audio streamed both ways over ARI external media, so the caller can talk over the
+//!   agent. Both paths are to share one conversation core.
+//! * **Agents and tools** (in [`conversation`]): each organization's agents, the tools the
+//!   model may use during a call, and the work after it.
+//!
+//! Their modules describe them; this tour gains their steps when they land.
+//!
+//! # Which module may use which
+//!
+//! Arrows point one way, from the wiring down to the protocols:
+//!
+//! ```text
+//! cli, http                     wire everything (http: auth, config, dialer, feed, store, supervise)
+//! conversation                  agi, speech, store, feed, config, phone
+//! dialer                        ari, store, feed, config, supervise, phone, types
+//! fleet                         feed, store
+//! config                        agi, ari, speech, store, types (it builds their settings)
+//! feed, auth                    store
+//! agi   ari   speech   store    nothing of each other (ari: types; store: phone)
+//! types   phone   systemd   telemetry    nothing of asterai
+//! ```
+//!
+//! `agi`, `ari`, `speech` and `store` never read the config: [`config`] turns its sections into
+//! their settings ([`config::AgiConfig::server_config`], [`config::AriConfig::settings`],
+//! [`config::Config::store_options`]). A module that needs to reach "up" is a sign the boundary
+//! is in the wrong place. One pair still points both ways, until the conversation is split:
+//! the dialer implements the conversation's `Transferer`, and the conversation takes new call ids
+//! from the dialer.
+
 pub mod agi;
 pub mod ari;
 pub mod auth;

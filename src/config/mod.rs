@@ -17,7 +17,7 @@
 //! | [`daemon`] | `[daemon]`, `[log]`, `[agi]`, `[http]`, `[database]`, `[feed]`, `[media]` |
 //! | [`conversation`] | `[conversation]`, `[stt]`, `[responder]`, `[tts]` |
 //! | [`outbound`] | `[ari]`, `[dialer]` |
-//! | [`env`] | the `ASTERAI_*` overlay and the list of keys |
+//! | [`env`](mod@env) | the `ASTERAI_*` overlay and the list of keys |
 //! | `validate.rs` | what types alone cannot check, and the bounds of every value |
 //! | `paths.rs` | the data directory and what lives in it |
 //!

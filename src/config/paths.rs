@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::{Config, ConfigError};
 
 impl Config {
-    /// The data directory, resolved as described on [`DaemonConfig::data_dir`].
+    /// The data directory, resolved as described on [`DaemonConfig::data_dir`](super::DaemonConfig::data_dir).
     pub fn data_dir(&self) -> PathBuf {
         if !self.daemon.data_dir.is_empty() {
             return PathBuf::from(&self.daemon.data_dir);
