@@ -10,6 +10,7 @@ pub mod dialer;
 pub mod feed;
 pub mod http;
 pub mod logging;
+pub mod media;
 pub mod phone;
 pub mod speech;
 pub mod store;
