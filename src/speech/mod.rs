@@ -16,6 +16,7 @@ pub mod llm;
 pub mod rules;
 pub mod stt;
 pub mod tts;
+pub mod vad;
 
 /// A boxed future, for provider traits used as trait objects.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
