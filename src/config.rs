@@ -397,6 +397,9 @@ pub struct ConversationConfig {
     pub pipelining: bool,
     /// Hang up when the conversation ends (otherwise the dialplan continues after AGI()).
     pub hangup_at_end: bool,
+    /// How outbound calls hold their conversation when a call or campaign does not say:
+    /// `agi` (the dialplan's FastAGI route) or `stream` (stays in Stasis, streaming media).
+    pub media: String,
 }
 
 impl Default for ConversationConfig {
@@ -434,6 +437,7 @@ impl Default for ConversationConfig {
             turn_budget: Dur::secs(8),
             pipelining: true,
             hangup_at_end: true,
+            media: "agi".into(),
         }
     }
 }
@@ -552,6 +556,62 @@ impl Default for TtsConfig {
     }
 }
 
+/// The streaming media path: calls in Stasis with audio over chan_websocket or AudioSocket,
+/// voice activity detection, barge-in and speculative transcription.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Silence after the caller's speech that ends the turn.
+    pub endpoint_silence: Dur,
+    /// Caller speech needed to start a turn, and to interrupt the agent.
+    pub barge_in_min_speech: Dur,
+    /// Let the caller interrupt the agent (false: the agent always finishes its answer).
+    pub barge_in: bool,
+    /// Silence after which the utterance so far is transcribed speculatively; `0s` turns it off.
+    pub speculative_pause: Dur,
+    /// `auto` (chan_websocket when Asterisk has it, else AudioSocket), `websocket` or
+    /// `audiosocket`.
+    pub transport: String,
+    /// Where asterai listens for AudioSocket connections (only with the AudioSocket transport).
+    pub audiosocket_listen: SocketAddr,
+    /// The audio format asked for: `slin16` (16 kHz, better transcripts), `slin` or `ulaw`
+    /// (8 kHz). AudioSocket carries `slin16` or `slin`.
+    pub format: String,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            endpoint_silence: Dur::millis(500),
+            barge_in_min_speech: Dur::millis(250),
+            barge_in: true,
+            speculative_pause: Dur::millis(200),
+            transport: "auto".into(),
+            audiosocket_listen: SocketAddr::from(([127, 0, 0, 1], 4575)),
+            format: "slin16".into(),
+        }
+    }
+}
+
+impl StreamConfig {
+    /// The voice activity detector's timing.
+    pub fn vad_params(&self) -> crate::speech::vad::VadParams {
+        let short_pause =
+            if self.speculative_pause.0.is_zero() { self.endpoint_silence.0 } else { self.speculative_pause.0 };
+        crate::speech::vad::VadParams {
+            start: self.barge_in_min_speech.0,
+            stop: self.endpoint_silence.0,
+            short_pause,
+            ..crate::speech::vad::VadParams::default()
+        }
+    }
+
+    /// Whether speculative transcription is on.
+    pub fn speculative(&self) -> bool {
+        !self.speculative_pause.0.is_zero()
+    }
+}
+
 /// Asterisk's REST Interface: where asterai places calls and follows their channels.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -661,6 +721,7 @@ pub struct Config {
     pub tts: TtsConfig,
     pub ari: AriConfig,
     pub dialer: DialerConfig,
+    pub stream: StreamConfig,
 }
 
 /// Why the configuration was refused.
@@ -811,6 +872,7 @@ impl Config {
             )
         })?;
         self.validate_ari()?;
+        self.validate_stream()?;
         if self.agi.listen == self.http.listen && self.agi.listen.port() != 0 {
             return Err(format!("agi.listen and http.listen are both {}; they need different ports", self.agi.listen));
         }
@@ -846,6 +908,9 @@ impl Config {
             ("dialer.ring_timeout", self.dialer.ring_timeout, Dur::secs(0), minute(10)),
             ("dialer.poll_interval", self.dialer.poll_interval, ABOVE_ZERO, hour(1)),
             ("dialer.claim_lease", self.dialer.claim_lease, Dur::secs(3), hour(24)),
+            ("stream.endpoint_silence", self.stream.endpoint_silence, Dur::millis(100), Dur::secs(10)),
+            ("stream.barge_in_min_speech", self.stream.barge_in_min_speech, Dur::millis(60), Dur::secs(5)),
+            ("stream.speculative_pause", self.stream.speculative_pause, Dur::secs(0), Dur::secs(10)),
         ];
         for (key, value, min, max) in durations {
             value.within(key, min, max)?;
@@ -871,6 +936,42 @@ impl Config {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key}: expected {min} to {max}, got {value}"));
             }
+        }
+        Ok(())
+    }
+
+    /// `[stream]` and `conversation.media`.
+    fn validate_stream(&self) -> Result<(), String> {
+        let st = &self.stream;
+        let one_of = |key: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{key}: expected one of {}, got {value:?}", allowed.join(", ")))
+            }
+        };
+        one_of("conversation.media", &self.conversation.media, &["agi", "stream"])?;
+        one_of("stream.transport", &st.transport, &["auto", "websocket", "audiosocket"])?;
+        one_of("stream.format", &st.format, &["slin16", "slin", "ulaw"])?;
+        if st.transport == "audiosocket" && st.format == "ulaw" {
+            return Err(
+                "stream.format: AudioSocket carries slin16 or slin, not ulaw (stream.transport = \"audiosocket\")"
+                    .into(),
+            );
+        }
+        if st.speculative_pause > st.endpoint_silence {
+            return Err(format!(
+                "stream.speculative_pause: expected at most stream.endpoint_silence ({}), got {}",
+                st.endpoint_silence, st.speculative_pause
+            ));
+        }
+        if st.audiosocket_listen.port() != 0
+            && (st.audiosocket_listen == self.agi.listen || st.audiosocket_listen == self.http.listen)
+        {
+            return Err(format!(
+                "stream.audiosocket_listen: {} is already agi.listen or http.listen; it needs its own port",
+                st.audiosocket_listen
+            ));
         }
         Ok(())
     }
@@ -1264,6 +1365,39 @@ mod tests {
         }
         let err = load("", &[("ASTERAI_ARI_USERNAME", "x"), ("ASTERAI_ARI_URL", "ftp://x")]).unwrap_err().to_string();
         assert!(err.contains("ari.url"), "{err}");
+    }
+
+    #[test]
+    fn stream_settings_are_checked() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.stream.endpoint_silence, Dur::millis(500));
+        assert_eq!(config.stream.audiosocket_listen.to_string(), "127.0.0.1:4575", "loopback by default");
+        assert_eq!(config.conversation.media, "agi");
+        let vad = config.stream.vad_params();
+        assert_eq!(
+            (vad.start, vad.stop, vad.short_pause),
+            (Duration::from_millis(250), Duration::from_millis(500), Duration::from_millis(200))
+        );
+        let off = load("[stream]\nspeculative_pause = \"0s\"\n", &[]).unwrap();
+        assert!(!off.stream.speculative());
+        assert_eq!(off.stream.vad_params().short_pause, Duration::from_millis(500));
+        for (text, key) in [
+            ("[stream]\nendpoint_silence = \"20ms\"\n", "stream.endpoint_silence"),
+            ("[stream]\nendpoint_silence = \"1h\"\n", "stream.endpoint_silence"),
+            ("[stream]\nbarge_in_min_speech = \"0s\"\n", "stream.barge_in_min_speech"),
+            ("[stream]\nspeculative_pause = \"600ms\"\n", "stream.speculative_pause"),
+            ("[stream]\ntransport = \"rtp\"\n", "stream.transport"),
+            ("[stream]\nformat = \"opus\"\n", "stream.format"),
+            ("[stream]\ntransport = \"audiosocket\"\nformat = \"ulaw\"\n", "stream.format"),
+            ("[stream]\naudiosocket_listen = \"127.0.0.1:4573\"\n", "stream.audiosocket_listen"),
+            ("[conversation]\nmedia = \"rtp\"\n", "conversation.media"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let env = load("", &[("ASTERAI_STREAM_BARGE_IN", "false"), ("ASTERAI_CONVERSATION_MEDIA", "stream")]).unwrap();
+        assert!(!env.stream.barge_in);
+        assert_eq!(env.conversation.media, "stream");
     }
 
     #[test]
