@@ -314,7 +314,9 @@ async fn write<W: AsyncWrite + Unpin>(
                     }
                     Some(Control::Hangup(done)) => {
                         let _ = writer.write_all(&Message::hangup().encode().expect("empty")).await;
-                        let _ = writer.flush().await;
+                        // Asterisk closes the connection on a hang-up; the FIN says asterai is done
+                        // either way.
+                        let _ = writer.shutdown().await;
                         outbound.close("asterai hung up the media channel");
                         let _ = done.send(());
                         return Ok(());

@@ -52,7 +52,7 @@ pub trait TurnStt: Send {
     /// Forget the current turn (nothing to transcribe).
     fn cancel(&mut self);
     /// The provider's latest guess for the current turn, when it gives one.
-    fn interim(&self) -> Option<String> {
+    fn interim(&mut self) -> Option<String> {
         None
     }
 }
@@ -245,6 +245,12 @@ pub struct DeepgramSession {
     closed: Option<String>,
     finalize_wait: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for DeepgramSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeepgramSession").field("rate", &self.rate).field("sent", &self.sent).finish()
+    }
 }
 
 impl Drop for DeepgramSession {
@@ -451,7 +457,8 @@ impl TurnStt for DeepgramSession {
         self.turn_start = self.sent;
     }
 
-    fn interim(&self) -> Option<String> {
+    fn interim(&mut self) -> Option<String> {
+        self.drain();
         let mut parts: Vec<&str> = self.finals.iter().map(|(t, _)| t.as_str()).collect();
         parts.extend(self.interim.as_deref());
         (!parts.is_empty()).then(|| parts.join(" "))

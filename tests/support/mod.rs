@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod db;
 pub mod fake_ari;
 pub mod fake_asterisk;
+pub mod fake_media;
 pub mod http;
 pub mod logs;
 pub mod mocks;
