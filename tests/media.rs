@@ -344,3 +344,96 @@ async fn audiosocket_flush_stops_sending() {
     let closed = next_event(&mut session, "close", |e| matches!(e, MediaEvent::Closed(_))).await;
     assert_eq!(closed, MediaEvent::Closed(CloseReason::Eof));
 }
+
+fn ari_client(server: &wiremock::MockServer) -> asterai::ari::AriClient {
+    asterai::ari::AriClient::new(asterai::ari::AriSettings {
+        url: server.uri(),
+        username: "asterai".into(),
+        password: asterai::config::Secret::new("pw"),
+        auth: asterai::ari::Auth::Header,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn detect_media_on_an_asterisk_without_chan_websocket() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    support::init();
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/ari/asterisk/info"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"system": {"version": "21.4.0", "entity_id": "02:fc"}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/ari/asterisk/modules/chan_websocket.so"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(serde_json::json!({"message": "Module could not be found in running modules"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/ari/asterisk/modules/chan_audiosocket.so"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"name": "chan_audiosocket.so", "description": "AudioSocket Channel", "use_count": 0, "status": "Running", "support_level": "extended"})))
+        .mount(&server)
+        .await;
+    let support = asterai::ari::detect_media(&ari_client(&server)).await.unwrap();
+    assert!(!support.chan_websocket && support.audiosocket && !support.json_control, "{support:?}");
+    assert_eq!(support.preferred(), Some("audiosocket"));
+    assert!(support.describe().contains("Asterisk 21.4.0") && support.describe().contains("AudioSocket only"));
+}
+
+#[tokio::test]
+async fn external_media_requests_and_refusals() {
+    use wiremock::matchers::{body_json, method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    support::init();
+    let server = MockServer::start().await;
+    // The capture's answer: the channel, Down, with the connection id in channelvars.
+    Mock::given(method("POST"))
+        .and(path("/ari/channels/externalMedia"))
+        .and(query_param("transport", "websocket"))
+        .and(query_param("format", "ulaw"))
+        .and(query_param("connection_type", "server"))
+        .and(query_param("transport_data", "f(json)"))
+        .and(query_param("data", "asterai-media"))
+        .and(body_json(serde_json::json!({"variables": {"ASTERAI_CALL_ID": "call-1"}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": "media-1", "name": "WebSocket/INCOMING/0x7f0c700047b0", "state": "Down",
+            "channelvars": {"MEDIA_WEBSOCKET_CONNECTION_ID": "53a98129-bb5a-4a01-bfba-80390fed31af", "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": "160"}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/ari/channels/externalMedia"))
+        .and(query_param("format", "bogus"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(
+            serde_json::json!({"message": "An internal error prevented this request from being handled"}),
+        ))
+        .mount(&server)
+        .await;
+    let client = ari_client(&server);
+    let mut media = asterai::ari::ExternalMedia::websocket_server("asterai", "ulaw", true);
+    media.variables.insert("ASTERAI_CALL_ID".into(), "call-1".into());
+    let channel = client.external_media(&media).await.unwrap();
+    let id = channel.channelvars.unwrap()["MEDIA_WEBSOCKET_CONNECTION_ID"].as_str().unwrap().to_owned();
+    assert_eq!(
+        client.settings().media_url(&id).unwrap(),
+        format!("ws://{}/media/53a98129-bb5a-4a01-bfba-80390fed31af", server.address())
+    );
+    let bogus = asterai::ari::ExternalMedia { format: "bogus".into(), ..media.clone() };
+    let err = client.external_media(&bogus).await.unwrap_err();
+    assert_eq!(err.reason(), "500 An internal error prevented this request from being handled");
+    // What would crash Asterisk 22.10.1 never leaves asterai.
+    let before = server.received_requests().await.unwrap().len();
+    let crash = asterai::ari::ExternalMedia { transport_data: Some("f(xml)".into()), ..media };
+    let err = client.external_media(&crash).await.unwrap_err();
+    assert!(matches!(err, asterai::ari::AriError::Invalid(_)) && err.to_string().contains("f(xml)"), "{err}");
+    assert_eq!(server.received_requests().await.unwrap().len(), before, "nothing was sent");
+}

@@ -337,6 +337,8 @@ async fn write<W: AsyncWrite + Unpin>(
                     }
                 }
                 _ = tokio::time::sleep_until(ready_at), if outbound.has_items() => match outbound.pop() {
+                    // Emptied by a flush since the writer looked, or closed.
+                    None if outbound.is_closed() => return Ok(()),
                     None => {}
                     Some(Item::Frame { bytes, queued_at }) => {
                         let message = Message { kind, payload: bytes.to_vec() }.encode().expect("a frame fits");

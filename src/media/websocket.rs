@@ -234,6 +234,8 @@ async fn write(
                 }
                 _ = tokio::time::sleep_until(ready_at), if !paused && outbound.has_items() => {
                     match outbound.pop() {
+                        // Emptied by a flush since the writer looked, or closed.
+                        None if outbound.is_closed() => return Ok(()),
                         None => {}
                         Some(Item::Frame { bytes, queued_at }) => {
                             sink.send(Message::Binary(bytes)).await.map_err(failed)?;
