@@ -52,6 +52,7 @@ async fn server(args: &[String]) {
 
     let stop = CancellationToken::new();
     let hub = Hub::new();
+    hub.prime(&store).await.unwrap();
     tokio::spawn(hub.clone().run(
         store.clone(),
         Duration::from_secs(1),
@@ -103,7 +104,7 @@ async fn server(args: &[String]) {
             })
             .await
             .unwrap();
-        publisher.call_status(&call.id, CallStatus::InProgress, None).await.unwrap();
+        publisher.call_status(org.id, &call.id, CallStatus::InProgress, None).await.unwrap();
         calls.push((call.id, 0));
     }
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
@@ -115,23 +116,26 @@ async fn server(args: &[String]) {
         let (call_id, turn) = &mut calls[(n % 20) as usize];
         *turn += 1;
         publisher
-            .conversation_turn(&NewTurn {
-                call_id: call_id.clone(),
-                turn: *turn,
-                caller: "how much does the premium plan cost per month?".into(),
-                agent: "The premium plan is 20 dollars a month, and the first month is free.".into(),
-                emotion: Some("neutral".into()),
-                intent: Some("question".into()),
-                confidence: Some(0.91),
-                latency: Latency {
-                    endpoint: 1000,
-                    stt: 300,
-                    llm_first: 400,
-                    tts_first: 200,
-                    total: 1900,
-                    overhead_us: None,
+            .conversation_turn(
+                org.id,
+                &NewTurn {
+                    call_id: call_id.clone(),
+                    turn: *turn,
+                    caller: "how much does the premium plan cost per month?".into(),
+                    agent: "The premium plan is 20 dollars a month, and the first month is free.".into(),
+                    emotion: Some("neutral".into()),
+                    intent: Some("question".into()),
+                    confidence: Some(0.91),
+                    latency: Latency {
+                        endpoint: 1000,
+                        stt: 300,
+                        llm_first: 400,
+                        tts_first: 200,
+                        total: 1900,
+                        overhead_us: None,
+                    },
                 },
-            })
+            )
             .await
             .unwrap();
     }
@@ -145,7 +149,7 @@ async fn server(args: &[String]) {
         emotion: None,
         intent_score: None,
     };
-    publisher.call_ended(&calls[0].0, &finish).await.unwrap();
+    publisher.call_ended(org.id, &calls[0].0, &finish).await.unwrap();
     println!(
         "published {total} conversation_turn events in {:.1}s ({:.0}/s)",
         took.as_secs_f64(),

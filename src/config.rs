@@ -171,11 +171,21 @@ pub struct DaemonConfig {
     pub data_dir: String,
     /// On SIGTERM/SIGINT, how long sessions in flight may take to finish.
     pub shutdown_grace: Dur,
+    /// How often the daemon records in the database that it is alive (it holds its calls).
+    pub heartbeat_interval: Dur,
+    /// A daemon whose last heartbeat is older than this is dead: another daemon of the fleet
+    /// finishes its unfinished calls.
+    pub dead_after: Dur,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { data_dir: String::new(), shutdown_grace: Dur::secs(30) }
+        DaemonConfig {
+            data_dir: String::new(),
+            shutdown_grace: Dur::secs(30),
+            heartbeat_interval: Dur::secs(10),
+            dead_after: Dur::secs(60),
+        }
     }
 }
 
@@ -835,6 +845,13 @@ impl Config {
         if !url.is_empty() && !known_scheme {
             return Err("database.url: expected postgres://…, sqlite:///path or an absolute path".into());
         }
+        if self.daemon.dead_after.0 < self.daemon.heartbeat_interval.0.saturating_mul(3) {
+            return Err(format!(
+                "daemon.dead_after: expected at least three heartbeats (3 × daemon.heartbeat_interval = {:?}), got {}",
+                self.daemon.heartbeat_interval.0.saturating_mul(3),
+                self.daemon.dead_after
+            ));
+        }
         let one_of = |key: &str, value: &str, allowed: &[&str]| {
             if allowed.contains(&value) {
                 Ok(())
@@ -888,6 +905,8 @@ impl Config {
         let hour = |h: u64| Dur::secs(h * 3600);
         let durations = [
             ("daemon.shutdown_grace", self.daemon.shutdown_grace, Dur::secs(0), hour(1)),
+            ("daemon.heartbeat_interval", self.daemon.heartbeat_interval, ABOVE_ZERO, hour(1)),
+            ("daemon.dead_after", self.daemon.dead_after, ABOVE_ZERO, hour(24)),
             ("agi.handshake_timeout", self.agi.handshake_timeout, ABOVE_ZERO, minute(5)),
             ("agi.reply_grace", self.agi.reply_grace, ABOVE_ZERO, hour(1)),
             ("http.request_timeout", self.http.request_timeout, Dur::secs(1), hour(1)),

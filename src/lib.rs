@@ -8,6 +8,7 @@ pub mod conversation;
 pub mod demo;
 pub mod dialer;
 pub mod feed;
+pub mod fleet;
 pub mod http;
 pub mod logging;
 pub mod media;

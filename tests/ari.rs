@@ -921,7 +921,7 @@ async fn a_caller_who_asks_for_a_person_is_transferred_or_told_it_is_not_possibl
         "the caller heard transfer_unavailable: {:?}",
         log.played
     );
-    let turns = db.store.turns(&call.id).await.unwrap();
+    let turns = db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns.last().unwrap().caller, "OK, goodbye.", "the conversation went on after the refusal");
     agi.stop().await;
 }
@@ -986,6 +986,8 @@ async fn serve_follows_calls_placed_by_the_call_command() {
     .await
     .unwrap();
     let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let followed = store.call(acme.id, call["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert!(followed.daemon_id.is_some(), "the daemon that followed the command's call holds it");
     store.add_dnc(acme.id, "+15557654321", None, "cli").await.unwrap();
     let (ok, _, err) = run(args(&["call", "+15557654321", "--org", "acme"])).await;
     assert!(!ok && err.contains("do-not-call") && err.contains("nothing was dialed"), "{err}");
@@ -1052,7 +1054,7 @@ async fn inbound_calls_left_by_a_previous_run_are_reconciled() {
         contact_id: None,
     };
     let old = publisher.call_started(&inbound("PJSIP/trunk-00000001")).await.unwrap();
-    publisher.call_status(&old.id, CallStatus::InProgress, Some("answered")).await.unwrap();
+    publisher.call_status(org.id, &old.id, CallStatus::InProgress, Some("answered")).await.unwrap();
     let config = TrackerConfig { reconcile_unassigned: true, ..tracker_config() };
     let tracker = Tracker::new(publisher.clone(), AriClient::new(fake.settings()).unwrap(), config);
     let current = publisher.call_started(&inbound("PJSIP/trunk-00000002")).await.unwrap();

@@ -125,6 +125,12 @@ impl Rig {
     }
 }
 
+/// What the daemon may send once the channel is gone: the dialplan's variables, and the question
+/// of who hung up.
+fn dead_safe(command: &str) -> bool {
+    command.starts_with("SET VARIABLE") || command == "GET VARIABLE HANGUPCAUSE"
+}
+
 fn commands_named<'a>(log: &'a CallLog, prefix: &str) -> Vec<&'a String> {
     log.commands.iter().filter(|c| c.starts_with(prefix)).collect()
 }
@@ -162,7 +168,7 @@ async fn a_conversation_ending_in_goodbye() {
         "{transcript}"
     );
 
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns.len(), 4, "the greeting and three caller turns");
     assert_eq!((turns[2].intent.as_deref(), turns[2].confidence), (Some("pricing"), Some(0.9)));
     let latency = turns[2].latency_ms;
@@ -247,7 +253,7 @@ async fn hang_up_during_recording() {
     assert_eq!(call.turns, 1);
     assert_eq!(call.outcome_reason.as_deref(), Some("caller hung up"));
     assert!(
-        log.after_hangup.iter().all(|c| c.starts_with("SET VARIABLE")),
+        log.after_hangup.iter().all(|c| dead_safe(c)),
         "only dead-safe commands after the hang-up: {:?}",
         log.after_hangup
     );
@@ -270,7 +276,7 @@ async fn hang_up_during_playback() {
     assert_eq!(call.status, CallStatus::Completed);
     assert!(call.outcome_reason.unwrap().contains("hung up"));
     assert_eq!(commands_named(&log, "STREAM FILE").len(), 2, "no sentence is played after the hang-up");
-    assert!(log.after_hangup.iter().all(|c| c.starts_with("SET VARIABLE")), "{:?}", log.after_hangup);
+    assert!(log.after_hangup.iter().all(|c| dead_safe(c)), "{:?}", log.after_hangup);
     assert_eq!(call.turns, 1, "the interrupted turn is still recorded");
 }
 
@@ -295,7 +301,7 @@ async fn hang_up_during_a_provider_call() {
         "the daemon does not wait for the provider once the caller is gone"
     );
     assert_eq!(call.outcome_reason.as_deref(), Some("caller hung up while being transcribed"));
-    assert!(log.after_hangup.iter().all(|c| c.starts_with("SET VARIABLE")), "{:?}", log.after_hangup);
+    assert!(log.after_hangup.iter().all(|c| dead_safe(c)), "{:?}", log.after_hangup);
     assert!(rig.llm.received_requests().await.unwrap().is_empty(), "no answer is prepared for a caller who left");
 }
 
@@ -316,7 +322,7 @@ async fn a_provider_500_is_retried_and_the_call_recovers() {
     rig.answers(&[&["Twenty dollars.", &price], &["Bye!", &bye]]).await;
     let (_, call) = rig.call(&rig.caller(&["price", "bye"])).await;
     assert_eq!((call.turns, call.outcome), (2, Some(Outcome::Completed)));
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns[1].caller, "How much is it?", "the retried request gave the first turn");
     assert_eq!(rig.stt.received_requests().await.unwrap().len(), 3);
 }
@@ -344,7 +350,12 @@ async fn a_provider_timeout_plays_the_fallback_and_the_call_goes_on() {
     let (log, call) = rig.call(&rig.caller(&["slow", "bye"])).await;
     let fallback = rig.phrase_file("Sorry, I'm having a little trouble on my end.");
     assert!(log.played.contains(&fallback), "the caller heard the fallback: {:?}", log.played);
-    assert_eq!((call.turns, call.outcome), (1, Some(Outcome::Completed)), "then the call went on to a normal end");
+    assert_eq!((call.turns, call.outcome), (2, Some(Outcome::Completed)), "then the call went on to a normal end");
+    // The turn nobody understood is in the record with what the caller heard.
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
+    let fallback = "Sorry, I'm having a little trouble on my end. Could you say that again?";
+    assert_eq!((turns[1].caller.as_str(), turns[1].agent.as_str()), ("", fallback));
+    assert!(call.transcript.unwrap().contains(&format!("Agent: {fallback}\n")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +404,7 @@ async fn an_answering_machine_gets_the_message_and_a_person_the_conversation() {
     assert_eq!(call.outcome, Some(Outcome::Voicemail));
     assert!(call.outcome_reason.as_deref().unwrap().contains("message left"), "{call:?}");
     assert!(!log.commands.iter().any(|c| c.starts_with("RECORD FILE")), "nothing recorded: {:?}", log.commands);
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns.len(), 1);
     assert!(turns[0].agent.contains("Sorry we missed you"), "{:?}", turns[0]);
     assert_eq!(log.played.len(), 2, "the message's two sentences: {:?}", log.played);
@@ -515,7 +526,7 @@ async fn injected_text_never_changes_the_command_stream() {
     }
     assert_eq!(log.commands.iter().filter(|c| *c == "HANGUP").count(), 1, "one HANGUP, the daemon's own at the end");
     // The words are kept as they were said, in the record.
-    let turns = rig.db.store.turns(&call.id).await.unwrap();
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
     assert_eq!(turns[1].caller, evil_caller.trim());
 }
 
@@ -540,7 +551,7 @@ async fn an_outbound_call_is_adopted_from_the_dialer() {
         })
         .await
         .unwrap();
-    rig.daemon.publisher.call_status(&created.id, CallStatus::Ringing, None).await.unwrap();
+    rig.daemon.publisher.call_status(acme.id, &created.id, CallStatus::Ringing, None).await.unwrap();
     rig.transcripts(&["Goodbye."]).await;
     let bye = analysis("goodbye", "end");
     rig.answers(&[&["Bye!", &bye]]).await;
@@ -550,7 +561,7 @@ async fn an_outbound_call_is_adopted_from_the_dialer() {
     assert_eq!((call.id.as_str(), call.direction.as_str(), call.turns), ("dialer-call-1", "outbound", 1));
     assert!(call.answered_at.is_some());
     assert!(call.channel.unwrap().starts_with("PJSIP/demo-"));
-    let greeting = rig.db.store.turns("dialer-call-1").await.unwrap()[0].agent.clone();
+    let greeting = rig.db.store.turns(acme.id, "dialer-call-1").await.unwrap()[0].agent.clone();
     assert!(greeting.starts_with("Hello there, this is Ava calling from Acme Inc."), "{greeting}");
     assert!(log.variables.contains(&("ASTERAI_CALL_ID".into(), "dialer-call-1".into())));
 }

@@ -543,7 +543,7 @@ async fn a_campaign_that_cannot_be_dialed_is_paused_and_the_others_go_on() {
         assert_eq!(stored["status"], "paused", "{backend:?}: {stored}");
         let reason = stored["status_reason"].as_str().unwrap_or_default().to_owned();
         assert!(reason.contains("pacing"), "{backend:?}: the reason names the field: {reason:?}");
-        let events = db.store.events_after(Some(first.org.id), 0, 1000).await.unwrap();
+        let events = db.store.events_after(first.org.id, 0, 1000).await.unwrap().events;
         let published = events
             .iter()
             .find(|e| e.campaign == Some(bad.id) && serde_json::to_value(e.kind).unwrap() == "campaign_status_update")

@@ -141,7 +141,7 @@ async fn a_call_appears_streams_its_turns_in_order_and_moves_to_history() {
     let publisher = &daemon.publisher;
     // A call that was already going on when the page opened comes from the snapshot.
     let earlier = publisher.call_started(&new_call(acme, "+15550000001")).await.unwrap();
-    publisher.call_status(&earlier.id, CallStatus::InProgress, None).await.unwrap();
+    publisher.call_status(earlier.org_id, &earlier.id, CallStatus::InProgress, None).await.unwrap();
 
     let mut browser = signed_in(&daemon, &token).await;
     let row = |id: &str| format!("document.querySelector('#active .call-row[data-call-id=\"{id}\"]')");
@@ -157,13 +157,13 @@ async fn a_call_appears_streams_its_turns_in_order_and_moves_to_history() {
         .wait_for(&format!("{}.textContent.includes('+15551234567')", row(&call.id)), "a click shows the number")
         .await;
 
-    publisher.call_status(&call.id, CallStatus::InProgress, None).await.unwrap();
-    publisher.conversation_turn(&turn(&call.id, 0)).await.unwrap();
-    publisher.conversation_turn(&turn(&call.id, 1)).await.unwrap();
+    publisher.call_status(call.org_id, &call.id, CallStatus::InProgress, None).await.unwrap();
+    publisher.conversation_turn(call.org_id, &turn(&call.id, 0)).await.unwrap();
+    publisher.conversation_turn(call.org_id, &turn(&call.id, 1)).await.unwrap();
     browser.eval(&format!("{}.click(); true", row(&call.id))).await;
     browser.wait_for(&visible("#call-view"), "the call opens").await;
     for n in 2..=4 {
-        publisher.conversation_turn(&turn(&call.id, n)).await.unwrap();
+        publisher.conversation_turn(call.org_id, &turn(&call.id, n)).await.unwrap();
     }
     let expected = "[0,1,2,3,4]|[0,1,2,3,4]";
     browser
@@ -177,13 +177,13 @@ async fn a_call_appears_streams_its_turns_in_order_and_moves_to_history() {
     // Screenshots for the record: a busy active list, and the live call.
     for i in 0..10 {
         let extra = publisher.call_started(&new_call(acme, &format!("+1555987{i:04}"))).await.unwrap();
-        publisher.call_status(&extra.id, CallStatus::InProgress, None).await.unwrap();
+        publisher.call_status(extra.org_id, &extra.id, CallStatus::InProgress, None).await.unwrap();
     }
     browser.wait_for("document.querySelectorAll('#active .call-row').length === 12", "12 active calls").await;
     browser.screenshot(&output_dir().join("monitor-active-calls.png")).await;
     browser.screenshot(&output_dir().join("monitor-live-call.png")).await;
 
-    publisher.call_ended(&call.id, &finish()).await.unwrap();
+    publisher.call_ended(call.org_id, &call.id, &finish()).await.unwrap();
     browser.wait_for(&format!("!{}", row(&call.id)), "the call leaves the active list").await;
     let in_history = format!("document.querySelector('#history .history-row[data-call-id=\"{}\"]')", call.id);
     browser.wait_for(&in_history, "the call is in history").await;
@@ -220,7 +220,7 @@ async fn a_supervisor_sees_only_their_own_organization() {
 
     let mut browser = signed_in(&daemon, &globex_token).await;
     let theirs = daemon.publisher.call_started(&new_call(acme, "+15550000003")).await.unwrap();
-    daemon.publisher.conversation_turn(&turn(&theirs.id, 0)).await.unwrap();
+    daemon.publisher.conversation_turn(theirs.org_id, &turn(&theirs.id, 0)).await.unwrap();
     let ours = daemon.publisher.call_started(&new_call(globex, "+15550000004")).await.unwrap();
     let row = |id: &str| format!("document.querySelector('.call-row[data-call-id=\"{id}\"]')");
     browser.wait_for(&row(&ours.id), "globex's call appears").await;
@@ -241,31 +241,31 @@ async fn the_page_resumes_after_a_restart_without_gap_or_duplicate() {
     let token = daemon.token("acme").await;
     let acme = org_id(&db.store, "acme").await;
     let call = daemon.publisher.call_started(&new_call(acme, "+15551112222")).await.unwrap();
-    daemon.publisher.call_status(&call.id, CallStatus::InProgress, None).await.unwrap();
+    daemon.publisher.call_status(call.org_id, &call.id, CallStatus::InProgress, None).await.unwrap();
 
     let mut browser = signed_in(&daemon, &token).await;
     let row = format!("document.querySelector('#active .call-row[data-call-id=\"{}\"]')", call.id);
     browser.wait_for(&row, "the call is listed").await;
     browser.eval(&format!("{row}.click(); true")).await;
-    daemon.publisher.conversation_turn(&turn(&call.id, 0)).await.unwrap();
-    daemon.publisher.conversation_turn(&turn(&call.id, 1)).await.unwrap();
+    daemon.publisher.conversation_turn(call.org_id, &turn(&call.id, 0)).await.unwrap();
+    daemon.publisher.conversation_turn(call.org_id, &turn(&call.id, 1)).await.unwrap();
     browser.wait_for(&format!("({}) === '[0,1]|[0,1]'", shown_turns(&call.id)), "the first turns").await;
 
     // The daemon goes away mid-call; the call goes on and its turns are stored meanwhile.
     daemon.stop().await;
     browser.wait_for("document.querySelector('#conn').dataset.state !== 'live'", "the page notices").await;
     let offline = Publisher::new(db.store.clone(), Hub::new());
-    offline.conversation_turn(&turn(&call.id, 2)).await.unwrap();
-    offline.conversation_turn(&turn(&call.id, 3)).await.unwrap();
+    offline.conversation_turn(call.org_id, &turn(&call.id, 2)).await.unwrap();
+    offline.conversation_turn(call.org_id, &turn(&call.id, 3)).await.unwrap();
 
     let daemon = TestDaemon::start_with(db.store.clone(), feed_config(), addr).await;
-    daemon.publisher.conversation_turn(&turn(&call.id, 4)).await.unwrap();
+    daemon.publisher.conversation_turn(call.org_id, &turn(&call.id, 4)).await.unwrap();
     browser.wait_for("document.querySelector('#conn').dataset.state === 'live'", "the page reconnects").await;
     let expected = "[0,1,2,3,4]|[0,1,2,3,4]";
     browser.wait_for(&format!("({}) === {}", shown_turns(&call.id), Value::from(expected)), "no gap").await;
     // Nothing doubled: every applied event id is unique and the count matches the log.
     let applied = browser.eval("window.asteraiState.lastEventId").await;
-    assert_eq!(applied.as_i64().unwrap(), db.store.max_event_id().await.unwrap());
+    assert_eq!(applied.as_i64().unwrap(), db.store.last_event_id(acme).await.unwrap());
     let bubbles = browser.eval("document.querySelectorAll('#call-view .turn').length").await;
     assert_eq!(bubbles, Value::from(5));
     daemon.stop().await;
@@ -282,7 +282,7 @@ async fn two_hundred_calls_at_twenty_events_a_second() {
     let mut calls = Vec::new();
     for i in 0..200 {
         let call = daemon.publisher.call_started(&new_call(acme, &format!("+1555300{i:04}"))).await.unwrap();
-        daemon.publisher.call_status(&call.id, CallStatus::InProgress, None).await.unwrap();
+        daemon.publisher.call_status(call.org_id, &call.id, CallStatus::InProgress, None).await.unwrap();
         calls.push(call.id);
     }
     let mut browser = signed_in(&daemon, &token).await;
@@ -298,7 +298,7 @@ async fn two_hundred_calls_at_twenty_events_a_second() {
     let started = std::time::Instant::now();
     for n in 0..200usize {
         let call = &calls[n % calls.len()];
-        daemon.publisher.conversation_turn(&turn(call, (n / calls.len()) as i32 + 1)).await.unwrap();
+        daemon.publisher.conversation_turn(acme, &turn(call, (n / calls.len()) as i32 + 1)).await.unwrap();
         let next = started + std::time::Duration::from_millis(50 * (n as u64 + 1));
         tokio::time::sleep_until(next.into()).await;
     }
@@ -328,8 +328,8 @@ async fn the_page_fits_a_tablet() {
     let token = daemon.token("acme").await;
     let acme = org_id(&daemon.store, "acme").await;
     let call = daemon.publisher.call_started(&new_call(acme, "+15551239876")).await.unwrap();
-    daemon.publisher.call_status(&call.id, CallStatus::InProgress, None).await.unwrap();
-    daemon.publisher.conversation_turn(&turn(&call.id, 0)).await.unwrap();
+    daemon.publisher.call_status(call.org_id, &call.id, CallStatus::InProgress, None).await.unwrap();
+    daemon.publisher.conversation_turn(call.org_id, &turn(&call.id, 0)).await.unwrap();
     let mut browser = Browser::start(768, 1024).await;
     browser.goto(&daemon.url("/")).await;
     sign_in(&mut browser, &token).await;

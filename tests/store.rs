@@ -54,7 +54,7 @@ async fn migrations_from_empty_on_both_backends() {
         assert_eq!(ran, db.store.known_migrations(), "{backend:?}");
         assert_eq!(db.store.migrate().await.unwrap(), 0, "{backend:?}: migrating twice is a no-op");
         db.store.ping().await.unwrap();
-        assert_eq!(db.store.max_event_id().await.unwrap(), 0);
+        assert_eq!(db.store.last_log_id().await.unwrap(), 0);
     }
 }
 
@@ -108,18 +108,18 @@ backend_tests! {
         assert_eq!(started.data["to"], "+15551230000");
         assert_eq!(started.data["direction"], "outbound");
 
-        let ringing = store.set_call_status(&call.id, CallStatus::Ringing, None).await.unwrap().unwrap();
+        let ringing = store.set_call_status(acme, &call.id, CallStatus::Ringing, None).await.unwrap().unwrap();
         assert_eq!(ringing.data["previous"], "initiated");
-        let answered = store.set_call_status(&call.id, CallStatus::InProgress, Some("ANSWER")).await.unwrap().unwrap();
+        let answered = store.set_call_status(acme, &call.id, CallStatus::InProgress, Some("ANSWER")).await.unwrap().unwrap();
         assert_eq!((answered.data["status"].as_str(), answered.data["reason"].as_str()), (Some("in_progress"), Some("ANSWER")));
         // Statuses only move forward: a late "ringing" changes nothing.
-        assert!(store.set_call_status(&call.id, CallStatus::Ringing, None).await.unwrap().is_none());
+        assert!(store.set_call_status(acme, &call.id, CallStatus::Ringing, None).await.unwrap().is_none());
         assert!(store.call_any(&call.id).await.unwrap().unwrap().answered_at.is_some());
 
-        let t1 = store.add_turn(&turn(&call.id, 1, "how much is it?", "It is 20 dollars a month.")).await.unwrap();
+        let t1 = store.add_turn(acme, &turn(&call.id, 1, "how much is it?", "It is 20 dollars a month.")).await.unwrap();
         assert_eq!(t1.kind, EventKind::ConversationTurn);
         assert_eq!(t1.data["latency_ms"]["total"], 1900);
-        store.add_turn(&turn(&call.id, 2, "sounds good", "Great, I will send the details.")).await.unwrap();
+        store.add_turn(acme, &turn(&call.id, 2, "sounds good", "Great, I will send the details.")).await.unwrap();
 
         let finish = FinishCall {
             status: CallStatus::Completed,
@@ -129,18 +129,18 @@ backend_tests! {
             emotion: Some("positive".into()),
             intent_score: Some(0.8),
         };
-        let ended = store.finish_call(&call.id, &finish).await.unwrap();
+        let ended = store.finish_call(acme, &call.id, &finish).await.unwrap();
         let kinds: Vec<EventKind> = ended.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::CallStatusUpdate, EventKind::CallEnded]);
         assert_eq!(ended[1].data["outcome"], "interested");
         assert_eq!(ended[1].data["turns"], 2);
-        assert!(store.finish_call(&call.id, &finish).await.unwrap().is_empty(), "finishing twice appends nothing");
+        assert!(store.finish_call(acme, &call.id, &finish).await.unwrap().is_empty(), "finishing twice appends nothing");
 
         let done = store.call(acme, &call.id).await.unwrap().unwrap();
         assert_eq!((done.status, done.outcome, done.turns), (CallStatus::Completed, Some(Outcome::Interested), 2));
         assert!(done.ended_at.is_some() && done.duration_s.unwrap() >= 0.0);
         assert_eq!(done.intent_score, Some(0.8));
-        let turns = store.turns(&call.id).await.unwrap();
+        let turns = store.turns(acme, &call.id).await.unwrap();
         assert_eq!(done.transcript.as_deref(), Some(transcript(&turns).as_str()));
         assert!(done.transcript.unwrap().starts_with("Caller: how much is it?\nAgent: It is 20 dollars a month.\n"));
 
@@ -158,8 +158,8 @@ backend_tests! {
         assert!(store.call(acme, &call.id).await.unwrap().is_some());
         assert!(store.call(globex, &call.id).await.unwrap().is_none());
         assert!(store.list_calls(globex, &CallFilter::default()).await.unwrap().calls.is_empty());
-        assert_eq!(store.events_after(Some(globex), 0, 100).await.unwrap().len(), 0);
-        assert_eq!(store.events_after(Some(acme), 0, 100).await.unwrap().len(), 1);
+        assert_eq!(store.events_after(globex, 0, 100).await.unwrap().events.len(), 0);
+        assert_eq!(store.events_after(acme, 0, 100).await.unwrap().events.len(), 1);
     }
 
     async fn listing_filters_and_pages(db) {
@@ -174,7 +174,7 @@ backend_tests! {
             }
             let (call, _) = store.create_call(&new).await.unwrap();
             if i < 3 {
-                store.set_call_status(&call.id, CallStatus::Busy, Some("17")).await.unwrap();
+                store.set_call_status(acme, &call.id, CallStatus::Busy, Some("17")).await.unwrap();
             }
             ids.push(call.id);
         }
@@ -217,11 +217,12 @@ backend_tests! {
         for i in 0..5 {
             store.create_call(&new_call(acme, &format!("+1555123100{i}"))).await.unwrap();
         }
-        let all = store.events_after(None, 0, 100).await.unwrap();
-        assert_eq!(all.len(), 5);
-        let after = store.events_after(None, all[1].id, 2).await.unwrap();
-        assert_eq!(after.iter().map(|e| e.id).collect::<Vec<_>>(), [all[2].id, all[3].id]);
-        assert_eq!(store.max_event_id().await.unwrap(), all[4].id);
+        let all = store.events_after(acme, 0, 100).await.unwrap().events;
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5], "each organization counts from 1");
+        let after = store.events_after(acme, all[1].id, 2).await.unwrap();
+        assert_eq!(after.events.iter().map(|e| e.id).collect::<Vec<_>>(), [all[2].id, all[3].id]);
+        assert!(after.full && after.next == all[3].id);
+        assert_eq!(store.last_event_id(acme).await.unwrap(), all[4].id);
         let json = serde_json::to_value(&all[0]).unwrap();
         assert_eq!(json["type"], "call_started");
         assert_eq!(json["org"], "acme");
@@ -243,7 +244,7 @@ backend_tests! {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 40);
-        let stored: Vec<i64> = store.events_after(None, 0, 100).await.unwrap().iter().map(|e| e.id).collect();
+        let stored: Vec<i64> = store.events_after(acme, 0, 100).await.unwrap().events.iter().map(|e| e.id).collect();
         assert_eq!(stored, ids);
     }
 
@@ -278,7 +279,7 @@ backend_tests! {
         let (a, _) = store.create_call(&new_call(acme, "+15551230001")).await.unwrap();
         let (b, _) = store.create_call(&new_call(acme, "+15551230002")).await.unwrap();
         let finish = FinishCall { status: CallStatus::Failed, reason: Some("0 Unknown".into()), outcome: None, outcome_reason: None, emotion: None, intent_score: None };
-        store.finish_call(&a.id, &finish).await.unwrap();
+        store.finish_call(acme, &a.id, &finish).await.unwrap();
         let open: Vec<String> = store.unfinished_calls(None).await.unwrap().into_iter().map(|c| c.id).collect();
         assert_eq!(open, [b.id]);
     }

@@ -98,7 +98,7 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
             }
             Command::Show { id, json } => {
                 let call = store.call_any(&id).await?.ok_or_else(|| anyhow::anyhow!("no call {id:?}"))?;
-                let turns = store.turns(&call.id).await?;
+                let turns = store.turns(call.org_id, &call.id).await?;
                 if json {
                     let mut body = serde_json::to_value(&call)?;
                     body["turns"] = serde_json::to_value(&turns)?;

@@ -82,10 +82,8 @@ async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
     };
     let stop = CancellationToken::new();
     let hub = Hub::new();
+    hub.prime(&store).await?;
     tokio::spawn(hub.clone().run(store.clone(), Duration::from_millis(200), Duration::ZERO, stop.clone()));
-    while hub.last_published() < store.max_event_id().await? {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let publisher = Publisher::new(store.clone(), hub.clone());
     let conversations =
         super::serve::conversations(&config, publisher, &crate::supervise::Supervisor::new(stop.clone()))?;

@@ -29,7 +29,14 @@ pub struct Args {
     /// Time allowed for each network check.
     #[arg(long, value_name = "SECONDS", default_value_t = 5)]
     timeout: u64,
+    /// Asterisk's asterisk.conf: its runuser and rungroup, and (through astrundir's pid file)
+    /// the running process, tell whether Asterisk can reach the media and recordings directories.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_ASTERISK_CONF)]
+    asterisk_conf: PathBuf,
 }
+
+/// Where Asterisk's main configuration file is on a packaged install.
+pub const DEFAULT_ASTERISK_CONF: &str = "/etc/asterisk/asterisk.conf";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,8 +69,8 @@ fn fail(name: &'static str, detail: impl Into<String>, fix: impl Into<String>) -
 }
 
 pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
-    let checks =
-        super::runtime()?.block_on(checks(&context.config, &context.source, Duration::from_secs(args.timeout)));
+    let timeout = Duration::from_secs(args.timeout);
+    let checks = super::runtime()?.block_on(checks(&context.config, &context.source, &args.asterisk_conf, timeout));
     report(&checks, args.json)
 }
 
@@ -102,14 +109,16 @@ fn report(checks: &[Check], json: bool) -> anyhow::Result<()> {
 }
 
 /// Runs every check.
-pub async fn checks(config: &Config, source: &ConfigSource, timeout: Duration) -> Vec<Check> {
+pub async fn checks(config: &Config, source: &ConfigSource, asterisk_conf: &Path, timeout: Duration) -> Vec<Check> {
     let mut checks = vec![config_check(config, source)];
     checks.push(database(config, timeout).await);
     checks.push(port("fastagi", config.agi.listen, "agi.listen", timeout).await);
     checks.push(port("http", config.http.listen, "http.listen", timeout).await);
     checks.push(ari(config, timeout).await);
-    checks.push(directory("media", &config.media_dir(), "media.dir"));
-    checks.push(directory("recordings", &config.recordings_dir(), "media.recordings_dir"));
+    let asterisk = AsteriskRuns::find(asterisk_conf);
+    checks.push(asterisk.check());
+    checks.push(directory("media", &config.media_dir(), "media.dir", &asterisk));
+    checks.push(directory("recordings", &config.recordings_dir(), "media.recordings_dir", &asterisk));
     checks.extend(providers(config, timeout).await);
     if config.tts.provider == "espeak" {
         checks.push(espeak(&config.tts.espeak_program).await);
@@ -213,20 +222,43 @@ async fn http_is_asterai(addr: SocketAddr, timeout: Duration) -> bool {
 }
 
 /// Runs the `health` route as Asterisk would and looks for asterai's answer.
+///
+/// The probe plays Asterisk to the end: it answers each command of the route the way Asterisk
+/// does and waits for the daemon to close the session, so that a running daemon sees a normal
+/// session and logs no warning for it.
 async fn agi_is_asterai(addr: SocketAddr, timeout: Duration) -> bool {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let (read, mut write) = stream.into_split();
         let env = format!(
-            "agi_network: yes\nagi_network_script: health\nagi_request: agi://{addr}/health\nagi_channel: asterai-doctor\nagi_uniqueid: doctor\n\n"
+            "agi_network: yes\nagi_network_script: health\nagi_request: agi://{addr}/health\nagi_channel: {PROBE_CHANNEL}\nagi_uniqueid: doctor\n\n"
         );
-        stream.write_all(env.as_bytes()).await.ok()?;
-        let mut lines = BufReader::new(stream).lines();
+        write.write_all(env.as_bytes()).await.ok()?;
+        let mut lines = BufReader::new(read).lines();
         let first = lines.next_line().await.ok()??;
-        Some(first.contains("asterai ok"))
+        if !first.contains("asterai ok") {
+            return Some(false);
+        }
+        // The health route sends three commands; a few more are answered all the same.
+        let mut command = Some(first);
+        for _ in 0..8 {
+            let Some(line) = command.take() else { break };
+            let reply = if line.starts_with("GET VARIABLE") || line.starts_with("GET FULL VARIABLE") {
+                format!("200 result=1 ({PROBE_CHANNEL})\n")
+            } else {
+                "200 result=1\n".to_owned()
+            };
+            write.write_all(reply.as_bytes()).await.ok()?;
+            command = lines.next_line().await.ok().flatten();
+        }
+        Some(true)
     };
     tokio::time::timeout(timeout, attempt).await.ok().flatten().unwrap_or(false)
 }
+
+/// The channel name the doctor's probe gives itself.
+const PROBE_CHANNEL: &str = "asterai-doctor";
 
 /// ARI: reachable, the credentials accepted, Asterisk's version, and an application can be
 /// registered. The check registers `<ari.app>-doctor-<pid>`, never `ari.app` itself: taking over
@@ -324,8 +356,9 @@ async fn ari(config: &Config, timeout: Duration) -> Check {
     ok("ari", format!("Asterisk {version} at {base}: credentials accepted, {app}"))
 }
 
-/// Exists, writable by us, and shared with Asterisk: group-writable, with Asterisk in the group.
-fn directory(name: &'static str, dir: &Path, key: &str) -> Check {
+/// Exists, writable by us, and shared with Asterisk: Asterisk, as it runs, can reach it and
+/// read and write it (as its owner, through one of its groups, or as root).
+fn directory(name: &'static str, dir: &Path, key: &str, asterisk: &AsteriskRuns) -> Check {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let meta = match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => meta,
@@ -365,25 +398,228 @@ fn directory(name: &'static str, dir: &Path, key: &str) -> Check {
     let _ = std::fs::remove_file(&probe);
     let mode = meta.permissions().mode();
     let group = group_name(meta.gid()).unwrap_or_else(|| meta.gid().to_string());
-    let Some(asterisk) = user_groups("asterisk") else {
-        return ok(name, format!("{} writable (no asterisk user on this host to check sharing)", dir.display()));
+    let Some(who) = &asterisk.identity else {
+        return ok(name, format!("{} writable (no Asterisk on this host to check sharing)", dir.display()));
     };
-    let shared = asterisk.uid == meta.uid() || asterisk.groups.contains(&meta.gid());
-    if !shared {
-        return warn(
+    if who.uid == 0 {
+        return ok(name, format!("{} writable; Asterisk runs as root", dir.display()));
+    }
+    // Every directory on the way must let Asterisk through, and the last one in.
+    let full = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+    let blocked = full.ancestors().skip(1).find(|parent| !who.may(parent, 0o1));
+    let usable = who.may(dir, 0o7);
+    if blocked.is_none() && usable {
+        return ok(
             name,
-            format!("{} (group {group}) is not shared with the asterisk user", dir.display()),
-            format!("`usermod -aG {group} asterisk` and restart Asterisk"),
+            format!("{} writable and shared with Asterisk ({}; group {group})", dir.display(), who.describe()),
         );
     }
-    if asterisk.uid != meta.uid() && mode & 0o070 != 0o070 {
-        return warn(
+    let place = match blocked {
+        Some(parent) => format!("cannot reach {} through {}", dir.display(), parent.display()),
+        None => format!("cannot read and write {} (group {group}, mode {:o})", dir.display(), mode & 0o7777),
+    };
+    // The shared-group set-up broken by rungroup: the user is in the group, the process is not.
+    let member_only_on_paper =
+        who.user.as_deref().and_then(user_groups).is_some_and(|u| u.groups.contains(&meta.gid()))
+            && !who.gids.contains(&meta.gid());
+    if let (true, Some(rungroup)) = (member_only_on_paper, &asterisk.rungroup) {
+        return fail(
             name,
-            format!("{} is mode {:o}: the group cannot read and write it", dir.display(), mode & 0o7777),
-            format!("`chmod 2770 {}`", dir.display()),
+            format!(
+                "Asterisk ({}) {place}: {} sets rungroup = {rungroup} (the same as `asterisk -G`), so Asterisk drops its supplementary groups at start, {group} among them",
+                who.describe(),
+                asterisk.conf.display()
+            ),
+            format!(
+                "remove rungroup from {} (and any -G from Asterisk's command line) so that Asterisk keeps the groups of its runuser, then restart Asterisk; or share the directories through Asterisk's own group: `chgrp {rungroup} {dir} && chmod 2770 {dir}` and `usermod -aG {rungroup} asterai` (see the README, \"Media and recordings: the shared group\")",
+                asterisk.conf.display(),
+                dir = dir.display()
+            ),
         );
     }
-    ok(name, format!("{} writable and shared with asterisk (group {group})", dir.display()))
+    let user = who.user.clone().unwrap_or_else(|| who.uid.to_string());
+    let fix = format!(
+        "`usermod -aG {group} {user}`, `chmod 2770 {}` and a path {user} may pass (0750 with that group, as the README shows), then restart Asterisk",
+        dir.display()
+    );
+    let detail = format!("Asterisk ({}) {place}", who.describe());
+    if asterisk.running.is_some() { fail(name, detail, fix) } else { warn(name, detail, fix) }
+}
+
+/// How Asterisk runs, from its `asterisk.conf` and, when its pid file names a live process, from
+/// that process itself (`/proc/<pid>/status`).
+struct AsteriskRuns {
+    conf: PathBuf,
+    /// `asterisk.conf` was read.
+    conf_found: bool,
+    /// `rungroup` in `[options]`, or `-G` on the running Asterisk's command line: Asterisk keeps
+    /// that group only.
+    rungroup: Option<String>,
+    /// The running Asterisk's pid.
+    running: Option<u32>,
+    /// Who it is (or will be) to the file system; `None` without any Asterisk to look at.
+    identity: Option<Identity>,
+}
+
+/// A user and the groups a process of it holds.
+struct Identity {
+    user: Option<String>,
+    uid: u32,
+    gid: u32,
+    /// The effective group and the supplementary groups.
+    gids: Vec<u32>,
+    /// Where this came from: "pid 1234" or "asterisk.conf".
+    source: String,
+}
+
+impl Identity {
+    fn describe(&self) -> String {
+        let user = self.user.clone().unwrap_or_else(|| self.uid.to_string());
+        let mut groups: Vec<String> =
+            self.gids.iter().map(|g| group_name(*g).unwrap_or_else(|| g.to_string())).collect();
+        groups.dedup();
+        format!("{}, user {user}, groups {}", self.source, groups.join(","))
+    }
+
+    /// Whether this identity has the `bits` (4 read, 2 write, 1 search) of `path`'s mode for it.
+    fn may(&self, path: &Path, bits: u32) -> bool {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let Ok(meta) = std::fs::metadata(path) else { return false };
+        let mode = meta.permissions().mode();
+        let class = if self.uid == meta.uid() {
+            mode >> 6
+        } else if self.gid == meta.gid() || self.gids.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        class & bits == bits
+    }
+}
+
+impl AsteriskRuns {
+    fn find(conf: &Path) -> AsteriskRuns {
+        let text = std::fs::read_to_string(conf).ok();
+        let option = |section: &str, key: &str| text.as_deref().and_then(|t| conf_value(t, section, key));
+        let runuser = option("options", "runuser");
+        let rungroup = option("options", "rungroup");
+        let rundir = option("directories", "astrundir").unwrap_or_else(|| "/var/run/asterisk".into());
+        let mut runs = AsteriskRuns {
+            conf: conf.to_owned(),
+            conf_found: text.is_some(),
+            rungroup: rungroup.clone(),
+            running: None,
+            identity: None,
+        };
+        if let Some((pid, identity, dash_g)) = running_asterisk(&Path::new(&rundir).join("asterisk.pid")) {
+            runs.running = Some(pid);
+            runs.identity = Some(identity);
+            runs.rungroup = runs.rungroup.or(dash_g);
+            return runs;
+        }
+        // Not running (or not visible): what asterisk.conf, or the asterisk user, would give it.
+        let user = match (&runuser, runs.conf_found) {
+            (Some(user), _) => Some(user.clone()),
+            (None, _) if user_groups("asterisk").is_some() => Some("asterisk".to_owned()),
+            (None, true) => None,
+            (None, false) => return runs,
+        };
+        let Some(user) = user else {
+            // asterisk.conf without runuser: Asterisk runs as whoever starts it, root by default.
+            runs.identity = Some(Identity {
+                user: Some("root".into()),
+                uid: 0,
+                gid: 0,
+                gids: vec![0],
+                source: "asterisk.conf".into(),
+            });
+            return runs;
+        };
+        let Some(account) = user_groups(&user) else { return runs };
+        let gids = match rungroup.as_deref().and_then(group_id) {
+            Some(gid) => vec![gid],
+            None => account.groups.clone(),
+        };
+        let source = if runs.conf_found { "asterisk.conf, not running" } else { "the asterisk user" };
+        runs.identity =
+            Some(Identity { user: Some(user), uid: account.uid, gid: gids[0], gids, source: source.into() });
+        runs
+    }
+
+    /// The `asterisk` check: where the answer comes from, and a word on rungroup.
+    fn check(&self) -> Check {
+        let Some(who) = &self.identity else {
+            let detail = if self.conf_found {
+                format!("{}: Asterisk is not running and its user is unknown", self.conf.display())
+            } else {
+                format!("no {} and no asterisk user: Asterisk is not on this host", self.conf.display())
+            };
+            return ok("asterisk", detail);
+        };
+        match (&self.rungroup, who.uid) {
+            (Some(group), uid) if uid != 0 => warn(
+                "asterisk",
+                format!("{}; rungroup = {group}: Asterisk holds no supplementary groups", who.describe()),
+                format!(
+                    "share media.dir and media.recordings_dir through group {group}, or remove rungroup (see the README)"
+                ),
+            ),
+            _ => ok("asterisk", who.describe()),
+        }
+    }
+}
+
+/// A value of `key` in `[section]` of an Asterisk configuration file (`key = value` or
+/// `key => value`; `;` starts a comment).
+fn conf_value(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.split(';').next().unwrap_or("").trim();
+        if let Some(name) = line.strip_prefix('[') {
+            current = name.split(']').next().unwrap_or("").trim().to_owned();
+            continue;
+        }
+        if current != section {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else { continue };
+        if k.trim() == key {
+            let value = v.trim_start_matches('>').trim();
+            return (!value.is_empty()).then(|| value.to_owned());
+        }
+    }
+    None
+}
+
+/// The Asterisk whose pid file is `pid_file`, if it runs: its pid, its identity, and the group
+/// of a `-G` on its command line.
+fn running_asterisk(pid_file: &Path) -> Option<(u32, Identity, Option<String>)> {
+    let pid: u32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    if !comm.trim().starts_with("asterisk") {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| rest.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    };
+    // Uid: real, effective, saved, file system. The effective ids decide access.
+    let uid: u32 = field("Uid:")?.get(1)?.parse().ok()?;
+    let gid: u32 = field("Gid:")?.get(1)?.parse().ok()?;
+    let mut gids = vec![gid];
+    gids.extend(field("Groups:").unwrap_or_default().iter().filter_map(|g| g.parse::<u32>().ok()));
+    let user = user_name(uid);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let dash_g = args.iter().enumerate().find_map(|(i, arg)| match arg.strip_prefix("-G") {
+        Some("") => args.get(i + 1).cloned(),
+        Some(group) => Some(group.to_owned()),
+        None => None,
+    });
+    Some((pid, Identity { user, uid, gid, gids, source: format!("pid {pid}") }, dash_g))
 }
 
 struct UserGroups {
@@ -407,6 +643,20 @@ fn user_groups(user: &str) -> Option<UserGroups> {
         }
     }
     Some(UserGroups { uid, groups })
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&uid.to_string().as_str()))
+        .map(|f| f[0].to_owned())
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let group = std::fs::read_to_string("/etc/group").ok()?;
+    group.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f[0] == name).and_then(|f| f.get(2)?.parse().ok())
 }
 
 fn group_name(gid: u32) -> Option<String> {

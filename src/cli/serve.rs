@@ -81,6 +81,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     tracing::info!(backend = store.backend(), "database ready");
     let supervisor = Supervisor::new(stop.clone());
     let hub = Hub::new();
+    if let Err(e) = hub.prime(&store).await {
+        tracing::warn!("feed hub: cannot read where the event log ends yet: {e}; it will read it when it starts");
+    }
     let hub_task = spawn_hub(&supervisor, &hub, &store, &config);
 
     let http_listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -102,8 +105,11 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         limits: config.http.limits(),
         supervisor: Some(supervisor.clone()),
     });
-    let publisher = Publisher::new(store.clone(), hub.clone());
-    let ari = start_ari(&config, publisher.clone(), &supervisor)?;
+    let daemon_id = crate::fleet::daemon_id(&config.data_dir());
+    let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(&daemon_id);
+    let beating = join_fleet(&config, &publisher, daemon_id, &supervisor).await?;
+    let mut ari = start_ari(&config, publisher.clone(), &supervisor)?;
+    let ari_drained = ari.as_mut().and_then(|ari| ari.drained.take());
     if let Some(ari) = &ari {
         state.set_dialer(ari.dialer.clone());
     }
@@ -111,6 +117,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
 
     let transferer = ari.and_then(|ari| ari.transferer);
     let conversations = conversations_with(&config, publisher, &supervisor, transferer)?;
+    if let Err(e) = conversations.preload_orgs().await {
+        tracing::warn!("cannot read the organizations ahead of calls: {e}");
+    }
     let router = Router::new().route("health", routes::health).route("ai", conversations.handler());
     let agi = AgiServer::bind(config.agi.listen, router, config.agi.server_config())
         .await
@@ -131,6 +140,13 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         tokio::spawn(crate::systemd::watchdog(interval, stop.child_token()));
     }
     let report = agi.run(Shutdown::new(stop.clone(), config.daemon.shutdown_grace.0)).await;
+    // Every call's record is written (or spooled) before the database closes, and the ARI
+    // stream stays until the outbound calls it follows have ended.
+    if let Some(drained) = ari_drained {
+        let _ = drained.await;
+    }
+    conversations.records().close().await;
+    beating.cancel();
     match http.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("HTTP server stopped with an error: {e}"),
@@ -145,6 +161,40 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         "asterai stopped"
     );
     Ok(())
+}
+
+/// Joins the fleet as `daemon_id` (the daemon holds the calls it takes): writes what a previous
+/// run spooled, finishes what it left unfinished, and beats until the returned token is
+/// cancelled (after the last call's record, so a draining daemon is never taken for dead).
+async fn join_fleet(
+    config: &Config,
+    publisher: &Publisher,
+    daemon_id: String,
+    supervisor: &Supervisor,
+) -> anyhow::Result<CancellationToken> {
+    let fleet_config = crate::fleet::FleetConfig {
+        heartbeat: config.daemon.heartbeat_interval.0,
+        dead_after: config.daemon.dead_after.0,
+    };
+    let fleet = crate::fleet::Fleet::join(publisher.clone(), daemon_id, fleet_config)
+        .await
+        .context("registering the daemon in the database")?;
+    // Spooled records are more exact than "interrupted": they go in first.
+    let spooled = crate::conversation::record::replay(publisher, &Settings::from_config(config).spool_dir).await;
+    if spooled > 0 {
+        tracing::info!(calls = spooled, "spooled call records written");
+    }
+    let left =
+        fleet.finish_left_behind(config.ari.enabled()).await.context("finishing the calls a previous run left")?;
+    if !left.is_empty() {
+        tracing::warn!(calls = left.len(), "calls left unfinished by a previous run were finished as interrupted");
+    }
+    // The heartbeat outlives the daemon's stop token: it follows its own, cancelled once the
+    // last call's record is written.
+    let beating = CancellationToken::new();
+    let heart = beating.clone();
+    supervisor.spawn("fleet heartbeat", move |_daemon_stop| fleet.clone().run(heart.child_token()).map(Ok));
+    Ok(beating)
 }
 
 /// The feed hub, supervised: after a failure it resumes after the last event it handed out.
@@ -170,6 +220,9 @@ pub fn spawn_hub(
 pub struct AriParts {
     pub dialer: Arc<Dialer>,
     pub transferer: Option<Arc<dyn Transferer>>,
+    /// Ends once the event stream has closed after `stop`: when the calls the tracker follows
+    /// have ended, or `daemon.shutdown_grace` (plus the 5 s wrap-up) after `stop`.
+    pub drained: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// When `ari.url` is set: the event stream (reconnecting, with a resync after each connect),
@@ -193,16 +246,21 @@ pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor)
         },
     );
     // The stream and its tracker run (and restart) together: a new stream resyncs the tracker.
+    // At SIGTERM the stream stays open while outbound calls ring or talk, so their ends are
+    // still heard: it follows its own token, which `hold_stream` cancels (the grace bounds it).
     let stream_config = StreamConfig::new(settings, config.ari.app.clone(), config.ari.reconnect_max.0);
-    let following = tracker.clone();
-    supervisor.spawn("ARI event stream", move |stop| {
-        let (stream_config, tracker) = (stream_config.clone(), following.clone());
+    let stream_stop = CancellationToken::new();
+    let (following, stream_token) = (tracker.clone(), stream_stop.clone());
+    supervisor.spawn("ARI event stream", move |_daemon_stop| {
+        let (stream_config, tracker, stop) = (stream_config.clone(), following.clone(), stream_token.child_token());
         async move {
             let (items, received) = tokio::sync::mpsc::channel(4096);
             tokio::join!(crate::ari::stream::run(stream_config, items, stop), tracker.run(received));
             Ok(())
         }
     });
+    let grace = config.daemon.shutdown_grace.0 + Duration::from_secs(5);
+    let drained = tokio::spawn(hold_stream(supervisor.stop_token().clone(), stream_stop, tracker.clone(), grace));
     tracing::info!(url = %config.ari.url, app = %config.ari.app, "ARI client started");
     let dialer = Arc::new(Dialer::new(publisher, client.clone(), DialSettings::from_config(config), Some(tracker)));
     if config.dialer.campaigns {
@@ -222,7 +280,24 @@ pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor)
     }
     let transferer = TransferTarget::parse(&config.dialer.transfer_target)
         .map(|target| Arc::new(AriTransferer::new(client, target)) as Arc<dyn Transferer>);
-    Ok(Some(AriParts { dialer, transferer }))
+    Ok(Some(AriParts { dialer, transferer, drained: Some(drained) }))
+}
+
+/// After `stop`, closes the ARI event stream once the tracker follows no call, or after
+/// `grace`.
+async fn hold_stream(stop: CancellationToken, stream_stop: CancellationToken, tracker: Tracker, grace: Duration) {
+    stop.cancelled().await;
+    let followed = tracker.followed();
+    if followed > 0 {
+        tracing::info!(calls = followed, "keeping the ARI event stream open until the outbound calls in flight end");
+    }
+    if tokio::time::timeout(grace, tracker.idle()).await.is_err() {
+        tracing::warn!(
+            calls = tracker.followed(),
+            "outbound calls still in flight after the grace period; the ARI resync of the next start reconciles them"
+        );
+    }
+    stream_stop.cancel();
 }
 
 /// The conversation service for the `ai` route: providers, directories, cache warm-up, and the
@@ -264,6 +339,13 @@ pub fn conversations_with(
                 failed.join("; ")
             );
         }
+    });
+    let records = conversations.records().clone();
+    let daemon_stop = supervisor.stop_token().clone();
+    tokio::spawn(async move {
+        daemon_stop.cancelled().await;
+        // Calls dropped at the end of the grace say why.
+        records.shutting_down();
     });
     supervisor.spawn("spool replay", move |stop| {
         let (publisher, spool) = (publisher.clone(), spool.clone());

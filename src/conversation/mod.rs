@@ -3,7 +3,8 @@
 //!
 //! For each call:
 //! 1. Answer if needed; create the call, or adopt the one the dialer created (`call_id`);
-//!    publish `call_started` and `call_status_update(in_progress)`.
+//!    publish `call_started` and `call_status_update(in_progress)`. A `call_id`, `campaign` or
+//!    `contact` of another organization is never used (see "Isolation" below).
 //! 2. Greet, with the AI disclosure unless it is switched off.
 //! 3. Repeat: `RECORD FILE` until silence → speech-to-text → the responder → analysis → store the
 //!    turn (`conversation_turn`) → speak the answer (see [`speak`]).
@@ -16,15 +17,30 @@
 //! Providers that time out, rate-limit or fail are retried within the turn's budget; then the
 //! caller hears a stock phrase from the cache and the call goes on. Text from callers and models
 //! only ever reaches Asterisk as a synthesized file path or a quoted argument.
+//!
+//! **The database is not on the caller's path.** The call's record is written by a task of its
+//! own ([`record`]); the organization is looked up once and then kept in memory; the reads a
+//! call needs to start (the dialer's call to adopt, the contact) wait at most [`LOOKUP_WAIT`],
+//! and not at all for [`DOWN_HOLD`] after one failed. So calls start, and go on, while the
+//! database is down; an organization never seen since start-up is refused then
+//! (`ASTERAI_STATUS=unavailable`), because nobody can tell whether it exists.
+//!
+//! **Isolation.** The route's `org` decides whose call it is. A `call_id` that another
+//! organization holds is never adopted and nothing is written under it: the call goes on under
+//! a fresh id (`ASTERAI_CALL_ID`), with a warning naming the cause. A `campaign` or `contact`
+//! that is not the organization's is ignored with a warning. The store refuses such writes too,
+//! so a race or a replay cannot cross over either.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::agi::command::{Answer, ChannelState, ChannelStatus, Hangup, RecordEnd, RecordFile, SetVariable, Verbose};
+use crate::agi::command::{
+    Answer, ChannelState, ChannelStatus, GetVariable, Hangup, RecordEnd, RecordFile, SetVariable, Verbose,
+};
 use crate::agi::{AgiSession, HandlerResult};
 use crate::config::{Config, ConversationConfig};
 use crate::feed::Publisher;
@@ -41,7 +57,12 @@ pub mod speak;
 
 use analysis::TurnAnalysis;
 pub use providers::Providers;
-use record::{Change, Recorder};
+use record::{Change, Recorder, Records};
+
+/// The longest a call waits for a read it needs to start (the dialer's call, the contact).
+pub const LOOKUP_WAIT: Duration = Duration::from_secs(1);
+/// After a read failed for lack of a database, calls skip such reads for this long.
+pub const DOWN_HOLD: Duration = Duration::from_secs(5);
 
 /// Hands a call to a person. The dialer provides one when ARI is configured.
 pub trait Transferer: Send + Sync {
@@ -123,6 +144,59 @@ struct Inner {
     providers: Providers,
     settings: Settings,
     transferer: Option<Arc<dyn Transferer>>,
+    records: Records,
+    /// Organizations by slug, once looked up (they are never renamed or removed).
+    orgs: Mutex<HashMap<String, Org>>,
+    /// Until when reads are skipped: the database failed one recently.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// Why a read on a call's path gave nothing.
+#[derive(Debug)]
+enum LookupError {
+    /// The database failed or was too slow; the call goes on without.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::Unavailable(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl Inner {
+    /// A read a call needs, bounded by [`LOOKUP_WAIT`] and skipped while the database is known
+    /// to be down.
+    async fn lookup<T>(
+        &self,
+        what: &str,
+        read: impl std::future::Future<Output = crate::store::Result<T>>,
+    ) -> Result<T, LookupError> {
+        if self.down_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|until| Instant::now() < until) {
+            return Err(LookupError::Unavailable("the database failed a moment ago".into()));
+        }
+        let failed = match tokio::time::timeout(LOOKUP_WAIT, read).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => format!("cannot read {what}: {e}"),
+            Err(_) => format!("reading {what} took longer than {LOOKUP_WAIT:?}"),
+        };
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + DOWN_HOLD);
+        Err(LookupError::Unavailable(failed))
+    }
+
+    /// The organization of a slug: from memory once seen, else from the database.
+    async fn org(&self, slug: &str) -> Result<Option<Org>, LookupError> {
+        if let Some(org) = self.orgs.lock().unwrap_or_else(|e| e.into_inner()).get(slug) {
+            return Ok(Some(org.clone()));
+        }
+        let found = self.lookup("the organization", self.publisher.store().org_by_slug(slug)).await?;
+        if let Some(org) = &found {
+            self.orgs.lock().unwrap_or_else(|e| e.into_inner()).insert(slug.to_owned(), org.clone());
+        }
+        Ok(found)
+    }
 }
 
 impl Conversations {
@@ -132,7 +206,34 @@ impl Conversations {
         settings: Settings,
         transferer: Option<Arc<dyn Transferer>>,
     ) -> Self {
-        Conversations { inner: Arc::new(Inner { publisher, providers, settings, transferer }) }
+        let records = Records::new(publisher.clone(), settings.spool_dir.clone());
+        Conversations {
+            inner: Arc::new(Inner {
+                publisher,
+                providers,
+                settings,
+                transferer,
+                records,
+                orgs: Mutex::new(HashMap::new()),
+                down_until: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Reads every organization into memory, so that their calls start while the database is
+    /// down. Returns how many.
+    pub async fn preload_orgs(&self) -> crate::store::Result<usize> {
+        let orgs = self.inner.publisher.store().list_orgs().await?;
+        let mut known = self.inner.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        for org in &orgs {
+            known.insert(org.slug.clone(), org.clone());
+        }
+        Ok(orgs.len())
+    }
+
+    /// The calls' record-keeping: tell it when the daemon stops, and wait for it before exit.
+    pub fn records(&self) -> &Records {
+        &self.inner.records
     }
 
     /// The handler for the `ai` route.
@@ -193,7 +294,7 @@ async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult {
         session.send(SetVariable::new("ASTERAI_STATUS", "missing_org")).await?;
         return Ok(());
     };
-    let org = match inner.publisher.store().org_by_slug(&slug).await {
+    let org = match inner.org(&slug).await {
         Ok(Some(org)) => org,
         Ok(None) => {
             tracing::warn!(org = %slug, "ai route for an unknown organization");
@@ -207,9 +308,9 @@ async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult {
             return Ok(());
         }
         Err(e) => {
-            // Without the organization nothing can be personalised or recorded; let the dialplan
-            // route the call elsewhere.
-            tracing::error!(org = %slug, "cannot look up the organization, the database is unavailable: {e}");
+            // An organization never seen since start-up, and no database to tell whether it
+            // exists: let the dialplan route the call elsewhere.
+            tracing::error!(org = %slug, "cannot look up an organization not seen since start-up, the database is unavailable: {e}");
             session.send(SetVariable::new("ASTERAI_STATUS", "unavailable")).await?;
             return Ok(());
         }
@@ -256,17 +357,54 @@ impl<'a> Conversation<'a> {
     async fn start(inner: &'a Inner, session: &'a AgiSession, org: Org) -> Conversation<'a> {
         let env = session.env();
         let store = inner.publisher.store();
-        let given_id = env.param("call_id").map(|s| s.into_owned()).filter(|s| !s.is_empty());
+        let mut given_id = env.param("call_id").map(|s| s.into_owned()).filter(|s| !s.is_empty());
         // AMDSTATUS from the dialplan's AMD(): MACHINE, HUMAN, NOTSURE or HANGUP.
         let machine = env.param("amd").is_some_and(|status| status.eq_ignore_ascii_case("MACHINE"));
-        let campaign_id = env.param("campaign").and_then(|c| c.parse::<i64>().ok());
-        let contact_id = env.param("contact").and_then(|c| c.parse::<i64>().ok());
+        let mut campaign_id = env.param("campaign").and_then(|c| c.parse::<i64>().ok());
+        let mut contact_id = env.param("contact").and_then(|c| c.parse::<i64>().ok());
+        // The dialer's call to adopt: this organization's only. Another organization's id is
+        // never used; without a database the writer sorts it out (see `record`).
         let existing = match &given_id {
-            Some(id) => store.call_any(id).await.ok().flatten().filter(|call| call.org_id == org.id),
+            Some(id) => match inner.lookup("the call", store.call(org.id, id)).await {
+                Ok(Some(call)) => Some(call),
+                Ok(None) => {
+                    if let Ok(true) = inner.lookup("the call", store.call_id_taken(id)).await {
+                        tracing::warn!(call_id = %id, org = %org.slug,
+                            "the route's call_id belongs to another organization; the call goes on under a new id");
+                        given_id = None;
+                    }
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(call_id = %id, "{e}; the call starts without checking its call_id");
+                    None
+                }
+            },
             None => None,
         };
+        if let Some(id) = campaign_id {
+            match inner.lookup("the campaign", store.campaign(org.id, id)).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(campaign = id, org = %org.slug, "the route's campaign is not the organization's; ignored");
+                    campaign_id = None;
+                }
+                Err(e) => tracing::warn!(campaign = id, "{e}; the campaign is checked when the call is written"),
+            }
+        }
         let contact = match contact_id.or(existing.as_ref().and_then(|c| c.contact_id)) {
-            Some(id) => store.contact(org.id, id).await.ok().flatten(),
+            Some(id) => match inner.lookup("the contact", store.contact(org.id, id)).await {
+                Ok(Some(contact)) => Some(contact),
+                Ok(None) => {
+                    tracing::warn!(contact = id, org = %org.slug, "the route's contact is not the organization's; ignored");
+                    contact_id = contact_id.filter(|c| *c != id);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(contact = id, "{e}; the call is not personalised");
+                    None
+                }
+            },
             None => None,
         };
         let mut values = contact.as_ref().map(|c| c.values()).unwrap_or_default();
@@ -315,7 +453,7 @@ impl<'a> Conversation<'a> {
                 (id, direction, number, Some(new))
             }
         };
-        let mut recorder = Recorder::new(inner.publisher.clone(), call_id.clone(), inner.settings.spool_dir.clone());
+        let mut recorder = inner.records.recorder(org.id, call_id.clone());
         match start {
             Some(new) => recorder.push(Change::Start(new)).await,
             None => recorder.push(Change::Channel(env.channel().to_owned())).await,
@@ -392,7 +530,7 @@ impl<'a> Conversation<'a> {
         }
         let spoken = speak::say(session, &self.inner.providers.voice, &greeting, self.inner.settings.tts_timeout).await;
         self.history.push(Message { role: Role::Assistant, content: greeting.clone() });
-        self.store_turn(0, "", &greeting, None, Latency::default()).await;
+        self.store_turn(0, "", &what_was_heard(&spoken, &greeting), None, Latency::default()).await;
         if spoken.hung_up {
             return self.gone("caller hung up during the greeting");
         }
@@ -448,6 +586,9 @@ impl<'a> Conversation<'a> {
                         tracing::warn!(call_id = %self.call_id, "Asterisk could not record ({reason}, {code}); can it write to the recordings directory?");
                         failed_in_row += 1;
                         if failed_in_row >= self.config().max_failed_turns {
+                            self.turn += 1;
+                            let goodbye = self.phrase(&self.config().failure_goodbye);
+                            self.store_turn(self.turn, "", &goodbye, None, Latency::default()).await;
                             return self.give_up(&format!("recording failed: {reason}")).await;
                         }
                         continue;
@@ -488,11 +629,17 @@ impl<'a> Conversation<'a> {
                 Err(e) => {
                     tracing::warn!(call_id = %self.call_id, "speech-to-text failed: {e}");
                     failed_in_row += 1;
-                    if failed_in_row >= self.config().max_failed_turns {
+                    // The caller took a turn nobody understood. Its answer (the fallback, or the
+                    // goodbye) is stored like any other: the transcript is what the caller heard.
+                    self.turn += 1;
+                    let giving_up = failed_in_row >= self.config().max_failed_turns;
+                    let answer =
+                        self.phrase(if giving_up { &self.config().failure_goodbye } else { &self.config().fallback });
+                    self.store_turn(self.turn, "", &answer, None, Latency::default()).await;
+                    if giving_up {
                         return self.give_up(&e.to_string()).await;
                     }
-                    let fallback = self.phrase(&self.config().fallback);
-                    if !self.say(&fallback).await {
+                    if !self.say(&answer).await {
                         return self.gone("caller hung up");
                     }
                     continue;
@@ -535,21 +682,24 @@ impl<'a> Conversation<'a> {
                 }
                 Err(error) => speak::Speech { error: Some(error), ..Default::default() },
             };
-            let answered = !speech.text.trim().is_empty() && speech.played > 0;
+            let answered = !speech.text.trim().is_empty() && !speech.heard.is_empty();
             let provider_error =
                 speech.error.clone().or_else(|| (!answered).then(|| speech.tts_error.clone()).flatten());
-            let mut agent_text = speech.text.trim().to_owned();
-            if !answered {
-                // Nothing was heard: the caller gets the stock phrase from the cache.
+            let mut agent_text = what_was_heard(&speech, speech.text.trim());
+            if !answered && !speech.hung_up {
+                // Nothing was heard: the caller gets the stock phrase from the cache, or the
+                // goodbye (said by give_up below) when failures keep coming.
                 failed_in_row += 1;
                 if let Some(e) = &provider_error {
                     tracing::warn!(call_id = %self.call_id, "the answer could not be given: {e}");
                 }
-                agent_text = self.phrase(&self.config().fallback);
-                if !speech.hung_up && !self.say(&agent_text).await {
+                let giving_up = failed_in_row >= self.config().max_failed_turns;
+                agent_text =
+                    self.phrase(if giving_up { &self.config().failure_goodbye } else { &self.config().fallback });
+                if !giving_up && !speech.hung_up && !self.say(&agent_text).await {
                     return self.gone("caller hung up");
                 }
-            } else {
+            } else if answered {
                 failed_in_row = 0;
             }
             let analysis = analysis::analyse(&self.inner.providers.rules, &transcript, speech.analysis.as_ref());
@@ -628,8 +778,9 @@ impl<'a> Conversation<'a> {
         let message = self.phrase(&self.config().voicemail_message);
         tracing::info!(call_id = %self.call_id, leave_message = !message.is_empty(), "an answering machine took the call (AMD)");
         if !message.is_empty() {
-            speak::say(self.session, &self.inner.providers.voice, &message, self.inner.settings.tts_timeout).await;
-            self.store_turn(0, "", &message, None, Latency::default()).await;
+            let spoken =
+                speak::say(self.session, &self.inner.providers.voice, &message, self.inner.settings.tts_timeout).await;
+            self.store_turn(0, "", &what_was_heard(&spoken, &message), None, Latency::default()).await;
         }
         Ending {
             status: CallStatus::Completed,
@@ -653,6 +804,32 @@ impl<'a> Conversation<'a> {
         }
         let reprompt = self.phrase(&self.config().reprompt);
         (!self.say(&reprompt).await).then(|| self.gone("caller hung up"))
+    }
+
+    /// Who ended a call that ended with "caller hung up`when`": the caller, Asterisk itself
+    /// (stopping, or a hang-up from its console: no hang-up cause), or the connection to Asterisk
+    /// (Asterisk crashed or was killed: no `HANGUP` at all).
+    ///
+    /// Asterisk writes `HANGUP` on its own line a few milliseconds after the reply that showed the
+    /// hang-up (`result=-1`); it is awaited here, so that nothing refused on a dead channel (the
+    /// final `HANGUP` command) is sent. `HANGUPCAUSE` is readable on a dead channel.
+    async fn who_hung_up(&self, when: &str) -> String {
+        let session = self.session;
+        if !session.is_hung_up() && !session.is_closed() {
+            let _ = tokio::time::timeout(HANGUP_GRACE, session.hung_up()).await;
+        }
+        if !session.is_hung_up() {
+            let why = session.close_reason().unwrap_or_else(|| "no HANGUP from Asterisk".into());
+            return format!(
+                "the connection to Asterisk ended{when} without a hang-up (Asterisk stopped or crashed: {why})"
+            );
+        }
+        match session.send(GetVariable::new("HANGUPCAUSE")).await {
+            Ok(Some(cause)) if cause.trim() == "0" => format!(
+                "Asterisk hung up the channel{when} with no hang-up cause (Asterisk is stopping, or an operator hung it up)"
+            ),
+            _ => format!("{CALLER_HUNG_UP}{when}"),
+        }
     }
 
     /// The caller is gone (or the connection is).
@@ -765,8 +942,11 @@ impl<'a> Conversation<'a> {
     }
 
     /// Finishes the record, tells the dialplan, and hangs up if the caller is still there.
-    async fn finish(self, ending: Ending) {
+    async fn finish(self, mut ending: Ending) {
         let session = self.session;
+        if let Some(when) = ending.reason.strip_prefix(CALLER_HUNG_UP) {
+            ending.reason = self.who_hung_up(when).await;
+        }
         let outcome =
             ending.outcome.unwrap_or_else(|| analysis::outcome(&self.analyses, self.do_not_call, self.caller_spoke));
         let finish = FinishCall {
@@ -792,10 +972,23 @@ impl<'a> Conversation<'a> {
         if !self.inner.settings.keep_recordings {
             remove_call_recordings(&self.inner.settings.recordings_dir, &file_safe(&self.call_id)).await;
         }
-        // The record may wait on the database; the channel does not.
-        tokio::spawn(recorder.close());
+        // The writer finishes the record on its own; the channel does not wait for it.
+        recorder.close();
     }
 }
+
+/// What the caller heard of `text`: all of it, or after a hang-up (or a sentence text-to-speech
+/// could not say) the sentences played, the last one perhaps in part. The transcript is what
+/// the caller heard.
+fn what_was_heard(speech: &speak::Speech, text: &str) -> String {
+    if speech.hung_up || speech.tts_failures > 0 { speech.heard.join(" ") } else { text.to_owned() }
+}
+
+/// How the reasons of calls that ended because the channel went away begin.
+const CALLER_HUNG_UP: &str = "caller hung up";
+
+/// How long to wait for Asterisk's `HANGUP` line after a reply that showed the hang-up.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
 
 /// When a turn's stages began and ended.
 struct TurnClock {

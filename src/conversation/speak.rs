@@ -7,11 +7,17 @@
 //! Asterisk drops the reply of a command written during playback.
 //!
 //! Without pipelining the whole answer is awaited, synthesized in one piece, then played.
+//!
+//! A hang-up stops everything at once: nothing more is played, no new sentence is sent to
+//! text-to-speech, and the syntheses already running are cancelled (their tasks are aborted, so
+//! an HTTP request is dropped and an espeak-ng child killed). Asterisk reports a hang-up during
+//! playback as `200 result=-1 endpos=N` with `N > 0` and sends `HANGUP` on its own line a few
+//! milliseconds later; the reply alone is enough (a file Asterisk cannot read gives `endpos=0`).
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::agi::AgiSession;
 use crate::agi::command::{Played, StreamFile};
@@ -32,6 +38,9 @@ pub struct Speech {
     pub error: Option<SpeechError>,
     /// Sentences played to the end (or interrupted by a digit).
     pub played: usize,
+    /// The sentences the caller heard, whole or (when they hung up during it) in part: after a
+    /// hang-up, what goes into the transcript.
+    pub heard: Vec<String>,
     /// Sentences whose synthesis failed and were skipped.
     pub tts_failures: usize,
     /// The first synthesis error, if any.
@@ -48,8 +57,10 @@ pub struct Speech {
     pub hung_up: bool,
 }
 
+/// A sentence being synthesized. Dropping it (a hang-up, or the player gone) cancels the work.
 struct Pending {
-    audio: JoinHandle<(Result<Spoken, SpeechError>, Instant)>,
+    sentence: String,
+    audio: AbortOnDropHandle<(Result<Spoken, SpeechError>, Instant)>,
 }
 
 /// Plays the answer in `chunks` on `session`.
@@ -75,11 +86,12 @@ pub async fn say(session: &AgiSession, voice: &Voice, text: &str, tts_deadline: 
 
 fn synthesize(voice: &Voice, sentence: String, limit: std::time::Duration) -> Pending {
     let voice = voice.clone();
-    let audio = tokio::spawn(async move {
-        let result = voice.speak(&sentence, Instant::now() + limit).await;
+    let text = sentence.clone();
+    let audio = AbortOnDropHandle::new(tokio::spawn(async move {
+        let result = voice.speak(&text, Instant::now() + limit).await;
         (result, Instant::now())
-    });
-    Pending { audio }
+    }));
+    Pending { sentence, audio }
 }
 
 async fn speak_pipelined(
@@ -118,17 +130,29 @@ async fn speak_pipelined(
                 }
             }
         }
-        if let Some(rest) = splitter.finish() {
+        if !out.hung_up
+            && let Some(rest) = splitter.finish()
+        {
             out.first_sentence_at.get_or_insert_with(Instant::now);
             let _ = tx.send(synthesize(voice, rest, limit)).await;
         }
         drop(tx);
         out
     };
-    let player = async {
+    // The player owns the receiver: when it stops (the call is gone), the sentences still queued
+    // are dropped, which cancels their synthesis, and the producer's next send fails.
+    let player = async move {
         let mut out = Speech::default();
-        while let Some(pending) = rx.recv().await {
-            let (result, ready_at) = match pending.audio.await {
+        while let Some(Pending { sentence, mut audio }) = rx.recv().await {
+            let done = tokio::select! {
+                done = &mut audio => done,
+                // No need to wait for audio nobody will hear.
+                _ = session.hung_up() => {
+                    out.hung_up = true;
+                    break;
+                }
+            };
+            let (result, ready_at) = match done {
                 Ok(done) => done,
                 Err(e) => (
                     Err(SpeechError::Failed {
@@ -142,7 +166,7 @@ async fn speak_pipelined(
                 Ok(spoken) => {
                     out.first_audio_at.get_or_insert(ready_at);
                     out.first_tts_provider.get_or_insert(spoken.provider_time);
-                    if !play(session, &spoken, &mut out).await {
+                    if !play(session, &spoken, &sentence, &mut out).await {
                         break;
                     }
                 }
@@ -157,6 +181,7 @@ async fn speak_pipelined(
     };
     let (mut produced, played) = tokio::join!(producer, player);
     produced.played = played.played;
+    produced.heard = played.heard;
     produced.tts_failures = played.tts_failures;
     produced.tts_error = played.tts_error;
     produced.first_audio_at = played.first_audio_at;
@@ -200,7 +225,7 @@ async fn speak_whole(
         Ok(spoken) => {
             out.first_audio_at = Some(Instant::now());
             out.first_tts_provider = Some(spoken.provider_time);
-            play(session, &spoken, &mut out).await;
+            play(session, &spoken, &text, &mut out).await;
         }
         Err(error) => {
             tracing::warn!("text-to-speech failed: {error}");
@@ -211,16 +236,24 @@ async fn speak_whole(
     out
 }
 
-/// Plays one file; false when the call is gone and nothing more should be played.
-async fn play(session: &AgiSession, spoken: &Spoken, out: &mut Speech) -> bool {
+/// Plays one file (`sentence`, synthesized); false when the call is gone and nothing more should
+/// be played.
+async fn play(session: &AgiSession, spoken: &Spoken, sentence: &str, out: &mut Speech) -> bool {
     out.first_play_at.get_or_insert_with(Instant::now);
     let file = spoken.file.to_string_lossy().into_owned();
     match session.send(StreamFile::new(file)).await {
         Ok(Played::Finished { .. } | Played::Interrupted { .. }) => {
             out.played += 1;
+            out.heard.push(sentence.trim().to_owned());
             true
         }
-        Ok(Played::Failed { .. }) if session.is_hung_up() || session.is_closed() => {
+        // `endpos > 0`: the channel went away part-way through; HANGUP follows on its own line.
+        Ok(Played::Failed { endpos })
+            if session.is_hung_up() || session.is_closed() || endpos.is_some_and(|n| n > 0) =>
+        {
+            if endpos.is_some_and(|n| n > 0) {
+                out.heard.push(sentence.trim().to_owned());
+            }
             out.hung_up = true;
             false
         }

@@ -248,7 +248,7 @@ impl Dialer {
         };
         self.publisher.call_started(&new).await?;
         if let Some(asterisk_id) = self.asterisk_id() {
-            store.set_call_asterisk(&call_id, &asterisk_id).await?;
+            store.set_call_asterisk(org.id, &call_id, &asterisk_id).await?;
         }
         let variables = BTreeMap::from([
             ("ASTERAI_CALL_ID".to_owned(), call_id.clone()),
@@ -284,13 +284,13 @@ impl Dialer {
         match result {
             Ok(channel) => {
                 if let Some(tracker) = &self.tracker {
-                    tracker.watch(&call_id);
+                    tracker.watch(org.id, &call_id);
                 }
                 if !channel.name.is_empty() {
-                    store.set_call_channel(&call_id, &channel.name).await?;
+                    store.set_call_channel(org.id, &call_id, &channel.name).await?;
                 }
                 let call = store
-                    .call_any(&call_id)
+                    .call(org.id, &call_id)
                     .await?
                     .ok_or_else(|| StoreError::Database(format!("call {call_id} vanished")))?;
                 Ok(call)
@@ -305,7 +305,7 @@ impl Dialer {
                     emotion: None,
                     intent_score: None,
                 };
-                self.publisher.call_ended(&call_id, &finish).await?;
+                self.publisher.call_ended(org.id, &call_id, &finish).await?;
                 Err(DialError::Refused { call_id, error })
             }
         }

@@ -13,9 +13,14 @@
 //!
 //! The `reason` stored with each change is Asterisk's own word for it: the dialstatus
 //! (`BUSY`), the channel state (`Ringing`), or the cause with its text (`17 User busy`).
+//!
+//! A final status seen before the channel is gone is the one the call ends with. Over Local
+//! channels (and some trunks) Asterisk reports `Dial` with `BUSY`, `NOANSWER` or `CONGESTION`,
+//! then destroys the channel with cause 0 "Unknown": the call ends `busy` with reason `BUSY`,
+//! not `failed` with "0 Unknown". [`outcome_for`] gives the outcome of each final status.
 
 use crate::ari::AriEvent;
-use crate::store::CallStatus;
+use crate::store::{CallStatus, Outcome};
 
 /// What the tracker knows about a call's channel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +32,23 @@ pub struct ChannelFacts {
     /// The last real cause of a `ChannelHangupRequest` (not the soft flag), used when
     /// `ChannelDestroyed` says 0 "Unknown".
     pub hangup_cause: Option<(i64, String)>,
+    /// A final status reported before the answer (`Dial` `BUSY`, `NOANSWER`, `CONGESTION`…,
+    /// or the state `Busy`), with its reason: the call ends with it.
+    pub ended_as: Option<(CallStatus, String)>,
+}
+
+/// The outcome of a call that ends with `status` without a conversation to say more: busy,
+/// no answer, canceled and failed calls have the outcome of the same name, and an answered call
+/// whose conversation did not finish it is `completed`.
+pub fn outcome_for(status: CallStatus) -> Option<Outcome> {
+    match status {
+        CallStatus::Busy => Some(Outcome::Busy),
+        CallStatus::NoAnswer => Some(Outcome::NoAnswer),
+        CallStatus::Canceled => Some(Outcome::Canceled),
+        CallStatus::Failed => Some(Outcome::Failed),
+        CallStatus::Completed => Some(Outcome::Completed),
+        CallStatus::Initiated | CallStatus::Ringing | CallStatus::InProgress => None,
+    }
 }
 
 /// What an event means for the call.
@@ -51,7 +73,7 @@ pub fn step(facts: &mut ChannelFacts, event: &AriEvent) -> Step {
                     facts.answered = true;
                     Step::Status(CallStatus::InProgress, "Up".into())
                 }
-                "Busy" => Step::Status(CallStatus::Busy, "Busy".into()),
+                "Busy" => final_status(facts, CallStatus::Busy, "Busy"),
                 _ => Step::Nothing,
             }
         }
@@ -67,6 +89,9 @@ pub fn step(facts: &mut ChannelFacts, event: &AriEvent) -> Step {
             Step::Nothing
         }
         AriEvent::ChannelDestroyed { cause, cause_txt, .. } => {
+            if let Some((status, reason)) = facts.ended_as.clone().filter(|_| !facts.answered) {
+                return Step::Finish(status, reason);
+            }
             let (cause, text) = match (*cause, &facts.hangup_cause) {
                 (0, Some((c, t))) => (*c, t.clone()),
                 (c, _) => (c, if cause_txt.is_empty() { cause_text(c).to_owned() } else { cause_txt.clone() }),
@@ -92,7 +117,18 @@ fn dial_status(facts: &mut ChannelFacts, dialstatus: &str) -> Step {
         // "" when dialing starts, PROGRESS/PROCEEDING (early media): nothing to report.
         _ => return Step::Nothing,
     };
+    if status.is_terminal() {
+        return final_status(facts, status, dialstatus);
+    }
     Step::Status(status, dialstatus.to_owned())
+}
+
+/// A final status before the answer: reported now, and kept for the end of the channel.
+fn final_status(facts: &mut ChannelFacts, status: CallStatus, reason: &str) -> Step {
+    if !facts.answered && facts.ended_as.is_none() {
+        facts.ended_as = Some((status, reason.to_owned()));
+    }
+    Step::Status(status, reason.to_owned())
 }
 
 /// The final status from a hang-up cause (Q.850).
@@ -211,6 +247,34 @@ mod tests {
             assert_eq!(step(&mut ChannelFacts::default(), &dial(dialstatus)), Step::Status(status, dialstatus.into()));
         }
         assert_eq!(step(&mut ChannelFacts::default(), &dial("PROGRESS")), Step::Nothing);
+    }
+
+    /// Over Local channels: `Dial` says how it went, then the channel goes with cause 0.
+    #[test]
+    fn a_dialstatus_before_the_end_is_how_the_call_ends() {
+        for (dialstatus, status, outcome) in [
+            ("BUSY", CallStatus::Busy, Outcome::Busy),
+            ("NOANSWER", CallStatus::NoAnswer, Outcome::NoAnswer),
+            ("CONGESTION", CallStatus::Failed, Outcome::Failed),
+            ("CHANUNAVAIL", CallStatus::Failed, Outcome::Failed),
+            ("CANCEL", CallStatus::Canceled, Outcome::Canceled),
+        ] {
+            let mut facts = ChannelFacts::default();
+            step(&mut facts, &dial("RINGING"));
+            assert_eq!(step(&mut facts, &dial(dialstatus)), Step::Status(status, dialstatus.into()));
+            assert_eq!(step(&mut facts, &destroyed(0, "Unknown")), Step::Finish(status, dialstatus.into()));
+            assert_eq!(outcome_for(status), Some(outcome));
+        }
+        // After the answer the end of the channel decides, as before.
+        let mut facts = ChannelFacts::default();
+        step(&mut facts, &dial("ANSWER"));
+        step(&mut facts, &dial("BUSY"));
+        assert_eq!(
+            step(&mut facts, &destroyed(16, "Normal Clearing")),
+            Step::Finish(CallStatus::Completed, "16 Normal Clearing".into())
+        );
+        assert_eq!(outcome_for(CallStatus::Completed), Some(Outcome::Completed));
+        assert_eq!(outcome_for(CallStatus::Ringing), None);
     }
 
     #[test]

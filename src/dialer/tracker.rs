@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::status::{ChannelFacts, Step, step};
+use super::status::{ChannelFacts, Step, outcome_for, step};
 use crate::ari::{AriClient, AriError, AriEvent, Envelope, StreamItem};
 use crate::feed::Publisher;
-use crate::store::{Call, CallStatus, Direction, FinishCall, Outcome};
+use crate::store::{Call, CallStatus, Direction, FinishCall};
 
 /// The reason stored for a call whose channel vanished while the stream was down.
 pub const GONE_AFTER_RECONNECT: &str = "channel gone after reconnect";
@@ -67,6 +67,8 @@ pub struct Resync {
 
 struct Tracked {
     call_id: String,
+    /// The call's organization: every write names it.
+    org_id: i64,
     facts: ChannelFacts,
 }
 
@@ -133,15 +135,23 @@ impl Tracker {
         self.inner.connected.load(Ordering::SeqCst)
     }
 
-    /// Follows a call from now on (the dialer calls this once Asterisk took the originate; an
-    /// event that comes first finds the call in the store).
-    pub fn watch(&self, call_id: &str) {
+    /// Follows a call of `org_id` from now on (the dialer calls this once Asterisk took the
+    /// originate; an event that comes first finds the call in the store).
+    pub fn watch(&self, org_id: i64, call_id: &str) {
         let mut state = self.state();
         state.strangers.remove(call_id);
-        state
-            .calls
-            .entry(call_id.to_owned())
-            .or_insert_with(|| Tracked { call_id: call_id.to_owned(), facts: ChannelFacts::default() });
+        state.calls.entry(call_id.to_owned()).or_insert_with(|| Tracked {
+            call_id: call_id.to_owned(),
+            org_id,
+            facts: ChannelFacts::default(),
+        });
+    }
+
+    /// Resolves once no call is followed any more, or at once if none is.
+    pub async fn idle(&self) {
+        while self.followed() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Remembers that asterai itself hangs up this call, so its end reads `canceled` (before the
@@ -207,12 +217,13 @@ impl Tracker {
         }
     }
 
-    /// The call an event is about, if it is one of ours; adopts calls from the store.
-    async fn tracked_call(&self, channel_id: &str) -> Option<String> {
+    /// The call an event is about (its organization and id), if it is one of ours; adopts
+    /// calls from the store.
+    async fn tracked_call(&self, channel_id: &str) -> Option<(i64, String)> {
         {
             let state = self.state();
             if let Some(tracked) = state.calls.get(channel_id) {
-                return Some(tracked.call_id.clone());
+                return Some((tracked.org_id, tracked.call_id.clone()));
             }
             if state.strangers.contains(channel_id) {
                 return None;
@@ -225,25 +236,31 @@ impl Tracker {
                 return None;
             }
         };
-        let mut state = self.state();
-        match found.filter(|call| call.direction == Direction::Outbound && call.ended_at.is_none()) {
-            Some(call) => {
-                let facts = ChannelFacts {
-                    answered: call.answered_at.is_some() || call.status == CallStatus::InProgress,
-                    ..Default::default()
-                };
-                tracing::debug!(call_id = %call.id, "following a call placed elsewhere");
-                state.calls.insert(channel_id.to_owned(), Tracked { call_id: call.id.clone(), facts });
-                Some(call.id)
+        let Some(call) = found.filter(|call| call.direction == Direction::Outbound && call.ended_at.is_none()) else {
+            let mut state = self.state();
+            if state.strangers.len() >= MAX_STRANGERS {
+                state.strangers.clear();
             }
-            None => {
-                if state.strangers.len() >= MAX_STRANGERS {
-                    state.strangers.clear();
-                }
-                state.strangers.insert(channel_id.to_owned());
-                None
-            }
+            state.strangers.insert(channel_id.to_owned());
+            return None;
+        };
+        let facts = ChannelFacts {
+            answered: call.answered_at.is_some() || call.status == CallStatus::InProgress,
+            ..Default::default()
+        };
+        tracing::debug!(call_id = %call.id, "following a call placed elsewhere");
+        self.state()
+            .calls
+            .insert(channel_id.to_owned(), Tracked { call_id: call.id.clone(), org_id: call.org_id, facts });
+        // A call nobody holds (placed by `asterai call`) is this daemon's from now on, so the
+        // fleet finishes it if this daemon dies.
+        if call.daemon_id.is_none()
+            && let Some(daemon) = self.inner.publisher.daemon()
+            && let Err(e) = self.inner.publisher.store().hold_call(call.org_id, &call.id, daemon).await
+        {
+            tracing::warn!(call_id = %call.id, "cannot record that this daemon holds the call: {e}");
         }
+        Some((call.org_id, call.id))
     }
 
     /// Applies one event.
@@ -264,7 +281,7 @@ impl Tracker {
         if let AriEvent::ChannelDestroyed { .. } = event {
             self.state().strangers.remove(&channel_id);
         }
-        let Some(call_id) = call_id else {
+        let Some((org_id, call_id)) = call_id else {
             if let AriEvent::StasisStart { channel, args, .. } = event {
                 self.return_stranger(&channel.id, args);
             }
@@ -283,7 +300,7 @@ impl Tracker {
         match outcome {
             Step::Nothing => {}
             Step::Status(status, reason) => {
-                match self.inner.publisher.call_status(&call_id, status, Some(&reason)).await {
+                match self.inner.publisher.call_status(org_id, &call_id, status, Some(&reason)).await {
                     Ok(Some(_)) => tracing::debug!(%call_id, status = status.as_str(), %reason, "call status"),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(%call_id, "cannot store the call's status {status}: {e}"),
@@ -291,22 +308,33 @@ impl Tracker {
             }
             Step::Finish(status, reason) => {
                 self.state().calls.remove(&channel_id);
-                self.finish(&call_id, status, &reason).await;
+                self.finish(org_id, &call_id, status, &reason).await;
             }
         }
     }
 
-    /// Ends a call (a no-op for one the conversation finished already) and announces it.
-    async fn finish(&self, call_id: &str, status: CallStatus, reason: &str) {
+    /// Ends a call (a no-op for one the conversation finished already) and announces it. The
+    /// outcome and its reason follow the final status: the one given, or the one the store has
+    /// already (a `Dial` `BUSY` stored before the channel went), so that `call_ended` says what
+    /// the store says.
+    async fn finish(&self, org_id: i64, call_id: &str, status: CallStatus, reason: &str) {
+        let (status, reason) = match self.inner.publisher.store().call(org_id, call_id).await {
+            Ok(Some(call)) if call.status.is_terminal() && call.ended_at.is_none() => {
+                let reason = call.status_reason.unwrap_or_else(|| reason.to_owned());
+                (call.status, reason)
+            }
+            _ => (status, reason.to_owned()),
+        };
+        let reason = reason.as_str();
         let finish = FinishCall {
             status,
             reason: Some(reason.to_owned()),
-            outcome: (status == CallStatus::Failed).then_some(Outcome::Failed),
-            outcome_reason: None,
+            outcome: outcome_for(status),
+            outcome_reason: Some(reason.to_owned()),
             emotion: None,
             intent_score: None,
         };
-        match self.inner.publisher.call_ended(call_id, &finish).await {
+        match self.inner.publisher.call_ended(org_id, call_id, &finish).await {
             // Calls that never reached a conversation (busy, no answer, failed) are counted
             // here; the conversation counts the ones it finished.
             Ok(events) if !events.is_empty() => {
@@ -321,7 +349,7 @@ impl Tracker {
             }
         }
         tracing::info!(%call_id, status = status.as_str(), %reason, "call ended");
-        match self.inner.publisher.store().call_any(call_id).await {
+        match self.inner.publisher.store().call(org_id, call_id).await {
             Ok(Some(call)) => {
                 let _ = self.inner.ended.send(Ended { call });
             }
@@ -417,6 +445,7 @@ impl Tracker {
                     state.strangers.remove(&call.id);
                     state.calls.entry(call.id.clone()).or_insert_with(|| Tracked {
                         call_id: call.id.clone(),
+                        org_id: call.org_id,
                         facts: ChannelFacts {
                             answered: call.answered_at.is_some() || call.status == CallStatus::InProgress,
                             ..Default::default()
@@ -443,7 +472,7 @@ impl Tracker {
             CallStatus::Failed
         };
         tracing::warn!(call_id = %call.id, status = status.as_str(), "the call's channel is gone; finishing it");
-        self.finish(&call.id, status, GONE_AFTER_RECONNECT).await;
+        self.finish(call.org_id, &call.id, status, GONE_AFTER_RECONNECT).await;
         report.finished.push(call.id.clone());
     }
 }

@@ -4,9 +4,12 @@
 //!   from the store, and an event is sent only if its id is above the last one sent. Events
 //!   written during the replay come either from the replay or from the queue, never twice.
 //! * **Slow clients.** Live events wait in a queue of `feed.client_queue` events. When it is
-//!   full the hub drops the client, which is closed with code [`CLOSE_SLOW`] and reason
+//!   full while the client's socket is not draining, the hub drops the client (see
+//!   [`super::hub`]), which is closed with code [`CLOSE_SLOW`] and reason
 //!   `slow_client last_id=<n>`: `<n>` is the last event written to the socket, so resuming with
-//!   `since=<n>` loses nothing. Nothing a client does slows the hub, calls or other clients.
+//!   `since=<n>` loses nothing. Nothing a client does slows the hub, calls or other clients. A
+//!   client that reads nothing for `feed.write_timeout` is dropped without a close frame (it
+//!   is not reading one either); it resumes after the last whole event it received.
 //! * **Heartbeat.** A ping every `feed.ping_interval`; a client that has not answered the
 //!   previous ping by the next one is closed with [`CLOSE_HEARTBEAT`].
 //! * **Filters.** The client may send `{"filter": {"call_id": "…", "campaign": 3, "types":
@@ -14,10 +17,17 @@
 //!   `{"type": "feed.filter", …}`. Malformed messages get `{"type": "feed.error", …}`; frames that
 //!   break the WebSocket protocol end the connection with the RFC's close code.
 //! * After the replay the server sends `{"type": "feed.ready", "org": …, "last_id": …}`.
+//! * Ids are the organization's own sequence ([`crate::store::Event`]), so `since`, `last_id`
+//!   and the close reasons say nothing about other organizations.
+//! * **Closing.** After a close frame of its own (slow client, heartbeat, shutdown, protocol
+//!   error) the server half-closes and keeps reading, discarding, until the client closes too
+//!   (bounded): a socket closed with unread data resets the connection, and the client would
+//!   lose what it had not read yet, the close frame and its last id included.
 //!
 //! Two tasks per connection: the writer (replay, live events, pings, close) and the reader
 //! (filters, pongs, the client's close). The writer alone touches the socket's write side.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +53,14 @@ pub const CLOSE_SHUTDOWN: u16 = 1001;
 const BATCHES: usize = 16;
 /// Events read per replay query.
 const REPLAY_PAGE: i64 = 500;
+/// How long a connection that broke the protocol is drained, at most, before it is dropped: it
+/// ends sooner when the client closes, sends nothing for [`LINGER_IDLE`], or has sent
+/// [`LINGER_BYTES`].
+pub const LINGER: Duration = Duration::from_secs(30);
+/// See [`LINGER`].
+pub const LINGER_IDLE: Duration = Duration::from_secs(5);
+/// See [`LINGER`].
+pub const LINGER_BYTES: usize = 64 << 20;
 
 /// Settings of every client connection.
 #[derive(Debug, Clone)]
@@ -91,6 +109,10 @@ pub struct ClientStart {
 
 /// Subscribes a client and fixes where its feed starts. Call it before answering the upgrade,
 /// so that every event stored after the client sees `101 Switching Protocols` reaches it.
+///
+/// Without `since`, the feed starts after the organization's last event: read from the store,
+/// else (the database is unreachable) from what this daemon's hub handed out last. An error
+/// says that neither is known; the client should retry.
 pub async fn start(
     hub: &Arc<Hub>,
     store: &Store,
@@ -99,16 +121,24 @@ pub async fn start(
     since: Option<i64>,
     filter: Filter,
     queue: usize,
-) -> (ClientStart, Subscription) {
+) -> Result<(ClientStart, Subscription), String> {
     let subscription = hub.subscribe(org_id, filter, queue);
     let after = match since {
         Some(since) => since,
-        None => store.max_event_id().await.unwrap_or_else(|e| {
-            tracing::warn!("feed: cannot read the event log for a new client: {e}");
-            hub.last_published()
-        }),
+        None => match store.last_event_id(org_id).await {
+            Ok(last) => last,
+            Err(e) => match hub.last_event_id(org_id) {
+                Some(last) => {
+                    tracing::warn!(
+                        "feed: cannot read the event log for a new client: {e}; starting after the last event handed out"
+                    );
+                    last
+                }
+                None => return Err(format!("cannot tell where the feed starts, the database is unavailable: {e}")),
+            },
+        },
     };
-    (ClientStart { org_id, org_slug, after }, subscription)
+    Ok((ClientStart { org_id, org_slug, after }, subscription))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,11 +193,35 @@ pub async fn serve<S>(
     // The reader is a task of its own: in the writer's task it would be polled, and would try a
     // socket read, for every event sent.
     let reader = FrameReader::new(read_half, Bytes::new(), config.max_message_bytes);
-    let reader = tokio::spawn(read(reader, subscription.filter.clone(), control_tx, last_pong.clone(), stop.clone()));
-    let mut writer = Writer { io: write_half, config: &config, last_sent: 0, start: &start, scratch: BytesMut::new() };
+    let done = CancellationToken::new();
+    let reader = tokio::spawn(read(
+        reader,
+        subscription.filter.clone(),
+        control_tx,
+        last_pong.clone(),
+        stop.clone(),
+        done.clone(),
+        config.write_timeout,
+    ));
+    let blocked = subscription.blocked.clone();
+    let mut writer =
+        Writer { io: write_half, config: &config, last_sent: 0, start: &start, scratch: BytesMut::new(), blocked };
     let ending = writer.run(&store, subscription, control_rx, last_pong).await;
     stop.stop(StopReason::ClientGone);
-    reader.abort();
+    // The socket closes when both halves are gone. After a close frame the reader keeps it open,
+    // reading and discarding, until the client has closed too: closing with the client's pongs
+    // or close reply unread would reset the connection and throw away what the client has not
+    // read yet (the last events, the close frame with its last id). A client that takes nothing
+    // (a failed write) is dropped at once.
+    let mut reader = reader;
+    if ending == Ending::WriteFailed {
+        reader.abort();
+    } else {
+        done.cancel();
+        if tokio::time::timeout(config.write_timeout + LINGER + Duration::from_secs(1), &mut reader).await.is_err() {
+            reader.abort();
+        }
+    }
     tracing::debug!(org = %start.org_slug, ?ending, last_id = writer.last_sent, "feed client disconnected");
     metrics::gauge!("asterai_feed_clients").decrement(1.0);
 }
@@ -180,9 +234,20 @@ async fn read<R: AsyncRead + Unpin>(
     control: mpsc::Sender<Bytes>,
     last_pong: Arc<Mutex<Instant>>,
     stop: Arc<Stop>,
+    done: CancellationToken,
+    write_timeout: Duration,
 ) {
     loop {
-        let reply = match reader.next().await {
+        let next = tokio::select! {
+            _ = done.cancelled() => {
+                // The server closed: the client has up to write_timeout to take what is left and
+                // answer; nothing it sends now matters.
+                reader.linger(write_timeout, write_timeout + LINGER, LINGER_BYTES).await;
+                return;
+            }
+            next = reader.next() => next,
+        };
+        let reply = match next {
             Ok(Some(Incoming::Text(message))) => match serde_json::from_str::<ClientMessage>(&message) {
                 Ok(ClientMessage { filter: new }) => {
                     let new = new.unwrap_or_default();
@@ -210,7 +275,9 @@ async fn read<R: AsyncRead + Unpin>(
             Err(ReadError::Protocol(e)) => {
                 tracing::debug!("feed: client broke the WebSocket protocol: {e}");
                 let _ = control.try_send(ws::close_frame(e.code, e.reason));
-                break;
+                stop.stop(StopReason::ClientGone);
+                reader.linger(LINGER_IDLE, LINGER, LINGER_BYTES).await;
+                return;
             }
             Err(ReadError::Io(e)) => {
                 tracing::debug!("feed: reading from the client failed: {e}");
@@ -230,11 +297,17 @@ struct Writer<'a, W> {
     start: &'a ClientStart,
     /// Where several frames are joined into one write.
     scratch: BytesMut,
+    /// Set while the socket does not take what is written (the hub's test of a slow client).
+    blocked: Arc<AtomicBool>,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<'_, W> {
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Ending> {
-        match tokio::time::timeout(self.config.write_timeout, self.io.write_all(bytes)).await {
+        let written =
+            tokio::time::timeout(self.config.write_timeout, write_all_flagged(&mut self.io, bytes, &self.blocked));
+        let result = written.await;
+        self.blocked.store(false, Ordering::Release);
+        match result {
             Ok(Ok(())) => Ok(()),
             _ => Err(Ending::WriteFailed),
         }
@@ -264,11 +337,12 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             Ending::Shutdown => Some((CLOSE_SHUTDOWN, reason("shutdown"))),
             Ending::ClientGone | Ending::WriteFailed => None,
         };
+        // The close frame waits behind what the client has not read yet: it gets as long as any
+        // write (a client that drains receives the last id; one that reads nothing is dropped).
         if let Some((code, reason)) = frame {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), self.io.write_all(&ws::close_frame(code, &reason))).await;
+            let _ = self.write(&ws::close_frame(code, &reason)).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.shutdown()).await;
+        let _ = tokio::time::timeout(self.config.write_timeout, self.io.shutdown()).await;
         if ending == Ending::Heartbeat {
             metrics::counter!("asterai_feed_heartbeat_timeouts_total").increment(1);
         }
@@ -368,7 +442,7 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             if let Some(reason) = subscription.stop.reason() {
                 return Err(reason.into());
             }
-            let page = match store.events_after(Some(self.start.org_id), cursor, REPLAY_PAGE).await {
+            let page = match store.events_after(self.start.org_id, cursor, REPLAY_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(org = %self.start.org_slug, "feed: replay from the event log failed: {e}; retrying");
@@ -376,11 +450,14 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                     continue;
                 }
             };
-            let full = page.len() as i64 == REPLAY_PAGE;
+            for (id, kind) in &page.skipped {
+                tracing::debug!(org = %self.start.org_slug, id, kind = %kind, "feed: replay skips an event of an unknown type");
+            }
+            let full = page.full;
+            cursor = page.next;
             self.scratch.clear();
             let mut last = self.last_sent;
-            for event in page {
-                cursor = event.id;
+            for event in page.events {
                 if !lock(&subscription.filter).matches(&event) {
                     continue;
                 }
@@ -400,9 +477,38 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 break;
             }
         }
+        // Nothing more to replay: what was skipped (unknown types) is behind the client too.
+        self.last_sent = self.last_sent.max(cursor);
         if replayed > 0 {
             metrics::counter!("asterai_feed_replayed_events_total").increment(replayed);
         }
         Ok(())
     }
+}
+
+/// `write_all`, noting in `blocked` whenever the socket does not take what is written (its send
+/// buffer is full because the client is not reading fast enough).
+async fn write_all_flagged<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    bytes: &[u8],
+    blocked: &AtomicBool,
+) -> std::io::Result<()> {
+    let mut written = 0;
+    std::future::poll_fn(|cx| {
+        while written < bytes.len() {
+            match std::pin::Pin::new(&mut *io).poll_write(cx, &bytes[written..]) {
+                std::task::Poll::Ready(Ok(0)) => {
+                    return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                std::task::Poll::Ready(Ok(n)) => written += n,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => {
+                    blocked.store(true, Ordering::Release);
+                    return std::task::Poll::Pending;
+                }
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    })
+    .await
 }

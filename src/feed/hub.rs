@@ -14,6 +14,17 @@
 //! Each client has a bounded queue ([`Subscription`]), counted in events. The hub never waits on
 //! a client: when a queue would overflow the hub marks that client overflowed and drops it, and
 //! the client's connection closes with the last id it delivered (see [`super::client`]).
+//!
+//! A queue overflows when the *client* is slow, not when this daemon is: events wait beyond
+//! `feed.client_queue` only count against a client whose socket stopped draining (its writer
+//! is blocked on a full send buffer). A client whose writer simply has not run yet (a busy
+//! machine, or one large hand-out after a pause) is never dropped for it, up to a hard cap of
+//! [`HARD_CAP`] times the queue that bounds memory whatever happens.
+//!
+//! The hub tails the whole log by its internal row id; clients see each organization's own
+//! sequence (see [`crate::store::Event`]). A row of a type this build does not know (a newer
+//! daemon wrote it during a rolling upgrade) is skipped with a warning and never stalls the
+//! feed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -86,6 +97,10 @@ impl Stop {
     }
 }
 
+/// A client whose socket is not draining is dropped once this many times its queue waits,
+/// however it got there.
+pub const HARD_CAP: usize = 8;
+
 /// A client's place in the hub.
 struct Slot {
     id: u64,
@@ -94,7 +109,16 @@ struct Slot {
     stop: Arc<Stop>,
     /// Events handed to the client and not yet taken by its writer.
     pending: Arc<AtomicUsize>,
+    /// Set while the client's writer waits for its socket to drain.
+    blocked: Arc<AtomicBool>,
     queue: usize,
+}
+
+impl Slot {
+    /// Whether `waiting` events (handed out, not taken) make this client slow.
+    fn overflows(&self, waiting: usize) -> bool {
+        waiting > self.queue && (self.blocked.load(Ordering::Acquire) || waiting > self.queue.saturating_mul(HARD_CAP))
+    }
 }
 
 /// A client's bounded queue of live events. Dropping it unsubscribes.
@@ -106,6 +130,8 @@ pub struct Subscription {
     pub stop: Arc<Stop>,
     /// The filter the hub applies; the client updates it.
     pub filter: Arc<Mutex<Filter>>,
+    /// The writer sets it while its socket does not take what it writes.
+    pub blocked: Arc<AtomicBool>,
     hub: Arc<Hub>,
     org_id: i64,
     id: u64,
@@ -122,7 +148,10 @@ pub struct Hub {
     clients: Mutex<HashMap<i64, Vec<Slot>>>,
     next_id: AtomicU64,
     wake: Notify,
+    /// The log row last handed out (internal).
     last: AtomicI64,
+    /// Each organization's last event id handed out (its own sequence).
+    org_last: Mutex<HashMap<i64, i64>>,
     /// Set by the first [`Hub::run`].
     started: AtomicBool,
 }
@@ -140,6 +169,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             wake: Notify::new(),
             last: AtomicI64::new(0),
+            org_last: Mutex::new(HashMap::new()),
             started: AtomicBool::new(false),
         })
     }
@@ -156,11 +186,19 @@ impl Hub {
         let filter = Arc::new(Mutex::new(filter));
         let stop = Arc::new(Stop::default());
         let pending = Arc::new(AtomicUsize::new(0));
+        let blocked = Arc::new(AtomicBool::new(false));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot =
-            Slot { id, tx, filter: filter.clone(), stop: stop.clone(), pending: pending.clone(), queue: queue.max(1) };
+        let slot = Slot {
+            id,
+            tx,
+            filter: filter.clone(),
+            stop: stop.clone(),
+            pending: pending.clone(),
+            blocked: blocked.clone(),
+            queue: queue.max(1),
+        };
         lock(&self.clients).entry(org_id).or_default().push(slot);
-        Subscription { rx, pending, stop, filter, hub: self.clone(), org_id, id }
+        Subscription { rx, pending, stop, filter, blocked, hub: self.clone(), org_id, id }
     }
 
     fn remove(&self, org_id: i64, id: u64) {
@@ -185,13 +223,21 @@ impl Hub {
         lock(&self.clients).values().map(Vec::len).sum()
     }
 
-    /// The id of the last event handed out.
+    /// The log row last handed out (the log's internal order, not an organization's id).
     pub fn last_published(&self) -> i64 {
         self.last.load(Ordering::Acquire)
     }
 
-    /// Hands one organization's batch to its clients; drops the ones whose queue would overflow.
+    /// The last event id of one organization this hub handed out, if any since it started.
+    pub fn last_event_id(&self, org_id: i64) -> Option<i64> {
+        lock(&self.org_last).get(&org_id).copied()
+    }
+
+    /// Hands one organization's batch to its clients; drops the slow ones (see the module docs).
     fn fan_out(&self, org_id: i64, batch: &Batch) {
+        if let Some(last) = batch.last() {
+            lock(&self.org_last).insert(org_id, last.event.id);
+        }
         let mut clients = lock(&self.clients);
         let Some(slots) = clients.get_mut(&org_id) else { return };
         slots.retain(|slot| {
@@ -205,7 +251,7 @@ impl Hub {
             if mine.is_empty() {
                 return true;
             }
-            if slot.pending.fetch_add(mine.len(), Ordering::AcqRel) + mine.len() > slot.queue {
+            if slot.overflows(slot.pending.fetch_add(mine.len(), Ordering::AcqRel) + mine.len()) {
                 metrics::counter!("asterai_feed_slow_client_closes_total").increment(1);
                 slot.stop.stop(StopReason::SlowClient);
                 return false;
@@ -214,8 +260,19 @@ impl Hub {
         });
     }
 
+    /// Reads where the event log ends now, so that [`Hub::run`] hands out every event stored
+    /// after this call, even one published before its task first runs. Without it, `run` reads
+    /// the position itself when it starts, and an event published in between reaches only the
+    /// clients that replay it.
+    pub async fn prime(&self, store: &Store) -> Result<(), crate::store::StoreError> {
+        let last = store.last_log_id().await?;
+        self.last.store(last, Ordering::Release);
+        self.started.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Tails the log until `stop` is cancelled, handing out batches at most every `window`.
-    /// Starts after the events already stored.
+    /// Starts after the events already stored (or where [`Hub::prime`] read the log's end).
     ///
     /// Run again after a failure (see [`crate::supervise`]), it resumes after the last event it
     /// handed out, so nothing stored in between is skipped.
@@ -225,7 +282,7 @@ impl Hub {
             self.last.load(Ordering::Acquire)
         } else {
             loop {
-                match store.max_event_id().await {
+                match store.last_log_id().await {
                     Ok(id) => break id,
                     Err(e) => {
                         tracing::warn!("feed hub: cannot read the event log yet: {e}; retrying");
@@ -252,16 +309,21 @@ impl Hub {
             tokio::time::sleep_until(handed_out + window).await;
             handed_out = tokio::time::Instant::now();
             loop {
-                match store.events_after(None, last, BATCH).await {
-                    Ok(batch) => {
+                match store.log_after(last, BATCH).await {
+                    Ok(page) => {
                         if failing {
                             tracing::info!("feed hub: the event log is readable again");
                             failing = false;
                         }
-                        let full = batch.len() as i64 == BATCH;
+                        for (row, kind) in &page.skipped {
+                            tracing::warn!(
+                                row,
+                                kind = %kind,
+                                "feed hub: an event of a type this asterai does not know (written by a newer version?) is skipped"
+                            );
+                        }
                         let mut by_org: HashMap<i64, Vec<Arc<Published>>> = HashMap::new();
-                        for event in batch {
-                            last = event.id;
+                        for event in page.events {
                             match serde_json::to_string(&event) {
                                 Ok(json) => {
                                     metrics::counter!("asterai_feed_events_broadcast_total").increment(1);
@@ -274,8 +336,9 @@ impl Hub {
                         for (org_id, events) in by_org {
                             self.fan_out(org_id, &Batch::from(events));
                         }
+                        last = page.next;
                         self.last.store(last, Ordering::Release);
-                        if !full {
+                        if !page.full {
                             break;
                         }
                     }
@@ -321,5 +384,48 @@ async fn listen(pool: sqlx::PgPool, hub: Arc<Hub>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Event, EventKind};
+
+    fn batch(org_id: i64, ids: std::ops::RangeInclusive<i64>) -> Batch {
+        ids.map(|id| {
+            let event = Event {
+                id,
+                kind: EventKind::CallStarted,
+                org: "acme".into(),
+                call_id: None,
+                campaign: None,
+                at: chrono::Utc::now(),
+                data: serde_json::Value::Null,
+                org_id,
+                log_id: id,
+            };
+            Arc::new(Published { event, frame: Bytes::new() })
+        })
+        .collect()
+    }
+
+    /// A queue overflows because the client does not read, never because its writer has not run
+    /// yet: a hand-out larger than the queue reaches a client whose socket drains.
+    #[test]
+    fn only_a_client_whose_socket_does_not_drain_is_slow() {
+        let hub = Hub::new();
+        let healthy = hub.subscribe(1, Filter::default(), 4);
+        let stuck = hub.subscribe(1, Filter::default(), 4);
+        stuck.blocked.store(true, Ordering::Release);
+        hub.fan_out(1, &batch(1, 1..=10));
+        assert_eq!(healthy.stop.reason(), None, "ten events at once, nothing taken yet: not slow");
+        assert_eq!(stuck.stop.reason(), Some(StopReason::SlowClient), "over the queue while its socket is full");
+        assert_eq!(hub.subscribers(), 1);
+        // Memory stays bounded whatever happens: past 8 times the queue even a client whose
+        // socket drains is dropped.
+        hub.fan_out(1, &batch(1, 11..=40));
+        assert_eq!(healthy.stop.reason(), Some(StopReason::SlowClient));
+        assert_eq!(hub.last_event_id(1), Some(40));
     }
 }

@@ -148,6 +148,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader { io, buf, max_message, partial: None }
     }
 
+    /// After a close sent for a protocol error: reads and discards whatever the client still
+    /// sends, until it closes the connection, stays silent for `idle`, or `limit` (time or
+    /// bytes) is reached. Closing a socket with unread data makes the kernel reset the
+    /// connection, and a client still sending (a message over the limit, say) would then get
+    /// the reset instead of the close frame that says why.
+    pub async fn linger(mut self, idle: std::time::Duration, limit: std::time::Duration, max_bytes: usize) {
+        let drain = async {
+            let mut scratch = vec![0u8; 8 * 1024];
+            let mut drained = 0usize;
+            while drained < max_bytes {
+                match tokio::time::timeout(idle, self.io.read(&mut scratch)).await {
+                    Ok(Ok(n)) if n > 0 => drained += n,
+                    _ => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+    }
+
     /// The next message; `None` when the client closed the TCP connection.
     pub async fn next(&mut self) -> Result<Option<Incoming>, ReadError> {
         loop {

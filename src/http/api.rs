@@ -41,8 +41,9 @@ fn parsed<T: std::str::FromStr>(
 
 /// `GET /v1/calls?status=&active=&outcome=&campaign=&since=&until=&limit=&cursor=`
 ///
-/// The answer carries `last_event_id`, the newest event at the time of the snapshot: a client
-/// that opens the feed with `since=<last_event_id>` misses nothing that changed after it.
+/// The answer carries `last_event_id`, the organization's newest event at the time of the
+/// snapshot (its own sequence): a client that opens the feed with `since=<last_event_id>`
+/// misses nothing that changed after it.
 pub async fn list_calls(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -81,7 +82,7 @@ pub async fn list_calls(
     };
     // Read before the snapshot: events between the two are replayed, and applying them twice is
     // harmless, while reading it after could skip one.
-    let last_event_id = state.store().max_event_id().await?;
+    let last_event_id = state.store().last_event_id(principal.org_id).await?;
     let page = state.store().list_calls(principal.org_id, &filter).await?;
     let mut body = serde_json::to_value(page).unwrap_or_default();
     body["last_event_id"] = json!(last_event_id);
@@ -101,7 +102,7 @@ pub async fn get_call(
         .call(principal.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no call {id:?}")))?;
-    let turns = state.store().turns(&call.id).await?;
+    let turns = state.store().turns(principal.org_id, &call.id).await?;
     let transcript = call.transcript.clone().unwrap_or_else(|| crate::store::calls::transcript(&turns));
     let mut body = serde_json::to_value(&call).unwrap_or_default();
     body["turns"] = serde_json::to_value(&turns).unwrap_or_default();

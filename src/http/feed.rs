@@ -42,7 +42,8 @@ pub async fn feed(
     // Subscribed before the 101 goes out: nothing stored after the client sees it is missed.
     let (start, subscription) =
         client::start(&inner.hub, &inner.store, principal.org_id, principal.org_slug, since, filter, inner.feed.queue)
-            .await;
+            .await
+            .map_err(ApiError::unavailable)?;
     let upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
         match upgrade.await {

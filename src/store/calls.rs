@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::events::{Event, EventKind, NewEvent, append_event, event_from};
+use super::events::{Event, EventKind, LogRow, NewEvent, append_event, event_from};
 use super::{Result, RowExt, Store, StoreError, now, with_pool, write_tx};
 
 macro_rules! string_enum {
@@ -101,6 +101,10 @@ string_enum! {
         Voicemail = "voicemail",
         Transferred = "transferred",
         Failed = "failed",
+        // Calls nobody answered end with the outcome of their final status.
+        Busy = "busy",
+        NoAnswer = "no_answer",
+        Canceled = "canceled",
     }
 }
 
@@ -134,6 +138,13 @@ pub struct Call {
     pub contact_name: Option<String>,
     /// The campaign's name, when the call belongs to one.
     pub campaign_name: Option<String>,
+    /// The daemon that holds the call's live state (its conversation, or the dialer following
+    /// it); see [`crate::fleet`].
+    #[serde(skip)]
+    pub daemon_id: Option<String>,
+    /// The Asterisk (its ARI entity id) that carries an outbound call.
+    #[serde(skip)]
+    pub asterisk_id: Option<String>,
 }
 
 /// The latency breakdown of one turn, in milliseconds.
@@ -208,6 +219,14 @@ pub struct FinishCall {
     pub intent_score: Option<f64>,
 }
 
+/// A call's daemon is presumed dead: the guard of [`Store::finish_orphaned_call`].
+#[derive(Debug, Clone, Copy)]
+pub struct Orphan<'a> {
+    pub daemon_id: &'a str,
+    /// How old the daemon's last heartbeat must be.
+    pub dead_after: std::time::Duration,
+}
+
 /// Filters for listing calls.
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
@@ -234,9 +253,9 @@ pub struct CallPage {
     pub next_cursor: Option<String>,
 }
 
-const CALL_COLUMNS: &str = "SELECT c.id, c.org_id, o.slug, c.direction, c.from_number, c.to_number, c.channel, c.campaign_id, \
+pub(crate) const CALL_COLUMNS: &str = "SELECT c.id, c.org_id, o.slug, c.direction, c.from_number, c.to_number, c.channel, c.campaign_id, \
      c.contact_id, c.status, c.status_reason, c.outcome, c.outcome_reason, c.started_at, c.answered_at, c.ended_at, \
-     c.duration_s, c.transcript, c.emotion, c.intent_score, c.turns, \
+     c.duration_s, c.transcript, c.emotion, c.intent_score, c.turns, c.daemon_id, c.asterisk_id, \
      TRIM(COALESCE(ct.first_name, '') || ' ' || COALESCE(ct.last_name, '')) AS contact_name, cp.name AS campaign_name \
      FROM calls c JOIN organizations o ON o.id = c.org_id \
      LEFT JOIN contacts ct ON ct.id = c.contact_id LEFT JOIN campaigns cp ON cp.id = c.campaign_id";
@@ -245,7 +264,7 @@ fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T> {
     text.parse().map_err(StoreError::Database)
 }
 
-fn call_from(row: &impl RowExt) -> Result<Call> {
+pub(crate) fn call_from(row: &impl RowExt) -> Result<Call> {
     Ok(Call {
         id: row.text("id")?,
         org: row.text("slug")?,
@@ -270,6 +289,8 @@ fn call_from(row: &impl RowExt) -> Result<Call> {
         turns: row.int32("turns")?,
         contact_name: row.opt_text("contact_name")?.filter(|name| !name.is_empty()),
         campaign_name: row.opt_text("campaign_name")?,
+        daemon_id: row.opt_text("daemon_id")?,
+        asterisk_id: row.opt_text("asterisk_id")?,
     })
 }
 
@@ -318,30 +339,67 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, String)> {
     Ok((at, id.to_owned()))
 }
 
-/// Reads a call inside a transaction, for update.
+/// Reads one organization's call inside a transaction, for update. Another organization's call
+/// is not found: no write reaches it.
 macro_rules! call_in_tx {
-    ($tx:ident, $pg:expr, $id:expr) => {{
+    ($tx:ident, $pg:expr, $org:expr, $id:expr) => {{
         let lock = if $pg { " FOR UPDATE OF c" } else { "" };
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.id = $1{lock}")))
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.id = $1 AND c.org_id = $2{lock}")))
             .bind($id)
+            .bind($org)
             .fetch_optional(&mut *$tx)
             .await?;
         match row {
             Some(row) => call_from(&row)?,
-            None => return Err(StoreError::NotFound(format!("no call {:?}", $id))),
+            None => return Err(StoreError::NotFound(format!("no call {:?} in this organization", $id))),
+        }
+    }};
+}
+
+/// Checks, inside a transaction, that a campaign and a contact named for a call belong to the
+/// call's organization.
+macro_rules! check_links_in_tx {
+    ($tx:ident, $org:expr, $campaign:expr, $contact:expr) => {{
+        if let Some(campaign) = $campaign {
+            let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM campaigns WHERE id = $1 AND org_id = $2")
+                .bind(campaign)
+                .bind($org)
+                .fetch_one(&mut *$tx)
+                .await?;
+            if found == 0 {
+                return Err(StoreError::Invalid(format!("campaign {campaign} is not one of this organization's")));
+            }
+        }
+        if let Some(contact) = $contact {
+            let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts WHERE id = $1 AND org_id = $2")
+                .bind(contact)
+                .bind($org)
+                .fetch_one(&mut *$tx)
+                .await?;
+            if found == 0 {
+                return Err(StoreError::Invalid(format!("contact {contact} is not one of this organization's")));
+            }
         }
     }};
 }
 
 impl Store {
-    /// Creates a call and appends `call_started`. A duplicate id is a [`StoreError::Conflict`].
+    /// Creates a call and appends `call_started`. A duplicate id is a [`StoreError::Conflict`],
+    /// whichever organization has it; a campaign or contact of another organization is
+    /// [`StoreError::Invalid`].
     pub async fn create_call(&self, new: &NewCall) -> Result<(Call, Event)> {
+        self.create_owned_call(new, None).await
+    }
+
+    /// [`Store::create_call`], held by the daemon `daemon_id` (see [`crate::fleet`]).
+    pub async fn create_owned_call(&self, new: &NewCall, daemon_id: Option<&str>) -> Result<(Call, Event)> {
         let id = new.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let at = now();
         let event_id = write_tx!(self, tx, pg => {
+            check_links_in_tx!(tx, new.org_id, new.campaign_id, new.contact_id);
             let inserted = sqlx::query(
-                "INSERT INTO calls (id, org_id, direction, from_number, to_number, channel, campaign_id, contact_id, status, started_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+                "INSERT INTO calls (id, org_id, direction, from_number, to_number, channel, campaign_id, contact_id, status, started_at, updated_at, daemon_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
             )
             .bind(&id)
             .bind(new.org_id)
@@ -353,6 +411,7 @@ impl Store {
             .bind(new.contact_id)
             .bind(CallStatus::Initiated.as_str())
             .bind(at)
+            .bind(daemon_id)
             .execute(&mut *tx)
             .await;
             if let Err(e) = inserted {
@@ -388,9 +447,12 @@ impl Store {
             };
             append_event!(tx, pg, &event)
         });
-        let call = self.call_any(&id).await?.ok_or_else(|| StoreError::Database(format!("call {id} vanished")))?;
-        let event =
-            self.event(event_id).await?.ok_or_else(|| StoreError::Database(format!("event {event_id} vanished")))?;
+        let call =
+            self.call(new.org_id, &id).await?.ok_or_else(|| StoreError::Database(format!("call {id} vanished")))?;
+        let event = self
+            .logged_event(event_id)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("event {event_id} vanished")))?;
         Ok((call, event))
     }
 
@@ -398,10 +460,10 @@ impl Store {
     /// longer (`None`): a `call_status_update` whose status does not change and whose `waiting`
     /// carries it, so supervisors can see a call stuck on a slow provider. Nothing is appended
     /// for a call that has ended.
-    pub async fn set_call_waiting(&self, call_id: &str, waiting: Option<&str>) -> Result<Option<Event>> {
+    pub async fn set_call_waiting(&self, org_id: i64, call_id: &str, waiting: Option<&str>) -> Result<Option<Event>> {
         let at = now();
         let event_id = write_tx!(self, tx, pg => {
-            let call = call_in_tx!(tx, pg, call_id);
+            let call = call_in_tx!(tx, pg, org_id, call_id);
             if call.status.is_terminal() {
                 None
             } else {
@@ -422,7 +484,7 @@ impl Store {
             }
         });
         match event_id {
-            Some(id) => Ok(self.event(id).await?),
+            Some(id) => self.logged_event(id).await,
             None => Ok(None),
         }
     }
@@ -432,23 +494,25 @@ impl Store {
     /// call has that status already or cannot move there (see [`CallStatus::can_become`]).
     pub async fn set_call_status(
         &self,
+        org_id: i64,
         call_id: &str,
         status: CallStatus,
         reason: Option<&str>,
     ) -> Result<Option<Event>> {
         let at = now();
         let event_id = write_tx!(self, tx, pg => {
-            let call = call_in_tx!(tx, pg, call_id);
+            let call = call_in_tx!(tx, pg, org_id, call_id);
             if !call.status.can_become(status) {
                 None
             } else {
                 let answered = (status == CallStatus::InProgress && call.answered_at.is_none()).then_some(at);
-                sqlx::query("UPDATE calls SET status = $1, status_reason = $2, answered_at = COALESCE($3, answered_at), updated_at = $4 WHERE id = $5")
+                sqlx::query("UPDATE calls SET status = $1, status_reason = $2, answered_at = COALESCE($3, answered_at), updated_at = $4 WHERE id = $5 AND org_id = $6")
                     .bind(status.as_str())
                     .bind(reason)
                     .bind(answered)
                     .bind(at)
                     .bind(call_id)
+                    .bind(org_id)
                     .execute(&mut *tx)
                     .await?;
                 let event = NewEvent {
@@ -463,26 +527,45 @@ impl Store {
             }
         });
         match event_id {
-            Some(id) => self.event(id).await,
+            Some(id) => self.logged_event(id).await,
             None => Ok(None),
         }
     }
 
-    /// Records the channel that carries a call (known once Asterisk reports it).
-    pub async fn set_call_channel(&self, call_id: &str, channel: &str) -> Result<()> {
+    /// Records the channel that carries one organization's call (known once Asterisk reports
+    /// it). Another organization's call is [`StoreError::NotFound`].
+    pub async fn set_call_channel(&self, org_id: i64, call_id: &str, channel: &str) -> Result<()> {
+        self.adopt_call(org_id, call_id, channel, None).await
+    }
+
+    /// A conversation takes over one organization's call (the dialer's, or its own after a
+    /// replay): the channel that carries it, and with `daemon_id` the daemon that now holds it.
+    /// Another organization's call is [`StoreError::NotFound`], and nothing is written.
+    pub async fn adopt_call(&self, org_id: i64, call_id: &str, channel: &str, daemon_id: Option<&str>) -> Result<()> {
         let at = now();
-        write_tx!(self, tx => {
-            sqlx::query("UPDATE calls SET channel = $1, updated_at = $2 WHERE id = $3").bind(channel).bind(at).bind(call_id).execute(&mut *tx).await?;
+        let updated = write_tx!(self, tx => {
+            sqlx::query("UPDATE calls SET channel = $1, daemon_id = COALESCE($2, daemon_id), updated_at = $3 WHERE id = $4 AND org_id = $5")
+                .bind(channel)
+                .bind(daemon_id)
+                .bind(at)
+                .bind(call_id)
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
         });
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("no call {call_id:?} in this organization")));
+        }
         Ok(())
     }
 
-    /// Records a turn and appends `conversation_turn`.
-    pub async fn add_turn(&self, turn: &NewTurn) -> Result<Event> {
+    /// Records a turn of one organization's call and appends `conversation_turn`.
+    pub async fn add_turn(&self, org_id: i64, turn: &NewTurn) -> Result<Event> {
         let at = now();
         let latency = serde_json::to_value(turn.latency).unwrap_or_default();
         let event_id = write_tx!(self, tx, pg => {
-            let call = call_in_tx!(tx, pg, &turn.call_id);
+            let call = call_in_tx!(tx, pg, org_id, &turn.call_id);
             sqlx::query("INSERT INTO call_turns (call_id, turn, caller, agent, emotion, intent, confidence, latency, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
                 .bind(&turn.call_id)
                 .bind(turn.turn)
@@ -495,11 +578,12 @@ impl Store {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE calls SET turns = $1, emotion = COALESCE($2, emotion), updated_at = $3 WHERE id = $4 AND turns < $1")
+            sqlx::query("UPDATE calls SET turns = $1, emotion = COALESCE($2, emotion), updated_at = $3 WHERE id = $4 AND org_id = $5 AND turns < $1")
                 .bind(turn.turn)
                 .bind(turn.emotion.as_deref())
                 .bind(at)
                 .bind(&turn.call_id)
+                .bind(org_id)
                 .execute(&mut *tx)
                 .await?;
             let event = NewEvent {
@@ -520,21 +604,68 @@ impl Store {
             };
             append_event!(tx, pg, &event)
         });
-        self.event(event_id).await?.ok_or_else(|| StoreError::Database(format!("event {event_id} vanished")))
+        self.logged_event(event_id).await?.ok_or_else(|| StoreError::Database(format!("event {event_id} vanished")))
     }
 
     /// Finishes a call once: final status (appending `call_status_update` if it changes),
     /// outcome, end time, duration and the transcript assembled from its turns, then appends
     /// `call_ended`. Returns the events appended; none when the call was finished already.
-    pub async fn finish_call(&self, call_id: &str, finish: &FinishCall) -> Result<Vec<Event>> {
+    pub async fn finish_call(&self, org_id: i64, call_id: &str, finish: &FinishCall) -> Result<Vec<Event>> {
+        self.finish_call_if(org_id, call_id, finish, None).await
+    }
+
+    /// [`Store::finish_call`] for a call whose daemon died: only while the call is still held
+    /// by `orphan.daemon_id` and that daemon's heartbeat is older than `orphan.dead_after`
+    /// (checked in the same transaction, which the daemon's heartbeat waits for). Returns no
+    /// events, changing nothing, when the daemon beat again or another took the call.
+    pub async fn finish_orphaned_call(
+        &self,
+        org_id: i64,
+        call_id: &str,
+        finish: &FinishCall,
+        orphan: &Orphan<'_>,
+    ) -> Result<Vec<Event>> {
+        self.finish_call_if(org_id, call_id, finish, Some(orphan)).await
+    }
+
+    async fn finish_call_if(
+        &self,
+        org_id: i64,
+        call_id: &str,
+        finish: &FinishCall,
+        orphan: Option<&Orphan<'_>>,
+    ) -> Result<Vec<Event>> {
         let at = now();
         let event_ids: Vec<i64> = write_tx!(self, tx, pg => {
-            let call = call_in_tx!(tx, pg, call_id);
-            if call.ended_at.is_some() {
+            let call = call_in_tx!(tx, pg, org_id, call_id);
+            let orphaned = match orphan {
+                None => true,
+                Some(orphan) if call.daemon_id.as_deref() != Some(orphan.daemon_id) => false,
+                Some(orphan) => {
+                    // The daemon's row is locked until commit: its heartbeat waits, so it cannot
+                    // come back to life half-way through.
+                    let dead: Option<String> = if pg {
+                        sqlx::query_scalar("SELECT id FROM daemons WHERE id = $1 AND heartbeat_at < now() - make_interval(secs => $2) FOR UPDATE")
+                            .bind(orphan.daemon_id)
+                            .bind(orphan.dead_after.as_secs_f64())
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    } else {
+                        let cutoff = chrono::Duration::from_std(orphan.dead_after).ok().and_then(|d| at.checked_sub_signed(d));
+                        sqlx::query_scalar("SELECT id FROM daemons WHERE id = $1 AND heartbeat_at < $2")
+                            .bind(orphan.daemon_id)
+                            .bind(cutoff.unwrap_or(DateTime::<Utc>::MIN_UTC))
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    };
+                    dead.is_some()
+                }
+            };
+            if call.ended_at.is_some() || !orphaned {
                 Vec::new()
             } else {
                 let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
-                    .bind(call_id)
+                    .bind(&call.id)
                     .fetch_all(&mut *tx)
                     .await?;
                 let turns = rows.iter().map(turn_from).collect::<Result<Vec<_>>>()?;
@@ -555,7 +686,7 @@ impl Store {
                 let status_reason = if status != call.status { finish.reason.clone() } else { call.status_reason.clone() };
                 sqlx::query(
                     "UPDATE calls SET status = $1, status_reason = $2, outcome = $3, outcome_reason = $4, ended_at = $5, duration_s = $6, \
-                     transcript = $7, emotion = COALESCE($8, emotion), intent_score = COALESCE($9, intent_score), turns = $10, updated_at = $5 WHERE id = $11",
+                     transcript = $7, emotion = COALESCE($8, emotion), intent_score = COALESCE($9, intent_score), turns = $10, updated_at = $5 WHERE id = $11 AND org_id = $12",
                 )
                 .bind(status.as_str())
                 .bind(status_reason)
@@ -568,6 +699,7 @@ impl Store {
                 .bind(finish.intent_score)
                 .bind(turns.iter().filter(|t| t.turn > 0).count() as i32)
                 .bind(call_id)
+                .bind(org_id)
                 .execute(&mut *tx)
                 .await?;
                 let event = NewEvent {
@@ -590,17 +722,36 @@ impl Store {
         });
         let mut events = Vec::new();
         for id in event_ids {
-            events.extend(self.event(id).await?);
+            events.extend(self.logged_event(id).await?);
         }
         Ok(events)
     }
 
     /// A call of one organization; another organization's call is `None`, as is an unknown id.
     pub async fn call(&self, org_id: i64, id: &str) -> Result<Option<Call>> {
-        Ok(self.call_any(id).await?.filter(|call| call.org_id == org_id))
+        with_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.id = $1 AND c.org_id = $2")))
+                .bind(id)
+                .bind(org_id)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| call_from(&r)).transpose()
+        })
     }
 
-    /// A call of any organization, for internal use (the conversation adopting a dialer's call).
+    /// Whether any organization has a call with this id (ids are unique across organizations):
+    /// how a conversation tells "no such call" from "another organization's call" without
+    /// reading it.
+    pub async fn call_id_taken(&self, id: &str) -> Result<bool> {
+        with_pool!(self, pool => {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM calls WHERE id = $1").bind(id).fetch_one(pool).await?;
+            Ok(n > 0)
+        })
+    }
+
+    /// A call of any organization, for asterai's own bookkeeping on ids it made (the tracker
+    /// following its channels, the command line). Never for ids that come from a request or a
+    /// dialplan: those go through [`Store::call`].
     pub async fn call_any(&self, id: &str) -> Result<Option<Call>> {
         with_pool!(self, pool => {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!("{CALL_COLUMNS} WHERE c.id = $1"))).bind(id).fetch_optional(pool).await?;
@@ -608,11 +759,15 @@ impl Store {
         })
     }
 
-    /// A call's turns in order.
-    pub async fn turns(&self, call_id: &str) -> Result<Vec<Turn>> {
+    /// One organization's call's turns in order (none for another organization's call).
+    pub async fn turns(&self, org_id: i64, call_id: &str) -> Result<Vec<Turn>> {
         with_pool!(self, pool => {
-            let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
+            let rows = sqlx::query(
+                "SELECT t.turn, t.caller, t.agent, t.emotion, t.intent, t.confidence, t.latency, t.at FROM call_turns t \
+                 JOIN calls c ON c.id = t.call_id WHERE t.call_id = $1 AND c.org_id = $2 ORDER BY t.turn",
+            )
                 .bind(call_id)
+                .bind(org_id)
                 .fetch_all(pool)
                 .await?;
             rows.iter().map(turn_from).collect()
@@ -683,13 +838,14 @@ impl Store {
 
     /// Records which Asterisk (its ARI entity id) carries an outbound call, so that daemon alone
     /// reconciles it against its channel list.
-    pub async fn set_call_asterisk(&self, call_id: &str, asterisk_id: &str) -> Result<()> {
+    pub async fn set_call_asterisk(&self, org_id: i64, call_id: &str, asterisk_id: &str) -> Result<()> {
         let at = now();
         write_tx!(self, tx => {
-            sqlx::query("UPDATE calls SET asterisk_id = $1, updated_at = $2 WHERE id = $3")
+            sqlx::query("UPDATE calls SET asterisk_id = $1, updated_at = $2 WHERE id = $3 AND org_id = $4")
                 .bind(asterisk_id)
                 .bind(at)
                 .bind(call_id)
+                .bind(org_id)
                 .execute(&mut *tx)
                 .await?;
         });
@@ -711,17 +867,24 @@ impl Store {
         })
     }
 
-    /// The events of one call, in order (for `calls show` and tests).
+    /// The events of one call, in order (for the command line and tests); rows of unknown
+    /// types are left out.
     pub async fn call_events(&self, call_id: &str) -> Result<Vec<Event>> {
         with_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT e.id, e.org_id, o.slug, e.call_id, e.campaign_id, e.type, e.payload, e.at FROM call_events e \
+                "SELECT e.id, e.org_seq, e.org_id, o.slug, e.call_id, e.campaign_id, e.type, e.payload, e.at FROM call_events e \
                  JOIN organizations o ON o.id = e.org_id WHERE e.call_id = $1 ORDER BY e.id",
             )
             .bind(call_id)
             .fetch_all(pool)
             .await?;
-            rows.iter().map(event_from).collect()
+            let mut events = Vec::new();
+            for row in &rows {
+                if let LogRow::Event(event) = event_from(row)? {
+                    events.push(event);
+                }
+            }
+            Ok(events)
         })
     }
 }

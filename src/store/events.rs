@@ -35,9 +35,12 @@ impl EventKind {
 /// {"id": 4711, "type": "conversation_turn", "org": "acme", "call_id": "…", "campaign": null,
 ///  "at": "2026-11-21T10:00:00.123Z", "data": {…}}
 /// ```
+///
+/// `id` is the organization's own sequence (1, 2, 3, … without gaps): what supervisors resume
+/// from with `since`, and nothing about other organizations' volume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// The store's sequence: strictly increasing in commit order.
+    /// The organization's sequence: strictly increasing in commit order, without gaps.
     pub id: i64,
     #[serde(rename = "type")]
     pub kind: EventKind,
@@ -52,6 +55,10 @@ pub struct Event {
     pub data: serde_json::Value,
     #[serde(skip)]
     pub org_id: i64,
+    /// The row's place in the whole log (every organization), which the daemons' hubs tail.
+    /// Never sent to supervisors.
+    #[serde(skip)]
+    pub log_id: i64,
 }
 
 fn millis<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -74,25 +81,68 @@ pub struct NewEvent {
     pub at: DateTime<Utc>,
 }
 
-fn kind_from(text: &str) -> Result<EventKind> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| super::StoreError::Database(format!("unknown event type {text:?} in call_events")))
+fn kind_from(text: &str) -> Option<EventKind> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
 }
 
-pub(crate) fn event_from(row: &impl RowExt) -> Result<Event> {
-    Ok(Event {
-        id: row.int("id")?,
-        kind: kind_from(&row.text("type")?)?,
+/// A row of the log: an event, or one of a type this build does not know (written by a newer
+/// daemon during a rolling upgrade), which readers skip.
+pub(crate) enum LogRow {
+    Event(Event),
+    Unknown { log_id: i64, seq: i64, kind: String },
+}
+
+pub(crate) fn event_from(row: &impl RowExt) -> Result<LogRow> {
+    let (log_id, seq, kind) = (row.int("id")?, row.int("org_seq")?, row.text("type")?);
+    let Some(kind) = kind_from(&kind) else { return Ok(LogRow::Unknown { log_id, seq, kind }) };
+    Ok(LogRow::Event(Event {
+        id: seq,
+        kind,
         org: row.text("slug")?,
         call_id: row.opt_text("call_id")?,
         campaign: row.opt_int("campaign_id")?,
         at: row.time("at")?,
         data: row.json("payload")?,
         org_id: row.int("org_id")?,
-    })
+        log_id,
+    }))
 }
 
-/// Appends an event inside the current write transaction and evaluates to its id. On PostgreSQL it
+/// One page of the log.
+#[derive(Debug, Clone, Default)]
+pub struct EventPage {
+    /// The events, in order; rows of unknown types are left out.
+    pub events: Vec<Event>,
+    /// Where the next page starts: the cursor of the last row read, known or not (or the
+    /// cursor asked for, when the page is empty).
+    pub next: i64,
+    /// Rows of types this build does not know, skipped: `(cursor, type)`.
+    pub skipped: Vec<(i64, String)>,
+    /// True when the page was full: more rows may follow.
+    pub full: bool,
+}
+
+impl EventPage {
+    fn read(rows: &[impl RowExt], after: i64, limit: i64, per_org: bool) -> Result<EventPage> {
+        let mut page = EventPage { next: after, full: rows.len() as i64 >= limit, ..EventPage::default() };
+        for row in rows {
+            match event_from(row)? {
+                LogRow::Event(event) => {
+                    page.next = if per_org { event.id } else { event.log_id };
+                    page.events.push(event);
+                }
+                LogRow::Unknown { log_id, seq, kind } => {
+                    let cursor = if per_org { seq } else { log_id };
+                    page.next = cursor;
+                    page.skipped.push((cursor, kind));
+                }
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// Appends an event inside the current write transaction and evaluates to its log id. On PostgreSQL it
 /// first takes the event-order advisory lock (released at commit), so ids become visible in the
 /// order they were assigned, and it notifies the other daemons when the transaction commits.
 macro_rules! append_event {
@@ -101,8 +151,11 @@ macro_rules! append_event {
         if $pg {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind($crate::store::EVENTS_LOCK).execute(&mut *$tx).await?;
         }
+        // The organization's next number: appends are serialised (SQLite's one writer, the
+        // advisory lock on PostgreSQL), so it is gap-free and in commit order.
         let row = sqlx::query(
-            "INSERT INTO call_events (org_id, call_id, campaign_id, type, payload, at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO call_events (org_id, call_id, campaign_id, type, payload, at, org_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(org_seq), 0) + 1 FROM call_events WHERE org_id = $1)) RETURNING id",
         )
         .bind(event.org_id)
         .bind(event.call_id.as_deref())
@@ -125,42 +178,63 @@ macro_rules! append_event {
 }
 pub(crate) use append_event;
 
-const EVENT_COLUMNS: &str = "SELECT e.id, e.org_id, o.slug, e.call_id, e.campaign_id, e.type, e.payload, e.at \
+const EVENT_COLUMNS: &str = "SELECT e.id, e.org_seq, e.org_id, o.slug, e.call_id, e.campaign_id, e.type, e.payload, e.at \
      FROM call_events e JOIN organizations o ON o.id = e.org_id";
 
 impl Store {
-    /// Events with an id above `after`, in id order, at most `limit`; one organization's or all.
-    pub async fn events_after(&self, org_id: Option<i64>, after: i64, limit: i64) -> Result<Vec<Event>> {
+    /// One organization's events numbered above `after` (its own sequence), in order, at most
+    /// `limit` rows: what a supervisor resuming with `since` missed. Rows of unknown types are
+    /// skipped (see [`EventPage::skipped`]).
+    pub async fn events_after(&self, org_id: i64, after: i64, limit: i64) -> Result<EventPage> {
         with_pool!(self, pool => {
-            let rows = match org_id {
-                Some(org) => sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.org_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3")))
-                    .bind(org)
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?,
-                None => sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.id > $1 ORDER BY e.id LIMIT $2")))
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?,
-            };
-            rows.iter().map(event_from).collect()
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.org_id = $1 AND e.org_seq > $2 ORDER BY e.org_seq LIMIT $3")))
+                .bind(org_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            EventPage::read(&rows, after, limit, true)
         })
     }
 
-    /// One event by id.
-    pub async fn event(&self, id: i64) -> Result<Option<Event>> {
+    /// Every organization's events after the log id `after`, in log order, at most `limit`
+    /// rows: what a daemon's hub hands out. Rows of unknown types are skipped.
+    pub async fn log_after(&self, after: i64, limit: i64) -> Result<EventPage> {
         with_pool!(self, pool => {
-            let row = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.id = $1"))).bind(id).fetch_optional(pool).await?;
-            row.map(|r| event_from(&r)).transpose()
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.id > $1 ORDER BY e.id LIMIT $2")))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            EventPage::read(&rows, after, limit, false)
         })
     }
 
-    /// The highest event id, or 0 for an empty log.
-    pub async fn max_event_id(&self) -> Result<i64> {
+    /// One event by its log id, if its type is known.
+    pub(crate) async fn logged_event(&self, log_id: i64) -> Result<Option<Event>> {
+        with_pool!(self, pool => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.id = $1"))).bind(log_id).fetch_optional(pool).await?;
+            match row.map(|r| event_from(&r)).transpose()? {
+                Some(LogRow::Event(event)) => Ok(Some(event)),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// The last row of the whole log (every organization), or 0: where a daemon's hub starts.
+    /// Internal: never shown to supervisors.
+    pub async fn last_log_id(&self) -> Result<i64> {
         with_pool!(self, pool => {
             let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM call_events").fetch_one(pool).await?;
+            Ok(max.unwrap_or(0))
+        })
+    }
+
+    /// An organization's last event id (its own sequence), or 0: where a new supervisor's feed
+    /// starts, and the `last_event_id` of `GET /v1/calls`.
+    pub async fn last_event_id(&self, org_id: i64) -> Result<i64> {
+        with_pool!(self, pool => {
+            let max: Option<i64> = sqlx::query_scalar("SELECT MAX(org_seq) FROM call_events WHERE org_id = $1").bind(org_id).fetch_one(pool).await?;
             Ok(max.unwrap_or(0))
         })
     }

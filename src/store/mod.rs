@@ -12,7 +12,13 @@
 //! Writes that change a call also append its event to `call_events` in the same transaction, so
 //! the feed's log and the call records never disagree. Event ids are assigned in commit order:
 //! SQLite has one writer at a time (and asterai serialises its own writers), and PostgreSQL
-//! appends take a transaction-level advisory lock and `pg_notify` the other daemons.
+//! appends take a transaction-level advisory lock and `pg_notify` the other daemons. Each row
+//! has the log's id (internal, the hubs' cursor) and the organization's own number (`org_seq`,
+//! the id supervisors see).
+//!
+//! Every write to a call names its organization and is checked in its transaction: another
+//! organization's call is "not found" (see [`calls`]). `daemons` records each daemon's heartbeat
+//! and `calls.daemon_id` the daemon that holds a call (see [`crate::fleet`]).
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -30,14 +36,15 @@ use sqlx::{Row, SqlSafeStr};
 pub mod calls;
 pub mod campaigns;
 pub mod contacts;
+pub mod daemons;
 pub mod dnc;
 pub mod events;
 pub mod orgs;
 
 pub use calls::{
-    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Outcome, Turn,
+    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, Turn,
 };
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, EventPage};
 pub use orgs::{Org, TokenRecord};
 
 /// The PostgreSQL channel that carries "new events" notifications between daemons.
@@ -256,11 +263,13 @@ impl Store {
                 (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/sqlite/0002_dialer.sql")),
                 (3, "hardening", include_str!("../../migrations/sqlite/0003_hardening.sql")),
+                (4, "ownership", include_str!("../../migrations/sqlite/0004_ownership.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/postgres/0002_dialer.sql")),
                 (3, "hardening", include_str!("../../migrations/postgres/0003_hardening.sql")),
+                (4, "ownership", include_str!("../../migrations/postgres/0004_ownership.sql")),
             ],
         };
         let migrations = files

@@ -53,6 +53,8 @@ impl TestDaemon {
     ) -> TestDaemon {
         crate::support::init();
         let hub = Hub::new();
+        // Everything published from here on is handed out, whenever the hub's task first runs.
+        hub.prime(&store).await.expect("read where the event log ends");
         let stop = CancellationToken::new();
         let hub_task = tokio::spawn(hub.clone().run(
             store.clone(),
@@ -60,11 +62,6 @@ impl TestDaemon {
             Duration::from_millis(10),
             stop.child_token(),
         ));
-        // Let the hub read where the log ends before anything is published.
-        while hub.last_published() < store.max_event_id().await.unwrap_or(0) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind HTTP");
         let addr = listener.local_addr().unwrap();
         let state = AppState::new(HttpParts {

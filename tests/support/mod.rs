@@ -1,8 +1,10 @@
-//! Test support: fakes of Asterisk built from the shared captures, and helpers to run the daemon
-//! in-process on ephemeral ports.
+//! Test support: fakes of Asterisk built from the shared captures, helpers to run the daemon
+//! in-process on ephemeral ports, and a real Asterisk with the real daemon beside it
+//! ([`asterisk`], [`live`]).
 #![allow(dead_code)]
 
 pub mod agi;
+pub mod asterisk;
 pub mod browser;
 pub mod daemon;
 pub mod db;
@@ -10,6 +12,7 @@ pub mod fake_ari;
 pub mod fake_asterisk;
 pub mod fake_media;
 pub mod http;
+pub mod live;
 pub mod logs;
 pub mod mocks;
 pub mod proxy;
