@@ -110,6 +110,7 @@ pub mod feed;
 pub mod fleet;
 pub mod http;
 pub mod logging;
+pub mod media;
 pub mod phone;
 pub mod speech;
 pub mod store;

@@ -17,7 +17,8 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use super::error::AriError;
-use super::model::{Application, AsteriskInfo, Channel, LiveRecording, Playback, StoredRecording};
+use super::media::ExternalMedia;
+use super::model::{Application, AsteriskInfo, Bridge, Channel, LiveRecording, Module, Playback, StoredRecording};
 use crate::types::Secret;
 
 /// Characters escaped in a path segment: everything but unreserved characters.
@@ -100,6 +101,20 @@ impl AriSettings {
             url.push_str(&format!("&api_key={}", query_escape(&self.api_key())));
         }
         url
+    }
+
+    /// The media WebSocket of a server-mode chan_websocket channel:
+    /// `ws://host:8088/media/<connection_id>` (Asterisk's HTTP server, beside `/ari`; no
+    /// credentials needed: the id is the secret).
+    pub fn media_url(&self, connection_id: &str) -> Result<String, AriError> {
+        let base = self.rest_base();
+        let base = base.strip_suffix("/ari").unwrap_or(&base);
+        let base = match base.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some((_, rest)) => format!("ws://{rest}"),
+            None => format!("ws://{base}"),
+        };
+        Ok(format!("{base}/media/{}", segment(connection_id)?))
     }
 
     /// `user:password`, for `api_key`.
@@ -486,6 +501,74 @@ impl AriClient {
         Ok(value.value)
     }
 
+    /// `POST /channels/{id}/variable`: sets a channel variable (or a writable function).
+    pub async fn set_variable(&self, id: &str, name: &str, value: &str) -> Result<(), AriError> {
+        if name.trim().is_empty() {
+            return Err(AriError::Invalid("set variable: the name is empty".into()));
+        }
+        let query = [("variable", name.to_owned()), ("value", value.to_owned())];
+        self.send(reqwest::Method::POST, &format!("/channels/{}/variable", segment(id)?), &query, None).await.map(drop)
+    }
+
+    /// `POST /channels/externalMedia`: a channel whose audio goes to or comes from asterai (see
+    /// [`ExternalMedia`], which refuses what would crash Asterisk before it is sent).
+    pub async fn external_media(&self, media: &ExternalMedia) -> Result<Channel, AriError> {
+        let query = media.query()?;
+        let body = (!media.variables.is_empty()).then(|| serde_json::json!({ "variables": media.variables }));
+        self.json(reqwest::Method::POST, "/channels/externalMedia", &query, body).await
+    }
+
+    /// `POST /bridges`: a bridge of `kind` (`mixing` for a call and its media channel), with
+    /// `id` when given.
+    pub async fn create_bridge(&self, kind: &str, id: Option<&str>, name: Option<&str>) -> Result<Bridge, AriError> {
+        let mut query = vec![("type", kind.to_owned())];
+        if let Some(id) = id {
+            segment(id)?;
+            query.push(("bridgeId", id.to_owned()));
+        }
+        if let Some(name) = name {
+            query.push(("name", name.to_owned()));
+        }
+        self.json(reqwest::Method::POST, "/bridges", &query, None).await
+    }
+
+    /// `GET /bridges/{id}`.
+    pub async fn bridge(&self, id: &str) -> Result<Bridge, AriError> {
+        self.json(reqwest::Method::GET, &format!("/bridges/{}", segment(id)?), &[], None).await
+    }
+
+    /// `POST /bridges/{id}/addChannel`: channels join the bridge (they must be in Stasis).
+    pub async fn add_to_bridge(&self, bridge: &str, channels: &[&str]) -> Result<(), AriError> {
+        let query = [("channel", channel_list(channels)?)];
+        self.send(reqwest::Method::POST, &format!("/bridges/{}/addChannel", segment(bridge)?), &query, None)
+            .await
+            .map(drop)
+    }
+
+    /// `POST /bridges/{id}/removeChannel`.
+    pub async fn remove_from_bridge(&self, bridge: &str, channels: &[&str]) -> Result<(), AriError> {
+        let query = [("channel", channel_list(channels)?)];
+        self.send(reqwest::Method::POST, &format!("/bridges/{}/removeChannel", segment(bridge)?), &query, None)
+            .await
+            .map(drop)
+    }
+
+    /// `DELETE /bridges/{id}`: the channels in it stay (and stay in Stasis).
+    pub async fn destroy_bridge(&self, id: &str) -> Result<(), AriError> {
+        self.send(reqwest::Method::DELETE, &format!("/bridges/{}", segment(id)?), &[], None).await.map(drop)
+    }
+
+    /// `GET /asterisk/modules`: every module Asterisk knows, loaded or not.
+    pub async fn modules(&self) -> Result<Vec<Module>, AriError> {
+        self.json(reqwest::Method::GET, "/asterisk/modules", &[], None).await
+    }
+
+    /// `GET /asterisk/modules/{name}`: one module (`chan_websocket.so`); 404 when Asterisk
+    /// does not have it.
+    pub async fn module(&self, name: &str) -> Result<Module, AriError> {
+        self.json(reqwest::Method::GET, &format!("/asterisk/modules/{}", segment(name)?), &[], None).await
+    }
+
     /// `GET /playbacks/{id}`.
     pub async fn playback(&self, id: &str) -> Result<Playback, AriError> {
         self.json(reqwest::Method::GET, &format!("/playbacks/{}", segment(id)?), &[], None).await
@@ -535,6 +618,20 @@ impl AriClient {
     }
 }
 
+/// Channel ids for `?channel=a,b`: none empty, none with a comma (which would split it).
+fn channel_list(channels: &[&str]) -> Result<String, AriError> {
+    if channels.is_empty() {
+        return Err(AriError::Invalid("no channel given".into()));
+    }
+    for id in channels {
+        if id.trim().is_empty() || id.contains(',') {
+            return Err(AriError::Invalid(format!("channel id {id:?} cannot be listed (empty or with a comma)")));
+        }
+        segment(id)?;
+    }
+    Ok(channels.join(","))
+}
+
 /// What went wrong on the wire, without the URL (which may carry an `api_key`).
 fn transport_message(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -580,6 +677,14 @@ mod tests {
         assert_eq!(s.events_url("asterai", false), "ws://127.0.0.1:8088/ari/events?app=asterai&subscribeAll=false");
         let key = settings("http://127.0.0.1:8088", Auth::ApiKey).events_url("a b", true);
         assert_eq!(key, "ws://127.0.0.1:8088/ari/events?app=a%20b&subscribeAll=true&api_key=ari%3As3cret%26x");
+        assert_eq!(s.media_url("53a98129-bb5a").unwrap(), "ws://127.0.0.1:8088/media/53a98129-bb5a");
+        assert_eq!(
+            settings("http://pbx:8088/ari/", Auth::Header).media_url("x/y").unwrap(),
+            "ws://pbx:8088/media/x%2Fy"
+        );
+        assert!(s.media_url("..").is_err());
+        assert!(channel_list(&["a", "b,c"]).is_err());
+        assert_eq!(channel_list(&["a", "b"]).unwrap(), "a,b");
         assert_eq!(
             s.basic_header(),
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("ari:s3cret&x"))

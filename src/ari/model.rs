@@ -149,3 +149,38 @@ pub struct BuildInfo {
     pub machine: String,
     pub date: String,
 }
+
+/// A bridge: channels that hear each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bridge {
+    pub id: String,
+    /// `mixing`, `holding`.
+    #[serde(default)]
+    pub bridge_type: String,
+    #[serde(default)]
+    pub technology: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub channels: Vec<String>,
+}
+
+/// An Asterisk module (`GET /asterisk/modules`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Module {
+    /// `chan_websocket.so`.
+    pub name: String,
+    pub description: String,
+    pub use_count: i64,
+    /// `Running`, `Not Running`, …
+    pub status: String,
+    pub support_level: String,
+}
+
+impl Module {
+    /// Loaded and running.
+    pub fn running(&self) -> bool {
+        self.status.eq_ignore_ascii_case("running")
+    }
+}

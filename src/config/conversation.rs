@@ -58,6 +58,9 @@ pub struct ConversationConfig {
     pub pipelining: bool,
     /// Hang up when the conversation ends (otherwise the dialplan continues after AGI()).
     pub hangup_at_end: bool,
+    /// How outbound calls hold their conversation when a call or campaign does not say:
+    /// `agi` (the dialplan's FastAGI route) or `stream` (stays in Stasis, streaming media).
+    pub media: String,
 }
 
 impl Default for ConversationConfig {
@@ -95,6 +98,7 @@ impl Default for ConversationConfig {
             turn_budget: Dur::secs(8),
             pipelining: true,
             hangup_at_end: true,
+            media: "agi".into(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod env;
 pub mod outbound;
 mod paths;
+pub mod streaming;
 mod validate;
 
 pub use crate::types::{Dur, Secret};
@@ -40,6 +41,7 @@ pub use conversation::{ConversationConfig, DEFAULT_SYSTEM_PROMPT, ResponderConfi
 pub use daemon::{AgiConfig, DaemonConfig, DatabaseConfig, FeedConfig, HttpConfig, LogConfig, LogFormat, MediaConfig};
 pub use env::{CLI_ENV, Key, Kind};
 pub use outbound::{AriConfig, DialerConfig};
+pub use streaming::StreamingConfig;
 
 /// The default config file, read when it exists and no other file is named.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/asterai/asterai.toml";
@@ -61,6 +63,7 @@ pub struct Config {
     pub tts: TtsConfig,
     pub ari: AriConfig,
     pub dialer: DialerConfig,
+    pub stream: StreamingConfig,
 }
 
 /// Why the configuration was refused.
@@ -322,5 +325,42 @@ mod tests {
         }
         let err = load("", &[("ASTERAI_DIALER_CLAIM_LEASE", "18446744073709551615h")]).unwrap_err().to_string();
         assert!(err.contains("ASTERAI_DIALER_CLAIM_LEASE") && err.contains("too long"), "{err}");
+    }
+
+    #[test]
+    fn stream_settings_are_checked() {
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.stream.endpoint_silence, Dur::millis(500));
+        assert_eq!(config.stream.audiosocket_listen.to_string(), "127.0.0.1:4575", "loopback by default");
+        assert_eq!(config.conversation.media, "agi");
+        let vad = config.stream.vad_params();
+        assert_eq!(
+            (vad.start, vad.stop, vad.short_pause),
+            (
+                std::time::Duration::from_millis(250),
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_millis(200)
+            )
+        );
+        let off = load("[stream]\nspeculative_pause = \"0s\"\n", &[]).unwrap();
+        assert!(!off.stream.speculative());
+        assert_eq!(off.stream.vad_params().short_pause, std::time::Duration::from_millis(500));
+        for (text, key) in [
+            ("[stream]\nendpoint_silence = \"20ms\"\n", "stream.endpoint_silence"),
+            ("[stream]\nendpoint_silence = \"1h\"\n", "stream.endpoint_silence"),
+            ("[stream]\nbarge_in_min_speech = \"0s\"\n", "stream.barge_in_min_speech"),
+            ("[stream]\nspeculative_pause = \"600ms\"\n", "stream.speculative_pause"),
+            ("[stream]\ntransport = \"rtp\"\n", "stream.transport"),
+            ("[stream]\nformat = \"opus\"\n", "stream.format"),
+            ("[stream]\ntransport = \"audiosocket\"\nformat = \"ulaw\"\n", "stream.format"),
+            ("[stream]\naudiosocket_listen = \"127.0.0.1:4573\"\n", "stream.audiosocket_listen"),
+            ("[conversation]\nmedia = \"rtp\"\n", "conversation.media"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let env = load("", &[("ASTERAI_STREAM_BARGE_IN", "false"), ("ASTERAI_CONVERSATION_MEDIA", "stream")]).unwrap();
+        assert!(!env.stream.barge_in);
+        assert_eq!(env.conversation.media, "stream");
     }
 }

@@ -64,6 +64,7 @@ impl Config {
             )
         })?;
         self.validate_ari()?;
+        self.validate_stream()?;
         if self.agi.listen == self.http.listen && self.agi.listen.port() != 0 {
             return Err(format!("agi.listen and http.listen are both {}; they need different ports", self.agi.listen));
         }
@@ -101,6 +102,9 @@ impl Config {
             ("dialer.ring_timeout", self.dialer.ring_timeout, Dur::secs(0), minute(10)),
             ("dialer.poll_interval", self.dialer.poll_interval, ABOVE_ZERO, hour(1)),
             ("dialer.claim_lease", self.dialer.claim_lease, Dur::secs(3), hour(24)),
+            ("stream.endpoint_silence", self.stream.endpoint_silence, Dur::millis(100), Dur::secs(10)),
+            ("stream.barge_in_min_speech", self.stream.barge_in_min_speech, Dur::millis(60), Dur::secs(5)),
+            ("stream.speculative_pause", self.stream.speculative_pause, Dur::secs(0), Dur::secs(10)),
         ];
         for (key, value, min, max) in durations {
             value.within(key, min, max)?;
@@ -126,6 +130,42 @@ impl Config {
             if !(min..=max).contains(&value) {
                 return Err(format!("{key}: expected {min} to {max}, got {value}"));
             }
+        }
+        Ok(())
+    }
+
+    /// `[stream]` and `conversation.media`.
+    fn validate_stream(&self) -> Result<(), String> {
+        let st = &self.stream;
+        let one_of = |key: &str, value: &str, allowed: &[&str]| {
+            if allowed.contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{key}: expected one of {}, got {value:?}", allowed.join(", ")))
+            }
+        };
+        one_of("conversation.media", &self.conversation.media, &["agi", "stream"])?;
+        one_of("stream.transport", &st.transport, &["auto", "websocket", "audiosocket"])?;
+        one_of("stream.format", &st.format, &["slin16", "slin", "ulaw"])?;
+        if st.transport == "audiosocket" && st.format == "ulaw" {
+            return Err(
+                "stream.format: AudioSocket carries slin16 or slin, not ulaw (stream.transport = \"audiosocket\")"
+                    .into(),
+            );
+        }
+        if st.speculative_pause > st.endpoint_silence {
+            return Err(format!(
+                "stream.speculative_pause: expected at most stream.endpoint_silence ({}), got {}",
+                st.endpoint_silence, st.speculative_pause
+            ));
+        }
+        if st.audiosocket_listen.port() != 0
+            && (st.audiosocket_listen == self.agi.listen || st.audiosocket_listen == self.http.listen)
+        {
+            return Err(format!(
+                "stream.audiosocket_listen: {} is already agi.listen or http.listen; it needs its own port",
+                st.audiosocket_listen
+            ));
         }
         Ok(())
     }

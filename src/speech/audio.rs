@@ -369,6 +369,131 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioErro
     Ok(out)
 }
 
+/// Encodes mono 16-bit samples at `rate` as a WAV file (the streaming path's utterances are 8
+/// or 16 kHz).
+pub fn encode_wav_at(samples: &[i16], rate: u32) -> Vec<u8> {
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut out = Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
+    {
+        let mut writer = hound::WavWriter::new(&mut out, spec).expect("writing a WAV header to memory");
+        let mut fast = writer.get_i16_writer(samples.len() as u32);
+        for sample in samples {
+            fast.write_sample(*sample);
+        }
+        fast.flush().expect("writing samples to memory");
+        writer.finalize().expect("finishing a WAV in memory");
+    }
+    out.into_inner()
+}
+
+/// [`resample`] over a stream: audio arrives in chunks of any size (a provider's network reads)
+/// and leaves as soon as the filter has the input it needs. The filter state (the last input
+/// samples) is kept across chunks, so the output equals resampling the whole buffer at once,
+/// sample for sample: the same taps, summed in the same order.
+pub struct StreamResampler {
+    bank: Option<Arc<Bank>>,
+    /// Input kept: from absolute index `base`, the samples the next outputs still need.
+    kept: Vec<f32>,
+    base: usize,
+    /// Input samples seen in all.
+    seen: usize,
+    /// The next output's index.
+    next: usize,
+}
+
+impl StreamResampler {
+    /// From `from` Hz to `to` Hz, both within [`RATES`].
+    pub fn new(from: u32, to: u32) -> Result<StreamResampler, AudioError> {
+        check_rate(from)?;
+        check_rate(to)?;
+        let bank = (from != to)
+            .then(|| BANKS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).get(from, to));
+        Ok(StreamResampler { bank, kept: Vec::new(), base: 0, seen: 0, next: 0 })
+    }
+
+    /// Feeds a chunk; returns every output sample it completes.
+    pub fn push(&mut self, chunk: &[f32]) -> Vec<f32> {
+        let Some(bank) = self.bank.clone() else { return chunk.to_vec() };
+        self.kept.extend_from_slice(chunk);
+        self.seen += chunk.len();
+        let mut out = Vec::with_capacity(chunk.len() * bank.up / bank.down + 1);
+        loop {
+            let (start, taps) = self.window(&bank);
+            if start + taps.len() as isize > self.seen as isize {
+                break;
+            }
+            out.push(self.output(start, taps));
+            self.next += 1;
+        }
+        self.trim(&bank);
+        out
+    }
+
+    /// The end of the stream: the outputs that need input past its end (which is silence), up
+    /// to the length whole-buffer resampling gives.
+    pub fn finish(&mut self) -> Vec<f32> {
+        let Some(bank) = self.bank.clone() else { return Vec::new() };
+        let total = self.seen * bank.up / bank.down;
+        let mut out = Vec::with_capacity(total.saturating_sub(self.next));
+        while self.next < total {
+            let (start, taps) = self.window(&bank);
+            out.push(self.output(start, taps));
+            self.next += 1;
+        }
+        out
+    }
+
+    /// [`StreamResampler::push`] for 16-bit samples (scaled as [`decode_pcm_s16le`] does).
+    pub fn push_i16(&mut self, chunk: &[i16]) -> Vec<i16> {
+        if self.bank.is_none() {
+            return chunk.to_vec();
+        }
+        let input: Vec<f32> = chunk.iter().map(|s| *s as f32 / 32768.0).collect();
+        to_i16(&self.push(&input))
+    }
+
+    /// [`StreamResampler::finish`] for 16-bit samples.
+    pub fn finish_i16(&mut self) -> Vec<i16> {
+        to_i16(&self.finish())
+    }
+
+    /// The first input index and the taps of the next output.
+    fn window<'b>(&self, bank: &'b Bank) -> (isize, &'b [f32]) {
+        let position = self.next * bank.down;
+        let (floor, phase) = (position / bank.up, position % bank.up);
+        (floor as isize + bank.offset, &bank.phases[phase])
+    }
+
+    fn output(&self, start: isize, taps: &[f32]) -> f32 {
+        let end = start + taps.len() as isize;
+        if start >= 0 && end as usize <= self.seen {
+            let from = start as usize - self.base;
+            dot(&self.kept[from..from + taps.len()], taps)
+        } else {
+            // At the edges, taps outside the input see silence, exactly as in `resample`.
+            taps.iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    let at = start + i as isize;
+                    (at >= 0 && (at as usize) < self.seen).then(|| self.kept[at as usize - self.base] * t)
+                })
+                .sum()
+        }
+    }
+
+    /// Drops the input no later output will read.
+    fn trim(&mut self, bank: &Bank) {
+        let (start, _) = self.window(bank);
+        let needed = start.max(0) as usize;
+        if needed > self.base {
+            let drop = (needed - self.base).min(self.kept.len());
+            self.kept.drain(..drop);
+            self.base += drop;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +639,44 @@ mod tests {
         }
         let banks = cached_banks();
         assert!(banks.0 <= BANKS_KEPT && banks.1 <= TAPS_KEPT, "{banks:?}");
+    }
+
+    #[test]
+    fn streaming_resampling_equals_whole_buffer_resampling() {
+        let mut seed = 1u64;
+        let mut noise = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for (from, to) in [(24000, 16000), (24000, 8000), (22050, 16000), (22050, 8000), (16000, 8000), (8000, 16000)] {
+            let input: Vec<f32> =
+                (0..from as usize / 3).map(|i| 0.3 * noise() + 0.3 * (i as f32 * 0.05).sin()).collect();
+            let whole = resample(&input, from, to).unwrap();
+            for chunk in [1usize, 7, 160, 441, 4096] {
+                let mut stream = StreamResampler::new(from, to).unwrap();
+                let mut out = Vec::new();
+                for piece in input.chunks(chunk) {
+                    out.extend(stream.push(piece));
+                }
+                out.extend(stream.finish());
+                assert_eq!(out.len(), whole.len(), "{from}->{to} in chunks of {chunk}");
+                let worst = out.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+                assert!(worst <= 1e-6, "{from}->{to} in chunks of {chunk}: off by {worst}");
+            }
+        }
+        // The filter keeps only what it needs, not the whole stream.
+        let mut stream = StreamResampler::new(24000, 8000).unwrap();
+        for _ in 0..100 {
+            stream.push(&[0.1; 2400]);
+        }
+        assert!(stream.kept.len() < 200, "{}", stream.kept.len());
+        // 16-bit in and out, and the same rate on both sides.
+        let mut same = StreamResampler::new(8000, 8000).unwrap();
+        assert_eq!(same.push_i16(&[1, 2, 3]), vec![1, 2, 3]);
+        assert!(same.finish_i16().is_empty());
+        assert!(StreamResampler::new(1, 8000).is_err());
+        let wav = encode_wav_at(&[5; 1600], 16000);
+        assert_eq!(decode_wav(&wav).unwrap().len(), 800, "16 kHz WAV, read back at 8 kHz");
     }
 
     #[test]

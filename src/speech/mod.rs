@@ -2,6 +2,11 @@
 //! that decides what to say ([`llm`], with the built-in [`rules`] engine), and text-to-speech
 //! ([`tts`]), plus [`audio`] conversion. Nothing here knows about Asterisk or the store.
 //!
+//! The streaming path adds [`vad`] (voice activity detection per frame), [`stt_stream`]
+//! (Deepgram live, and utterances posted the moment a turn ends with speculative transcription
+//! at the short pause), [`tts_stream`] (audio read as providers produce it) and
+//! [`audio::StreamResampler`] (resampling chunk by chunk).
+//!
 //! Every HTTP call has a timeout and is retried on 429, 5xx, timeouts and connection errors with
 //! exponential backoff and jitter, within a deadline the caller sets (the turn's budget).
 
@@ -13,7 +18,10 @@ pub mod audio;
 pub mod llm;
 pub mod rules;
 pub mod stt;
+pub mod stt_stream;
 pub mod tts;
+pub mod tts_stream;
+pub mod vad;
 
 /// A boxed future, for provider traits used as trait objects: the `futures` crate's own, so
 /// every module that needs one names the same type without borrowing it from here.

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod db;
 pub mod fake_ari;
 pub mod fake_asterisk;
+pub mod fake_media;
 pub mod http;
 pub mod live;
 pub mod logs;

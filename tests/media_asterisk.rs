@@ -1,0 +1,430 @@
+//! The chan_websocket media path against the real Asterisk 22.10.1 (`/opt/asterisk-22.10.1`, or
+//! `$ASTERISK_PREFIX`): a Local channel enters Stasis, is answered and bridged with an external
+//! media channel that asterai creates (`POST /channels/externalMedia`, JSON control) and
+//! connects to; asterai receives the frames of a prompt the caller's side plays, sends a tone
+//! back with marks, and FLUSH_MEDIA stops it. The caller's side records what it hears with
+//! MixMonitor; the recording proves the tone was heard and then cut.
+//!
+//! The Asterisk instance is private to this file (a temporary configuration tree, a free HTTP
+//! port, loopback only); it moves to the shared harness (`tests/support/asterisk.rs`) once that
+//! is merged.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use asterai::ari::stream::{StreamConfig, StreamItem};
+use asterai::ari::{AriClient, AriEvent, AriSettings, Auth, Destination, ExternalMedia, Originate, StasisRoute};
+use asterai::config::Secret;
+use asterai::media::websocket::{self, WebSocketOptions};
+use asterai::media::{Codec, Command as MediaCommand, ControlFormat, MediaEvent, MediaSession};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(60);
+const APP: &str = "asterai-media-test";
+
+fn prefix() -> PathBuf {
+    std::env::var_os("ASTERISK_PREFIX")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from("/opt/asterisk-22.10.1"), PathBuf::from)
+}
+
+/// A private Asterisk: killed when dropped.
+struct Asterisk {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Drop for Asterisk {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+const DIALPLAN: &str = "\
+[general]
+static=yes
+writeprotect=yes
+
+[talker]
+; The caller's side: records what it hears (r() = what this leg receives), waits, plays a
+; prompt, then listens until it is hung up.
+exten => s,1,Answer()
+ same => n,MixMonitor(${MIXDIR}/both.wav,r(${MIXDIR}/heard.wav))
+ same => n,Wait(1)
+ same => n,Playback(hello-world)
+ same => n,Wait(120)
+ same => n,Hangup()
+";
+
+impl Asterisk {
+    async fn start() -> Asterisk {
+        let prefix = prefix();
+        let binary = prefix.join("sbin/asterisk");
+        assert!(
+            binary.exists(),
+            "no Asterisk at {} (build it with ../shared/asterisk/build.sh; ASTERISK_PREFIX picks another)",
+            binary.display()
+        );
+        let dir = tempfile::Builder::new().prefix("asterai-media-asterisk-").tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        for sub in ["run", "log", "db", "spool", "cache", "mix"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        copy_dir(&prefix.join("etc/asterisk"), &etc);
+        let port = free_port();
+        let sample = std::fs::read_to_string(etc.join("asterisk.conf")).unwrap();
+        let mut conf = String::new();
+        for line in sample.lines() {
+            let key = line.split("=>").next().unwrap_or("").trim();
+            let own = match key {
+                "astetcdir" => Some("etc"),
+                "astrundir" => Some("run"),
+                "astlogdir" => Some("log"),
+                "astdbdir" => Some("db"),
+                "astspooldir" => Some("spool"),
+                "astcachedir" => Some("cache"),
+                _ => None,
+            };
+            match own {
+                Some(sub) => conf.push_str(&format!("{key} => {}\n", dir.path().join(sub).display())),
+                None if line.trim() == "[directories](!)" => conf.push_str("[directories]\n"),
+                None => {
+                    conf.push_str(line);
+                    conf.push('\n');
+                }
+            }
+        }
+        let conf_path = etc.join("asterisk.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        std::fs::write(
+            etc.join("http.conf"),
+            format!("[general]\nenabled = yes\nbindaddr = 127.0.0.1\nbindport = {port}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join("ari.conf"),
+            "[general]\nenabled = yes\npretty = no\n\n[asterai]\ntype = user\nread_only = no\npassword = media-test\npassword_format = plain\n",
+        )
+        .unwrap();
+        std::fs::write(etc.join("extensions.conf"), DIALPLAN).unwrap();
+        for unused in ["extensions.ael", "extensions.lua"] {
+            let _ = std::fs::remove_file(etc.join(unused));
+        }
+        let mut modules = std::fs::read_to_string(etc.join("modules.conf")).unwrap();
+        // Modules that would listen on every address.
+        for module in ["chan_iax2.so", "chan_unistim.so", "pbx_dundi.so", "res_pjsip.so", "chan_sip.so"] {
+            modules.push_str(&format!("noload = {module}\n"));
+        }
+        std::fs::write(etc.join("modules.conf"), modules).unwrap();
+        std::fs::write(etc.join("logger.conf"), "[general]\n[logfiles]\nfull => notice,warning,error,verbose\n")
+            .unwrap();
+        let console = std::fs::File::create(dir.path().join("console.log")).unwrap();
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(&binary)
+                .arg("-C")
+                .arg(&conf_path)
+                .args(["-f", "-n", "-vvv"])
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .stdout(console.try_clone().unwrap())
+                .stderr(console)
+                .process_group(0)
+                .spawn()
+                .expect("start Asterisk")
+        };
+        let mut asterisk = Asterisk { dir, conf: conf_path, port, child };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = asterisk.child.try_wait() {
+                panic!("Asterisk exited while starting ({status}):\n{}", asterisk.console());
+            }
+            let out = Command::new(&binary)
+                .arg("-C")
+                .arg(&asterisk.conf)
+                .args(["-rx", "core waitfullybooted"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("fully booted") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "Asterisk did not boot:\n{}", asterisk.console());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // ARI answers once the HTTP server is up.
+        let client = asterisk.client();
+        loop {
+            match client.asterisk_info().await {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "ARI did not answer: {e}\n{}", asterisk.console());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        asterisk
+    }
+
+    fn console(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn settings(&self) -> AriSettings {
+        AriSettings {
+            url: format!("http://127.0.0.1:{}", self.port),
+            username: "asterai".into(),
+            password: Secret::new("media-test"),
+            auth: Auth::Header,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn client(&self) -> AriClient {
+        AriClient::new(self.settings()).unwrap()
+    }
+
+    fn mix_dir(&self) -> PathBuf {
+        self.dir.path().join("mix")
+    }
+}
+
+/// Waits for an ARI event.
+async fn event(events: &mut mpsc::Receiver<StreamItem>, what: &str, matches: impl Fn(&AriEvent) -> bool) -> AriEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let item = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+            .expect("the event stream ended");
+        if let StreamItem::Event(envelope) = item
+            && matches(&envelope.event)
+        {
+            return envelope.event;
+        }
+    }
+}
+
+async fn media_event(session: &mut MediaSession, what: &str, matches: impl Fn(&MediaEvent) -> bool) -> MediaEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, session.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+            .unwrap_or_else(|| panic!("the media session ended before {what}"));
+        if matches(&event) {
+            return event;
+        }
+    }
+}
+
+fn stasis_start_of(id: &'static str) -> impl Fn(&AriEvent) -> bool {
+    move |e| matches!(e, AriEvent::StasisStart { channel, .. } if channel.id == id)
+}
+
+/// Seconds of 1 kHz tone in an 8 kHz or 16 kHz WAV (20 ms frames whose energy is mostly at
+/// 1 kHz and louder than -40 dBFS).
+fn tone_seconds(path: &Path) -> f64 {
+    let mut reader = hound::WavReader::open(path).unwrap();
+    let rate = reader.spec().sample_rate as f64;
+    let samples: Vec<f64> = reader.samples::<i16>().map_while(Result::ok).map(|s| s as f64 / 32768.0).collect();
+    let frame = (rate / 50.0) as usize;
+    let mut frames = 0;
+    for chunk in samples.chunks_exact(frame) {
+        let energy: f64 = chunk.iter().map(|s| s * s).sum();
+        if energy / (frame as f64) < 1e-4 {
+            continue;
+        }
+        // Goertzel at 1 kHz.
+        let w = 2.0 * std::f64::consts::PI * 1000.0 / rate;
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for x in chunk {
+            let s0 = x + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+        if power / (frame as f64 / 2.0) > 0.5 * energy {
+            frames += 1;
+        }
+    }
+    frames as f64 * 0.02
+}
+
+#[tokio::test]
+async fn websocket_media_against_the_real_asterisk() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let asterisk = Asterisk::start().await;
+    let client = asterisk.client();
+
+    // Which transports this Asterisk has.
+    let support = asterai::ari::detect_media(&client).await.unwrap();
+    assert!(support.chan_websocket && support.json_control && support.audiosocket, "{support:?}");
+    assert_eq!(support.version.as_deref(), Some("22.10.1"));
+    assert_eq!(support.preferred(), Some("websocket"));
+
+    let stop = CancellationToken::new();
+    let mut events =
+        asterai::ari::stream::spawn(StreamConfig::new(asterisk.settings(), APP, Duration::from_secs(5)), stop.clone());
+    let connected = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    assert!(matches!(connected, StreamItem::Connected { .. }), "{connected:?}");
+
+    // The caller: a Local channel whose ;1 enters Stasis; ;2 runs [talker].
+    let mix = asterisk.mix_dir();
+    let originate = Originate {
+        endpoint: "Local/s@talker".into(),
+        destination: Destination::App { app: APP.into(), args: vec!["ai?org=acme&campaign=7".into()] },
+        variables: [("MIXDIR".to_owned(), mix.display().to_string())].into(),
+        channel_id: Some("caller".into()),
+        other_channel_id: Some("talker".into()),
+        caller_id: None,
+        timeout: None,
+    };
+    client.originate(&originate).await.unwrap();
+    let AriEvent::StasisStart { args, .. } =
+        event(&mut events, "the caller's StasisStart", stasis_start_of("caller")).await
+    else {
+        unreachable!()
+    };
+    let route = StasisRoute::from_args(&args).expect("a route");
+    assert_eq!((route.route(), route.param("org").as_deref()), ("ai", Some("acme")));
+    client.answer("caller").await.unwrap();
+    client.set_variable("caller", "ASTERAI_CALL_ID", "call-1").await.unwrap();
+    assert_eq!(client.variable("caller", "ASTERAI_CALL_ID").await.unwrap(), "call-1");
+    let bridge = client.create_bridge("mixing", Some("bridge-1"), Some("asterai")).await.unwrap();
+    assert_eq!(bridge.id, "bridge-1");
+
+    // The external media channel, and asterai's connection to it.
+    let mut media = ExternalMedia::websocket_server(APP, "slin16", support.json_control);
+    media.channel_id = Some("media".into());
+    let channel = client.external_media(&media).await.unwrap();
+    assert_eq!(channel.state, "Down", "Down until asterai connects");
+    let vars = channel.channelvars.clone().unwrap_or_default();
+    let connection_id = vars["MEDIA_WEBSOCKET_CONNECTION_ID"].as_str().expect("the connection id").to_owned();
+    let url = asterisk.settings().media_url(&connection_id).unwrap();
+    // A lead of 10 s: the whole answer sits in Asterisk's queue, so only FLUSH_MEDIA can stop it.
+    let options =
+        WebSocketOptions { control: ControlFormat::Json, lead: Duration::from_secs(10), ..WebSocketOptions::default() };
+    let mut session = websocket::connect(&url, options).await.unwrap();
+    assert_eq!(session.format().codec, Codec::Slin16);
+    assert_eq!(session.format().frame_bytes, 640);
+    assert_eq!(session.channel_id(), Some("media"));
+    let AriEvent::StasisStart { args, .. } =
+        event(&mut events, "the media channel's StasisStart", stasis_start_of("media")).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(StasisRoute::from_args(&args), None, "asterai's own media channel is not a call: {args:?}");
+    client.add_to_bridge("bridge-1", &["caller", "media"]).await.unwrap();
+    assert_eq!(client.bridge("bridge-1").await.unwrap().channels.len(), 2);
+
+    // The prompt the caller's side plays arrives as 20 ms frames of 16 kHz audio.
+    let mut frames = 0;
+    let mut loud = 0;
+    while loud < 25 {
+        if let MediaEvent::Audio(samples) =
+            media_event(&mut session, "prompt audio", |e| matches!(e, MediaEvent::Audio(_))).await
+        {
+            frames += 1;
+            assert!(samples.len() <= 320, "{}", samples.len());
+            if samples.iter().any(|s| s.unsigned_abs() > 2000) {
+                loud += 1;
+            }
+        }
+    }
+    assert!(frames >= 25);
+
+    // The agent speaks: 5 s of tone, a mark after the first second and at the end. At the
+    // first mark the caller "barges in": FLUSH_MEDIA.
+    let sender = session.sender();
+    let tone: Vec<i16> = (0..16000 * 5)
+        .map(|i| (9000.0 * (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 16000.0).sin()) as i16)
+        .collect();
+    sender.send_audio(&tone[..16000]).await.unwrap();
+    sender.mark("m1").await.unwrap();
+    sender.send_audio(&tone[16000..]).await.unwrap();
+    sender.mark("m2").await.unwrap();
+    media_event(&mut session, "mark m1", |e| e == &MediaEvent::MarkProcessed("m1".into())).await;
+    let flushed = sender.flush().await.unwrap();
+    assert_eq!(flushed.unsent_marks, Vec::<String>::new(), "all of the answer was in Asterisk's queue");
+    sender.command(MediaCommand::GetStatus).await.unwrap();
+    let MediaEvent::Status(status) = media_event(&mut session, "STATUS", |e| matches!(e, MediaEvent::Status(_))).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(status.queue_length, 0, "Asterisk's queue is empty after FLUSH_MEDIA");
+    let stats = sender.stats();
+    assert_eq!(stats.late_frames, 0, "{stats:?}");
+    assert_eq!(stats.frames_sent, 250, "{stats:?}");
+    // m2, queued in Asterisk behind the flushed audio, is never reported.
+    sender.command(MediaCommand::GetStatus).await.unwrap();
+    let next =
+        media_event(&mut session, "STATUS", |e| matches!(e, MediaEvent::Status(_) | MediaEvent::MarkProcessed(_)))
+            .await;
+    assert!(matches!(next, MediaEvent::Status(_)), "{next:?}");
+
+    // The caller hangs up (its half of the Local channel); nothing arrives on the media socket
+    // for that, so asterai deletes the media channel: Asterisk closes the socket with 1000.
+    client.hangup("talker", None).await.unwrap();
+    event(
+        &mut events,
+        "the talker's ChannelDestroyed",
+        |e| matches!(e, AriEvent::ChannelDestroyed { channel, .. } if channel.id == "talker"),
+    )
+    .await;
+    client.hangup("media", None).await.unwrap();
+    let closed = media_event(&mut session, "the close", |e| matches!(e, MediaEvent::Closed(_))).await;
+    assert_eq!(
+        closed,
+        MediaEvent::Closed(asterai::media::CloseReason::Closed { code: Some(1000), reason: String::new() })
+    );
+    let _ = client.hangup("caller", None).await;
+    let _ = client.destroy_bridge("bridge-1").await;
+    stop.cancel();
+
+    // What the caller heard: the tone from the first second on, cut by the flush well before
+    // its five seconds.
+    let heard = mix.join("heard.wav");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last_len = 0;
+    loop {
+        let len = std::fs::metadata(&heard).map(|m| m.len()).unwrap_or(0);
+        if len > 44 && len == last_len {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "MixMonitor wrote no {}:\n{}",
+            heard.display(),
+            asterisk.console()
+        );
+        last_len = len;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let tone_s = tone_seconds(&heard);
+    assert!(tone_s >= 0.9, "the first second of tone (up to m1) was heard: {tone_s} s");
+    assert!(tone_s < 4.0, "FLUSH_MEDIA cut the 5 s tone: {tone_s} s heard");
+    println!("the caller heard {tone_s:.2} s of the 5 s tone; {} frames sent", stats.frames_sent);
+}
