@@ -43,6 +43,7 @@ fn tracker_config() -> TrackerConfig {
         extension: "s".into(),
         orphan_grace: Duration::ZERO,
         reconcile_unassigned: false,
+        conversation_grace: Duration::from_millis(200),
     }
 }
 

@@ -241,6 +241,7 @@ pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor)
             orphan_grace: Duration::from_secs(60),
             // Alone on an embedded database, every unfinished call is this daemon's.
             reconcile_unassigned: publisher.store().backend() == "sqlite",
+            conversation_grace: crate::dialer::tracker::CONVERSATION_GRACE,
         },
     );
     // The stream and its tracker run (and restart) together: a new stream resyncs the tracker.

@@ -46,7 +46,14 @@ pub struct TrackerConfig {
     /// Also reconcile calls that no dialer assigned to an Asterisk (inbound calls). Right when
     /// this daemon is alone on its database (SQLite).
     pub reconcile_unassigned: bool,
+    /// How long the end of an answered call waits for its conversation to finish it (with the
+    /// outcome the conversation knows) before the tracker finishes it with the channel's cause.
+    pub conversation_grace: Duration,
 }
+
+/// The default [`TrackerConfig::conversation_grace`]: a conversation that sees the hang-up
+/// stores its end within moments; this is for one that never started or died.
+pub const CONVERSATION_GRACE: Duration = Duration::from_secs(10);
 
 /// A call that has ended, as the tracker saw it (for the campaign runner).
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +83,8 @@ struct Tracked {
 struct State {
     calls: HashMap<String, Tracked>,
     strangers: HashSet<String>,
+    /// Answered calls whose channel is gone, waiting for their conversation to finish them.
+    finishing: usize,
 }
 
 struct Inner {
@@ -164,7 +173,8 @@ impl Tracker {
 
     /// The calls followed right now.
     pub fn followed(&self) -> usize {
-        self.state().calls.len()
+        let state = self.state();
+        state.calls.len() + state.finishing
     }
 
     /// Ended calls, as they end.
@@ -307,9 +317,51 @@ impl Tracker {
                 }
             }
             Step::Finish(status, reason) => {
-                self.state().calls.remove(&channel_id);
-                self.finish(org_id, &call_id, status, &reason).await;
+                let answered = self.state().calls.remove(&channel_id).is_some_and(|t| t.facts.answered);
+                if answered || self.in_conversation(org_id, &call_id).await {
+                    // The conversation on this call learns of the hang-up too, and finishes the
+                    // call with its outcome (and its transcript): let it write first.
+                    self.state().finishing += 1;
+                    let tracker = self.clone();
+                    tokio::spawn(async move {
+                        let _done = Finishing(&tracker);
+                        tracker.await_conversation(org_id, &call_id).await;
+                        tracker.finish(org_id, &call_id, status, &reason).await;
+                    });
+                } else {
+                    self.finish(org_id, &call_id, status, &reason).await;
+                }
             }
+        }
+    }
+
+    /// Whether a conversation holds the call: it was answered and has not ended.
+    async fn in_conversation(&self, org_id: i64, call_id: &str) -> bool {
+        match self.inner.publisher.store().call(org_id, call_id).await {
+            Ok(Some(call)) => {
+                call.ended_at.is_none() && (call.answered_at.is_some() || call.status == CallStatus::InProgress)
+            }
+            _ => false,
+        }
+    }
+
+    /// Waits until the call has ended in the store, or for the conversation grace.
+    async fn await_conversation(&self, org_id: i64, call_id: &str) {
+        let deadline = tokio::time::Instant::now() + self.inner.config.conversation_grace;
+        let mut wait = Duration::from_millis(20);
+        loop {
+            match self.inner.publisher.store().call(org_id, call_id).await {
+                Ok(Some(call)) if call.ended_at.is_some() => return,
+                Ok(None) => return,
+                _ => {}
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                tracing::debug!(%call_id, "no conversation finished the answered call; finishing it from the channel");
+                return;
+            }
+            tokio::time::sleep(wait.min(deadline - now)).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -358,6 +410,20 @@ impl Tracker {
         }
     }
 
+}
+
+/// Counts an answered call as followed until its deferred finish is done (even if the task
+/// that finishes it panics).
+struct Finishing<'a>(&'a Tracker);
+
+impl Drop for Finishing<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.finishing = state.finishing.saturating_sub(1);
+    }
+}
+
+impl Tracker {
     /// An answered call of ours entered the application: on to the dialplan, where the `ai`
     /// route picks it up.
     fn send_to_dialplan(&self, call_id: &str, channel_id: &str) {
