@@ -48,30 +48,33 @@ enum Command {
     },
 }
 
-/// Numbers from a file: the `phone` or `number` column of a CSV, else one per line.
+/// Numbers from a file: the `phone` or `number` column of a CSV (delimited by `,`, `;` or tab,
+/// read as the campaign import reads it), else one per line.
 pub(crate) fn numbers(text: &str) -> (Vec<String>, Vec<Rejected>) {
-    let mut lines = text.lines().enumerate().peekable();
-    let mut column = None;
-    if let Some((_, header)) = lines.peek() {
-        let names: Vec<String> = header.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
-        column = names.iter().position(|n| n == "phone" || n == "number");
-        if column.is_some() {
-            lines.next();
-        }
-    }
+    let records = crate::dialer::import::records(text.as_bytes());
+    let column = records.first().and_then(|header| {
+        header.fields.iter().position(|name| {
+            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+            name == "phone" || name == "number"
+        })
+    });
+    let cells: Vec<(usize, String)> = match column {
+        Some(c) => records
+            .iter()
+            .skip(1)
+            .map(|r| (r.line, r.fields.get(c).map(|f| String::from_utf8_lossy(f).into_owned()).unwrap_or_default()))
+            .collect(),
+        None => text.lines().enumerate().map(|(index, line)| (index + 1, line.to_owned())).collect(),
+    };
     let (mut good, mut bad) = (Vec::new(), Vec::new());
-    for (index, line) in lines {
-        let cell = match column {
-            Some(c) => line.split(',').nth(c).unwrap_or_default(),
-            None => line,
-        };
+    for (line, cell) in cells {
         let cell = cell.trim().trim_matches('"');
         if cell.is_empty() || cell.starts_with('#') {
             continue;
         }
         match crate::phone::normalize(cell) {
             Some(number) => good.push(number),
-            None => bad.push(Rejected { line: index + 1, reason: format!("{cell:?} is not an E.164 number") }),
+            None => bad.push(Rejected { line, reason: format!("{cell:?} is not an E.164 number") }),
         }
     }
     (good, bad)
@@ -156,5 +159,10 @@ mod tests {
         let (good, bad) = super::numbers("name,Phone\nAnn,+15551230001\nBo,nope\n");
         assert_eq!(good, ["+15551230001"]);
         assert_eq!(bad[0].line, 3);
+        let (good, bad) = super::numbers("name;number\r\n\"Lee; Ann\";+1 555 123 0001\r\n\r\nBo;x\r\n");
+        assert_eq!(good, ["+15551230001"]);
+        assert_eq!(bad[0].line, 4);
+        let (good, bad) = super::numbers("phone\tname\n+15551230002\t\"Cy\"\n");
+        assert_eq!((good, bad.len()), (vec!["+15551230002".to_owned()], 0));
     }
 }
