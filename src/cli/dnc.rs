@@ -19,7 +19,9 @@ pub struct Args {
 enum Command {
     /// Add a number (E.164).
     Add {
+        /// The number, E.164 (`+15551230005`); spaces, dashes and a `00` prefix are accepted.
         number: String,
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
         /// Why (kept with the entry).
@@ -28,21 +30,27 @@ enum Command {
     },
     /// Remove a number.
     Remove {
+        /// The number, as `dnc add` took it.
         number: String,
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
     },
     /// List the numbers.
     List {
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Add the numbers of a file: one per line, or a CSV with a phone (or number) column.
     /// Lines that are not numbers are reported.
     Import {
+        /// The file: one number per line (`#` starts a comment), or a CSV with a header row.
         file: PathBuf,
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
     },
@@ -86,7 +94,7 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
         match args.command {
             Command::Add { number, org, reason } => {
                 let org = super::calls::pick_org(&store, org.as_deref()).await?;
-                let number = crate::phone::e164(&number).map_err(anyhow::Error::msg)?;
+                let number = crate::phone::parse(&number).map_err(anyhow::Error::msg)?;
                 if store.add_dnc(org.id, &number, reason.as_deref(), "cli").await? {
                     println!("{number} added to {}'s do-not-call list", org.slug);
                 } else {
@@ -95,13 +103,13 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
             }
             Command::Remove { number, org } => {
                 let org = super::calls::pick_org(&store, org.as_deref()).await?;
+                let number = crate::phone::parse(&number).unwrap_or_else(|_| number.trim().to_owned());
                 anyhow::ensure!(
                     store.remove_dnc(org.id, &number).await?,
-                    "{} is not on {}'s do-not-call list",
-                    number.trim(),
+                    "{number} is not on {}'s do-not-call list",
                     org.slug
                 );
-                println!("{} removed from {}'s do-not-call list", number.trim(), org.slug);
+                println!("{number} removed from {}'s do-not-call list", org.slug);
             }
             Command::List { org, json } => {
                 let org = super::calls::pick_org(&store, org.as_deref()).await?;
@@ -134,14 +142,20 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                 let added = store.add_dnc_many(org.id, &numbers, "import").await?;
                 let new = added.iter().filter(|a| **a).count();
                 println!(
-                    "{} numbers: {new} added, {} on the list already, {} rejected",
-                    numbers.len() + rejected.len(),
+                    "{}: {new} added, {} on the list already, {} rejected",
+                    super::campaign::count(numbers.len() + rejected.len(), "number"),
                     numbers.len() - new,
                     rejected.len()
                 );
-                for row in rejected {
+                for row in &rejected {
                     println!("  line {}: {}", row.line, row.reason);
                 }
+                anyhow::ensure!(
+                    rejected.is_empty(),
+                    "{} rejected (the others were added); fix {} and import the file again",
+                    super::campaign::count(rejected.len(), "line"),
+                    if rejected.len() == 1 { "it" } else { "them" }
+                );
             }
         }
         store.close().await;
