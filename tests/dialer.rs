@@ -830,6 +830,10 @@ fn campaign_and_dnc_commands() {
     assert!(run(&["dnc", "remove", "+1 (555) 777-0001"]).0);
     let (ok, _, err) = run(&["dnc", "remove", "+15557770001"]);
     assert!(!ok && err.contains("not on"), "{err}");
+    // With two organizations, --org is needed, and the error names them.
+    assert!(run(&["org", "create", "globex"]).0);
+    let (ok, _, err) = run(&["dnc", "list"]);
+    assert!(!ok && err.contains("several organizations exist (acme, globex); choose one with --org"), "{err}");
 }
 
 /// The same over the REST API, scoped to the token's organization.

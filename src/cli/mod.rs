@@ -92,7 +92,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         config.log.level = "warn".into();
     }
     if let Some(level) = cli.log_level {
-        tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
+        crate::config::check_log_filter(&level)
+            .map_err(|e| anyhow::anyhow!("--log-level (or ASTERAI_LOG_LEVEL): {e}"))?;
         config.log.level = level;
     }
     crate::logging::init(config.log.format, &config.log.level, config.secrets());
