@@ -78,7 +78,12 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     tokio::spawn(watch_signals(stop.clone()));
 
     let store = open_store(&config, &stop).await?;
-    tracing::info!(backend = store.backend(), "database ready");
+    tracing::info!(
+        backend = store.backend(),
+        database = %config.database_location(),
+        data_dir = %config.data_dir().display(),
+        "database ready"
+    );
     let supervisor = Supervisor::new(stop.clone());
     let hub = Hub::new();
     if let Err(e) = hub.prime(&store).await {

@@ -16,6 +16,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::sse::SseDecoder;
 use super::{BoxFuture, HttpPolicy, SpeechError, send};
 
 /// Who said a message of the conversation.
@@ -139,6 +140,9 @@ impl Responder for OpenAiResponder {
     }
 }
 
+/// The longest line, and event, a chat completion stream may send (a delta is a few hundred bytes).
+const MAX_EVENT: usize = 1 << 20;
+
 /// Parses the server-sent events of a streamed chat completion into chunks.
 fn async_stream(
     provider: &'static str,
@@ -147,7 +151,7 @@ fn async_stream(
 ) -> ChunkStream {
     struct State<S> {
         bytes: Pin<Box<S>>,
-        lines: SseLines,
+        events: SseDecoder,
         filter: AnalysisFilter,
         pending: std::collections::VecDeque<Result<Chunk, SpeechError>>,
         done: bool,
@@ -155,7 +159,7 @@ fn async_stream(
     let started = Instant::now();
     let state = State {
         bytes: Box::pin(bytes),
-        lines: SseLines::default(),
+        events: SseDecoder::new(MAX_EVENT),
         filter: AnalysisFilter::default(),
         pending: Default::default(),
         done: false,
@@ -186,22 +190,28 @@ fn async_stream(
                     }));
                 }
                 Ok(Some(Ok(data))) => {
-                    for event in state.lines.push(&data) {
-                        match event {
-                            SseEvent::Done => {
+                    let events = match state.events.push(&data) {
+                        Ok(events) => events,
+                        Err(e) => {
+                            state.done = true;
+                            state.pending.push_back(Err(SpeechError::Invalid { provider, message: e.to_string() }));
+                            continue;
+                        }
+                    };
+                    for event in events {
+                        if event.data.trim() == "[DONE]" {
+                            state.done = true;
+                            state.pending.extend(state.filter.finish().into_iter().map(Ok));
+                            break;
+                        }
+                        match delta(&event.data) {
+                            Ok(Some(text)) => state.pending.extend(state.filter.push(&text).into_iter().map(Ok)),
+                            Ok(None) => {}
+                            Err(message) => {
                                 state.done = true;
-                                state.pending.extend(state.filter.finish().into_iter().map(Ok));
+                                state.pending.push_back(Err(SpeechError::Invalid { provider, message }));
                                 break;
                             }
-                            SseEvent::Data(json) => match delta(&json) {
-                                Ok(Some(text)) => state.pending.extend(state.filter.push(&text).into_iter().map(Ok)),
-                                Ok(None) => {}
-                                Err(message) => {
-                                    state.done = true;
-                                    state.pending.push_back(Err(SpeechError::Invalid { provider, message }));
-                                    break;
-                                }
-                            },
                         }
                     }
                 }
@@ -217,47 +227,6 @@ fn delta(json: &str) -> Result<Option<String>, String> {
         return Err(error["message"].as_str().unwrap_or("error in the stream").to_owned());
     }
     Ok(value["choices"][0]["delta"]["content"].as_str().filter(|t| !t.is_empty()).map(str::to_owned))
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum SseEvent {
-    Data(String),
-    Done,
-}
-
-/// Splits a byte stream into server-sent events (`data:` lines; events end at a blank line).
-#[derive(Default)]
-struct SseLines {
-    buf: Vec<u8>,
-    data: String,
-}
-
-impl SseLines {
-    fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
-        self.buf.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        while let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=at).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    let data = std::mem::take(&mut self.data);
-                    events.push(if data.trim() == "[DONE]" { SseEvent::Done } else { SseEvent::Data(data) });
-                }
-                continue;
-            }
-            if let Some(value) = line.strip_prefix("data:") {
-                if !self.data.is_empty() {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value.strip_prefix(' ').unwrap_or(value));
-            }
-            // `event:`, `id:`, `retry:` and `:` comments carry nothing we use.
-        }
-        events
-    }
 }
 
 const OPEN: &str = "<analysis>";
@@ -380,16 +349,6 @@ impl SentenceSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_lines_across_chunk_boundaries() {
-        let mut lines = SseLines::default();
-        assert!(lines.push(b"data: {\"a\"").is_empty());
-        let events = lines.push(b":1}\n\n: keep-alive\n\ndata: [DONE]\n\n");
-        assert_eq!(events, vec![SseEvent::Data("{\"a\":1}".into()), SseEvent::Done]);
-        let events = lines.push(b"data: x\r\n\r\n");
-        assert_eq!(events, vec![SseEvent::Data("x".into())]);
-    }
 
     #[test]
     fn the_analysis_tag_is_never_spoken_even_when_split() {
