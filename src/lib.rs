@@ -98,6 +98,7 @@
 //! the dialer implements the conversation's `Transferer`, and the conversation takes new call ids
 //! from the dialer.
 
+pub mod agent;
 pub mod agi;
 pub mod ari;
 pub mod auth;

@@ -28,7 +28,8 @@ pub(super) fn overlay(
     let mut env: Vec<(String, String)> = env.into_iter().filter(|(name, _)| name.starts_with("ASTERAI_")).collect();
     env.sort();
     for (name, value) in env {
-        if CLI_ENV.contains(&name.as_str()) {
+        // Agents' provider keys (`api_key = "env:ASTERAI_SECRET_…"`), not config keys.
+        if CLI_ENV.contains(&name.as_str()) || name.starts_with(crate::agent::SECRET_ENV_PREFIX) {
             continue;
         }
         let Some(key) = keys.iter().find(|k| k.env == name) else {

@@ -409,7 +409,6 @@ impl Tracker {
             Err(e) => tracing::warn!(%call_id, "cannot read the ended call: {e}"),
         }
     }
-
 }
 
 /// Counts an answered call as followed until its deferred finish is done (even if the task
