@@ -136,3 +136,156 @@ async fn organizations_never_see_each_others_agents() {
         assert_eq!(store.call(globex, &call.id).await.unwrap().unwrap().agent, None);
     }
 }
+
+#[tokio::test]
+async fn rest_routes_scopes_and_isolation() {
+    use asterai::auth::Scopes;
+    for backend in BACKENDS {
+        let db = TestDb::new(backend).await;
+        let daemon = support::http::TestDaemon::start(db.store.clone()).await;
+        let admin = daemon.token("acme").await;
+        let monitor = daemon.token_with("acme", Scopes::parse("monitor").unwrap()).await;
+        let other = daemon.token("globex").await;
+        let http = reqwest::Client::new();
+        let url = |path: &str| daemon.url(path);
+
+        let body = r#"{"name": "sales", "greeting_inbound": "Hi, {first_name|there}!", "limits": {"max_turns": 5}}"#;
+        let r = http.post(url("/v1/agents")).bearer_auth(&monitor).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 403, "writing takes admin");
+        let r = http.post(url("/v1/agents?default=true")).bearer_auth(&admin).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let created: serde_json::Value = r.json().await.unwrap();
+        assert_eq!((created["version"].as_i64(), created["default"].as_bool()), (Some(1), Some(true)));
+
+        // Bad definitions: 400 naming the key; nothing saved.
+        for (bad, says) in [
+            (r#"{"greeting_inbound": "Hi {nick}"}"#, "unknown variable {nick}"),
+            (r#"{"phrases": {"bye": "x"}}"#, "phrases.bye: unknown field"),
+            (r#"{"responder": {"api_key": "sk-123"}}"#, "responder.api_key"),
+            (r#"{"name": "other"}"#, "not renamed"),
+            ("max_turns = 3", "expected a JSON agent definition"),
+        ] {
+            let r = http.put(url("/v1/agents/sales")).bearer_auth(&admin).body(bad).send().await.unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+            let text = r.text().await.unwrap();
+            assert!(text.contains(says) && !text.contains("sk-123"), "{bad}: {text}");
+        }
+        let r = http
+            .put(url("/v1/agents/sales"))
+            .bearer_auth(&admin)
+            .body(r#"{"greeting_inbound": "Hello"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let edited: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(edited["version"], 2);
+
+        let r = http
+            .post(url("/v1/agents/sales/rollback"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"version": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let rolled: serde_json::Value = r.json().await.unwrap();
+        assert_eq!((rolled["version"].as_i64(), &rolled["spec"]), (Some(3), &created["spec"]));
+
+        let versions: serde_json::Value = http
+            .get(url("/v1/agents/sales/versions"))
+            .bearer_auth(&monitor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(versions["versions"].as_array().unwrap().len(), 3);
+        let v2: serde_json::Value = http
+            .get(url("/v1/agents/sales/versions/2"))
+            .bearer_auth(&monitor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v2["spec"]["greeting_inbound"], "Hello");
+        let listed: serde_json::Value =
+            http.get(url("/v1/agents")).bearer_auth(&monitor).send().await.unwrap().json().await.unwrap();
+        assert_eq!(listed["agents"][0]["name"], "sales");
+
+        // Another organization sees none of it and changes none of it.
+        for path in ["/v1/agents/sales", "/v1/agents/sales/versions", "/v1/agents/sales/versions/1"] {
+            let r = http.get(url(path)).bearer_auth(&other).send().await.unwrap();
+            assert_eq!(r.status(), 404, "{path}");
+        }
+        let r = http.put(url("/v1/agents/sales")).bearer_auth(&other).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        let r = http
+            .post(url("/v1/agents/sales/rollback"))
+            .bearer_auth(&other)
+            .json(&serde_json::json!({"version": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let r = http.post(url("/v1/agents/sales/default")).bearer_auth(&other).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+        let theirs: serde_json::Value =
+            http.get(url("/v1/agents")).bearer_auth(&other).send().await.unwrap().json().await.unwrap();
+        assert_eq!(theirs["agents"], serde_json::json!([]));
+        let acme = db.store.org_by_slug("acme").await.unwrap().unwrap().id;
+        assert_eq!(db.store.agent(acme, "sales").await.unwrap().unwrap().version, 3);
+        daemon.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_create_edit_show_versions_rollback() {
+    use support::daemon::command;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = command(dir.path()).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    assert!(run(&["org", "create", "acme"]).0);
+    let file = dir.path().join("sales.toml");
+    std::fs::write(&file, "name = \"sales\"\ncontact_fields = [\"plan\"]\ngreeting_outbound = \"Hi {first_name}, about your {plan} plan\"\n[limits]\nmax_turns = 6\nmax_duration = \"5m\"\n").unwrap();
+    let f = file.to_str().unwrap();
+    let (ok, out, err) = run(&["agent", "create", f, "--default"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("agent sales version 1 (default) created in acme"), "{out}");
+
+    // show prints what edit reads back.
+    let (ok, shown, err) = run(&["agent", "show", "sales"]);
+    assert!(ok, "{err}");
+    assert!(shown.contains("max_duration = \"5m\"") && shown.contains("name = \"sales\""), "{shown}");
+    std::fs::write(&file, shown.replace("max_turns = 6", "max_turns = 8")).unwrap();
+    let (ok, out, err) = run(&["agent", "edit", f]);
+    assert!(ok && out.contains("agent sales version 2"), "{out}{err}");
+
+    // Unknown key and unknown variable: named, refused, nothing saved.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"name": "sales", "limits": {"max_turn": 3}}"#).unwrap();
+    let (ok, _, err) = run(&["agent", "edit", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("limits.max_turn: unknown field"), "{err}");
+    std::fs::write(&bad, r#"{"name": "sales", "greeting_inbound": "Hi {plan_name}"}"#).unwrap();
+    let (ok, _, err) = run(&["agent", "edit", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("unknown variable {plan_name}"), "{err}");
+
+    let (ok, out, _) = run(&["agent", "rollback", "sales", "1"]);
+    assert!(ok && out.contains("version 3"), "{out}");
+    let (ok, out, _) = run(&["agent", "versions", "sales"]);
+    assert!(ok && out.contains("created") && out.contains("edited") && out.contains("rollback to 1"), "{out}");
+    let (ok, out, _) = run(&["agent", "show", "sales", "2", "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && shown["spec"]["limits"]["max_turns"] == 8 && shown["current_version"] == 3, "{out}");
+    let (ok, out, _) = run(&["agent", "list"]);
+    assert!(ok && out.contains("sales") && out.contains("v3") && out.contains("default"), "{out}");
+    let (ok, _, _) = run(&["agent", "default", "--builtin"]);
+    assert!(ok);
+    let (_, out, _) = run(&["agent", "list", "--json"]);
+    assert!(out.contains("\"default\": false"), "{out}");
+}
