@@ -289,3 +289,39 @@ async fn cli_create_edit_show_versions_rollback() {
     let (_, out, _) = run(&["agent", "list", "--json"]);
     assert!(out.contains("\"default\": false"), "{out}");
 }
+
+#[tokio::test]
+async fn choosing_route_then_campaign_then_default_then_built_in() {
+    use asterai::agent::ChosenBy;
+    for backend in BACKENDS {
+        let db = TestDb::new(backend).await;
+        let store = &db.store;
+        let acme = org(store, "acme").await;
+        let globex = org(store, "globex").await;
+        agent::create(store, globex, &spec("name = \"theirs\""), true).await.unwrap();
+        let chosen = |route: Option<&'static str>, campaign: Option<i64>| async move {
+            let (agent, by) = agent::choose(store, acme, route, campaign).await.unwrap();
+            (agent.map(|a| a.name), by)
+        };
+        assert_eq!(chosen(None, None).await, (None, ChosenBy::BuiltIn), "{backend:?}: globex's default is not acme's");
+        assert_eq!(chosen(Some("theirs"), None).await, (None, ChosenBy::BuiltIn));
+
+        agent::create(store, acme, &spec("name = \"house\""), true).await.unwrap();
+        agent::create(store, acme, &spec("name = \"sales\""), false).await.unwrap();
+        agent::create(store, acme, &spec("name = \"vip\""), false).await.unwrap();
+        let campaign = store.create_campaign(acme, "spring", &serde_json::json!({"agent": "sales"})).await.unwrap();
+        let plain = store.create_campaign(acme, "plain", &serde_json::json!({})).await.unwrap();
+        let theirs = store.create_campaign(globex, "theirs", &serde_json::json!({"agent": "theirs"})).await.unwrap();
+
+        assert_eq!(chosen(Some("vip"), Some(campaign.id)).await, (Some("vip".into()), ChosenBy::Route));
+        assert_eq!(chosen(None, Some(campaign.id)).await, (Some("sales".into()), ChosenBy::Campaign));
+        assert_eq!(chosen(Some("nope"), Some(campaign.id)).await, (Some("sales".into()), ChosenBy::Campaign));
+        assert_eq!(chosen(None, Some(plain.id)).await, (Some("house".into()), ChosenBy::Default));
+        assert_eq!(
+            chosen(None, Some(theirs.id)).await,
+            (Some("house".into()), ChosenBy::Default),
+            "another organization's campaign"
+        );
+        assert_eq!(chosen(None, None).await, (Some("house".into()), ChosenBy::Default));
+    }
+}

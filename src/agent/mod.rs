@@ -586,6 +586,53 @@ pub fn spec_of(name: &str, version: &AgentVersion) -> Result<AgentSpec, String> 
     Ok(spec)
 }
 
+/// Why a call runs the agent it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChosenBy {
+    /// The route's `agent=<name>`.
+    Route,
+    /// The campaign's `agent` setting.
+    Campaign,
+    /// The organization's default agent.
+    Default,
+    /// None of those: the built-in agent of the config file.
+    BuiltIn,
+}
+
+/// The agent a call runs: the route's `agent=<name>`, else the campaign's agent, else the
+/// organization's default, else none (the built-in agent). A name that is not the
+/// organization's agent is skipped with a warning (the call goes on with the next choice), so
+/// a typo in a dialplan never leaves a caller in silence.
+pub async fn choose(
+    store: &Store,
+    org_id: i64,
+    route: Option<&str>,
+    campaign_id: Option<i64>,
+) -> Result<(Option<Agent>, ChosenBy), StoreError> {
+    if let Some(name) = route.filter(|n| !n.is_empty()) {
+        match store.agent(org_id, name).await? {
+            Some(agent) => return Ok((Some(agent), ChosenBy::Route)),
+            None => tracing::warn!(agent = %name.replace(|c: char| c.is_control(), "?"), org_id,
+                "the route names an agent the organization does not have; using the next choice"),
+        }
+    }
+    if let Some(id) = campaign_id
+        && let Some(campaign) = store.campaign(org_id, id).await?
+        && let Some(name) = campaign.settings.get("agent").and_then(|a| a.as_str())
+    {
+        match store.agent(org_id, name).await? {
+            Some(agent) => return Ok((Some(agent), ChosenBy::Campaign)),
+            None => {
+                tracing::warn!(agent = %name, campaign = id, "the campaign's agent does not exist any more; using the next choice")
+            }
+        }
+    }
+    if let Some(agent) = store.default_agent(org_id).await? {
+        return Ok((Some(agent), ChosenBy::Default));
+    }
+    Ok((None, ChosenBy::BuiltIn))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
