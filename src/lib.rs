@@ -17,7 +17,10 @@
 //!    per AGI command with its reply type ([`agi::command`]); every argument is quoted and checked
 //!    in one place ([`agi::command::args`]), so text from callers or models never reaches a
 //!    command line raw.
-//! 3. **The conversation.** [`conversation`] holds the call. It records the call (see step 5),
+//! 3. **The conversation.** [`conversation`] holds the call, in two layers: its core
+//!    ([`conversation::core`]) decides what to say and when to end, whatever carries the audio;
+//!    a media path ([`conversation::agi`] here) hears the caller and speaks the core's answers.
+//!    The core records the call (see step 5),
 //!    greets the caller, then turn after turn: `RECORD FILE` until silence, speech-to-text
 //!    ([`speech::stt`]), the responder that decides what to say (an LLM, [`speech::llm`], or the
 //!    built-in [`speech::rules`]), the turn's intent and emotion, and the answer spoken:
@@ -70,7 +73,8 @@
 //! * **The streaming path** (`src/media/`, with streaming additions to [`speech`] and [`ari`]):
 //!   a second media path beside the FastAGI loop, which stays. The call is held in Stasis and
 //!   its audio streamed both ways over ARI external media, so the caller can talk over the
-//!   agent. Both paths are to share one conversation core.
+//!   agent. It is a second media path over the same conversation core
+//!   ([`conversation::MediaPath`]).
 //! * **Agents and tools** (in [`conversation`]): each organization's agents, the tools the
 //!   model may use during a call, and the work after it.
 //!

@@ -104,22 +104,17 @@ impl AgiEnv {
 
     /// The route: the path of `agi_network_script` before `?`, without leading `/`.
     pub fn route(&self) -> &str {
-        let script = self.network_script();
-        let path = script.split_once('?').map_or(script, |(path, _)| path);
-        path.trim_start_matches('/')
+        split_script(self.network_script()).0
     }
 
     /// The query string of `agi_network_script`, after `?`.
     pub fn query(&self) -> &str {
-        self.network_script().split_once('?').map_or("", |(_, query)| query)
+        split_script(self.network_script()).1
     }
 
     /// Query parameters, percent-decoded (`+` stays `+`, as Asterisk passes it through).
     pub fn params(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-        self.query().split('&').filter(|pair| !pair.is_empty()).map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode_str(key).decode_utf8_lossy(), percent_decode_str(value).decode_utf8_lossy())
-        })
+        query_params(self.query())
     }
 
     /// The first query parameter called `name`.
@@ -134,6 +129,22 @@ impl AgiEnv {
         args.sort_by_key(|(n, _)| *n);
         args.into_iter().map(|(_, value)| value).collect()
     }
+}
+
+/// Splits a route script (`ai?org=acme&campaign=7`) into its route (`ai`, without leading `/`)
+/// and its query. The FastAGI route and the Stasis argument are read by this one function.
+pub fn split_script(script: &str) -> (&str, &str) {
+    let (path, query) = script.split_once('?').unwrap_or((script, ""));
+    (path.trim_start_matches('/'), query)
+}
+
+/// The parameters of a query string, percent-decoded (`+` stays `+`, as Asterisk passes it
+/// through), in order.
+pub fn query_params(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query.split('&').filter(|pair| !pair.is_empty()).map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode_str(key).decode_utf8_lossy(), percent_decode_str(value).decode_utf8_lossy())
+    })
 }
 
 impl fmt::Debug for AgiEnv {

@@ -53,7 +53,7 @@ pub struct TrackerConfig {
 
 /// The default [`TrackerConfig::conversation_grace`]: a conversation that sees the hang-up
 /// stores its end within moments; this is for one that never started or died.
-pub const CONVERSATION_GRACE: Duration = Duration::from_secs(10);
+pub const CONVERSATION_GRACE: Duration = Duration::from_secs(5);
 
 /// A call that has ended, as the tracker saw it (for the campaign runner).
 #[derive(Debug, Clone, PartialEq)]
@@ -83,8 +83,9 @@ struct Tracked {
 struct State {
     calls: HashMap<String, Tracked>,
     strangers: HashSet<String>,
-    /// Answered calls whose channel is gone, waiting for their conversation to finish them.
-    finishing: usize,
+    /// Channels of answered calls that are gone, whose calls wait for their conversation to
+    /// finish them: later events about them change nothing.
+    finishing: HashSet<String>,
 }
 
 struct Inner {
@@ -174,7 +175,7 @@ impl Tracker {
     /// The calls followed right now.
     pub fn followed(&self) -> usize {
         let state = self.state();
-        state.calls.len() + state.finishing
+        state.calls.len() + state.finishing.len()
     }
 
     /// Ended calls, as they end.
@@ -235,7 +236,7 @@ impl Tracker {
             if let Some(tracked) = state.calls.get(channel_id) {
                 return Some((tracked.org_id, tracked.call_id.clone()));
             }
-            if state.strangers.contains(channel_id) {
+            if state.strangers.contains(channel_id) || state.finishing.contains(channel_id) {
                 return None;
             }
         }
@@ -321,10 +322,10 @@ impl Tracker {
                 if answered || self.in_conversation(org_id, &call_id).await {
                     // The conversation on this call learns of the hang-up too, and finishes the
                     // call with its outcome (and its transcript): let it write first.
-                    self.state().finishing += 1;
+                    self.state().finishing.insert(channel_id.clone());
                     let tracker = self.clone();
                     tokio::spawn(async move {
-                        let _done = Finishing(&tracker);
+                        let _done = Finishing(&tracker, channel_id);
                         tracker.await_conversation(org_id, &call_id).await;
                         tracker.finish(org_id, &call_id, status, &reason).await;
                     });
@@ -413,12 +414,11 @@ impl Tracker {
 
 /// Counts an answered call as followed until its deferred finish is done (even if the task
 /// that finishes it panics).
-struct Finishing<'a>(&'a Tracker);
+struct Finishing<'a>(&'a Tracker, String);
 
 impl Drop for Finishing<'_> {
     fn drop(&mut self) {
-        let mut state = self.0.state();
-        state.finishing = state.finishing.saturating_sub(1);
+        self.0.state().finishing.remove(&self.1);
     }
 }
 

@@ -1,0 +1,265 @@
+//! The FastAGI media path: the conversation core ([`super::core`]) over one AGI session.
+//!
+//! The caller is heard with `RECORD FILE` until `conversation.silence` of silence, the file is
+//! checked for speech and transcribed whole; the agent speaks with `STREAM FILE` of synthesized
+//! sentences ([`super::speak`]). Text from callers and models only ever reaches Asterisk as a
+//! synthesized file path or a quoted argument.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Inner;
+use super::core::{CALLER_HUNG_UP, CallStart, Conversation, Heard, MediaPath, RouteParams, Utterance};
+use super::speak::{self, Speech};
+use crate::agi::command::{
+    Answer, ChannelState, ChannelStatus, GetVariable, Hangup, RecordEnd, RecordFile, SetVariable, Verbose,
+};
+use crate::agi::{AgiSession, HandlerResult};
+use crate::speech::audio;
+use crate::speech::llm::ChunkStream;
+use crate::speech::stt::SttRequest;
+use crate::store::Outcome;
+
+/// How long to wait for Asterisk's `HANGUP` line after a reply that showed the hang-up.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the `ai` route on one AGI session.
+pub(super) async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult {
+    let env = session.env();
+    let Some(slug) = env.param("org").map(|s| s.into_owned()).filter(|s| !s.is_empty()) else {
+        tracing::warn!("ai route without ?org=<slug>; nobody to answer for");
+        session.send(Verbose::new("asterai: the ai route needs ?org=<organization>", 1)).await?;
+        session.send(SetVariable::new("ASTERAI_STATUS", "missing_org")).await?;
+        return Ok(());
+    };
+    let org = match inner.org(&slug).await {
+        Ok(Some(org)) => org,
+        Ok(None) => {
+            tracing::warn!(org = %slug, "ai route for an unknown organization");
+            session
+                .send(Verbose::new(
+                    format!("asterai: unknown organization {}", slug.replace(|c: char| c.is_control(), "?")),
+                    1,
+                ))
+                .await?;
+            session.send(SetVariable::new("ASTERAI_STATUS", "unknown_org")).await?;
+            return Ok(());
+        }
+        Err(e) => {
+            // An organization never seen since start-up, and no database to tell whether it
+            // exists: let the dialplan route the call elsewhere.
+            tracing::error!(org = %slug, "cannot look up an organization not seen since start-up, the database is unavailable: {e}");
+            session.send(SetVariable::new("ASTERAI_STATUS", "unavailable")).await?;
+            return Ok(());
+        }
+    };
+    let start = CallStart {
+        params: RouteParams::from_query(env.query()),
+        caller_id: env.callerid().to_owned(),
+        dialed: if env.dnid() == "unknown" { env.extension().to_owned() } else { env.dnid().to_owned() },
+        channel: env.channel().to_owned(),
+        uniqueid: env.uniqueid().to_owned(),
+    };
+    let media = AgiPath { inner: &inner, session: &session, call_id: String::new(), recordings: 0 };
+    metrics::gauge!("asterai_conversations_active").increment(1.0);
+    Conversation::start(&inner, media, start, org).await.converse().await;
+    metrics::gauge!("asterai_conversations_active").decrement(1.0);
+    Ok(())
+}
+
+/// One call's AGI session as the core's media path.
+struct AgiPath<'a> {
+    inner: &'a Inner,
+    session: &'a AgiSession,
+    /// The call's id, for the recordings' file names.
+    call_id: String,
+    recordings: u32,
+}
+
+impl MediaPath for AgiPath<'_> {
+    async fn answer(&mut self) -> Result<(), String> {
+        match self.session.send(ChannelStatus::default()).await {
+            Ok(ChannelState::Up) => Ok(()),
+            Ok(_) => self.session.send(Answer).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn call_id(&mut self, call_id: &str) {
+        self.call_id = call_id.to_owned();
+        let _ = self.session.send(SetVariable::new("ASTERAI_CALL_ID", call_id.to_owned())).await;
+    }
+
+    async fn say(&self, text: &str) -> Speech {
+        speak::say(self.session, &self.inner.providers.voice, text, self.inner.settings.tts_timeout).await
+    }
+
+    async fn speak(&self, answer: ChunkStream) -> Speech {
+        speak::speak(
+            self.session,
+            &self.inner.providers.voice,
+            answer,
+            self.inner.settings.conversation.pipelining,
+            self.inner.settings.tts_timeout,
+        )
+        .await
+    }
+
+    async fn listen(&mut self, limit: Duration) -> Heard {
+        let config = &self.inner.settings.conversation;
+        self.recordings += 1;
+        let base = self.inner.settings.recordings_dir.join(format!("{}-{}", file_safe(&self.call_id), self.recordings));
+        let max_ms = config.max_utterance.0.min(limit).as_millis() as i64;
+        let silence_s = config.silence.0.as_secs() as u32;
+        let recording =
+            self.session.send(RecordFile::wav(base.to_string_lossy().into_owned(), max_ms).silence(silence_s)).await;
+        let recorded_at = Instant::now();
+        let endpoint_ms = match &recording {
+            Ok(r) => match r.end {
+                RecordEnd::Hangup => return Heard::HungUp,
+                RecordEnd::Error { ref reason, code } => {
+                    tracing::warn!(call_id = %self.call_id, "Asterisk could not record ({reason}, {code}); can it write to the recordings directory?");
+                    return Heard::Failed(format!("recording failed: {reason}"));
+                }
+                RecordEnd::Timeout { leftover_ms } if leftover_ms > 0 => silence_s * 1000,
+                _ => 0,
+            },
+            Err(e) if e.is_hangup() => return Heard::HungUp,
+            Err(e) => return Heard::Gone(format!("recording failed: {e}")),
+        };
+        let wav_path = base.with_extension("wav");
+        let heard = read_recording(wav_path.clone(), config.silence_threshold_dbfs as f32).await;
+        let recording = Recording { base, keep: self.inner.settings.keep_recordings };
+        let Some(wav) = heard else {
+            return Heard::Silence;
+        };
+        let stt = self.inner.providers.stt.clone();
+        Heard::Utterance(Utterance {
+            endpoint_ms,
+            ended_at: recorded_at,
+            last_voice_at: None,
+            transcribe: Box::new(move |deadline| {
+                Box::pin(async move {
+                    let request = SttRequest { wav, path: &wav_path, deadline };
+                    let transcribed = stt.transcribe(request).await;
+                    // Transcribed (or the caller gone): the recording has served.
+                    drop(recording);
+                    transcribed.map(|t| t.text)
+                })
+            }),
+        })
+    }
+
+    async fn hung_up(&self) {
+        self.session.hung_up().await
+    }
+
+    fn is_gone(&self) -> bool {
+        self.session.is_hung_up() || self.session.is_closed()
+    }
+
+    fn is_wrapping_up(&self) -> bool {
+        self.session.wrap_up().is_cancelled()
+    }
+
+    /// Who ended a call that ended with "caller hung up`when`": the caller, Asterisk itself
+    /// (stopping, or a hang-up from its console: no hang-up cause), or the connection to Asterisk
+    /// (Asterisk crashed or was killed: no `HANGUP` at all).
+    ///
+    /// Asterisk writes `HANGUP` on its own line a few milliseconds after the reply that showed the
+    /// hang-up (`result=-1`); it is awaited here, so that nothing refused on a dead channel (the
+    /// final `HANGUP` command) is sent. `HANGUPCAUSE` is readable on a dead channel.
+    async fn who_hung_up(&self, when: &str) -> String {
+        let session = self.session;
+        if !session.is_hung_up() && !session.is_closed() {
+            let _ = tokio::time::timeout(HANGUP_GRACE, session.hung_up()).await;
+        }
+        if !session.is_hung_up() {
+            let why = session.close_reason().unwrap_or_else(|| "no HANGUP from Asterisk".into());
+            return format!(
+                "the connection to Asterisk ended{when} without a hang-up (Asterisk stopped or crashed: {why})"
+            );
+        }
+        match session.send(GetVariable::new("HANGUPCAUSE")).await {
+            Ok(Some(cause)) if cause.trim() == "0" => format!(
+                "Asterisk hung up the channel{when} with no hang-up cause (Asterisk is stopping, or an operator hung it up)"
+            ),
+            _ => format!("{CALLER_HUNG_UP}{when}"),
+        }
+    }
+
+    /// Tells the dialplan the outcome, hangs up if the caller is still there, and sweeps the
+    /// call's recordings.
+    async fn finish(&mut self, outcome: Outcome, hang_up: bool) {
+        let session = self.session;
+        if !session.is_closed() {
+            let _ = session.send(SetVariable::new("ASTERAI_OUTCOME", outcome.as_str())).await;
+            let _ = session.send(SetVariable::new("ASTERAI_STATUS", "ok")).await;
+            if hang_up && !session.is_hung_up() {
+                let _ = session.send(Hangup::default()).await;
+            }
+        }
+        if !self.inner.settings.keep_recordings {
+            remove_call_recordings(&self.inner.settings.recordings_dir, &file_safe(&self.call_id)).await;
+        }
+    }
+}
+
+/// A recording of the caller. Dropping it deletes the file (and a demo transcript beside it)
+/// unless `media.keep_recordings`, in the background: it is not on the caller's critical path,
+/// and what a shutdown interrupts the end-of-call sweep removes.
+struct Recording {
+    base: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let base = std::mem::take(&mut self.base);
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_file(base.with_extension("wav"));
+            let _ = std::fs::remove_file(base.with_extension("txt"));
+        });
+    }
+}
+
+/// A safe file name part from a call id (which may come from a dialplan).
+fn file_safe(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
+}
+
+/// Reads a recording and decides whether it holds speech, on the blocking pool (file I/O and
+/// decoding are on the turn's critical path). Returns the WAV to transcribe (8 kHz mono 16-bit;
+/// re-encoded only when its header is unfinished, so it cannot upset a provider), or `None` for
+/// silence and unreadable files.
+async fn read_recording(path: PathBuf, threshold_dbfs: f32) -> Option<bytes::Bytes> {
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&path).ok()?;
+        let samples = audio::decode_wav(&bytes).ok()?;
+        if audio::is_silence(&samples, threshold_dbfs) {
+            return None;
+        }
+        // A recording Asterisk finished goes out as it is; anything else is re-encoded.
+        Some(if audio::is_native_wav(&bytes) { bytes.into() } else { audio::encode_wav(&samples).into() })
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Sweeps a call's recordings left behind (an error between recording and transcription).
+async fn remove_call_recordings(dir: &Path, prefix: &str) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else { return };
+    let prefix = format!("{prefix}-");
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
+}

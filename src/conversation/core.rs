@@ -1,0 +1,735 @@
+//! The conversation core: one call's turns, whichever media path carries its audio.
+//!
+//! The core knows nothing of AGI commands or audio frames. A media path ([`MediaPath`]: the
+//! FastAGI file loop of [`super::agi`], or the ARI media stream) turns the caller's
+//! audio into [`Heard`] ("the caller said X", "the caller was silent", "the caller hung up")
+//! and speaks what the core decides ("say Y", a fixed phrase or the responder's streamed
+//! answer). The core owns everything else: the call record (adopting the dialer's), the greeting
+//! and the AI disclosure, the voicemail of an answering machine, the responder, each turn's
+//! analysis, do-not-call requests, transfer, the limits (turns, duration, silent and failed
+//! turns), the outcome, and every write of the call's record and feed events ([`super::record`]).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::analysis::{self, TurnAnalysis};
+use super::record::{Change, Recorder};
+use super::speak::Speech;
+use super::{Inner, TransferRequest, waiting_on};
+use crate::config::ConversationConfig;
+use crate::speech::llm::{Action, ChunkStream, Message, ResponseRequest, Role};
+use crate::speech::rules::render;
+use crate::speech::{BoxFuture, SpeechError};
+use crate::store::{CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Org, Outcome};
+
+/// The parameters of the `ai` route (`ai?org=acme&campaign=7&contact=12&call_id=…&amd=…`), read
+/// from the FastAGI script or the Stasis argument by the same code ([`crate::agi::env`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl RouteParams {
+    /// The parameters of a query string (what follows `?`).
+    pub fn from_query(query: &str) -> RouteParams {
+        RouteParams {
+            pairs: crate::agi::env::query_params(query).map(|(k, v)| (k.into_owned(), v.into_owned())).collect(),
+        }
+    }
+
+    /// The route and parameters of a script such as `ai?org=acme` (a Stasis argument).
+    pub fn from_script(script: &str) -> (String, RouteParams) {
+        let (route, query) = crate::agi::env::split_script(script);
+        (route.to_owned(), RouteParams::from_query(query))
+    }
+
+    /// The first parameter called `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    /// The first parameter called `name`, when not empty.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|value| !value.is_empty())
+    }
+}
+
+/// What a media path knows of a call when it starts: the route's parameters and the channel.
+#[derive(Debug, Clone, Default)]
+pub struct CallStart {
+    pub params: RouteParams,
+    /// The caller id number of the channel.
+    pub caller_id: String,
+    /// The number dialled (the DNID, else the extension).
+    pub dialed: String,
+    /// The Asterisk channel name.
+    pub channel: String,
+    /// The channel's unique id, which ARI uses as the channel id.
+    pub uniqueid: String,
+}
+
+/// What the media path heard when the core listened.
+pub enum Heard {
+    /// The caller spoke; the utterance still has to be transcribed.
+    Utterance(Utterance),
+    /// Nothing but silence.
+    Silence,
+    /// Listening failed (the reason says how); counts as a failed turn.
+    Failed(String),
+    /// The caller hung up.
+    HungUp,
+    /// The call cannot go on (the reason says why).
+    Gone(String),
+}
+
+/// A transcription the media path prepared; it runs when called with the turn's deadline.
+pub type Transcribe = Box<dyn FnOnce(Instant) -> BoxFuture<'static, Result<String, SpeechError>> + Send>;
+
+/// One utterance of the caller.
+pub struct Utterance {
+    /// The silence that ended it, in milliseconds.
+    pub endpoint_ms: u32,
+    /// When the media path knew the caller had finished (the recording returned, the endpoint
+    /// was reached): the turn's clock starts here.
+    pub ended_at: Instant,
+    /// When the caller's last voiced audio arrived, if the media path saw it (streaming).
+    pub last_voice_at: Option<Instant>,
+    pub transcribe: Transcribe,
+}
+
+/// A media path: how the core hears the caller and speaks to them.
+pub trait MediaPath: Send + Sync {
+    /// Answers the channel if it is not up yet. An error ends the call, with it as the reason.
+    fn answer(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    /// The call's id is settled (the dialplan may want it).
+    fn call_id(&mut self, call_id: &str) -> impl Future<Output = ()> + Send;
+    /// Speaks a fixed phrase (greeting, reprompt, goodbye…).
+    fn say(&self, text: &str) -> impl Future<Output = Speech> + Send;
+    /// Speaks the responder's answer as it streams in.
+    fn speak(&self, answer: ChunkStream) -> impl Future<Output = Speech> + Send;
+    /// Listens for the caller's next utterance, for at most `limit`.
+    fn listen(&mut self, limit: Duration) -> impl Future<Output = Heard> + Send;
+    /// Resolves when the caller hangs up (or the connection ends).
+    fn hung_up(&self) -> impl Future<Output = ()> + Send;
+    /// The caller or the connection is gone.
+    fn is_gone(&self) -> bool;
+    /// asterai is shutting down: the call should end at the next turn.
+    fn is_wrapping_up(&self) -> bool;
+    /// The reason of a call that ended because the channel went away, `when` describing the
+    /// moment (" during the greeting", …): the caller, Asterisk, or the connection to it.
+    fn who_hung_up(&self, when: &str) -> impl Future<Output = String> + Send;
+    /// The call is over: tell the dialplan the outcome, and hang up when `hang_up` (and the
+    /// caller is still there).
+    fn finish(&mut self, outcome: Outcome, hang_up: bool) -> impl Future<Output = ()> + Send;
+}
+
+/// How the conversation ended.
+pub(super) struct Ending {
+    status: CallStatus,
+    reason: String,
+    outcome: Option<Outcome>,
+}
+
+impl Ending {
+    pub(super) fn completed(reason: impl Into<String>, outcome: Option<Outcome>) -> Ending {
+        Ending { status: CallStatus::Completed, reason: reason.into(), outcome }
+    }
+}
+
+/// How the reasons of calls that ended because the channel went away begin.
+pub const CALLER_HUNG_UP: &str = "caller hung up";
+
+/// One call's state.
+pub(super) struct Conversation<'a, M: MediaPath> {
+    inner: &'a Inner,
+    media: M,
+    recorder: Recorder,
+    call_id: String,
+    org: Org,
+    /// The other party's number, for the do-not-call list.
+    number: String,
+    direction: Direction,
+    channel: String,
+    uniqueid: String,
+    values: BTreeMap<String, String>,
+    system_prompt: String,
+    history: Vec<Message>,
+    analyses: Vec<TurnAnalysis>,
+    started: Instant,
+    turn: i32,
+    caller_spoke: bool,
+    do_not_call: bool,
+    transferred: bool,
+    /// Asterisk's `AMD()` said an answering machine took the call (`amd=MACHINE`).
+    machine: bool,
+}
+
+impl<'a, M: MediaPath> Conversation<'a, M> {
+    /// Resolves the call record (adopting the dialer's) and the personalisation values.
+    pub(super) async fn start(inner: &'a Inner, media: M, call: CallStart, org: Org) -> Conversation<'a, M> {
+        let params = &call.params;
+        let store = inner.publisher.store();
+        let mut given_id = params.non_empty("call_id").map(str::to_owned);
+        // AMDSTATUS from the dialplan's AMD(): MACHINE, HUMAN, NOTSURE or HANGUP.
+        let machine = params.get("amd").is_some_and(|status| status.eq_ignore_ascii_case("MACHINE"));
+        let mut campaign_id = params.get("campaign").and_then(|c| c.parse::<i64>().ok());
+        let mut contact_id = params.get("contact").and_then(|c| c.parse::<i64>().ok());
+        // The dialer's call to adopt: this organization's only. Another organization's id is
+        // never used; without a database the writer sorts it out (see `record`).
+        let existing = match &given_id {
+            Some(id) => match inner.lookup("the call", store.call(org.id, id)).await {
+                Ok(Some(call)) => Some(call),
+                Ok(None) => {
+                    if let Ok(true) = inner.lookup("the call", store.call_id_taken(id)).await {
+                        tracing::warn!(call_id = %id, org = %org.slug,
+                            "the route's call_id belongs to another organization; the call goes on under a new id");
+                        given_id = None;
+                    }
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(call_id = %id, "{e}; the call starts without checking its call_id");
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(id) = campaign_id {
+            match inner.lookup("the campaign", store.campaign(org.id, id)).await {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(campaign = id, org = %org.slug, "the route's campaign is not the organization's; ignored");
+                    campaign_id = None;
+                }
+                Err(e) => tracing::warn!(campaign = id, "{e}; the campaign is checked when the call is written"),
+            }
+        }
+        let contact = match contact_id.or(existing.as_ref().and_then(|c| c.contact_id)) {
+            Some(id) => match inner.lookup("the contact", store.contact(org.id, id)).await {
+                Ok(Some(contact)) => Some(contact),
+                Ok(None) => {
+                    tracing::warn!(contact = id, org = %org.slug, "the route's contact is not the organization's; ignored");
+                    contact_id = contact_id.filter(|c| *c != id);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(contact = id, "{e}; the call is not personalised");
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut values = contact.as_ref().map(|c| c.values()).unwrap_or_default();
+        let c = &inner.settings.conversation;
+        values.insert("agent_name".into(), c.agent_name.clone());
+        values.insert("company".into(), if c.company.is_empty() { org.name.clone() } else { c.company.clone() });
+        let contact_summary = values
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "agent_name" | "company"))
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut prompt_values = values.clone();
+        prompt_values.insert("contact".into(), contact_summary);
+        let system_prompt = render(&inner.settings.system_prompt, &prompt_values);
+
+        let callerid = call.caller_id.clone();
+        let (call_id, direction, number, start) = match existing {
+            Some(existing) => {
+                let number =
+                    if existing.direction == Direction::Outbound { existing.to.clone() } else { existing.from.clone() };
+                (existing.id.clone(), existing.direction, number, None)
+            }
+            None => {
+                let direction = if campaign_id.is_some() || contact_id.is_some() {
+                    Direction::Outbound
+                } else {
+                    Direction::Inbound
+                };
+                let (from, to) = match direction {
+                    Direction::Inbound => (callerid.clone(), call.dialed.clone()),
+                    Direction::Outbound => {
+                        (call.dialed.clone(), contact.as_ref().map_or(callerid.clone(), |c| c.phone.clone()))
+                    }
+                };
+                let number = if direction == Direction::Inbound { from.clone() } else { to.clone() };
+                let id = given_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+                let new = NewCall {
+                    id: Some(id.clone()),
+                    org_id: org.id,
+                    direction,
+                    from,
+                    to,
+                    channel: Some(call.channel.clone()),
+                    campaign_id,
+                    contact_id,
+                };
+                (id, direction, number, Some(new))
+            }
+        };
+        let mut recorder = inner.records.recorder(org.id, call_id.clone());
+        match start {
+            Some(new) => recorder.push(Change::Start(new)).await,
+            None => recorder.push(Change::Channel(call.channel.clone())).await,
+        }
+        tracing::info!(call_id = %call_id, org = %org.slug, ?direction, number = %crate::phone::mask(&number), "conversation started");
+        Conversation {
+            inner,
+            media,
+            recorder,
+            call_id,
+            org,
+            number,
+            direction,
+            channel: call.channel,
+            uniqueid: call.uniqueid,
+            values,
+            system_prompt,
+            history: Vec::new(),
+            analyses: Vec::new(),
+            started: Instant::now(),
+            turn: 0,
+            caller_spoke: false,
+            do_not_call: false,
+            transferred: false,
+            machine,
+        }
+    }
+
+    fn config(&self) -> &ConversationConfig {
+        &self.inner.settings.conversation
+    }
+
+    fn phrase(&self, template: &str) -> String {
+        render(template, &self.values)
+    }
+
+    /// Speaks a fixed phrase; returns false when the caller is gone.
+    async fn say(&self, text: &str) -> bool {
+        !self.media.say(text).await.hung_up
+    }
+
+    /// Holds the call from answering to the end, then finishes it.
+    pub(super) async fn converse(mut self) {
+        let ending = self.talk().await;
+        self.finish(ending).await;
+    }
+
+    /// Everything between answering and hanging up.
+    async fn talk(&mut self) -> Ending {
+        if let Err(e) = self.media.answer().await {
+            return self.gone(&e);
+        }
+        self.recorder.push(Change::Status { status: CallStatus::InProgress, reason: Some("answered".into()) }).await;
+        self.media.call_id(&self.call_id).await;
+
+        if self.machine {
+            return self.leave_voicemail().await;
+        }
+
+        // The greeting, as turn 0.
+        let mut greeting = self.phrase(match self.direction {
+            Direction::Inbound => &self.config().greeting_inbound,
+            Direction::Outbound => &self.config().greeting_outbound,
+        });
+        if self.config().ai_disclosure {
+            greeting = format!("{greeting} {}", self.phrase(&self.config().disclosure));
+        }
+        let spoken = self.media.say(&greeting).await;
+        self.history.push(Message { role: Role::Assistant, content: greeting.clone() });
+        self.store_turn(0, "", &what_was_heard(&spoken, &greeting), None, Latency::default()).await;
+        if spoken.hung_up {
+            return self.gone("caller hung up during the greeting");
+        }
+
+        let mut silent_in_row = 0;
+        let mut failed_in_row = 0;
+        loop {
+            if self.media.is_gone() {
+                return self.gone("caller hung up");
+            }
+            if self.media.is_wrapping_up() {
+                return Ending::completed("asterai is shutting down", None);
+            }
+            if self.turn >= self.config().max_turns as i32 {
+                let goodbye = self.phrase(&self.config().goodbye);
+                self.say(&goodbye).await;
+                return Ending::completed(
+                    format!("reached conversation.max_turns ({})", self.config().max_turns),
+                    None,
+                );
+            }
+            let elapsed = self.started.elapsed();
+            let Some(left) =
+                self.config().max_duration.0.checked_sub(elapsed).filter(|left| *left > Duration::from_secs(1))
+            else {
+                let goodbye = self.phrase(&self.config().goodbye);
+                self.say(&goodbye).await;
+                return Ending::completed(
+                    format!("reached conversation.max_duration ({})", self.config().max_duration),
+                    None,
+                );
+            };
+
+            // Listen.
+            let utterance = match self.media.listen(left).await {
+                Heard::Utterance(utterance) => utterance,
+                Heard::HungUp => return self.gone("caller hung up"),
+                Heard::Gone(reason) => return self.gone(&reason),
+                Heard::Failed(reason) => {
+                    failed_in_row += 1;
+                    if failed_in_row >= self.config().max_failed_turns {
+                        self.turn += 1;
+                        let goodbye = self.phrase(&self.config().failure_goodbye);
+                        self.store_turn(self.turn, "", &goodbye, None, Latency::default()).await;
+                        return self.give_up(&reason).await;
+                    }
+                    continue;
+                }
+                Heard::Silence => {
+                    silent_in_row += 1;
+                    match self.nothing_heard(silent_in_row, "the caller stayed silent").await {
+                        Some(ending) => return ending,
+                        None => continue,
+                    }
+                }
+            };
+            let Utterance { endpoint_ms, ended_at, transcribe, .. } = utterance;
+
+            // Understand.
+            let deadline = ended_at + self.config().turn_budget.0;
+            let stt_started = Instant::now();
+            let waiting_after = self.inner.settings.waiting_after;
+            let transcribed = tokio::select! {
+                result = waiting_on(&mut self.recorder, "stt", waiting_after, transcribe(deadline)) => result,
+                _ = self.media.hung_up() => return self.gone("caller hung up while being transcribed"),
+            };
+            let stt_done = Instant::now();
+            let transcript = match transcribed {
+                Ok(text) => text,
+                Err(e) => {
+                    tracing::warn!(call_id = %self.call_id, "speech-to-text failed: {e}");
+                    failed_in_row += 1;
+                    // The caller took a turn nobody understood. Its answer (the fallback, or the
+                    // goodbye) is stored like any other: the transcript is what the caller heard.
+                    self.turn += 1;
+                    let giving_up = failed_in_row >= self.config().max_failed_turns;
+                    let answer =
+                        self.phrase(if giving_up { &self.config().failure_goodbye } else { &self.config().fallback });
+                    self.store_turn(self.turn, "", &answer, None, Latency::default()).await;
+                    if giving_up {
+                        return self.give_up(&e.to_string()).await;
+                    }
+                    if !self.say(&answer).await {
+                        return self.gone("caller hung up");
+                    }
+                    continue;
+                }
+            };
+            if transcript.trim().is_empty() {
+                silent_in_row += 1;
+                match self.nothing_heard(silent_in_row, "nothing the caller said could be understood").await {
+                    Some(ending) => return ending,
+                    None => continue,
+                }
+            }
+            silent_in_row = 0;
+            self.caller_spoke = true;
+            self.turn += 1;
+
+            // Answer.
+            let request = ResponseRequest {
+                system: &self.system_prompt,
+                history: &self.history,
+                caller: &transcript,
+                values: &self.values,
+                deadline,
+            };
+            let llm_started = Instant::now();
+            let stream = tokio::select! {
+                stream = waiting_on(&mut self.recorder, "responder", waiting_after, self.inner.providers.responder.respond(request)) => stream,
+                _ = self.media.hung_up() => return self.gone("caller hung up while the answer was prepared"),
+            };
+            let speech = match stream {
+                Ok(stream) => self.media.speak(stream).await,
+                Err(error) => Speech { error: Some(error), ..Default::default() },
+            };
+            let answered = !speech.text.trim().is_empty() && !speech.heard.is_empty();
+            let provider_error =
+                speech.error.clone().or_else(|| (!answered).then(|| speech.tts_error.clone()).flatten());
+            let mut agent_text = what_was_heard(&speech, speech.text.trim());
+            if !answered && !speech.hung_up {
+                // Nothing was heard: the caller gets the stock phrase from the cache, or the
+                // goodbye (said by give_up below) when failures keep coming.
+                failed_in_row += 1;
+                if let Some(e) = &provider_error {
+                    tracing::warn!(call_id = %self.call_id, "the answer could not be given: {e}");
+                }
+                let giving_up = failed_in_row >= self.config().max_failed_turns;
+                agent_text =
+                    self.phrase(if giving_up { &self.config().failure_goodbye } else { &self.config().fallback });
+                if !giving_up && !speech.hung_up && !self.say(&agent_text).await {
+                    return self.gone("caller hung up");
+                }
+            } else if answered {
+                failed_in_row = 0;
+            }
+            let analysis = analysis::analyse(&self.inner.providers.rules, &transcript, speech.analysis.as_ref());
+            let clock = TurnClock { endpoint_ms, recorded_at: ended_at, stt_started, stt_done, llm_started };
+            let latency = clock.latency(&speech, answered);
+            self.history.push(Message { role: Role::User, content: transcript.clone() });
+            // What the agent says next because of this turn belongs to its transcript too.
+            let follow_up = match analysis.action {
+                Action::Callback => Some(self.phrase(&self.config().callback_confirmation)),
+                Action::DoNotCall => Some(self.phrase(&self.config().dnc_confirmation)),
+                _ => None,
+            };
+            let said = match &follow_up {
+                Some(phrase) => format!("{agent_text} {phrase}").trim().to_owned(),
+                None => agent_text.clone(),
+            };
+            self.history.push(Message { role: Role::Assistant, content: said.clone() });
+            self.analyses.push(analysis.clone());
+            self.store_turn(self.turn, &transcript, &said, Some(&analysis), latency).await;
+            if speech.hung_up {
+                return self.gone("caller hung up while the agent spoke");
+            }
+            if !answered && failed_in_row >= self.config().max_failed_turns {
+                return self
+                    .give_up(&provider_error.map_or_else(|| "no answer could be spoken".to_owned(), |e| e.to_string()))
+                    .await;
+            }
+
+            // Act.
+            match analysis.action {
+                Action::Continue => {}
+                Action::End => {
+                    return Ending::completed(format!("the conversation ended ({})", analysis.intent), None);
+                }
+                Action::Callback => {
+                    self.say(follow_up.as_deref().unwrap_or_default()).await;
+                    return Ending::completed("the caller asked to be called back", Some(Outcome::CallbackRequested));
+                }
+                Action::DoNotCall => {
+                    self.record_do_not_call().await;
+                    self.say(follow_up.as_deref().unwrap_or_default()).await;
+                    return Ending::completed("the caller asked not to be called again", Some(Outcome::DoNotCall));
+                }
+                Action::Transfer => {
+                    if self.transfer().await {
+                        return Ending::completed("transferred to a person", Some(Outcome::Transferred));
+                    }
+                    let sorry = self.phrase(&self.config().transfer_unavailable);
+                    if !self.say(&sorry).await {
+                        return self.gone("caller hung up");
+                    }
+                }
+            }
+        }
+    }
+
+    /// An answering machine took the call (the dialplan waited for its greeting to end): leave
+    /// `conversation.voicemail_message`, or hang up when it is empty. Nobody is recorded.
+    async fn leave_voicemail(&mut self) -> Ending {
+        let message = self.phrase(&self.config().voicemail_message);
+        tracing::info!(call_id = %self.call_id, leave_message = !message.is_empty(), "an answering machine took the call (AMD)");
+        if !message.is_empty() {
+            let spoken = self.media.say(&message).await;
+            self.store_turn(0, "", &what_was_heard(&spoken, &message), None, Latency::default()).await;
+        }
+        Ending::completed(
+            if message.is_empty() {
+                "answering machine (AMD): hung up without a message"
+            } else {
+                "answering machine (AMD): message left"
+            },
+            Some(Outcome::Voicemail),
+        )
+    }
+
+    /// A turn with nothing to answer (silence, or an empty transcript): reprompt, or after
+    /// `max_silent_turns` in a row say goodbye. `Some` ends the call.
+    async fn nothing_heard(&self, silent_in_row: u32, reason: &str) -> Option<Ending> {
+        if silent_in_row > self.config().max_silent_turns {
+            let goodbye = self.phrase(&self.config().no_response_goodbye);
+            self.say(&goodbye).await;
+            let outcome = (!self.caller_spoke).then_some(Outcome::NoResponse);
+            return Some(Ending::completed(reason, outcome));
+        }
+        let reprompt = self.phrase(&self.config().reprompt);
+        (!self.say(&reprompt).await).then(|| self.gone("caller hung up"))
+    }
+
+    /// The caller is gone (or the connection is).
+    fn gone(&self, reason: &str) -> Ending {
+        Ending::completed(reason, None)
+    }
+
+    /// Providers keep failing: apologise and end with a clear reason.
+    async fn give_up(&self, reason: &str) -> Ending {
+        tracing::warn!(call_id = %self.call_id, "ending the call after repeated failures: {reason}");
+        let goodbye = self.phrase(&self.config().failure_goodbye);
+        self.say(&goodbye).await;
+        Ending::completed(format!("repeated failures: {reason}"), Some(Outcome::Failed))
+    }
+
+    /// Adds the caller's number to the organization's do-not-call list, before the caller hears
+    /// it confirmed.
+    async fn record_do_not_call(&mut self) {
+        self.do_not_call = true;
+        match crate::phone::normalize(&self.number).or_else(|| crate::phone::e164(&self.number).ok()) {
+            Some(number) => {
+                self.recorder
+                    .push(Change::DoNotCall {
+                        org_id: self.org.id,
+                        number,
+                        reason: format!("asked during call {}", self.call_id),
+                    })
+                    .await;
+                metrics::counter!("asterai_dnc_requests_total").increment(1);
+            }
+            None => tracing::warn!(call_id = %self.call_id, number = %self.number,
+                "the caller asked not to be called again, but the number is not E.164 and cannot go on the do-not-call list"),
+        }
+    }
+
+    async fn transfer(&mut self) -> bool {
+        let Some(transferer) = &self.inner.transferer else {
+            tracing::info!(call_id = %self.call_id, "the caller asked for a person, but no transfer target is configured");
+            return false;
+        };
+        let request = TransferRequest {
+            call_id: self.call_id.clone(),
+            org_id: self.org.id,
+            channel: self.channel.clone(),
+            uniqueid: self.uniqueid.clone(),
+        };
+        match transferer.transfer(&request).await {
+            Ok(()) => {
+                self.transferred = true;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %self.call_id, "transfer failed, the agent carries on: {e}");
+                false
+            }
+        }
+    }
+
+    async fn store_turn(
+        &mut self,
+        turn: i32,
+        caller: &str,
+        agent: &str,
+        analysis: Option<&TurnAnalysis>,
+        latency: Latency,
+    ) {
+        if turn > 0 {
+            for (stage, ms) in [
+                ("endpoint", latency.endpoint),
+                ("stt", latency.stt),
+                ("llm_first", latency.llm_first),
+                ("tts_first", latency.tts_first),
+                ("total", latency.total),
+            ] {
+                metrics::histogram!("asterai_turn_latency_seconds", "stage" => stage).record(ms as f64 / 1000.0);
+            }
+            if let Some(us) = latency.overhead_us {
+                metrics::histogram!("asterai_turn_overhead_seconds").record(us as f64 / 1e6);
+            }
+        }
+        let new = NewTurn {
+            call_id: self.call_id.clone(),
+            turn,
+            caller: caller.to_owned(),
+            agent: agent.to_owned(),
+            emotion: analysis.map(|a| a.emotion.clone()),
+            intent: analysis.map(|a| a.intent.clone()),
+            confidence: analysis.map(|a| a.confidence),
+            latency,
+        };
+        self.recorder.push(Change::Turn(new)).await;
+    }
+
+    /// Finishes the record, tells the media path, which hangs up if the caller is still there.
+    async fn finish(self, mut ending: Ending) {
+        let Conversation {
+            inner,
+            mut media,
+            mut recorder,
+            call_id,
+            analyses,
+            do_not_call,
+            caller_spoke,
+            turn,
+            transferred,
+            ..
+        } = self;
+        if let Some(when) = ending.reason.strip_prefix(CALLER_HUNG_UP) {
+            ending.reason = media.who_hung_up(when).await;
+        }
+        let outcome = ending.outcome.unwrap_or_else(|| analysis::outcome(&analyses, do_not_call, caller_spoke));
+        let finish = FinishCall {
+            status: ending.status,
+            reason: Some(ending.reason.clone()),
+            outcome: Some(outcome),
+            outcome_reason: Some(ending.reason.clone()),
+            emotion: analyses.last().map(|a| a.emotion.clone()),
+            intent_score: analysis::intent_score(&analyses),
+        };
+        recorder.push(Change::Finish(finish)).await;
+        metrics::counter!("asterai_calls_finished_total", "status" => ending.status.as_str(), "outcome" => outcome.as_str()).increment(1);
+        tracing::info!(call_id = %call_id, turns = turn, outcome = outcome.as_str(), reason = %ending.reason, "conversation ended");
+        let hang_up = inner.settings.conversation.hangup_at_end && !transferred;
+        media.finish(outcome, hang_up).await;
+        // The writer finishes the record on its own; the channel does not wait for it.
+        recorder.close();
+    }
+}
+
+/// What the caller heard of `text`: all of it, or after a hang-up (or a sentence text-to-speech
+/// could not say) the sentences played, the last one perhaps in part. The transcript is what
+/// the caller heard.
+pub(super) fn what_was_heard(speech: &Speech, text: &str) -> String {
+    if speech.hung_up || speech.tts_failures > 0 { speech.heard.join(" ") } else { text.to_owned() }
+}
+
+/// When a turn's stages began and ended.
+struct TurnClock {
+    endpoint_ms: u32,
+    recorded_at: Instant,
+    stt_started: Instant,
+    stt_done: Instant,
+    llm_started: Instant,
+}
+
+impl TurnClock {
+    fn latency(&self, speech: &Speech, answered: bool) -> Latency {
+        let ms = |from: Instant, to: Option<Instant>| {
+            to.map_or(0, |to| to.saturating_duration_since(from).as_millis() as u32)
+        };
+        let first_sentence = speech.first_sentence_at.unwrap_or(self.stt_done);
+        // The critical path from the recording's return to the first STREAM FILE, less the time
+        // spent waiting on providers along it: what is left is asterai's own work.
+        let overhead_us = match (answered && speech.tts_failures == 0, speech.first_sentence_at, speech.first_play_at) {
+            (true, Some(sentence), Some(play)) => {
+                let path = play.saturating_duration_since(self.recorded_at);
+                let waited = self.stt_done.saturating_duration_since(self.stt_started)
+                    + sentence.saturating_duration_since(self.llm_started)
+                    + speech.first_tts_provider.unwrap_or_default();
+                Some(path.saturating_sub(waited).as_micros().min(u32::MAX as u128) as u32)
+            }
+            _ => None,
+        };
+        Latency {
+            endpoint: self.endpoint_ms,
+            stt: ms(self.recorded_at, Some(self.stt_done)),
+            llm_first: ms(self.stt_done, speech.first_sentence_at),
+            tts_first: ms(first_sentence, speech.first_audio_at),
+            total: self.endpoint_ms + ms(self.recorded_at, speech.first_play_at),
+            overhead_us,
+        }
+    }
+}
