@@ -30,7 +30,7 @@ use crate::store::{Agent, AgentVersion, Store, StoreError};
 use crate::types::Dur;
 
 /// Environment variables an agent may name as `env:…` start with this.
-pub const SECRET_ENV_PREFIX: &str = "ASTERAI_SECRET_";
+pub use crate::config::env::SECRET_ENV_PREFIX;
 
 /// The template variables every call fills (besides the contact's own columns).
 pub const VARIABLES: &[(&str, &str)] = &[

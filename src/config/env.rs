@@ -17,6 +17,10 @@ impl Config {
     }
 }
 
+/// Variables with this prefix are agents' provider keys (`api_key = "env:ASTERAI_SECRET_…"`,
+/// see [`crate::agent`]), not config keys: the overlay leaves them alone.
+pub const SECRET_ENV_PREFIX: &str = "ASTERAI_SECRET_";
+
 /// Applies the `ASTERAI_*` variables of `env` to `table`. Returns which key each variable set,
 /// as `(section.name, ASTERAI_SECTION_NAME)`, so that errors can name the variable.
 pub(super) fn overlay(
@@ -29,7 +33,7 @@ pub(super) fn overlay(
     env.sort();
     for (name, value) in env {
         // Agents' provider keys (`api_key = "env:ASTERAI_SECRET_…"`), not config keys.
-        if CLI_ENV.contains(&name.as_str()) || name.starts_with(crate::agent::SECRET_ENV_PREFIX) {
+        if CLI_ENV.contains(&name.as_str()) || name.starts_with(SECRET_ENV_PREFIX) {
             continue;
         }
         let Some(key) = keys.iter().find(|k| k.env == name) else {
