@@ -288,6 +288,28 @@ async fn cli_create_edit_show_versions_rollback() {
     assert!(ok);
     let (_, out, _) = run(&["agent", "list", "--json"]);
     assert!(out.contains("\"default\": false"), "{out}");
+
+    // `calls show` names the agent version a call ran.
+    let url = format!("sqlite://{}", dir.path().join("asterai.db").display());
+    let store = Store::connect(&support::db::options(&url)).await.unwrap();
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap().id;
+    let new = NewCall {
+        id: None,
+        org_id: acme,
+        direction: Direction::Inbound,
+        from: "+15550001111".into(),
+        to: "5550100".into(),
+        channel: None,
+        campaign_id: None,
+        contact_id: None,
+    };
+    let (call, _) = store.create_call(&new).await.unwrap();
+    let (_, out, _) = run(&["calls", "show", &call.id]);
+    assert!(out.contains("agent     built-in"), "{out}");
+    store.set_call_agent(acme, &call.id, "sales", 2).await.unwrap();
+    store.close().await;
+    let (_, out, _) = run(&["calls", "show", &call.id]);
+    assert!(out.contains("agent     sales version 2"), "{out}");
 }
 
 #[tokio::test]
