@@ -20,8 +20,10 @@
 //! 3. **The conversation.** [`conversation`] holds the call, in two layers: its core
 //!    ([`conversation::core`]) decides what to say and when to end, whatever carries the audio;
 //!    a media path ([`conversation::agi`] here) hears the caller and speaks the core's answers.
-//!    The core records the call (see step 5),
-//!    greets the caller, then turn after turn: `RECORD FILE` until silence, speech-to-text
+//!    The core first picks the call's agent ([`agent::choose`]: the route's `agent=`, the
+//!    campaign's, the organization's default, or the built-in agent of the config), whose
+//!    version gives the prompt, phrases, voice and limits; it records the call (see step 5)
+//!    with that version, greets the caller, then turn after turn: `RECORD FILE` until silence, speech-to-text
 //!    ([`speech::stt`]), the responder that decides what to say (an LLM, [`speech::llm`], or the
 //!    built-in [`speech::rules`]), the turn's intent and emotion, and the answer spoken:
 //!    [`speech::tts`] synthesizes each sentence once into a file ([`speech::tts::SpeechCache`])
@@ -75,8 +77,9 @@
 //!   its audio streamed both ways over ARI external media, so the caller can talk over the
 //!   agent. It is a second media path over the same conversation core
 //!   ([`conversation::MediaPath`]).
-//! * **Agents and tools** (in [`conversation`]): each organization's agents, the tools the
-//!   model may use during a call, and the work after it.
+//! * **Tools and after-call work** (in [`conversation`], [`speech::llm`]): the tools the
+//!   model may use during a call ([`speech::llm::ToolCallAssembler`] reads them from the
+//!   stream), and the work after it.
 //!
 //! Their modules describe them; this tour gains their steps when they land.
 //!
@@ -86,7 +89,8 @@
 //!
 //! ```text
 //! cli, http                     wire everything (http: auth, config, dialer, feed, store, supervise)
-//! conversation                  agi, speech, store, feed, config, phone
+//! conversation                  agi, speech, store, feed, config, phone, agent
+//! agent                         store, config, speech (templates), types
 //! dialer                        ari, store, feed, config, supervise, phone, types
 //! fleet                         feed, store
 //! config                        agi, ari, speech, store, types (it builds their settings)
@@ -102,6 +106,7 @@
 //! the dialer implements the conversation's `Transferer`, and the conversation takes new call ids
 //! from the dialer.
 
+pub mod agent;
 pub mod agi;
 pub mod ari;
 pub mod auth;

@@ -665,3 +665,63 @@ async fn a_database_outage_mid_call_loses_nothing() {
     assert!(call.transcript.unwrap().contains("Caller: How much is it?\nAgent: Twenty dollars."));
     daemon.stop().await;
 }
+
+/// The route's `agent=` picks the organization's agent: its greeting, prompt (with the call's
+/// variables), voice settings and limits hold the call, and the call records the version. Without
+/// it the organization's default holds the next call; an agent edited since runs its new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_or_the_default_agent_holds_the_call() {
+    use asterai::agent::{self, AgentSpec};
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let sales = AgentSpec::parse(
+        r#"
+name = "sales"
+agent_name = "Max"
+greeting_inbound = "Max at {org_name} here, you called {called_number}."
+ai_disclosure = false
+system_prompt = "You are {agent_name} of {company} for {org_name}; the caller dialled {called_number} at {local_time}."
+[limits]
+max_turns = 1
+[phrases]
+goodbye = "Bye from {agent_name}."
+"#,
+    )
+    .unwrap();
+    agent::create(store, acme.id, &sales, false).await.unwrap();
+    agent::create(
+        store,
+        acme.id,
+        &AgentSpec::parse(
+            "name = \"house\"\ngreeting_inbound = \"House agent.\"\nai_disclosure = false\n[limits]\nmax_turns = 1",
+        )
+        .unwrap(),
+        true,
+    )
+    .await
+    .unwrap();
+    rig.transcripts(&["How much is it?", "How much is it?"]).await;
+    let price = analysis("pricing", "continue");
+    rig.answers(&[&["It is 20 dollars.", &price], &["It is 20 dollars.", &price]]).await;
+
+    let mut caller = rig.caller(&["price", ""]);
+    caller.script_path = "ai?org=acme&agent=sales".into();
+    let (log, call) = rig.call(&caller).await;
+    assert_eq!((call.agent.as_deref(), call.agent_version), (Some("sales"), Some(1)));
+    let transcript = call.transcript.clone().unwrap();
+    assert!(transcript.starts_with("Agent: Max at Acme Inc. here, you called 5550100.\n"), "{transcript}");
+    assert_eq!(call.turns, 1, "the agent's max_turns");
+    assert_eq!(log.played.last(), Some(&rig.phrase_file("Bye from Max.")), "the agent's goodbye");
+    let requests = rig.llm.received_requests().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let system = body["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are Max of Acme Inc. for Acme Inc.; the caller dialled 5550100 at "), "{system}");
+    assert!(!system.contains('{'), "{system}");
+
+    // No agent on the route: the organization's default, and its version.
+    store.update_agent(acme.id, "house", &serde_json::json!({"greeting_inbound": "House agent, v2.", "ai_disclosure": false, "limits": {"max_turns": 1}})).await.unwrap();
+    let (_, call) = rig.call(&rig.caller(&["price", ""])).await;
+    assert_eq!((call.agent.as_deref(), call.agent_version), (Some("house"), Some(2)));
+    assert!(call.transcript.unwrap().starts_with("Agent: House agent, v2.\n"));
+}

@@ -109,6 +109,10 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                 } else {
                     println!("call      {} ({} {} → {})", call.id, call.direction, call.from, call.to);
                     println!("org       {}", call.org);
+                    match (&call.agent, call.agent_version) {
+                        (Some(agent), Some(version)) => println!("agent     {agent} version {version}"),
+                        _ => println!("agent     built-in"),
+                    }
                     println!(
                         "status    {}{}",
                         call.status,

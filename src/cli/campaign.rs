@@ -129,6 +129,9 @@ struct CreateArgs {
     /// Retries after a failed call, e.g. 1x30m.
     #[arg(long, value_name = "NxDELAY")]
     retry_failed: Option<String>,
+    /// The agent that holds the campaign's calls (default: the organization's default agent).
+    #[arg(long, value_name = "NAME")]
+    agent: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -166,6 +169,9 @@ fn settings_from(args: &CreateArgs) -> anyhow::Result<CampaignSettings> {
     }
     if let Some(tz) = timezone {
         value["timezone"] = json!(tz);
+    }
+    if let Some(agent) = &args.agent {
+        value["agent"] = json!(agent);
     }
     if value.get("window").is_none() && (window.is_some() || days.is_some()) {
         value["window"] = json!({});
@@ -234,6 +240,13 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
             Command::Create(args) => {
                 let org = super::calls::pick_org(&store, args.org.as_deref()).await?;
                 let settings = settings_from(&args)?;
+                if let Some(agent) = &settings.agent {
+                    anyhow::ensure!(
+                        store.agent(org.id, agent).await?.is_some(),
+                        "campaign settings: agent: {} has no agent {agent:?} (see `asterai agent list`)",
+                        org.slug
+                    );
+                }
                 let campaign = store.create_campaign(org.id, &args.name, &settings.to_json()).await?;
                 if args.json {
                     println!("{}", serde_json::to_string_pretty(&campaign)?);

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigSource, LogFormat};
 
+mod agent;
 mod call;
 mod calls;
 mod campaign;
@@ -58,6 +59,7 @@ pub enum Command {
     Calls(calls::Args),
     Call(call::Args),
     Campaign(campaign::Args),
+    Agent(agent::Args),
     Dnc(dnc::Args),
     Feed(feed::Args),
     Demo(demo::Args),
@@ -106,6 +108,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calls(args) => calls::run(args, context),
         Command::Call(args) => call::run(args, context),
         Command::Campaign(args) => campaign::run(args, context),
+        Command::Agent(args) => agent::run(args, context),
         Command::Dnc(args) => dnc::run(args, context),
         Command::Feed(args) => feed::run(args, context),
         Command::Demo(args) => demo::run(args, context),

@@ -17,6 +17,10 @@ impl Config {
     }
 }
 
+/// Variables with this prefix are agents' provider keys (`api_key = "env:ASTERAI_SECRET_…"`,
+/// see [`crate::agent`]), not config keys: the overlay leaves them alone.
+pub const SECRET_ENV_PREFIX: &str = "ASTERAI_SECRET_";
+
 /// Applies the `ASTERAI_*` variables of `env` to `table`. Returns which key each variable set,
 /// as `(section.name, ASTERAI_SECTION_NAME)`, so that errors can name the variable.
 pub(super) fn overlay(
@@ -28,7 +32,8 @@ pub(super) fn overlay(
     let mut env: Vec<(String, String)> = env.into_iter().filter(|(name, _)| name.starts_with("ASTERAI_")).collect();
     env.sort();
     for (name, value) in env {
-        if CLI_ENV.contains(&name.as_str()) {
+        // Agents' provider keys (`api_key = "env:ASTERAI_SECRET_…"`), not config keys.
+        if CLI_ENV.contains(&name.as_str()) || name.starts_with(SECRET_ENV_PREFIX) {
             continue;
         }
         let Some(key) = keys.iter().find(|k| k.env == name) else {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Inner;
 use super::core::{CALLER_HUNG_UP, CallStart, Conversation, Heard, MediaPath, RouteParams, Utterance};
 use super::speak::{self, Speech};
+use super::{Inner, Profile};
 use crate::agi::command::{
     Answer, ChannelState, ChannelStatus, GetVariable, Hangup, RecordEnd, RecordFile, SetVariable, Verbose,
 };
@@ -63,7 +63,13 @@ pub(super) async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult
         channel: env.channel().to_owned(),
         uniqueid: env.uniqueid().to_owned(),
     };
-    let media = AgiPath { inner: &inner, session: &session, call_id: String::new(), recordings: 0 };
+    let media = AgiPath {
+        inner: &inner,
+        profile: inner.builtin.clone(),
+        session: &session,
+        call_id: String::new(),
+        recordings: 0,
+    };
     metrics::gauge!("asterai_conversations_active").increment(1.0);
     Conversation::start(&inner, media, start, org).await.converse().await;
     metrics::gauge!("asterai_conversations_active").decrement(1.0);
@@ -73,6 +79,8 @@ pub(super) async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult
 /// One call's AGI session as the core's media path.
 struct AgiPath<'a> {
     inner: &'a Inner,
+    /// The agent's voice, speech-to-text and listening settings.
+    profile: Arc<Profile>,
     session: &'a AgiSession,
     /// The call's id, for the recordings' file names.
     call_id: String,
@@ -80,6 +88,10 @@ struct AgiPath<'a> {
 }
 
 impl MediaPath for AgiPath<'_> {
+    fn use_profile(&mut self, profile: &Arc<Profile>) {
+        self.profile = profile.clone();
+    }
+
     async fn answer(&mut self) -> Result<(), String> {
         match self.session.send(ChannelStatus::default()).await {
             Ok(ChannelState::Up) => Ok(()),
@@ -94,22 +106,22 @@ impl MediaPath for AgiPath<'_> {
     }
 
     async fn say(&self, text: &str) -> Speech {
-        speak::say(self.session, &self.inner.providers.voice, text, self.inner.settings.tts_timeout).await
+        speak::say(self.session, &self.profile.providers.voice, text, self.profile.settings.tts_timeout).await
     }
 
     async fn speak(&self, answer: ChunkStream) -> Speech {
         speak::speak(
             self.session,
-            &self.inner.providers.voice,
+            &self.profile.providers.voice,
             answer,
-            self.inner.settings.conversation.pipelining,
-            self.inner.settings.tts_timeout,
+            self.profile.settings.conversation.pipelining,
+            self.profile.settings.tts_timeout,
         )
         .await
     }
 
     async fn listen(&mut self, limit: Duration) -> Heard {
-        let config = &self.inner.settings.conversation;
+        let config = &self.profile.settings.conversation;
         self.recordings += 1;
         let base = self.inner.settings.recordings_dir.join(format!("{}-{}", file_safe(&self.call_id), self.recordings));
         let max_ms = config.max_utterance.0.min(limit).as_millis() as i64;
@@ -136,7 +148,7 @@ impl MediaPath for AgiPath<'_> {
         let Some(wav) = heard else {
             return Heard::Silence;
         };
-        let stt = self.inner.providers.stt.clone();
+        let stt = self.profile.providers.stt.clone();
         Heard::Utterance(Utterance {
             endpoint_ms,
             ended_at: recorded_at,

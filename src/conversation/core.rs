@@ -10,6 +10,7 @@
 //! turns), the outcome, and every write of the call's record and feed events ([`super::record`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 use super::analysis::{self, TurnAnalysis};
 use super::record::{Change, Recorder};
 use super::speak::Speech;
-use super::{Inner, TransferRequest, waiting_on};
+use super::{Inner, Profile, TransferRequest, waiting_on};
 use crate::config::ConversationConfig;
 use crate::speech::llm::{Action, ChunkStream, Message, ResponseRequest, Role};
 use crate::speech::rules::render;
@@ -101,6 +102,9 @@ pub struct Utterance {
 
 /// A media path: how the core hears the caller and speaks to them.
 pub trait MediaPath: Send + Sync {
+    /// The call runs `profile`'s agent: speak with its voice and listen with its settings.
+    /// Called once, before [`MediaPath::answer`].
+    fn use_profile(&mut self, profile: &Arc<Profile>);
     /// Answers the channel if it is not up yet. An error ends the call, with it as the reason.
     fn answer(&mut self) -> impl Future<Output = Result<(), String>> + Send;
     /// The call's id is settled (the dialplan may want it).
@@ -144,6 +148,8 @@ pub const CALLER_HUNG_UP: &str = "caller hung up";
 /// One call's state.
 pub(super) struct Conversation<'a, M: MediaPath> {
     inner: &'a Inner,
+    /// The agent the call runs, with its settings and providers.
+    profile: Arc<Profile>,
     media: M,
     recorder: Recorder,
     call_id: String,
@@ -168,9 +174,11 @@ pub(super) struct Conversation<'a, M: MediaPath> {
 
 impl<'a, M: MediaPath> Conversation<'a, M> {
     /// Resolves the call record (adopting the dialer's) and the personalisation values.
-    pub(super) async fn start(inner: &'a Inner, media: M, call: CallStart, org: Org) -> Conversation<'a, M> {
+    pub(super) async fn start(inner: &'a Inner, mut media: M, call: CallStart, org: Org) -> Conversation<'a, M> {
         let params = &call.params;
         let store = inner.publisher.store();
+        let profile = inner.profile(&org, params).await;
+        media.use_profile(&profile);
         let mut given_id = params.non_empty("call_id").map(str::to_owned);
         // AMDSTATUS from the dialplan's AMD(): MACHINE, HUMAN, NOTSURE or HANGUP.
         let machine = params.get("amd").is_some_and(|status| status.eq_ignore_ascii_case("MACHINE"));
@@ -222,20 +230,23 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             None => None,
         };
         let mut values = contact.as_ref().map(|c| c.values()).unwrap_or_default();
-        let c = &inner.settings.conversation;
+        let c = &profile.settings.conversation;
         values.insert("agent_name".into(), c.agent_name.clone());
         values.insert("company".into(), if c.company.is_empty() { org.name.clone() } else { c.company.clone() });
+        values.insert("org_name".into(), org.name.clone());
+        values.insert("local_time".into(), local_time(contact.as_ref().and_then(|c| c.timezone.as_deref())));
         let contact_summary = values
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "agent_name" | "company"))
+            .filter(|(k, _)| !matches!(k.as_str(), "agent_name" | "company" | "org_name" | "local_time"))
             .map(|(k, v)| format!("{k}: {v}"))
             .collect::<Vec<_>>()
             .join("; ");
         let mut prompt_values = values.clone();
         prompt_values.insert("contact".into(), contact_summary);
-        let system_prompt = render(&inner.settings.system_prompt, &prompt_values);
+        let system_prompt_template = profile.settings.system_prompt.clone();
 
         let callerid = call.caller_id.clone();
+        let existing_to = existing.as_ref().map(|e| e.to.clone());
         let (call_id, direction, number, start) = match existing {
             Some(existing) => {
                 let number =
@@ -269,14 +280,27 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 (id, direction, number, Some(new))
             }
         };
+        let called = match (&start, &existing_to) {
+            (Some(new), _) => new.to.clone(),
+            (None, Some(to)) => to.clone(),
+            (None, None) => call.dialed.clone(),
+        };
+        values.insert("called_number".into(), called.clone());
+        prompt_values.insert("called_number".into(), called);
+        let system_prompt = render(&system_prompt_template, &prompt_values);
         let mut recorder = inner.records.recorder(org.id, call_id.clone());
         match start {
             Some(new) => recorder.push(Change::Start(new)).await,
             None => recorder.push(Change::Channel(call.channel.clone())).await,
         }
-        tracing::info!(call_id = %call_id, org = %org.slug, ?direction, number = %crate::phone::mask(&number), "conversation started");
+        if let Some((name, version)) = &profile.agent {
+            recorder.push(Change::Agent { name: name.clone(), version: *version }).await;
+        }
+        let agent = profile.agent.as_ref().map_or_else(|| "built-in".to_owned(), |(n, v)| format!("{n} v{v}"));
+        tracing::info!(call_id = %call_id, org = %org.slug, ?direction, number = %crate::phone::mask(&number), %agent, "conversation started");
         Conversation {
             inner,
+            profile,
             media,
             recorder,
             call_id,
@@ -299,7 +323,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
     }
 
     fn config(&self) -> &ConversationConfig {
-        &self.inner.settings.conversation
+        &self.profile.settings.conversation
     }
 
     fn phrase(&self, template: &str) -> String {
@@ -449,7 +473,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             };
             let llm_started = Instant::now();
             let stream = tokio::select! {
-                stream = waiting_on(&mut self.recorder, "responder", waiting_after, self.inner.providers.responder.respond(request)) => stream,
+                stream = waiting_on(&mut self.recorder, "responder", waiting_after, self.profile.providers.responder.respond(request)) => stream,
                 _ = self.media.hung_up() => return self.gone("caller hung up while the answer was prepared"),
             };
             let speech = match stream {
@@ -476,7 +500,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             } else if answered {
                 failed_in_row = 0;
             }
-            let analysis = analysis::analyse(&self.inner.providers.rules, &transcript, speech.analysis.as_ref());
+            let analysis = analysis::analyse(&self.profile.providers.rules, &transcript, speech.analysis.as_ref());
             let clock = TurnClock { endpoint_ms, recorded_at: ended_at, stt_started, stt_done, llm_started };
             let latency = clock.latency(&speech, answered);
             self.history.push(Message { role: Role::User, content: transcript.clone() });
@@ -686,6 +710,15 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         media.finish(outcome, hang_up).await;
         // The writer finishes the record on its own; the channel does not wait for it.
         recorder.close();
+    }
+}
+
+/// `{local_time}`: the time of day in the contact's timezone, else the daemon's.
+fn local_time(timezone: Option<&str>) -> String {
+    let now = chrono::Utc::now();
+    match timezone.and_then(|tz| tz.parse::<chrono_tz::Tz>().ok()) {
+        Some(tz) => now.with_timezone(&tz).format("%H:%M").to_string(),
+        None => now.with_timezone(&chrono::Local).format("%H:%M").to_string(),
     }
 }
 

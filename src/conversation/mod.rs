@@ -100,6 +100,9 @@ pub struct Settings {
     pub spool_dir: PathBuf,
     /// A provider call that takes longer than this shows the call as waiting on it.
     pub waiting_after: Duration,
+    /// The configuration these settings came from: the providers and keys the organizations'
+    /// agents inherit (see [`crate::agent`]).
+    pub base: Arc<Config>,
 }
 
 impl Settings {
@@ -112,9 +115,23 @@ impl Settings {
             tts_timeout: config.tts.timeout.0,
             spool_dir: config.data_dir().join("spool"),
             waiting_after: WAITING_AFTER,
+            base: Arc::new(config.clone()),
         }
     }
 }
+
+/// Who speaks on a call and with what: the built-in agent (the config's `[conversation]`,
+/// `[responder]`, `[stt]`, `[tts]`), or a version of one of the organization's agents with the
+/// settings and providers it gives.
+pub struct Profile {
+    /// The agent's name and version; none for the built-in agent.
+    pub agent: Option<(String, i32)>,
+    pub settings: Settings,
+    pub providers: Providers,
+}
+
+/// Agent versions whose providers are kept built; beyond it the cache starts over.
+const PROFILES_KEPT: usize = 256;
 
 /// A provider that has not answered in this time is slower than usual: supervisors see the call
 /// as waiting on it (`call_status_update` with `waiting`) until it answers.
@@ -149,6 +166,10 @@ struct Inner {
     publisher: Publisher,
     providers: Providers,
     settings: Settings,
+    /// The built-in agent.
+    builtin: Arc<Profile>,
+    /// Agent versions met so far, by agent id and version (versions never change).
+    profiles: Mutex<HashMap<(i64, i32), Arc<Profile>>>,
     transferer: Option<Arc<dyn Transferer>>,
     records: Records,
     /// Organizations by slug, once looked up (they are never renamed or removed).
@@ -203,6 +224,61 @@ impl Inner {
         }
         Ok(found)
     }
+
+    /// The agent a call runs (see [`crate::agent::choose`]) with its settings and providers.
+    /// When the database cannot say, or the agent's version cannot be used (a key its
+    /// environment lacks), the call runs the built-in agent and a warning says why.
+    async fn profile(&self, org: &Org, params: &RouteParams) -> Arc<Profile> {
+        let campaign = params.get("campaign").and_then(|c| c.parse::<i64>().ok());
+        let route = params.non_empty("agent");
+        let store = self.publisher.store();
+        let agent = match self.lookup("the agent", crate::agent::choose(store, org.id, route, campaign)).await {
+            Ok((Some(agent), _)) => agent,
+            Ok((None, _)) => return self.builtin.clone(),
+            Err(e) => {
+                tracing::warn!(org = %org.slug, "{e}; the call runs the built-in agent");
+                return self.builtin.clone();
+            }
+        };
+        let key = (agent.id, agent.version);
+        if let Some(profile) = self.profiles.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return profile.clone();
+        }
+        match self.build_profile(&agent) {
+            Ok(profile) => {
+                let profile = Arc::new(profile);
+                let mut profiles = self.profiles.lock().unwrap_or_else(|e| e.into_inner());
+                if profiles.len() >= PROFILES_KEPT {
+                    profiles.clear();
+                }
+                profiles.insert(key, profile.clone());
+                profile
+            }
+            Err(e) => {
+                tracing::warn!(org = %org.slug, agent = %agent.name, version = agent.version,
+                    "the agent cannot hold calls ({e}); the call runs the built-in agent");
+                self.builtin.clone()
+            }
+        }
+    }
+
+    fn build_profile(&self, agent: &crate::store::Agent) -> Result<Profile, String> {
+        let spec = crate::agent::AgentSpec::from_json(agent.spec.clone())?;
+        // The built-in agent as this daemon runs it: its settings may differ from the file's.
+        let mut base = (*self.settings.base).clone();
+        base.conversation = self.settings.conversation.clone();
+        base.responder.system_prompt = self.settings.system_prompt.clone();
+        let config = spec.apply(&base, |name| std::env::var(name).ok())?;
+        let providers = Providers::from_config(&config)?;
+        let settings = Settings {
+            conversation: config.conversation.clone(),
+            system_prompt: config.responder.system_prompt.clone(),
+            tts_timeout: config.tts.timeout.0,
+            base: Arc::new(config),
+            ..self.settings.clone()
+        };
+        Ok(Profile { agent: Some((agent.name.clone(), agent.version)), settings, providers })
+    }
 }
 
 impl Conversations {
@@ -213,11 +289,14 @@ impl Conversations {
         transferer: Option<Arc<dyn Transferer>>,
     ) -> Self {
         let records = Records::new(publisher.clone(), settings.spool_dir.clone());
+        let builtin = Arc::new(Profile { agent: None, settings: settings.clone(), providers: providers.clone() });
         Conversations {
             inner: Arc::new(Inner {
                 publisher,
                 providers,
                 settings,
+                builtin,
+                profiles: Mutex::new(HashMap::new()),
                 transferer,
                 records,
                 orgs: Mutex::new(HashMap::new()),

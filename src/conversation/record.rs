@@ -53,6 +53,11 @@ pub enum Change {
         reason: String,
     },
     Finish(FinishCall),
+    /// The agent version the call runs (none of this change: the built-in agent).
+    Agent {
+        name: String,
+        version: i32,
+    },
 }
 
 /// Changes a call may queue before the conversation waits for its writer to take one. The
@@ -334,6 +339,9 @@ impl Writer {
                 publisher.store().add_dnc(org, number, Some(reason), "caller").await.map(|_| ())
             }
             Change::Finish(finish) => publisher.call_ended(org, &self.call_id, finish).await.map(|_| ()),
+            Change::Agent { name, version } => {
+                publisher.store().set_call_agent(org, &self.call_id, name, *version).await
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 //! {"max_concurrent": 5, "pacing": "2s", "ring_timeout": "30s", "timezone": "America/New_York",
 //!  "window": {"start": "08:00", "end": "21:00", "days": ["mon", "tue", "wed", "thu", "fri", "sat"]},
 //!  "retries": {"busy": {"attempts": 2, "delay": "10m"}, "no_answer": {"attempts": 2, "delay": "1h"},
-//!              "failed": {"attempts": 1, "delay": "30m"}}}
+//!              "failed": {"attempts": 1, "delay": "30m"}},
+//!  "agent": "sales"}
 //! ```
 //!
 //! Every field has a default, so `{}` is a valid campaign. The window is evaluated in each
@@ -114,6 +115,9 @@ pub struct CampaignSettings {
     pub timezone: String,
     pub window: Window,
     pub retries: Retries,
+    /// The agent that holds the campaign's calls (its name); none: the organization's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl Default for CampaignSettings {
@@ -125,6 +129,7 @@ impl Default for CampaignSettings {
             timezone: "UTC".into(),
             window: Window::default(),
             retries: Retries::default(),
+            agent: None,
         }
     }
 }
@@ -170,6 +175,15 @@ impl CampaignSettings {
             return Err(field(format!("window.days: expected at most 7 days, got {}", self.window.days.len())));
         }
         parse_tz(&self.timezone).map_err(|e| format!("campaign settings: timezone: {e}"))?;
+        if let Some(agent) = &self.agent {
+            let ok = (1..=63).contains(&agent.len())
+                && agent.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(field(format!(
+                    "agent: expected an agent's name (lower-case letters, digits, '-', '_'), got {agent:?}"
+                )));
+            }
+        }
         self.calling_window()?;
         Ok(())
     }

@@ -112,6 +112,11 @@ pub async fn create_campaign(
     let new = json_body(body, r#"{"name": "spring", "settings": {"max_concurrent": 5}}"#)?;
     let settings = CampaignSettings::from_json(&new.settings.unwrap_or_else(|| serde_json::json!({})))
         .map_err(ApiError::bad_request)?;
+    if let Some(agent) = &settings.agent
+        && state.store().agent(principal.org_id, agent).await?.is_none()
+    {
+        return Err(ApiError::bad_request(format!("campaign settings: agent: no agent {agent:?}")));
+    }
     let campaign = state.store().create_campaign(principal.org_id, &new.name, &settings.to_json()).await?;
     Ok((StatusCode::CREATED, Json(campaign_body(&state, &campaign).await?)))
 }

@@ -30,7 +30,7 @@ pub trait RouteScope: Send + Sync + 'static {
 pub struct Monitor;
 /// Places calls, runs campaigns, reads and adds to the do-not-call list.
 pub struct Dial;
-/// Removes from the do-not-call list.
+/// Removes from the do-not-call list; creates and changes agents.
 pub struct Admin;
 
 impl RouteScope for Monitor {

@@ -11,15 +11,16 @@
 //! | `POST /v1/calls` | token | places an outbound call (see [`dialer`]) |
 //! | `/v1/campaigns…`, `/v1/dnc…` | token | campaigns and the do-not-call list (see [`dialer`]) |
 //! | `GET /v1/calls/{id}` | token | one call with its turns and transcript |
+//! | `/v1/agents…` | token | the organization's agents and their versions (see [`agents`]) |
 //! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::subscriber`]) |
 //!
 //! A token is sent as `Authorization: Bearer <token>` (the feed's WebSocket upgrade also takes
 //! `?token=`, since a browser cannot set headers there, and no other route does); it selects the
 //! only organization whose data the request can see, and its scopes what the request may do:
 //! `monitor` for reads, `dial` for calls, campaigns and adding to the do-not-call list, `admin`
-//! for removing from it. A token without the route's scope gets 403 naming the scope. The
-//! extractors of [`extract`] do this: a handler names its scope in its signature
-//! (`caller: Authorized<Dial>`).
+//! for removing from it and for changing agents. A token without the route's scope gets 403
+//! naming the scope. The extractors of [`extract`] do this: a handler names its scope in its
+//! signature (`caller: Authorized<Dial>`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use crate::feed::subscriber::SubscriberConfig;
 use crate::store::Store;
 use crate::supervise::Supervisor;
 
+mod agents;
 mod api;
 mod dialer;
 pub mod error;
@@ -160,6 +162,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/campaigns", get(dialer::list_campaigns).post(dialer::create_campaign))
         .route("/v1/campaigns/{id}", get(dialer::get_campaign))
         .route("/v1/campaigns/{id}/{action}", axum::routing::post(dialer::campaign_action))
+        .route("/v1/agents", get(agents::list).post(agents::create))
+        .route("/v1/agents/{name}", get(agents::get).put(agents::update))
+        .route("/v1/agents/{name}/versions", get(agents::versions))
+        .route("/v1/agents/{name}/versions/{version}", get(agents::version))
+        .route("/v1/agents/{name}/rollback", axum::routing::post(agents::rollback))
+        .route("/v1/agents/{name}/default", axum::routing::post(agents::make_default))
         .route("/v1/dnc", get(dialer::list_dnc).post(dialer::add_dnc))
         .route("/v1/dnc/{number}", axum::routing::delete(dialer::remove_dnc))
         .route("/v1/feed", get(feed::feed))

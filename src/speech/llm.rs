@@ -229,6 +229,114 @@ fn delta(json: &str) -> Result<Option<String>, String> {
     Ok(value["choices"][0]["delta"]["content"].as_str().filter(|t| !t.is_empty()).map(str::to_owned))
 }
 
+/// A function the model may call, as OpenAI's `tools` describe it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub parameters: serde_json::Value,
+}
+
+impl ToolSpec {
+    /// `{"type": "function", "function": {"name", "description", "parameters"}}`.
+    pub fn to_openai(&self) -> serde_json::Value {
+        serde_json::json!({"type": "function", "function": {
+            "name": self.name, "description": self.description, "parameters": self.parameters}})
+    }
+}
+
+/// A call the model made, assembled from its fragments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The model's id for the call (`call_…`), which its result must name.
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model wrote them: JSON, unless the model got it wrong.
+    pub arguments: String,
+}
+
+impl ToolCall {
+    /// The arguments as a JSON object; the error says what is wrong, for the model to read.
+    pub fn arguments_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let text = if self.arguments.trim().is_empty() { "{}" } else { self.arguments.as_str() };
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(other) => Err(format!("the arguments must be a JSON object, got {other}")),
+            Err(e) => Err(format!("the arguments are not valid JSON: {e}")),
+        }
+    }
+}
+
+/// Most tool calls one answer may make.
+pub const MAX_TOOL_CALLS: usize = 16;
+/// Longest arguments of one tool call, in bytes.
+pub const MAX_TOOL_ARGUMENTS: usize = 64 * 1024;
+
+/// Puts streamed tool calls back together. OpenAI-compatible servers send each call in
+/// fragments across chunks: the first names it (`index`, `id`, `function.name`), the next ones
+/// add pieces of `function.arguments` under the same `index`; several calls interleave by index.
+#[derive(Debug, Default)]
+pub struct ToolCallAssembler {
+    calls: std::collections::BTreeMap<u64, ToolCall>,
+}
+
+impl ToolCallAssembler {
+    /// Feeds one chunk's `choices[0].delta`.
+    pub fn push(&mut self, delta: &serde_json::Value) -> Result<(), String> {
+        let Some(fragments) = delta.get("tool_calls").and_then(|t| t.as_array()) else { return Ok(()) };
+        for fragment in fragments {
+            // Some servers leave out `index` when there is one call.
+            let index = fragment.get("index").and_then(|i| i.as_u64()).unwrap_or(0);
+            if !self.calls.contains_key(&index) && self.calls.len() >= MAX_TOOL_CALLS {
+                return Err(format!("the model made more than {MAX_TOOL_CALLS} tool calls in one answer"));
+            }
+            let call = self.calls.entry(index).or_insert_with(|| ToolCall {
+                id: String::new(),
+                name: String::new(),
+                arguments: String::new(),
+            });
+            if let Some(id) = fragment.get("id").and_then(|i| i.as_str()).filter(|i| !i.is_empty()) {
+                call.id = id.to_owned();
+            }
+            let function = &fragment["function"];
+            if let Some(name) = function.get("name").and_then(|n| n.as_str()) {
+                call.name.push_str(name);
+            }
+            if let Some(piece) = function.get("arguments").and_then(|a| a.as_str()) {
+                if call.arguments.len() + piece.len() > MAX_TOOL_ARGUMENTS {
+                    return Err(format!("tool call arguments longer than {MAX_TOOL_ARGUMENTS} bytes"));
+                }
+                call.arguments.push_str(piece);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any call has begun.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The calls, in index order. A call without a name is an error; one without an id gets
+    /// `call_<index>` (some local servers send none).
+    pub fn finish(&mut self) -> Result<Vec<ToolCall>, String> {
+        let calls = std::mem::take(&mut self.calls);
+        calls
+            .into_iter()
+            .map(|(index, mut call)| {
+                if call.name.is_empty() {
+                    return Err(format!("tool call {index} has no function name"));
+                }
+                if call.id.is_empty() {
+                    call.id = format!("call_{index}");
+                }
+                Ok(call)
+            })
+            .collect()
+    }
+}
+
 const OPEN: &str = "<analysis>";
 const CLOSE: &str = "</analysis>";
 
@@ -390,6 +498,40 @@ mod tests {
         spoken.extend(filter.finish());
         let text: String = spoken.into_iter().map(|c| if let Chunk::Text(t) = c { t } else { String::new() }).collect();
         assert_eq!(text, "a < b and c < d");
+    }
+
+    /// OpenAI's real chunk shapes: the first fragment names the call, the rest carry pieces of
+    /// its arguments, two calls interleave by index, and the last chunk has an empty delta.
+    #[test]
+    fn tool_calls_are_assembled_from_fragments() {
+        let chunks = [
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"transfer","arguments":""}}]},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"tar"}}]},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"end_call","arguments":"{\"outcome\":"}}]},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"get\": \"sales\"}"}},{"index":1,"function":{"arguments":" \"interested\"}"}}]},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}]}"#,
+        ];
+        let mut assembler = ToolCallAssembler::default();
+        for chunk in chunks {
+            let value: serde_json::Value = serde_json::from_str(chunk).unwrap();
+            assembler.push(&value["choices"][0]["delta"]).unwrap();
+        }
+        let calls = assembler.finish().unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("call_a", "transfer"));
+        assert_eq!(calls[0].arguments_json().unwrap()["target"], "sales");
+        assert_eq!((calls[1].id.as_str(), calls[1].name.as_str()), ("call_b", "end_call"));
+        assert_eq!(calls[1].arguments_json().unwrap()["outcome"], "interested");
+
+        let broken = ToolCall { id: "c".into(), name: "end_call".into(), arguments: "{\"outcome\": ".into() };
+        assert!(broken.arguments_json().unwrap_err().contains("not valid JSON"));
+        let nameless = serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]});
+        let mut assembler = ToolCallAssembler::default();
+        assembler.push(&nameless).unwrap();
+        assert!(assembler.finish().is_err());
+        let many: Vec<_> =
+            (0..=MAX_TOOL_CALLS).map(|i| serde_json::json!({"index": i, "function": {"name": "x"}})).collect();
+        assert!(ToolCallAssembler::default().push(&serde_json::json!({"tool_calls": many})).is_err());
     }
 
     #[test]

@@ -73,32 +73,69 @@ impl RuleSet {
     }
 }
 
-/// Fills `{name}` placeholders from `values`; `{name|fallback}` uses the fallback when the value
-/// is missing or empty. Unknown placeholders without a fallback become empty.
-pub fn render(template: &str, values: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            out.push_str(&rest[open..]);
-            return out;
-        };
+/// One `{name}` or `{name|fallback}` in a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placeholder<'a> {
+    pub name: &'a str,
+    pub fallback: Option<&'a str>,
+    /// Byte range of the whole placeholder, braces included.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The placeholders of a template, in order. A name is letters, digits and `_` (not starting
+/// with a digit), so braces that are not a placeholder (the JSON a system prompt shows the
+/// model, an unclosed `{`) stay text.
+pub fn placeholders(template: &str) -> Vec<Placeholder<'_>> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(open) = template[from..].find('{').map(|i| i + from) {
+        let after = &template[open + 1..];
+        let Some(close) = after.find('}') else { break };
         let inner = &after[..close];
-        let (name, fallback) = inner.split_once('|').unwrap_or((inner, ""));
-        let value = match values.get(name.trim()).filter(|v| !v.trim().is_empty()) {
-            Some(value) => value.trim(),
-            None => fallback,
+        let (name, fallback) = match inner.split_once('|') {
+            Some((name, fallback)) => (name.trim(), Some(fallback)),
+            None => (inner.trim(), None),
         };
-        out.push_str(value);
-        rest = &after[close + 1..];
-        // "calling {company}." with "Acme Inc." must not end in "..".
-        if value.ends_with(['.', '!', '?']) && rest.starts_with('.') {
-            rest = &rest[1..];
+        if is_name(name) {
+            found.push(Placeholder { name, fallback, start: open, end: open + 2 + close });
+            from = open + 2 + close;
+        } else {
+            from = open + 1;
         }
     }
-    out.push_str(rest);
+    found
+}
+
+fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Fills `{name}` placeholders from `values`; `{name|fallback}` uses the fallback when the value
+/// is missing or empty. Unknown placeholders without a fallback become empty (agents refuse
+/// unknown names when they are saved). Braces that are not a placeholder stay as they are.
+pub fn render(template: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut at = 0;
+    // "calling {company}." with "Acme Inc." must not end in "..".
+    let text_after = |at: usize, value: &str| {
+        let text = &template[at..];
+        if value.ends_with(['.', '!', '?']) && text.starts_with('.') { at + 1 } else { at }
+    };
+    let mut value_before = "";
+    for placeholder in placeholders(template) {
+        out.push_str(&template[text_after(at, value_before)..placeholder.start]);
+        let value = match values.get(placeholder.name).filter(|v| !v.trim().is_empty()) {
+            Some(value) => value.trim(),
+            None => placeholder.fallback.unwrap_or(""),
+        };
+        out.push_str(value);
+        at = placeholder.end;
+        value_before = value;
+    }
+    out.push_str(&template[text_after(at, value_before)..]);
     // Collapse the double spaces an empty value leaves behind.
     let mut collapsed = String::with_capacity(out.len());
     for word in out.split(' ') {
@@ -296,6 +333,13 @@ mod tests {
         assert_eq!(render("Hi {empty|there}!", &values), "Hi there!");
         assert_eq!(render("Hello {last_name} from {x|us}", &values), "Hello from us");
         assert_eq!(render("Unclosed {brace", &values), "Unclosed {brace");
+        // JSON shown to a model is not a placeholder.
+        assert_eq!(
+            render("Write {\"intent\": \"a|b\"} for {first_name}.", &values),
+            "Write {\"intent\": \"a|b\"} for Jane."
+        );
+        let found = placeholders("{a} {b|x} {\"c\"} {d");
+        assert_eq!(found.iter().map(|p| (p.name, p.fallback)).collect::<Vec<_>>(), [("a", None), ("b", Some("x"))]);
         let company = BTreeMap::from([("company".to_owned(), "Acme Inc.".to_owned())]);
         assert_eq!(render("Thanks for calling {company}. Bye.", &company), "Thanks for calling Acme Inc. Bye.");
     }

@@ -1,5 +1,5 @@
-//! The store: calls, turns, the event log, organizations, tokens, contacts, campaigns and the
-//! do-not-call list, in SQLite (embedded, the default) or PostgreSQL (fleets).
+//! The store: calls, turns, the event log, organizations, tokens, agents, contacts, campaigns
+//! and the do-not-call list, in SQLite (embedded, the default) or PostgreSQL (fleets).
 //!
 //! One [`Store`] type holds one of two typed pools. Queries are written once, with `$N`
 //! placeholders that both backends accept, and compiled for each pool by the [`with_pool!`] and
@@ -33,6 +33,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlSafeStr};
 
+pub mod agents;
 pub mod calls;
 pub mod campaigns;
 pub mod contacts;
@@ -42,6 +43,7 @@ pub mod events;
 pub mod orgs;
 mod string_enum;
 
+pub use agents::{Agent, AgentVersion};
 pub use calls::{
     Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, Turn,
 };
@@ -265,12 +267,14 @@ impl Store {
                 (2, "dialer", include_str!("../../migrations/sqlite/0002_dialer.sql")),
                 (3, "hardening", include_str!("../../migrations/sqlite/0003_hardening.sql")),
                 (4, "ownership", include_str!("../../migrations/sqlite/0004_ownership.sql")),
+                (5, "agents", include_str!("../../migrations/sqlite/0005_agents.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
                 (2, "dialer", include_str!("../../migrations/postgres/0002_dialer.sql")),
                 (3, "hardening", include_str!("../../migrations/postgres/0003_hardening.sql")),
                 (4, "ownership", include_str!("../../migrations/postgres/0004_ownership.sql")),
+                (5, "agents", include_str!("../../migrations/postgres/0005_agents.sql")),
             ],
         };
         let migrations = files

@@ -97,6 +97,9 @@ pub struct Call {
     pub contact_name: Option<String>,
     /// The campaign's name, when the call belongs to one.
     pub campaign_name: Option<String>,
+    /// The agent the call ran and its version (none: the built-in agent of the config file).
+    pub agent: Option<String>,
+    pub agent_version: Option<i32>,
     /// The daemon that holds the call's live state (its conversation, or the dialer following
     /// it); see [`crate::fleet`].
     #[serde(skip)]

@@ -1,0 +1,705 @@
+//! Agents: who speaks on an organization's calls, and how.
+//!
+//! An agent belongs to one organization and has a name (`sales`, `support-fr`): its system
+//! prompt, greetings, AI disclosure, voicemail message, stock phrases, voice, speech-to-text and
+//! responder overrides, and limits. Each is an [`AgentSpec`], written as a TOML or JSON file
+//! (`asterai agent create FILE`, `POST /v1/agents`) and checked the way the config is: an unknown
+//! key names the key, and a template variable no call can fill is refused when the agent is
+//! saved, not left blank in a live call.
+//!
+//! **Versions.** Every change appends a version and a rollback appends a copy of an old one (see
+//! [`crate::store::agents`]); a call records the version it ran.
+//!
+//! **Inheritance.** A key an agent leaves out takes the value of the built-in agent: the config
+//! file's `[conversation]`, `[responder]`, `[stt]` and `[tts]` ([`AgentSpec::apply`]). An
+//! organization without agents, or a call that names none, runs the built-in agent, so existing
+//! installs behave as before.
+//!
+//! **Secrets.** Provider keys are never stored: an agent names one as `env:ASTERAI_SECRET_…` (a
+//! variable of the daemon's environment with that prefix, so an agent can read no other) or as
+//! `config:responder.api_key` (a key of the config file; only where the agent keeps that
+//! section's URL, so the house key only ever goes where the house sends it).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::speech::rules::placeholders;
+use crate::store::{Agent, AgentVersion, Store, StoreError};
+use crate::types::Dur;
+
+/// Environment variables an agent may name as `env:…` start with this.
+pub use crate::config::env::SECRET_ENV_PREFIX;
+
+/// The template variables every call fills (besides the contact's own columns).
+pub const VARIABLES: &[(&str, &str)] = &[
+    ("agent_name", "the name the agent calls itself"),
+    ("company", "the company it speaks for (default: the organization's name)"),
+    ("org_name", "the organization's name"),
+    ("local_time", "the time of day where the contact is (else the daemon's), e.g. 14:05"),
+    ("called_number", "the number that was called"),
+    ("contact", "everything known about the contact, for a system prompt"),
+    ("first_name", "the contact's first name"),
+    ("last_name", "the contact's last name"),
+    ("email", "the contact's e-mail"),
+    ("phone", "the contact's number"),
+    ("timezone", "the contact's time zone"),
+    ("contact_company", "the contact's company"),
+];
+
+/// Why an agent was refused or could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The definition is wrong; the message names the key.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An agent's definition. Every key is optional: what it leaves out, the built-in agent says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// The agent's name in its organization: 1 to 63 lower-case letters, digits, `-` or `_`.
+    /// In the file when creating; the versions store everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The caller's language, such as `en` or `pt-BR` (speech-to-text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// The name the agent calls itself, `{agent_name}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    /// `{company}`; default: the organization's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greeting_inbound: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greeting_outbound: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_disclosure: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disclosure: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_message: Option<String>,
+    /// Whether the caller can talk over the agent (the streaming path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barge_in: Option<bool>,
+    /// Contact columns beyond the standard ones (CSV columns such as `plan`) its templates use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contact_fields: Vec<String>,
+    #[serde(default, skip_serializing_if = "Phrases::is_empty")]
+    pub phrases: Phrases,
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    #[serde(default, skip_serializing_if = "VoiceSpec::is_empty")]
+    pub voice: VoiceSpec,
+    #[serde(default, skip_serializing_if = "SttSpec::is_empty")]
+    pub stt: SttSpec,
+    #[serde(default, skip_serializing_if = "ResponderSpec::is_empty")]
+    pub responder: ResponderSpec,
+}
+
+macro_rules! all_none {
+    ($self:ident: $($field:ident),*) => { $($self.$field.is_none())&&* };
+}
+
+/// Stock phrases.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phrases {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reprompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodbye: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnc_confirmation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_confirmation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_goodbye: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_response_goodbye: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_unavailable: Option<String>,
+}
+
+impl Phrases {
+    fn is_empty(&self) -> bool {
+        all_none!(self: fallback, reprompt, goodbye, dnc_confirmation, callback_confirmation, failure_goodbye, no_response_goodbye, transfer_unavailable)
+    }
+}
+
+/// How long and how much.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Caller turns before the agent says goodbye (1 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Longest call (1s to 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Dur>,
+    /// Silence that ends the caller's turn on the FastAGI path: whole seconds, 1s to 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<Dur>,
+    /// Silent turns in a row before the call ends (1 to 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_silent_turns: Option<u32>,
+}
+
+impl Limits {
+    fn is_empty(&self) -> bool {
+        all_none!(self: max_turns, max_duration, silence, max_silent_turns)
+    }
+}
+
+/// Text-to-speech.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceSpec {
+    /// `espeak`, `openai` or `elevenlabs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice: Option<String>,
+    /// espeak-ng words per minute (80 to 450).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+impl VoiceSpec {
+    fn is_empty(&self) -> bool {
+        all_none!(self: provider, url, model, voice, speed, api_key)
+    }
+}
+
+/// Speech-to-text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SttSpec {
+    /// `openai`, `deepgram` or `scripted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+impl SttSpec {
+    fn is_empty(&self) -> bool {
+        all_none!(self: provider, url, model, api_key)
+    }
+}
+
+/// The responder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponderSpec {
+    /// `rules` or `openai`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// 0 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// 1 to 100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+impl ResponderSpec {
+    fn is_empty(&self) -> bool {
+        all_none!(self: provider, url, model, api_key, temperature, max_tokens)
+    }
+}
+
+/// Checks an agent name: 1 to 63 lower-case letters, digits, `-` or `_`, starting with a letter
+/// or digit. Names appear in dialplans (`agent=sales`) and URLs.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "name: expected 1 to 63 lower-case letters, digits, '-' or '_', starting with a letter or digit, got {name:?}"
+        ))
+    }
+}
+
+impl AgentSpec {
+    /// Reads a definition from a file's text: JSON when it starts with `{`, else TOML. An
+    /// unknown key or a wrong type names the key.
+    pub fn parse(text: &str) -> Result<AgentSpec, String> {
+        if text.trim_start().starts_with('{') {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let spec: AgentSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| located(&e))?;
+            de.end().map_err(|e| format!("agent: {e}"))?;
+            Ok(spec)
+        } else {
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| format!("agent: {}", e.message()))?;
+            serde_path_to_error::deserialize(table).map_err(|e| located(&e))
+        }
+    }
+
+    /// Reads a definition from JSON (a request body, a stored version).
+    pub fn from_json(value: serde_json::Value) -> Result<AgentSpec, String> {
+        serde_path_to_error::deserialize(value).map_err(|e| located(&e))
+    }
+
+    /// The definition as stored: without its name (the agent's), keys left out omitted.
+    pub fn to_stored(&self) -> serde_json::Value {
+        let mut spec = self.clone();
+        spec.name = None;
+        serde_json::to_value(&spec).unwrap_or_default()
+    }
+
+    /// Checks everything types cannot: the name, templates, providers, bounds and secret
+    /// references. The error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(name) = &self.name {
+            validate_name(name)?;
+        }
+        if let Some(language) = &self.language {
+            let (lang, region) = language.split_once('-').unwrap_or((language, ""));
+            let ok = (2..=3).contains(&lang.len())
+                && lang.bytes().all(|b| b.is_ascii_lowercase())
+                && (region.is_empty()
+                    || ((2..=4).contains(&region.len()) && region.bytes().all(|b| b.is_ascii_alphanumeric())))
+                && !language.ends_with('-');
+            if !ok {
+                return Err(format!(
+                    "language: expected a language code such as \"en\" or \"pt-BR\", got {language:?}"
+                ));
+            }
+        }
+        for field in &self.contact_fields {
+            let standard = VARIABLES.iter().any(|(name, _)| name == field);
+            if field.is_empty() || standard || !placeholders(&format!("{{{field}}}")).iter().any(|p| p.name == field) {
+                return Err(format!(
+                    "contact_fields: {field:?} is not a column name to declare (letters, digits and '_', not a standard variable)"
+                ));
+            }
+        }
+        self.validate_templates()?;
+        let l = &self.limits;
+        bounded("limits.max_turns", l.max_turns, 1, 1000)?;
+        bounded("limits.max_silent_turns", l.max_silent_turns, 1, 20)?;
+        if let Some(d) = l.max_duration {
+            d.within("limits.max_duration", Dur::secs(1), Dur::secs(24 * 3600))?;
+        }
+        if let Some(d) = l.silence {
+            d.within("limits.silence", Dur::secs(1), Dur::secs(30))?;
+            if d.0.subsec_millis() != 0 {
+                return Err(format!("limits.silence: expected whole seconds (Asterisk's s=), got {d}"));
+            }
+        }
+        one_of("voice.provider", &self.voice.provider, &["espeak", "openai", "elevenlabs"])?;
+        one_of("stt.provider", &self.stt.provider, &["openai", "deepgram", "scripted"])?;
+        one_of("responder.provider", &self.responder.provider, &["rules", "openai"])?;
+        bounded("voice.speed", self.voice.speed, 80, 450)?;
+        bounded("responder.max_tokens", self.responder.max_tokens, 1, 100_000)?;
+        if let Some(t) = self.responder.temperature
+            && !(0.0..=2.0).contains(&t)
+        {
+            return Err(format!("responder.temperature: expected 0 to 2, got {t}"));
+        }
+        for (section, url, key) in [
+            ("voice", &self.voice.url, &self.voice.api_key),
+            ("stt", &self.stt.url, &self.stt.api_key),
+            ("responder", &self.responder.url, &self.responder.api_key),
+        ] {
+            if let Some(url) = url
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(format!("{section}.url: expected an http:// or https:// URL, got {url:?}"));
+            }
+            if let Some(key) = key {
+                check_secret_ref(section, key, url.is_some())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every template with its key.
+    fn templates(&self) -> Vec<(&'static str, &String)> {
+        let p = &self.phrases;
+        [
+            ("agent_name", &self.agent_name),
+            ("company", &self.company),
+            ("system_prompt", &self.system_prompt),
+            ("greeting_inbound", &self.greeting_inbound),
+            ("greeting_outbound", &self.greeting_outbound),
+            ("disclosure", &self.disclosure),
+            ("voicemail_message", &self.voicemail_message),
+            ("phrases.fallback", &p.fallback),
+            ("phrases.reprompt", &p.reprompt),
+            ("phrases.goodbye", &p.goodbye),
+            ("phrases.dnc_confirmation", &p.dnc_confirmation),
+            ("phrases.callback_confirmation", &p.callback_confirmation),
+            ("phrases.failure_goodbye", &p.failure_goodbye),
+            ("phrases.no_response_goodbye", &p.no_response_goodbye),
+            ("phrases.transfer_unavailable", &p.transfer_unavailable),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+        .collect()
+    }
+
+    fn validate_templates(&self) -> Result<(), String> {
+        let known: BTreeSet<&str> =
+            VARIABLES.iter().map(|(name, _)| *name).chain(self.contact_fields.iter().map(String::as_str)).collect();
+        for (key, template) in self.templates() {
+            if key == "agent_name" || key == "company" {
+                // Values, not templates: a brace in them would be read as a placeholder later.
+                if let Some(p) = placeholders(template).first() {
+                    return Err(format!("{key}: a name, not a template (found {{{}}})", p.name));
+                }
+                continue;
+            }
+            for p in placeholders(template) {
+                if !known.contains(p.name) {
+                    return Err(format!(
+                        "{key}: unknown variable {{{}}}; expected one of {}, or a contact column declared in contact_fields",
+                        p.name,
+                        known.iter().map(|n| format!("{{{n}}}")).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration a call of this agent runs with: `base` (the built-in agent) with every
+    /// key the agent sets put in its place, and its secret references resolved from `env`.
+    pub fn apply(&self, base: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let mut config = base.clone();
+        let c = &mut config.conversation;
+        set(&mut c.agent_name, &self.agent_name);
+        set(&mut c.company, &self.company);
+        set(&mut c.greeting_inbound, &self.greeting_inbound);
+        set(&mut c.greeting_outbound, &self.greeting_outbound);
+        set(&mut c.ai_disclosure, &self.ai_disclosure);
+        set(&mut c.disclosure, &self.disclosure);
+        set(&mut c.voicemail_message, &self.voicemail_message);
+        let p = &self.phrases;
+        set(&mut c.fallback, &p.fallback);
+        set(&mut c.reprompt, &p.reprompt);
+        set(&mut c.goodbye, &p.goodbye);
+        set(&mut c.dnc_confirmation, &p.dnc_confirmation);
+        set(&mut c.callback_confirmation, &p.callback_confirmation);
+        set(&mut c.failure_goodbye, &p.failure_goodbye);
+        set(&mut c.no_response_goodbye, &p.no_response_goodbye);
+        set(&mut c.transfer_unavailable, &p.transfer_unavailable);
+        set(&mut c.max_turns, &self.limits.max_turns);
+        set(&mut c.max_duration, &self.limits.max_duration);
+        set(&mut c.silence, &self.limits.silence);
+        set(&mut c.max_silent_turns, &self.limits.max_silent_turns);
+        set(&mut config.stt.language, &self.language);
+        let r = &mut config.responder;
+        set(&mut r.system_prompt, &self.system_prompt);
+        set(&mut r.provider, &self.responder.provider);
+        set(&mut r.url, &self.responder.url);
+        set(&mut r.model, &self.responder.model);
+        set(&mut r.temperature, &self.responder.temperature);
+        set(&mut r.max_tokens, &self.responder.max_tokens);
+        let s = &mut config.stt;
+        set(&mut s.provider, &self.stt.provider);
+        set(&mut s.url, &self.stt.url);
+        set(&mut s.model, &self.stt.model);
+        let t = &mut config.tts;
+        set(&mut t.provider, &self.voice.provider);
+        set(&mut t.url, &self.voice.url);
+        set(&mut t.model, &self.voice.model);
+        set(&mut t.voice, &self.voice.voice);
+        set(&mut t.speed, &self.voice.speed);
+        // A provider changed without a key of its own must not be sent the house's key for
+        // another provider.
+        if self.responder.provider.is_some() || self.responder.url.is_some() {
+            config.responder.api_key = Default::default();
+        }
+        if self.stt.provider.is_some() || self.stt.url.is_some() {
+            config.stt.api_key = Default::default();
+        }
+        if self.voice.provider.is_some() || self.voice.url.is_some() {
+            config.tts.api_key = Default::default();
+        }
+        for (section, key) in
+            [("responder", &self.responder.api_key), ("stt", &self.stt.api_key), ("voice", &self.voice.api_key)]
+        {
+            let Some(reference) = key else { continue };
+            let secret = resolve_secret(section, reference, base, &env)?;
+            match section {
+                "responder" => config.responder.api_key = secret,
+                "stt" => config.stt.api_key = secret,
+                _ => config.tts.api_key = secret,
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+    if let Some(value) = value {
+        *slot = value.clone();
+    }
+}
+
+fn located<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
+    let path = e.path().to_string();
+    if path == "." || path.is_empty() { format!("agent: {}", e.inner()) } else { format!("{path}: {}", e.inner()) }
+}
+
+fn bounded(key: &str, value: Option<u32>, min: u32, max: u32) -> Result<(), String> {
+    match value {
+        Some(v) if !(min..=max).contains(&v) => Err(format!("{key}: expected {min} to {max}, got {v}")),
+        _ => Ok(()),
+    }
+}
+
+fn one_of(key: &str, value: &Option<String>, allowed: &[&str]) -> Result<(), String> {
+    match value {
+        Some(v) if !allowed.contains(&v.as_str()) => {
+            Err(format!("{key}: expected one of {}, got {v:?}", allowed.join(", ")))
+        }
+        _ => Ok(()),
+    }
+}
+
+const CONFIG_KEYS: &[&str] = &["config:responder.api_key", "config:stt.api_key", "config:tts.api_key"];
+
+fn check_secret_ref(section: &str, reference: &str, own_url: bool) -> Result<(), String> {
+    let key = format!("{section}.api_key");
+    if let Some(name) = reference.strip_prefix("env:") {
+        let ok = name.starts_with(SECRET_ENV_PREFIX)
+            && name.len() > SECRET_ENV_PREFIX.len()
+            && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(format!(
+                "{key}: expected env:{SECRET_ENV_PREFIX}NAME (upper-case letters, digits, '_'), got {reference:?}"
+            ));
+        }
+        return Ok(());
+    }
+    if reference.starts_with("config:") {
+        if !CONFIG_KEYS.contains(&reference) {
+            return Err(format!("{key}: expected one of {}, got {reference:?}", CONFIG_KEYS.join(", ")));
+        }
+        if own_url {
+            return Err(format!(
+                "{key}: a key of the config file only goes to the config's URL; with {section}.url set, name a key of your own (env:{SECRET_ENV_PREFIX}…)"
+            ));
+        }
+        return Ok(());
+    }
+    // Never echo what may be a key.
+    Err(format!(
+        "{key}: provider keys are never stored; name one as \"env:{SECRET_ENV_PREFIX}NAME\" (a variable of the daemon's environment) or \"config:{}.api_key\"",
+        if section == "voice" { "tts" } else { section }
+    ))
+}
+
+fn resolve_secret(
+    section: &str,
+    reference: &str,
+    base: &Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::types::Secret, String> {
+    match reference {
+        "config:responder.api_key" => Ok(base.responder.api_key.clone()),
+        "config:stt.api_key" => Ok(base.stt.api_key.clone()),
+        "config:tts.api_key" => Ok(base.tts.api_key.clone()),
+        other => {
+            let name = other.strip_prefix("env:").unwrap_or(other);
+            match env(name).filter(|v| !v.is_empty()) {
+                Some(value) => Ok(crate::types::Secret::new(value)),
+                None => Err(format!("{section}.api_key: the daemon's environment has no {name}")),
+            }
+        }
+    }
+}
+
+/// Creates an agent of the organization from a checked definition, which must have a name;
+/// `default` makes it the organization's default agent.
+pub async fn create(store: &Store, org_id: i64, spec: &AgentSpec, default: bool) -> Result<Agent, AgentError> {
+    spec.validate().map_err(AgentError::Invalid)?;
+    let name = spec.name.as_deref().ok_or_else(|| AgentError::Invalid("name: required to create an agent".into()))?;
+    let agent = store.create_agent(org_id, name, &spec.to_stored()).await?;
+    if default {
+        store.set_default_agent(org_id, Some(name)).await?;
+        return Ok(store.agent(org_id, name).await?.unwrap_or(agent));
+    }
+    Ok(agent)
+}
+
+/// Replaces an agent's definition with a new version. A name in the definition must be the
+/// agent's (agents are not renamed).
+pub async fn update(
+    store: &Store,
+    org_id: i64,
+    name: &str,
+    spec: &AgentSpec,
+    default: bool,
+) -> Result<Agent, AgentError> {
+    spec.validate().map_err(AgentError::Invalid)?;
+    if let Some(other) = spec.name.as_deref().filter(|n| *n != name) {
+        return Err(AgentError::Invalid(format!(
+            "name: the agent is {name:?}, the definition says {other:?}; agents are not renamed"
+        )));
+    }
+    let agent = store.update_agent(org_id, name, &spec.to_stored()).await?;
+    if default {
+        store.set_default_agent(org_id, Some(name)).await?;
+        return Ok(store.agent(org_id, name).await?.unwrap_or(agent));
+    }
+    Ok(agent)
+}
+
+/// A stored version as an agent definition (with its name), for `show` and the API.
+pub fn spec_of(name: &str, version: &AgentVersion) -> Result<AgentSpec, String> {
+    let mut spec = AgentSpec::from_json(version.spec.clone())?;
+    spec.name = Some(name.to_owned());
+    Ok(spec)
+}
+
+/// Why a call runs the agent it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChosenBy {
+    /// The route's `agent=<name>`.
+    Route,
+    /// The campaign's `agent` setting.
+    Campaign,
+    /// The organization's default agent.
+    Default,
+    /// None of those: the built-in agent of the config file.
+    BuiltIn,
+}
+
+/// The agent a call runs: the route's `agent=<name>`, else the campaign's agent, else the
+/// organization's default, else none (the built-in agent). A name that is not the
+/// organization's agent is skipped with a warning (the call goes on with the next choice), so
+/// a typo in a dialplan never leaves a caller in silence.
+pub async fn choose(
+    store: &Store,
+    org_id: i64,
+    route: Option<&str>,
+    campaign_id: Option<i64>,
+) -> Result<(Option<Agent>, ChosenBy), StoreError> {
+    if let Some(name) = route.filter(|n| !n.is_empty()) {
+        match store.agent(org_id, name).await? {
+            Some(agent) => return Ok((Some(agent), ChosenBy::Route)),
+            None => tracing::warn!(agent = %name.replace(|c: char| c.is_control(), "?"), org_id,
+                "the route names an agent the organization does not have; using the next choice"),
+        }
+    }
+    if let Some(id) = campaign_id
+        && let Some(campaign) = store.campaign(org_id, id).await?
+        && let Some(name) = campaign.settings.get("agent").and_then(|a| a.as_str())
+    {
+        match store.agent(org_id, name).await? {
+            Some(agent) => return Ok((Some(agent), ChosenBy::Campaign)),
+            None => {
+                tracing::warn!(agent = %name, campaign = id, "the campaign's agent does not exist any more; using the next choice")
+            }
+        }
+    }
+    if let Some(agent) = store.default_agent(org_id).await? {
+        return Ok((Some(agent), ChosenBy::Default));
+    }
+    Ok((None, ChosenBy::BuiltIn))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_variables_are_named() {
+        let e = AgentSpec::parse("name = \"a\"\n[voice]\nspeeed = 3\n").unwrap_err();
+        assert!(e.starts_with("voice.speeed: unknown field `speeed`"), "{e}");
+        let e = AgentSpec::parse(r#"{"name": "a", "phrases": {"goodby": "x"}}"#).unwrap_err();
+        assert!(e.starts_with("phrases.goodby: unknown field `goodby`"), "{e}");
+        let e = AgentSpec::parse("limits = { max_turns = \"many\" }").unwrap_err();
+        assert!(e.starts_with("limits.max_turns: "), "{e}");
+        let spec = AgentSpec::parse("greeting_inbound = \"Hi {frist_name}\"").unwrap();
+        let e = spec.validate().unwrap_err();
+        assert!(e.starts_with("greeting_inbound: unknown variable {frist_name}"), "{e}");
+        let spec = AgentSpec::parse("contact_fields = [\"plan\"]\nsystem_prompt = \"{plan|basic} at {local_time} to {called_number} for {org_name}; JSON {\\\"a\\\": 1}\"").unwrap();
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn secrets_are_references_only() {
+        let spec = AgentSpec::parse("[responder]\napi_key = \"sk-live-123\"").unwrap();
+        let e = spec.validate().unwrap_err();
+        assert!(e.starts_with("responder.api_key: provider keys are never stored"), "{e}");
+        assert!(!e.contains("sk-live"));
+        let spec = AgentSpec::parse("[responder]\napi_key = \"env:HOME\"").unwrap();
+        assert!(spec.validate().is_err());
+        let spec =
+            AgentSpec::parse("[responder]\nurl = \"https://evil.example\"\napi_key = \"config:responder.api_key\"")
+                .unwrap();
+        assert!(spec.validate().unwrap_err().contains("only goes to the config's URL"));
+        let spec =
+            AgentSpec::parse("[responder]\nprovider = \"openai\"\napi_key = \"env:ASTERAI_SECRET_SALES\"").unwrap();
+        spec.validate().unwrap();
+        let base = Config::default();
+        let config = spec.apply(&base, |n| (n == "ASTERAI_SECRET_SALES").then(|| "k".to_owned())).unwrap();
+        assert_eq!(config.responder.api_key.expose(), "k");
+        assert!(spec.apply(&base, |_| None).unwrap_err().contains("no ASTERAI_SECRET_SALES"));
+    }
+
+    #[test]
+    fn apply_keeps_what_the_agent_leaves_out() {
+        let mut base = Config::default();
+        base.responder.api_key = crate::types::Secret::new("house");
+        let spec =
+            AgentSpec::parse("greeting_inbound = \"Hi\"\n[limits]\nmax_turns = 3\n[voice]\nspeed = 200").unwrap();
+        spec.validate().unwrap();
+        let config = spec.apply(&base, |_| None).unwrap();
+        assert_eq!(config.conversation.greeting_inbound, "Hi");
+        assert_eq!(config.conversation.max_turns, 3);
+        assert_eq!(config.tts.speed, 200);
+        assert_eq!(config.conversation.goodbye, base.conversation.goodbye);
+        assert_eq!(config.responder.api_key.expose(), "house");
+        let spec = AgentSpec::parse("[responder]\nurl = \"https://other.example/v1\"").unwrap();
+        assert_eq!(spec.apply(&base, |_| None).unwrap().responder.api_key.expose(), "");
+    }
+
+    #[test]
+    fn the_built_in_phrases_pass_validation() {
+        let c = Config::default();
+        let spec = AgentSpec {
+            system_prompt: Some(c.responder.system_prompt.clone()),
+            greeting_inbound: Some(c.conversation.greeting_inbound.clone()),
+            greeting_outbound: Some(c.conversation.greeting_outbound.clone()),
+            voicemail_message: Some(c.conversation.voicemail_message.clone()),
+            ..Default::default()
+        };
+        spec.validate().unwrap();
+    }
+}
