@@ -100,6 +100,7 @@ impl Config {
             ("stream.endpoint_silence", self.stream.endpoint_silence, Dur::millis(100), Dur::secs(10)),
             ("stream.barge_in_min_speech", self.stream.barge_in_min_speech, Dur::millis(60), Dur::secs(5)),
             ("stream.speculative_pause", self.stream.speculative_pause, Dur::secs(0), Dur::secs(10)),
+            ("stream.no_input", self.stream.no_input, Dur::secs(1), minute(5)),
         ];
         for (key, value, min, max) in durations {
             value.within(key, min, max)?;

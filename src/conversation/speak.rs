@@ -55,6 +55,9 @@ pub struct Speech {
     pub first_tts_provider: Option<std::time::Duration>,
     /// The channel hung up (or the connection ended) while speaking.
     pub hung_up: bool,
+    /// The caller talked over the answer (barge-in, streaming only): the rest was not said, and
+    /// `heard` holds what the caller heard of it.
+    pub interrupted: bool,
 }
 
 /// A sentence being synthesized. Dropping it (a hang-up, or the player gone) cancels the work.
