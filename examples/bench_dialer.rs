@@ -448,7 +448,7 @@ async fn run(args: &[String]) {
     pacing.parse::<Dur>().expect("--pacing");
     poll.parse::<Dur>().expect("--poll");
     let admin_url = arg(args, "--admin-url", "postgres://postgres@127.0.0.1:5432/postgres");
-    let fixtures = arg(args, "--fixtures", "../shared/fixtures/asterisk/ari");
+    let fixtures = arg(args, "--fixtures", "tests/fixtures/asterisk/ari");
     let logs = std::path::PathBuf::from(arg(args, "--logs", "target/bench-dialer"));
     std::fs::create_dir_all(&logs).unwrap();
 

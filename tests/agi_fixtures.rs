@@ -1,4 +1,4 @@
-//! Every FastAGI capture from a real Asterisk 22.10.1 (`../shared/fixtures/asterisk/agi`) is
+//! Every FastAGI capture from a real Asterisk 22.10.1 (`tests/fixtures/asterisk/agi`) is
 //! replayed by a fake Asterisk against the real TCP listener. The daemon side runs the same
 //! commands through the typed API and checks each typed result; the fake checks every line the
 //! daemon sends, and that commands refused on a dead channel are never sent.

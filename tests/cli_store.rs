@@ -93,6 +93,19 @@ async fn migrate_org_token_and_calls() {
     assert!(out.contains(&call) && out.contains("in_progress"), "{out}");
     let (ok, out, _) = run(dir.path(), &["calls", "list", "--status", "completed"]);
     assert!(ok && !out.contains(&call), "{out}");
+    // A second organization: `calls list` asks which, `--all` lists both, each call with its own.
+    let globex = store.create_org("globex", "Globex").await.unwrap();
+    let (other, _) = daemon.publish(globex.id, "+15551239999").await;
+    let (ok, _, err) = run(dir.path(), &["calls", "list"]);
+    assert!(!ok && err.contains("(acme, globex)") && err.contains("--all"), "{err}");
+    let (ok, out, err) = run(dir.path(), &["calls", "list", "--all"]);
+    assert!(ok, "{err}");
+    let row = |id: &str| out.lines().find(|l| l.contains(id)).unwrap_or_default().to_owned();
+    assert!(row(&call).starts_with("acme ") && row(&other).starts_with("globex "), "{out}");
+    let (ok, out, _) = run(dir.path(), &["calls", "list", "--all", "--json", "--limit", "1"]);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok && listed.as_array().unwrap().len() == 1, "{out}");
+    assert!(!run(dir.path(), &["calls", "list", "--all", "--org", "acme"]).0, "--all or --org, not both");
     let (ok, out, _) = run(dir.path(), &["calls", "show", &call]);
     assert!(
         ok && out.contains("caller: who is this?") && out.contains("agent:  This is Ava") && out.contains("1234 ms"),

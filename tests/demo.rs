@@ -66,6 +66,22 @@ fn an_empty_script_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no lines"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Without espeak-ng the demo says to install it, before any call starts.
+#[test]
+fn without_espeak_the_demo_says_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["demo"])
+        .env("ASTERAI_TTS_ESPEAK_PROGRAM", dir.path().join("no-espeak-ng-here"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("install espeak-ng (sudo apt-get install -y espeak-ng)"), "{stderr}");
+    assert!(!stderr.contains("No such file or directory"), "{stderr}");
+    assert!(!dir.path().join("asterai.db").exists(), "nothing started");
+}
+
 /// Four demos at once on one data directory: each shows only its own call's events and names
 /// its own call at the end.
 #[test]

@@ -17,8 +17,11 @@ enum Command {
     /// List recent calls, newest first.
     List {
         /// Organization (may be left out when there is only one).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all")]
         org: Option<String>,
+        /// Every organization's calls, newest first, each with its organization.
+        #[arg(long)]
+        all: bool,
         /// Only calls with this status (initiated, ringing, in_progress, completed, busy, no_answer, failed, canceled).
         #[arg(long)]
         status: Option<CallStatus>,
@@ -68,24 +71,46 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
     super::runtime()?.block_on(async {
         let store = super::store(&context.config).await?;
         match args.command {
-            Command::List { org, status, campaign, limit, json } => {
-                let org = pick_org(&store, org.as_deref()).await?;
-                let page = store
-                    .list_calls(
-                        org.id,
-                        &CallFilter { status, campaign_id: campaign, limit: Some(limit), ..Default::default() },
-                    )
-                    .await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&page.calls)?);
+            Command::List { org, all, status, campaign, limit, json } => {
+                let filter = CallFilter { status, campaign_id: campaign, limit: Some(limit), ..Default::default() };
+                let calls = if all {
+                    let mut calls = Vec::new();
+                    for org in store.list_orgs().await? {
+                        calls.extend(store.list_calls(org.id, &filter).await?.calls);
+                    }
+                    calls.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| b.id.cmp(&a.id)));
+                    calls.truncate(usize::try_from(limit).unwrap_or(0));
+                    calls
                 } else {
+                    let org = pick_org(&store, org.as_deref()).await.map_err(|e| {
+                        if e.to_string().starts_with("several organizations") {
+                            anyhow::anyhow!("{e}, or --all for every organization's calls")
+                        } else {
+                            e
+                        }
+                    })?;
+                    store.list_calls(org.id, &filter).await?.calls
+                };
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&calls)?);
+                } else {
+                    let org_column = |org: &str| if all { format!("{org:<12} ") } else { String::new() };
                     println!(
-                        "{:<36}  {:<8} {:<16} {:<16} {:<11} {:<18} {:>5} {:>7}  started",
-                        "id", "dir", "from", "to", "status", "outcome", "turns", "secs"
+                        "{}{:<36}  {:<8} {:<16} {:<16} {:<11} {:<18} {:>5} {:>7}  started",
+                        org_column("org"),
+                        "id",
+                        "dir",
+                        "from",
+                        "to",
+                        "status",
+                        "outcome",
+                        "turns",
+                        "secs"
                     );
-                    for c in page.calls {
+                    for c in calls {
                         println!(
-                            "{:<36}  {:<8} {:<16} {:<16} {:<11} {:<18} {:>5} {:>7}  {}",
+                            "{}{:<36}  {:<8} {:<16} {:<16} {:<11} {:<18} {:>5} {:>7}  {}",
+                            org_column(&c.org),
                             c.id,
                             c.direction.as_str(),
                             c.from,

@@ -57,6 +57,10 @@ async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
     config.tts.voice = String::new();
     config.conversation.hangup_at_end = true;
 
+    // The caller and the agent both speak with espeak-ng: without it the call would end on
+    // "No such file or directory"; say what to install before anything starts.
+    espeak_present(&config.tts.espeak_program)?;
+
     config.prepare_data_dir()?;
     let store = Store::connect(&config.store_options()).await.context("opening the embedded database")?;
     // Several demos may start at once on one database: one migrates and creates the
@@ -145,4 +149,16 @@ async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
         None => anyhow::bail!("the call produced no events; see the log above"),
     }
     Ok(())
+}
+
+/// Whether `program` (espeak-ng) can be started; the error says how to install it.
+fn espeak_present(program: &str) -> anyhow::Result<()> {
+    match std::process::Command::new(program).arg("--version").stdout(std::process::Stdio::null()).status() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "the demo speaks with espeak-ng, and {program:?} is not installed: install espeak-ng \
+             (sudo apt-get install -y espeak-ng), or point tts.espeak_program at it"
+        ),
+        Err(e) => anyhow::bail!("cannot run {program:?} (espeak-ng, which the demo speaks with): {e}"),
+    }
 }

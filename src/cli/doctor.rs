@@ -137,8 +137,28 @@ fn config_check(config: &Config, source: &ConfigSource) -> Check {
         return fail("config", format!("loaded from {origin}, but: {e}"), "fix responder.rules_file");
     }
     match warnings.first() {
-        Some(first) => warn("config", format!("loaded from {origin}; {first}"), "set the key named above"),
+        Some(first) => warn("config", format!("loaded from {origin}; {first}"), key_fix(config, first)),
         None => ok("config", format!("loaded from {origin}, every value valid")),
+    }
+}
+
+/// What to do about a provider without its key, exactly: the variable to set, or the local
+/// server to point at instead.
+fn key_fix(config: &Config, warning: &str) -> String {
+    let section = warning.split('.').next().unwrap_or_default();
+    let env = format!("ASTERAI_{}_API_KEY", section.to_ascii_uppercase());
+    match (section, config.stt.provider.as_str()) {
+        ("stt", "deepgram") => format!("set {env} to a Deepgram API key (in the environment file or [stt] api_key)"),
+        ("stt", _) => format!(
+            "set {env} to an OpenAI API key (in the environment file or [stt] api_key), or run a local \
+             Whisper-compatible server and set stt.url to it, e.g. stt.url = \"http://127.0.0.1:8000/v1\" \
+             (no key needed)"
+        ),
+        ("responder", _) => format!(
+            "set {env} to the provider's API key, or set responder.url to a local OpenAI-compatible server \
+             (e.g. Ollama: responder.url = \"http://127.0.0.1:11434/v1\"), or use responder.provider = \"rules\""
+        ),
+        _ => format!("set {env} to the {} API key, or use tts.provider = \"espeak\" (local)", config.tts.provider),
     }
 }
 
@@ -781,4 +801,20 @@ fn clock() -> Check {
         || Path::new("/run/systemd/timesync/synchronized").exists();
     let detail = format!("{} UTC, timezone database present", now.format("%Y-%m-%d %H:%M:%S"));
     if synced { ok("clock", format!("{detail}, NTP synchronized")) } else { ok("clock", detail) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_key_says_which_variable_or_url() {
+        let config = crate::config::Config::default();
+        let warning =
+            crate::conversation::Providers::warnings(&config).into_iter().next().expect("stt has no key by default");
+        let fix = super::key_fix(&config, &warning);
+        assert!(fix.contains("ASTERAI_STT_API_KEY") && fix.contains("stt.url = \"http://127.0.0.1:8000/v1\""), "{fix}");
+        let deepgram = crate::config::Config::from_toml("[stt]\nprovider = \"deepgram\"\n").unwrap();
+        assert!(super::key_fix(&deepgram, &warning).contains("Deepgram API key"));
+        let fix = super::key_fix(&config, "responder.api_key is empty");
+        assert!(fix.contains("ASTERAI_RESPONDER_API_KEY"), "{fix}");
+    }
 }

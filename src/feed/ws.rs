@@ -8,7 +8,8 @@
 //!
 //! Client frames are read strictly: they must be masked, use no extension bits, keep control
 //! frames unfragmented and at most 125 bytes, and keep messages within the size limit. Anything
-//! else ends the connection with the close code the RFC names (1002, 1003, 1007, 1009).
+//! else ends the connection with the close code the RFC names (1002, 1003, 1007, 1009). A
+//! client's close frame must carry a code a peer may send and a UTF-8 reason.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine as _;
@@ -118,6 +119,24 @@ pub struct ProtocolError {
     pub reason: &'static str,
 }
 
+/// The code of a client's close frame, checked as RFC 6455 says (sections 5.5.1 and 7.4): no
+/// payload, or a code a peer may send (1000-1003, 1007-1014, 3000-4999: never 1004-1006, 1015,
+/// nor an unassigned one) followed by a UTF-8 reason.
+fn close_code(payload: &[u8]) -> Result<Option<u16>, ProtocolError> {
+    let Some((code, reason)) = payload.split_first_chunk::<2>() else {
+        return match payload.len() {
+            0 => Ok(None),
+            _ => Err(violation(CLOSE_PROTOCOL, "a close frame's payload is a two-byte code or nothing")),
+        };
+    };
+    let code = u16::from_be_bytes(*code);
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(violation(CLOSE_PROTOCOL, "a close code that a peer may not send"));
+    }
+    std::str::from_utf8(reason).map_err(|_| violation(CLOSE_INVALID_DATA, "the close reason is not valid UTF-8"))?;
+    Ok(Some(code))
+}
+
 fn violation(code: u16, reason: &'static str) -> ProtocolError {
     ProtocolError { code, reason }
 }
@@ -199,10 +218,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             match opcode {
                 OP_PING => return Ok(Some(Incoming::Ping(payload.freeze()))),
                 OP_PONG => return Ok(Some(Incoming::Pong)),
-                OP_CLOSE => {
-                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                    return Ok(Some(Incoming::Close(code)));
-                }
+                OP_CLOSE => return Ok(Some(Incoming::Close(close_code(&payload)?))),
                 OP_TEXT | OP_BINARY => {
                     if self.partial.is_some() {
                         return Err(violation(CLOSE_PROTOCOL, "a new message started before the previous one ended"));
@@ -370,6 +386,25 @@ mod tests {
         assert!(matches!(read_all(rsv, 100).await.last(), Some(Err(e)) if e.contains("extension")));
         let bad_utf8 = client_frame(0x81, &[0xff, 0xfe]);
         assert!(matches!(read_all(bad_utf8, 100).await.last(), Some(Err(e)) if e.contains("UTF-8")));
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            let close = client_frame(0x88, &code.to_be_bytes());
+            let got = read_all(close, 100).await;
+            assert!(matches!(got.last(), Some(Err(e)) if e.contains("close code")), "{code}: {got:?}");
+        }
+        for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            let close = client_frame(0x88, &code.to_be_bytes());
+            assert_eq!(read_all(close, 100).await.last(), Some(&Ok(Incoming::Close(Some(code)))), "{code}");
+        }
+        let one_byte = client_frame(0x88, &[3]);
+        assert!(matches!(read_all(one_byte, 100).await.last(), Some(Err(e)) if e.contains("two-byte code")));
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.extend([0xce, 0xba, 0xe1, 0xbd]);
+        let bad_reason = client_frame(0x88, &bad_reason);
+        assert!(matches!(read_all(bad_reason, 100).await.last(), Some(Err(e)) if e.contains("close reason")));
+        let mut reason = 1000u16.to_be_bytes().to_vec();
+        reason.extend("κόσμε".as_bytes());
+        assert_eq!(read_all(client_frame(0x88, &reason), 100).await.last(), Some(&Ok(Incoming::Close(Some(1000)))));
+        assert_eq!(read_all(client_frame(0x88, b""), 100).await.last(), Some(&Ok(Incoming::Close(None))));
         let orphan = client_frame(0x80, b"x");
         assert!(matches!(read_all(orphan, 100).await.last(), Some(Err(e)) if e.contains("continuation")));
     }

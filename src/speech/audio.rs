@@ -524,7 +524,7 @@ mod tests {
     #[test]
     fn reads_the_recording_asterisk_wrote() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/asterisk/audio/recorded-by-asterisk.wav");
+            .join("tests/fixtures/asterisk/audio/recorded-by-asterisk.wav");
         let samples = read_recording(&path).unwrap();
         // endpos=9612 in the capture that wrote it.
         assert_eq!(samples.len(), 9612);
@@ -611,7 +611,7 @@ mod tests {
     fn native_recordings_are_recognized() {
         let asterisk = std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/fixtures/asterisk/audio/recorded-by-asterisk.wav"),
+                .join("tests/fixtures/asterisk/audio/recorded-by-asterisk.wav"),
         )
         .unwrap();
         assert!(is_native_wav(&asterisk), "Asterisk's own recording passes as it is");

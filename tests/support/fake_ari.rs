@@ -1,5 +1,5 @@
 //! A fake Asterisk REST Interface built from the captures in
-//! `../shared/fixtures/asterisk/ari` (Asterisk 22.10.1).
+//! `tests/fixtures/asterisk/ari` (Asterisk 22.10.1).
 //!
 //! * REST: a request is answered with the captured response of the first unused exchange of an
 //!   active scenario with the same method, path and query (status, headers, `body_text`
@@ -47,7 +47,7 @@ pub const PASSWORD: &str = "ari";
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub fn ari_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/asterisk/ari")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asterisk/ari")
 }
 
 /// One captured request and its response.

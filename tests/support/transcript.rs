@@ -1,4 +1,4 @@
-//! The FastAGI captures in `../shared/fixtures/asterisk/agi`, parsed.
+//! The FastAGI captures in `tests/fixtures/asterisk/agi`, parsed.
 //!
 //! A capture lists what Asterisk sent (`<< `), what the capturing server sent (`>> `) and notes
 //! (`## `). [`Transcript::replay_steps`] turns it into the order a correct client experiences:
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 /// The shared captures.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/asterisk")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/asterisk")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
