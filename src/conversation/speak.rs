@@ -55,6 +55,8 @@ pub struct Speech {
     pub first_tts_provider: Option<std::time::Duration>,
     /// The channel hung up (or the connection ended) while speaking.
     pub hung_up: bool,
+    /// The functions the model called with its answer.
+    pub tool_calls: Vec<crate::speech::llm::ToolCall>,
 }
 
 /// A sentence being synthesized. Dropping it (a hang-up, or the player gone) cancels the work.
@@ -124,6 +126,7 @@ async fn speak_pipelined(
                     }
                 }
                 Some(Ok(Chunk::Analysis(analysis))) => out.analysis = Some(analysis),
+                Some(Ok(Chunk::ToolCalls(calls))) => out.tool_calls = calls,
                 Some(Err(error)) => {
                     out.error = Some(error);
                     break;
@@ -210,6 +213,7 @@ async fn speak_whole(
             None => break,
             Some(Ok(Chunk::Text(text))) => out.text.push_str(&text),
             Some(Ok(Chunk::Analysis(analysis))) => out.analysis = Some(analysis),
+            Some(Ok(Chunk::ToolCalls(calls))) => out.tool_calls = calls,
             Some(Err(error)) => {
                 out.error = Some(error);
                 break;
