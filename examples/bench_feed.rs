@@ -134,6 +134,7 @@ async fn server(args: &[String]) {
                         tts_first: 200,
                         total: 1900,
                         overhead_us: None,
+                        voice_to_voice: None,
                     },
                 },
             )

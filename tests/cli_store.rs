@@ -165,6 +165,7 @@ async fn feed_command_reconnects_and_resumes() {
     let mut stderr = String::new();
     let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
     assert!(stderr.contains("resuming after"), "{stderr}");
+    assert!(stderr.contains(&format!("feed: connected to http://{addr}, from event #0 on")), "{stderr}");
 
     // A wrong token is a clear error and exit, not an endless retry.
     let out = Command::new(support::daemon::binary())

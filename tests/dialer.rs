@@ -786,7 +786,7 @@ fn campaign_and_dnc_commands() {
     let file = dir.path().join("contacts.csv");
     std::fs::write(&file, "phone,first_name\n+15557770001,Ann\nnope,Bo\n+15557770002,Cy\n").unwrap();
     let (ok, out, err) = run(&["campaign", "import", &id, file.to_str().unwrap()]);
-    assert!(ok, "{err}");
+    assert!(!ok && err.contains("1 row rejected (the others were imported)"), "rejected rows fail the import: {err}");
     assert!(out.contains("3 rows: 2 imported, 0 already in the campaign, 1 rejected"), "{out}");
     assert!(out.contains("line 3: phone"), "{out}");
     let (_, out, _) = run(&["campaign", "import", &id, file.to_str().unwrap(), "--json"]);
@@ -796,6 +796,13 @@ fn campaign_and_dnc_commands() {
     for (action, state) in [("start", "running"), ("pause", "paused"), ("stop", "stopped")] {
         let (ok, out, err) = run(&["campaign", action, &id]);
         assert!(ok && out.contains(state), "{action}: {out}{err}");
+        // Started where no daemon of this configuration dials: said, not left to be found out.
+        assert_eq!(err.contains("no ari.url, so a daemon started with it dials nothing"), action == "start", "{err}");
+    }
+    // Stopped is for good: neither paused nor started again.
+    for action in ["pause", "start"] {
+        let (ok, _, err) = run(&["campaign", action, &id]);
+        assert!(!ok && err.contains("stopped, for good"), "{action}: {err}");
     }
     let (ok, out, _) = run(&["campaign", "status", &id, "--json"]);
     assert!(ok);
@@ -808,23 +815,25 @@ fn campaign_and_dnc_commands() {
     let (ok, _, err) = run(&["campaign", "status", "999"]);
     assert!(!ok && err.contains("no campaign 999"), "{err}");
 
-    let (ok, out, _) = run(&["dnc", "add", "+15557770001", "--reason", "asked"]);
-    assert!(ok && out.contains("added"), "{out}");
+    let (ok, out, _) = run(&["dnc", "add", "+1 555 777-0001", "--reason", "asked"]);
+    assert!(ok && out.contains("+15557770001 added"), "written as people write it, stored in E.164: {out}");
     let (ok, _, err) = run(&["dnc", "add", "12345"]);
     assert!(!ok && err.contains("E.164"), "{err}");
     let list = dir.path().join("dnc.txt");
     std::fs::write(&list, "+15557770003\nnot a number\n+15557770001\n").unwrap();
-    let (ok, out, _) = run(&["dnc", "import", list.to_str().unwrap()]);
-    assert!(
-        ok && out.contains("3 numbers: 1 added, 1 on the list already, 1 rejected") && out.contains("line 2"),
-        "{out}"
-    );
+    let (ok, out, err) = run(&["dnc", "import", list.to_str().unwrap()]);
+    assert!(!ok && err.contains("1 line rejected"), "{err}");
+    assert!(out.contains("3 numbers: 1 added, 1 on the list already, 1 rejected") && out.contains("line 2"), "{out}");
     let (_, out, _) = run(&["dnc", "list", "--json"]);
     let numbers: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(numbers.len(), 2);
-    assert!(run(&["dnc", "remove", "+15557770001"]).0);
+    assert!(run(&["dnc", "remove", "+1 (555) 777-0001"]).0);
     let (ok, _, err) = run(&["dnc", "remove", "+15557770001"]);
     assert!(!ok && err.contains("not on"), "{err}");
+    // With two organizations, --org is needed, and the error names them.
+    assert!(run(&["org", "create", "globex"]).0);
+    let (ok, _, err) = run(&["dnc", "list"]);
+    assert!(!ok && err.contains("several organizations exist (acme, globex); choose one with --org"), "{err}");
 }
 
 /// The same over the REST API, scoped to the token's organization.

@@ -810,6 +810,7 @@ async fn events_have_the_documented_shape() {
                     tts_first: 180,
                     total: 1950,
                     overhead_us: None,
+                    voice_to_voice: None,
                 },
             },
         )

@@ -66,7 +66,15 @@ fn turn(call_id: &str, n: i32) -> NewTurn {
         emotion: (n > 0).then(|| "neutral".into()),
         intent: (n > 0).then(|| "question".into()),
         confidence: (n > 0).then_some(0.8),
-        latency: Latency { endpoint: 1000, stt: 300, llm_first: 400, tts_first: 200, total: 1900, overhead_us: None },
+        latency: Latency {
+            endpoint: 1000,
+            stt: 300,
+            llm_first: 400,
+            tts_first: 200,
+            total: 1900,
+            overhead_us: None,
+            voice_to_voice: None,
+        },
     }
 }
 

@@ -41,6 +41,7 @@ fn turn(call_id: &str, n: i32, caller: &str, agent: &str) -> NewTurn {
             tts_first: 200,
             total: 1900,
             overhead_us: Some(1500),
+            voice_to_voice: None,
         },
     }
 }

@@ -92,56 +92,39 @@ impl Router {
     }
 }
 
-/// An address or network allowed to connect, e.g. `127.0.0.1` or `10.0.0.0/8`.
+/// An address or network allowed to connect, e.g. `127.0.0.1` or `10.0.0.0/8` (an
+/// [`ipnet::IpNet`]; an address alone is the network of that one host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerRule {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct PeerRule(ipnet::IpNet);
 
 impl std::str::FromStr for PeerRule {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("expected an IP address or network such as 10.0.0.0/8, got {text:?}"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("expected a prefix length of 0 to {max} in {text:?}"))?,
-            None => max,
-        };
-        Ok(PeerRule { addr, prefix })
-    }
-}
-
-impl PeerRule {
-    /// True when `ip` falls inside this rule.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_match(&net.octets(), &ip.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_match(&net.octets(), &ip.octets(), self.prefix),
-            _ => false,
+        let trimmed = text.trim();
+        if let Ok(net) = trimmed.parse::<ipnet::IpNet>() {
+            return Ok(PeerRule(net));
+        }
+        let expected = || format!("expected an IP address or network such as 10.0.0.0/8, got {text:?}");
+        match trimmed.split_once('/') {
+            None => trimmed.parse::<IpAddr>().map(|addr| PeerRule(addr.into())).map_err(|_| expected()),
+            // The address reads but the prefix does not: say which lengths fit.
+            Some((addr, _)) => match addr.trim().parse::<IpAddr>() {
+                Ok(addr) => {
+                    let max = if addr.is_ipv4() { 32 } else { 128 };
+                    Err(format!("expected a prefix length of 0 to {max} in {text:?}"))
+                }
+                Err(_) => Err(expected()),
+            },
         }
     }
 }
 
-fn prefix_match(net: &[u8], ip: &[u8], prefix: u8) -> bool {
-    let (bytes, bits) = ((prefix / 8) as usize, prefix % 8);
-    if net[..bytes] != ip[..bytes] {
-        return false;
+impl PeerRule {
+    /// True when `ip` falls inside this rule (an IPv4-mapped IPv6 address as its IPv4 one).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip.to_canonical())
     }
-    bits == 0 || (net[bytes] ^ ip[bytes]) >> (8 - bits) == 0
 }
 
 /// Limits and timeouts of the listener.
@@ -447,7 +430,17 @@ mod tests {
         let odd: PeerRule = "172.16.0.0/12".parse().unwrap();
         assert!(odd.contains("172.31.255.1".parse().unwrap()));
         assert!(!odd.contains("172.32.0.1".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<PeerRule>().is_err());
-        assert!("example.com".parse::<PeerRule>().is_err());
+        let host_bits: PeerRule = " 10.1.2.3/8 ".parse().unwrap();
+        assert!(host_bits.contains("10.200.0.1".parse().unwrap()), "the host bits of a network are ignored");
+        let v6_host: PeerRule = "::1".parse().unwrap();
+        assert!(v6_host.contains("::1".parse().unwrap()) && !v6_host.contains("::2".parse().unwrap()));
+        assert!(!rule.contains("::a00:1".parse().unwrap()), "an IPv4-compatible (not mapped) address is IPv6");
+        let all: PeerRule = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()) && !all.contains("2001:db8::1".parse().unwrap()));
+        let err = "10.0.0.0/33".parse::<PeerRule>().unwrap_err();
+        assert!(err.contains("0 to 32"), "{err}");
+        assert!("fd00::/129".parse::<PeerRule>().unwrap_err().contains("0 to 128"));
+        assert!("example.com".parse::<PeerRule>().unwrap_err().contains("such as 10.0.0.0/8"));
+        assert!("10.0.0/8".parse::<PeerRule>().is_err());
     }
 }

@@ -334,6 +334,19 @@ impl StasisRoute {
     }
 }
 
+/// Whoever holds calls in the Stasis application (the streaming conversations). The one reader
+/// of the application's events (the dialer's tracker) hands it the channels that enter the
+/// application with a route, and every event about a channel.
+pub trait StasisCalls: Send + Sync {
+    /// `channel` entered the application with `args` (the dialer's own first argument,
+    /// `outbound`, left out): true when it is taken (a call starts on it, or it is one of the
+    /// holder's media channels), false to leave it to the reader. `call_id` is the call the
+    /// dialer placed on the channel, if it did.
+    fn start(&self, channel: &super::Channel, args: &[String], call_id: Option<&str>) -> bool;
+    /// An event about a channel, for the calls held.
+    fn event(&self, event: &super::AriEvent);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

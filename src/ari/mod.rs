@@ -25,6 +25,6 @@ pub mod stream;
 pub use client::{AriClient, AriSettings, Auth, Destination, HangupReason, Originate, Record, Snoop};
 pub use error::AriError;
 pub use events::{AriEvent, Envelope};
-pub use media::{ExternalMedia, MediaSupport, StasisRoute, detect_media};
+pub use media::{ExternalMedia, MEDIA_CHANNEL_TAG, MediaSupport, StasisCalls, StasisRoute, detect_media};
 pub use model::{Application, AsteriskInfo, Bridge, Channel, Module};
 pub use stream::{StreamConfig, StreamItem};

@@ -57,9 +57,9 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
         let dialer = Dialer::new(publisher, client, DialSettings::from_config(&config), None);
         let request = CallRequest { to: args.number.clone(), campaign: args.campaign, contact: args.contact };
         // Refusals (number, do-not-call list) need no Asterisk: check them before it is asked.
-        crate::phone::e164(&request.to).map_err(|e| anyhow::anyhow!("{e}; nothing was dialed"))?;
-        if store.is_dnc(org.id, request.to.trim()).await? {
-            anyhow::bail!("{} is on {}'s do-not-call list; nothing was dialed", request.to.trim(), org.slug);
+        let number = crate::phone::parse(&request.to).map_err(|e| anyhow::anyhow!("{e}; nothing was dialed"))?;
+        if store.is_dnc(org.id, &number).await? {
+            anyhow::bail!("{number} is on {}'s do-not-call list; nothing was dialed", org.slug);
         }
         let version = dialer.check_ready().await?;
         tracing::debug!(version, "Asterisk ready");

@@ -51,7 +51,10 @@ pub(crate) async fn pick_org(store: &Store, slug: Option<&str>) -> anyhow::Resul
             match orgs.len() {
                 1 => Ok(orgs.remove(0)),
                 0 => anyhow::bail!("no organization yet; create one with `asterai org create <slug>`"),
-                _ => anyhow::bail!("several organizations exist; choose one with --org"),
+                _ => {
+                    let slugs: Vec<&str> = orgs.iter().map(|o| o.slug.as_str()).collect();
+                    anyhow::bail!("several organizations exist ({}); choose one with --org", slugs.join(", "))
+                }
             }
         }
     }

@@ -31,45 +31,61 @@ enum Command {
     /// timezone, and any others as contact fields). Bad rows are reported by line; the good
     /// ones land; numbers already in the campaign are skipped.
     Import {
-        /// The campaign id.
+        /// The campaign's id (see `asterai campaign list`).
         id: i64,
+        /// The CSV file: a header row naming the columns, then one contact per row.
         file: PathBuf,
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
         /// Print the report as JSON.
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Start (or resume) dialing.
+    /// Start (or resume) dialing: the running daemons with ARI (`ari.url`) and
+    /// `dialer.campaigns` call its pending contacts.
     Start {
+        /// The campaign's id (see `asterai campaign list`).
         id: i64,
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
     },
-    /// Pause: no new calls; calls in flight go on.
+    /// Pause a running campaign: no new calls; calls in flight go on; `start` resumes it.
     Pause {
+        /// The campaign's id (see `asterai campaign list`).
         id: i64,
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
     },
-    /// Stop: no new calls, for good (start again to resume).
+    /// Stop for good: no new calls; calls in flight go on. A stopped campaign cannot be
+    /// started again (create a new one).
     Stop {
+        /// The campaign's id (see `asterai campaign list`).
         id: i64,
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
     },
     /// A campaign's state, settings, contacts and calls by status.
     Status {
+        /// The campaign's id (see `asterai campaign list`).
         id: i64,
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// List the organization's campaigns.
     List {
+        /// Organization (may be left out when there is only one).
         #[arg(long)]
         org: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -187,11 +203,16 @@ async fn campaign(store: &Store, org: Option<&str>, id: i64) -> anyhow::Result<(
     Ok((org, campaign))
 }
 
+/// `1 row`, `2 rows`.
+pub(crate) fn count(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
 /// The report of an import, for people.
 fn print_report(report: &ImportReport) {
     println!(
-        "{} rows: {} imported, {} already in the campaign, {} rejected",
-        report.rows,
+        "{}: {} imported, {} already in the campaign, {} rejected",
+        count(report.rows, "row"),
         report.imported,
         report.duplicates.len(),
         report.rejected.len()
@@ -257,8 +278,27 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                 } else {
                     print_report(&report);
                 }
+                // The good rows landed, but the file was not imported whole: say so in the exit
+                // status too, so a script does not go on as if it had been.
+                anyhow::ensure!(
+                    report.rejected.is_empty(),
+                    "{} rejected (the others were imported); fix {} and import the file again: \
+                     rows already in the campaign are skipped",
+                    count(report.rejected.len(), "row"),
+                    if report.rejected.len() == 1 { "that line" } else { "those lines" }
+                );
             }
-            Command::Start { id, org } => set_state(&store, org.as_deref(), id, "running").await?,
+            Command::Start { id, org } => {
+                set_state(&store, org.as_deref(), id, "running").await?;
+                let config = &context.config;
+                if config.ari.url.trim().is_empty() || !config.dialer.campaigns {
+                    let why = if config.ari.url.trim().is_empty() { "no ari.url" } else { "dialer.campaigns = false" };
+                    eprintln!(
+                        "note: this configuration has {why}, so a daemon started with it dials nothing; \
+                         the campaign is dialed by daemons with ari.url set and dialer.campaigns = true"
+                    );
+                }
+            }
             Command::Pause { id, org } => set_state(&store, org.as_deref(), id, "paused").await?,
             Command::Stop { id, org } => set_state(&store, org.as_deref(), id, "stopped").await?,
             Command::Status { id, org, json } => {

@@ -146,6 +146,13 @@ async fn tail(args: Args, base: String) -> anyhow::Result<()> {
             }
         };
         delay = Duration::from_millis(500);
+        // Said at once, so a quiet feed does not look like a hung command.
+        match since {
+            Some(after) => {
+                eprintln!("feed: connected to {base}, from event #{after} on; waiting for events (Ctrl-C to stop)")
+            }
+            None => eprintln!("feed: connected to {base}; waiting for events (Ctrl-C to stop)"),
+        }
         let mut resume_now = false;
         while let Some(message) = socket.next().await {
             match message {

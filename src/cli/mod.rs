@@ -22,6 +22,9 @@ mod org;
 pub mod serve;
 mod token;
 
+/// The heading of the options every command takes, apart from each command's own.
+const GLOBAL: &str = "Global options";
+
 /// asterai lets an Asterisk PBX hold AI phone calls.
 ///
 /// Asterisk hands calls to asterai over FastAGI (agi://host:4573/ai); asterai records the
@@ -32,15 +35,15 @@ mod token;
 #[command(name = "asterai", version, propagate_version = true)]
 pub struct Cli {
     /// Config file (TOML). Default: /etc/asterai/asterai.toml if it exists, else built-in defaults.
-    #[arg(long, global = true, env = "ASTERAI_CONFIG", value_name = "PATH")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "ASTERAI_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     /// Log format; overrides log.format.
-    #[arg(long, global = true, value_enum, env = "ASTERAI_LOG_FORMAT")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_enum, env = "ASTERAI_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
 
     /// Log filter such as info, debug or info,asterai::agi=debug; overrides log.level.
-    #[arg(long, global = true, value_name = "FILTER", env = "ASTERAI_LOG_LEVEL")]
+    #[arg(long, global = true, help_heading = GLOBAL, value_name = "FILTER", env = "ASTERAI_LOG_LEVEL")]
     pub log_level: Option<String>,
 
     #[command(subcommand)]
@@ -91,7 +94,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         config.log.level = "warn".into();
     }
     if let Some(level) = cli.log_level {
-        tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
+        crate::config::check_log_filter(&level)
+            .map_err(|e| anyhow::anyhow!("--log-level (or ASTERAI_LOG_LEVEL): {e}"))?;
         config.log.level = level;
     }
     crate::logging::init(config.log.format, &config.log.level, config.secrets());
@@ -144,4 +148,37 @@ pub fn is_closed_pipe(error: &anyhow::Error) -> bool {
 /// A multi-threaded tokio runtime for the subcommands that need one.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command says what it is, and the global options stand apart
+    /// from each command's own.
+    #[test]
+    fn every_argument_is_described() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path} {id}"));
+                }
+                if arg.is_global_set() && arg.get_help_heading() != Some(super::GLOBAL) {
+                    missing.push(format!("{path} {id}: a global option outside {:?}", super::GLOBAL));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut command = super::Cli::command();
+        command.build();
+        walk(&command, "asterai", &mut missing);
+        assert!(missing.is_empty(), "arguments without help:\n{}", missing.join("\n"));
+    }
 }

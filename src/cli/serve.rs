@@ -78,7 +78,12 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     tokio::spawn(watch_signals(stop.clone()));
 
     let store = open_store(&config, &stop).await?;
-    tracing::info!(backend = store.backend(), "database ready");
+    tracing::info!(
+        backend = store.backend(),
+        database = %config.database_location(),
+        data_dir = %config.data_dir().display(),
+        "database ready"
+    );
     let supervisor = Supervisor::new(stop.clone());
     let hub = Hub::new();
     if let Err(e) = hub.prime(&store).await {
@@ -113,10 +118,13 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     });
     let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
 
-    let transferer = ari.and_then(|ari| ari.transferer);
+    let transferer = ari.as_ref().and_then(|ari| ari.transferer.clone());
     let conversations = conversations_with(&config, publisher, &supervisor, transferer)?;
     if let Err(e) = conversations.preload_orgs().await {
         tracing::warn!("cannot read the organizations ahead of calls: {e}");
+    }
+    if let Some(ari) = &ari {
+        start_streaming(&config, &conversations, ari).await?;
     }
     let router = Router::new().route("health", routes::health).route("ai", conversations.handler());
     let agi = AgiServer::bind(config.agi.listen, router, config.agi.server_config())
@@ -218,6 +226,9 @@ pub fn spawn_hub(
 pub struct AriParts {
     pub dialer: Arc<Dialer>,
     pub transferer: Option<Arc<dyn Transferer>>,
+    /// The tracker, which hands streaming calls (in Stasis) to the conversations.
+    pub tracker: Tracker,
+    pub client: AriClient,
     /// Ends once the event stream has closed after `stop`: when the calls the tracker follows
     /// have ended, or `daemon.shutdown_grace` (plus the 5 s wrap-up) after `stop`.
     pub drained: Option<tokio::task::JoinHandle<()>>,
@@ -261,7 +272,8 @@ pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor)
     let grace = config.daemon.shutdown_grace.0 + Duration::from_secs(5);
     let drained = tokio::spawn(hold_stream(supervisor.stop_token().clone(), stream_stop, tracker.clone(), grace));
     tracing::info!(url = %config.ari.url, app = %config.ari.app, "ARI client started");
-    let dialer = Arc::new(Dialer::new(publisher, client.clone(), DialSettings::from_config(config), Some(tracker)));
+    let dialer =
+        Arc::new(Dialer::new(publisher, client.clone(), DialSettings::from_config(config), Some(tracker.clone())));
     if config.dialer.campaigns {
         let runner = Runner::new(
             dialer.clone(),
@@ -278,8 +290,38 @@ pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor)
         supervisor.spawn("campaign settler", move |stop| runner.clone().settle_as_calls_end(stop).map(Ok));
     }
     let transferer = TransferTarget::parse(&config.dialer.transfer_target)
-        .map(|target| Arc::new(AriTransferer::new(client, target)) as Arc<dyn Transferer>);
-    Ok(Some(AriParts { dialer, transferer, drained: Some(drained) }))
+        .map(|target| Arc::new(AriTransferer::new(client.clone(), target)) as Arc<dyn Transferer>);
+    Ok(Some(AriParts { dialer, transferer, tracker, client, drained: Some(drained) }))
+}
+
+/// The streaming path: calls that enter the ARI application with the `ai` route (or that the
+/// dialer placed with `media = "stream"`) are held there by the conversations, their audio over
+/// chan_websocket, or AudioSocket on `stream.audiosocket_listen` when `stream.transport` is
+/// `audiosocket` (the only case that binds the port).
+pub async fn start_streaming(config: &Config, conversations: &Conversations, ari: &AriParts) -> anyhow::Result<()> {
+    let audiosocket = if config.stream.transport == "audiosocket" {
+        let server = crate::media::audiosocket::AudioSocketServer::bind(config.stream.audiosocket_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for AudioSocket on {} (stream.audiosocket_listen)",
+                    config.stream.audiosocket_listen
+                )
+            })?;
+        tracing::info!(addr = %server.local_addr(), "AudioSocket listening");
+        Some(Arc::new(server))
+    } else {
+        None
+    };
+    let options = crate::conversation::StreamOptions {
+        app: config.ari.app.clone(),
+        stream: config.stream.clone(),
+        support: None,
+        audiosocket,
+    };
+    let calls = crate::conversation::StreamCalls::new(conversations.clone(), ari.client.clone(), options);
+    ari.tracker.set_stasis_calls(Arc::new(calls));
+    Ok(())
 }
 
 /// After `stop`, closes the ARI event stream once the tracker follows no call, or after

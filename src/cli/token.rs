@@ -29,6 +29,7 @@ enum Command {
     },
     /// List an organization's tokens (never their secrets).
     List {
+        /// The organization whose tokens to list.
         #[arg(long)]
         org: String,
         /// Print JSON.

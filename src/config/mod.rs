@@ -42,6 +42,7 @@ pub use daemon::{AgiConfig, DaemonConfig, DatabaseConfig, FeedConfig, HttpConfig
 pub use env::{CLI_ENV, Key, Kind};
 pub use outbound::{AriConfig, DialerConfig};
 pub use streaming::StreamingConfig;
+pub use validate::check_log_filter;
 
 /// The default config file, read when it exists and no other file is named.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/asterai/asterai.toml";
@@ -122,6 +123,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let from_env = env::overlay(&mut table, env)?;
+        let given = Given(table.clone());
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             let message = e.inner().to_string();
@@ -137,14 +139,28 @@ impl Config {
                     };
                     (key, format!("unknown key; {}", rest.trim_start_matches(", ")))
                 }
-                None => (path, plain_types(&message)),
+                None => {
+                    let message = plain_types(&message, &path);
+                    // serde leaves out what it was given for some types (addresses): say it.
+                    let message = match given.get(&path) {
+                        Some(value) if !message.contains("got ") => format!("{message}, got {value}"),
+                        _ => message,
+                    };
+                    (path, message)
+                }
             };
             match from_env.iter().find(|(path, _)| *path == key) {
                 Some((_, var)) => ConfigError(format!("{var} ({key}): {message}")),
                 None => ConfigError(format!("{origin}: {key}: {message}")),
             }
         })?;
-        config.validate().map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        config.validate().map_err(|e| {
+            // A key whose value came from the environment is named by its variable.
+            match from_env.iter().find(|(path, _)| e.starts_with(&format!("{path}:"))) {
+                Some((_, var)) => ConfigError(format!("{var} ({e})")),
+                None => ConfigError(format!("{origin}: {e}")),
+            }
+        })?;
         Ok(config)
     }
 
@@ -187,8 +203,31 @@ impl Config {
     }
 }
 
+/// The document as it was read, to quote a value an error is about.
+struct Given(toml::Table);
+
+impl Given {
+    /// The value at `section.key`, as TOML writes it.
+    fn get(&self, path: &str) -> Option<String> {
+        let mut parts = path.split('.');
+        let mut value = self.0.get(parts.next()?)?;
+        for part in parts {
+            value = value.get(part)?;
+        }
+        Some(value.to_string())
+    }
+}
+
 /// serde names Rust types ("expected usize"); say what an administrator would write instead.
-fn plain_types(message: &str) -> String {
+/// An address's example is the key's own port (`http.listen` 4574, `agi.listen` 4573).
+fn plain_types(message: &str, key: &str) -> String {
+    let example = match key {
+        "http.listen" => "127.0.0.1:4574",
+        "stream.audiosocket_listen" => "127.0.0.1:4575",
+        _ => "127.0.0.1:4573",
+    };
+    let address = format!("an address such as {example}");
+    let expected_address = format!("expected {address}");
     let mut message = message.to_owned();
     for (rust, plain) in [
         ("usize", "a whole number"),
@@ -201,8 +240,8 @@ fn plain_types(message: &str) -> String {
         ("f64", "a number"),
         ("f32", "a number"),
         ("a boolean", "true or false"),
-        ("socket address", "an address such as 127.0.0.1:4573"),
-        ("invalid socket address syntax", "expected an address such as 127.0.0.1:4573"),
+        ("socket address", address.as_str()),
+        ("invalid socket address syntax", expected_address.as_str()),
     ] {
         if rust.contains(' ') && rust.starts_with("invalid") {
             message = message.replace(rust, plain);
@@ -226,6 +265,24 @@ mod tests {
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let table: toml::Table = text.parse().unwrap();
         Config::from_parts(table, "test.toml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn errors_quote_the_value_and_name_the_variable() {
+        let err = load("", &[("ASTERAI_HTTP_LISTEN", "8080")]).unwrap_err().to_string();
+        assert!(err.starts_with("ASTERAI_HTTP_LISTEN (http.listen)"), "{err}");
+        assert!(
+            err.contains("such as 127.0.0.1:4574") && err.contains("got \"8080\""),
+            "the HTTP port, and the value: {err}"
+        );
+        let err = load("[agi]\nlisten = \"nope\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("agi.listen") && err.contains("127.0.0.1:4573") && err.contains("\"nope\""), "{err}");
+        let err = load("", &[("ASTERAI_LOG_LEVEL", "x")]).map(|_| ()).err();
+        assert!(err.is_none(), "ASTERAI_LOG_LEVEL is the command line's: {err:?}");
+        let err = load("", &[("ASTERAI_AGI_ALLOWED_PEERS", "10.0.0.0/99")]).unwrap_err().to_string();
+        assert!(err.starts_with("ASTERAI_AGI_ALLOWED_PEERS (agi.allowed_peers:"), "{err}");
+        let err = load("[log]\nlevel = \"verbose\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("log.level") && err.contains("\"verbose\" is not a level"), "{err}");
     }
 
     #[test]

@@ -47,6 +47,26 @@ impl Config {
         }
     }
 
+    /// Where the database is, for the start-up log: the SQLite file's path, or the PostgreSQL
+    /// URL without its password and query (which may carry one).
+    pub fn database_location(&self) -> String {
+        let url = self.database_url();
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            return path.to_owned();
+        }
+        if url.starts_with('/') {
+            return url;
+        }
+        let url = url.split('?').next().unwrap_or_default();
+        let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        let authority = match authority.rsplit_once('@') {
+            Some((user, host)) => format!("{}@{host}", user.split(':').next().unwrap_or_default()),
+            None => authority.to_owned(),
+        };
+        if path.is_empty() { format!("{scheme}://{authority}") } else { format!("{scheme}://{authority}/{path}") }
+    }
+
     /// Creates the data directory (and its parents) when the SQLite database lives in it: the
     /// one directory asterai makes on its own. A `database.url` elsewhere must point into a
     /// directory that exists ([`crate::store::Store::connect`] refuses a missing one), so a
@@ -78,4 +98,23 @@ fn is_root() -> bool {
             line.split_whitespace().nth(2).map(|euid| euid == "0")
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn the_database_location_hides_the_password() {
+        let at = |url: &str| Config::from_toml(&format!("[database]\nurl = {url:?}\n")).unwrap().database_location();
+        assert_eq!(
+            at("postgres://asterai:s3cret@db.example:5432/asterai?sslmode=require&password=x"),
+            "postgres://asterai@db.example:5432/asterai"
+        );
+        assert_eq!(at("postgresql://db/asterai"), "postgresql://db/asterai");
+        assert_eq!(at("sqlite:///var/lib/x/a.db"), "/var/lib/x/a.db");
+        assert_eq!(at("/srv/a.db"), "/srv/a.db");
+        let default = Config::from_toml("[daemon]\ndata_dir = \"/tmp/asterai-data\"\n").unwrap();
+        assert_eq!(default.database_location(), "/tmp/asterai-data/asterai.db");
+    }
 }

@@ -21,6 +21,8 @@ pub struct StreamingConfig {
     pub barge_in: bool,
     /// Silence after which the utterance so far is transcribed speculatively; `0s` turns it off.
     pub speculative_pause: Dur,
+    /// How long the agent waits for the caller to start speaking before it reprompts.
+    pub no_input: Dur,
     /// `auto` (chan_websocket when Asterisk has it, else AudioSocket), `websocket` or
     /// `audiosocket`.
     pub transport: String,
@@ -38,6 +40,7 @@ impl Default for StreamingConfig {
             barge_in_min_speech: Dur::millis(250),
             barge_in: true,
             speculative_pause: Dur::millis(200),
+            no_input: Dur::secs(6),
             transport: "auto".into(),
             audiosocket_listen: SocketAddr::from(([127, 0, 0, 1], 4575)),
             format: "slin16".into(),

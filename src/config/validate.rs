@@ -57,12 +57,7 @@ impl Config {
             crate::speech::rules::RuleSet::from_file(Path::new(&self.responder.rules_file))
                 .map_err(|e| format!("responder.rules_file: {e}"))?;
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
-            format!(
-                "log.level: expected a filter such as \"info\" or \"info,asterai::agi=debug\", got {:?} ({e})",
-                self.log.level
-            )
-        })?;
+        check_log_filter(&self.log.level).map_err(|e| format!("log.level: {e}"))?;
         self.validate_ari()?;
         self.validate_stream()?;
         if self.agi.listen == self.http.listen && self.agi.listen.port() != 0 {
@@ -105,6 +100,7 @@ impl Config {
             ("stream.endpoint_silence", self.stream.endpoint_silence, Dur::millis(100), Dur::secs(10)),
             ("stream.barge_in_min_speech", self.stream.barge_in_min_speech, Dur::millis(60), Dur::secs(5)),
             ("stream.speculative_pause", self.stream.speculative_pause, Dur::secs(0), Dur::secs(10)),
+            ("stream.no_input", self.stream.no_input, Dur::secs(1), minute(5)),
         ];
         for (key, value, min, max) in durations {
             value.within(key, min, max)?;
@@ -230,5 +226,38 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Checks a log filter (`log.level`, `--log-level`): what `tracing`'s `EnvFilter` reads, except
+/// that a bare word must be a level (or a module path such as `asterai::agi`): `EnvFilter` takes
+/// `verbose` for a target of that name, and then logs nothing at all.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let expected = "expected a level (trace, debug, info, warn, error, off) or a filter such as \
+                    \"info,asterai::agi=debug\"";
+    tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("{expected}, got {filter:?} ({e})"))?;
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let bare = !directive.contains(['=', '[', ':']);
+        if bare && directive != "asterai" && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!("{expected}, got {filter:?} ({directive:?} is not a level)"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_log_filter;
+
+    #[test]
+    fn log_filters() {
+        for good in ["info", "DEBUG", "warn,asterai::agi=debug", "asterai=trace", "asterai", "off", "info,sqlx=warn"] {
+            assert_eq!(check_log_filter(good), Ok(()), "{good}");
+        }
+        for bad in ["verbose", "info,verbose", "loud=debug=x"] {
+            let err = check_log_filter(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")) && err.contains("expected a level"), "{bad}: {err}");
+        }
     }
 }

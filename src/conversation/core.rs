@@ -46,6 +46,12 @@ impl RouteParams {
         (route.to_owned(), RouteParams::from_query(query))
     }
 
+    /// Sets `name` (replacing every earlier value).
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.pairs.retain(|(key, _)| key != name);
+        self.pairs.push((name.to_owned(), value.to_owned()));
+    }
+
     /// The first parameter called `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
@@ -420,7 +426,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     }
                 }
             };
-            let Utterance { endpoint_ms, ended_at, transcribe, .. } = utterance;
+            let Utterance { endpoint_ms, ended_at, last_voice_at, transcribe } = utterance;
 
             // Understand.
             let deadline = ended_at + self.config().turn_budget.0;
@@ -481,9 +487,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 Ok(stream) => self.media.speak(stream).await,
                 Err(error) => Speech { error: Some(error), ..Default::default() },
             };
-            // A model may act without a word (a call of end_call or transfer): that is an answer.
+            // An answer the caller talked over was given, however little of it they heard; a
+            // model may also act without a word (a call of end_call or transfer).
             let tools = ToolDecision::read(&self.call_id, &speech.tool_calls);
-            let answered = (!speech.text.trim().is_empty() && !speech.heard.is_empty())
+            let answered = (!speech.text.trim().is_empty() && (!speech.heard.is_empty() || speech.interrupted))
                 || (tools.action().is_some() && speech.error.is_none());
             let provider_error =
                 speech.error.clone().or_else(|| (!answered).then(|| speech.tts_error.clone()).flatten());
@@ -508,7 +515,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             if let Some(action) = tools.action() {
                 analysis.action = action;
             }
-            let clock = TurnClock { endpoint_ms, recorded_at: ended_at, stt_started, stt_done, llm_started };
+            let clock =
+                TurnClock { endpoint_ms, recorded_at: ended_at, last_voice_at, stt_started, stt_done, llm_started };
             let latency = clock.latency(&speech, answered);
             self.history.push(Message { role: Role::User, content: transcript.clone() });
             // What the agent says next because of this turn belongs to its transcript too.
@@ -677,6 +685,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             ] {
                 metrics::histogram!("asterai_turn_latency_seconds", "stage" => stage).record(ms as f64 / 1000.0);
             }
+            if let Some(ms) = latency.voice_to_voice {
+                metrics::histogram!("asterai_turn_latency_seconds", "stage" => "voice_to_voice")
+                    .record(ms as f64 / 1000.0);
+            }
             if let Some(us) = latency.overhead_us {
                 metrics::histogram!("asterai_turn_overhead_seconds").record(us as f64 / 1e6);
             }
@@ -805,13 +817,19 @@ fn local_time(timezone: Option<&str>) -> String {
 /// could not say) the sentences played, the last one perhaps in part. The transcript is what
 /// the caller heard.
 pub(super) fn what_was_heard(speech: &Speech, text: &str) -> String {
-    if speech.hung_up || speech.tts_failures > 0 { speech.heard.join(" ") } else { text.to_owned() }
+    if speech.hung_up || speech.interrupted || speech.tts_failures > 0 {
+        speech.heard.join(" ")
+    } else {
+        text.to_owned()
+    }
 }
 
 /// When a turn's stages began and ended.
 struct TurnClock {
     endpoint_ms: u32,
     recorded_at: Instant,
+    /// When the caller's last voiced audio arrived, when the media path knows (streaming).
+    last_voice_at: Option<Instant>,
     stt_started: Instant,
     stt_done: Instant,
     llm_started: Instant,
@@ -842,6 +860,7 @@ impl TurnClock {
             tts_first: ms(first_sentence, speech.first_audio_at),
             total: self.endpoint_ms + ms(self.recorded_at, speech.first_play_at),
             overhead_us,
+            voice_to_voice: self.last_voice_at.and_then(|voice| speech.first_play_at.map(|play| ms(voice, Some(play)))),
         }
     }
 }

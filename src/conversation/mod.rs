@@ -60,10 +60,12 @@ pub mod core;
 pub mod providers;
 pub mod record;
 pub mod speak;
+pub mod stream;
 
 pub use self::core::{CallStart, Heard, MediaPath, RouteParams, Utterance};
 pub use providers::Providers;
 use record::{Change, Recorder, Records};
+pub use stream::{StreamCalls, StreamOptions};
 
 /// The longest a call waits for a read it needs to start (the dialer's call, the contact).
 pub const LOOKUP_WAIT: Duration = Duration::from_secs(1);

@@ -8,6 +8,7 @@ use crate::speech::llm::{OpenAiResponder, Responder};
 use crate::speech::rules::{RuleSet, RulesResponder};
 use crate::speech::stt::{DeepgramStt, OpenAiStt, ScriptedStt, SpeechToText};
 use crate::speech::tts::{ElevenLabsTts, EspeakTts, OpenAiTts, TextToSpeech, Voice};
+use crate::speech::tts_stream::StreamingTts;
 use crate::speech::{HttpPolicy, http_client};
 
 /// The speech providers a conversation uses.
@@ -16,8 +17,16 @@ pub struct Providers {
     pub stt: Arc<dyn SpeechToText>,
     pub responder: Arc<dyn Responder>,
     pub voice: Voice,
+    /// The same text-to-speech provider, streaming raw audio (the streaming media path).
+    pub streaming_tts: Arc<dyn StreamingTts>,
     /// The rules, for the analysis of responders that do not give one.
     pub rules: Arc<RuleSet>,
+}
+
+/// One provider behind both text-to-speech traits.
+fn both<T: TextToSpeech + StreamingTts + 'static>(tts: T) -> (Arc<dyn TextToSpeech>, Arc<dyn StreamingTts>) {
+    let tts = Arc::new(tts);
+    (tts.clone(), tts)
 }
 
 fn or<'a>(value: &'a str, default: &'a str) -> &'a str {
@@ -109,8 +118,8 @@ impl Providers {
         };
         let tts_policy =
             HttpPolicy { timeout: config.tts.timeout.0, retries: config.tts.retries, ..HttpPolicy::default() };
-        let tts: Arc<dyn TextToSpeech> = match config.tts.provider.as_str() {
-            "openai" => Arc::new(OpenAiTts {
+        let (tts, streaming_tts) = match config.tts.provider.as_str() {
+            "openai" => both(OpenAiTts {
                 client,
                 url: or(&config.tts.url, "https://api.openai.com/v1").to_owned(),
                 api_key: config.tts.api_key.expose().to_owned(),
@@ -119,7 +128,7 @@ impl Providers {
                 pcm_rate: 24000,
                 policy: tts_policy,
             }),
-            "elevenlabs" => Arc::new(ElevenLabsTts {
+            "elevenlabs" => both(ElevenLabsTts {
                 client,
                 url: or(&config.tts.url, "https://api.elevenlabs.io/v1").to_owned(),
                 api_key: config.tts.api_key.expose().to_owned(),
@@ -127,14 +136,14 @@ impl Providers {
                 voice: or(&config.tts.voice, "21m00Tcm4TlvDq8ikWAM").to_owned(),
                 policy: tts_policy,
             }),
-            _ => Arc::new(EspeakTts {
+            _ => both(EspeakTts {
                 program: config.tts.espeak_program.clone(),
                 voice: or(&config.tts.voice, "en-us").to_owned(),
                 speed: config.tts.speed,
                 timeout: config.tts.timeout.0,
             }),
         };
-        Ok(Providers { stt, responder, voice: Voice::new(tts, &config.media_dir()), rules })
+        Ok(Providers { stt, responder, voice: Voice::new(tts, &config.media_dir()), streaming_tts, rules })
     }
 
     /// Problems an administrator should hear about at start-up (a provider without its key).

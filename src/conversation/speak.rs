@@ -57,6 +57,9 @@ pub struct Speech {
     pub hung_up: bool,
     /// The functions the model called with its answer.
     pub tool_calls: Vec<crate::speech::llm::ToolCall>,
+    /// The caller talked over the answer (barge-in, streaming only): the rest was not said, and
+    /// `heard` holds what the caller heard of it.
+    pub interrupted: bool,
 }
 
 /// A sentence being synthesized. Dropping it (a hang-up, or the player gone) cancels the work.

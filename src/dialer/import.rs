@@ -3,8 +3,9 @@
 //! * The first row names the columns. `phone` is required; `first_name`, `last_name`, `email`,
 //!   `company` and `timezone` are read as such; any other column becomes a contact field for
 //!   the prompt (`{column}`).
-//! * RFC 4180: fields may be quoted, with `""` for a quote and commas or line breaks inside;
-//!   CRLF or LF line ends; a UTF-8 byte-order mark is ignored.
+//! * RFC 4180 (read with the `csv` crate): fields may be quoted, with `""` for a quote and
+//!   delimiters or line breaks inside; CRLF, LF or CR line ends; a UTF-8 byte-order mark is
+//!   ignored. The delimiter is `,`, `;` or tab, whichever the header line uses most.
 //! * Each bad row is reported with its line number and the reason, and the good rows land
 //!   anyway: a number that is not E.164, an unknown timezone, an email without `@`, a row with
 //!   the wrong number of columns, bytes that are not UTF-8, a number twice in the file.
@@ -61,77 +62,113 @@ pub struct ImportReport {
 }
 
 /// One CSV record as raw fields, with the line it starts on.
-struct Record {
-    line: usize,
-    fields: Vec<Vec<u8>>,
-    error: Option<String>,
+pub(crate) struct Record {
+    pub(crate) line: usize,
+    pub(crate) fields: Vec<Vec<u8>>,
+    /// Why the record cannot be read (a quoted field never closed).
+    pub(crate) error: Option<String>,
 }
 
-/// Splits CSV bytes into records (RFC 4180), without decoding: quotes, commas and line ends
-/// are ASCII, so a row with bad bytes is still found and reported on its own.
-fn records(bytes: &[u8]) -> Vec<Record> {
+/// The delimiter a file uses, read from its header line: whichever of `,` `;` and tab appears
+/// there most often outside quotes (a comma when none does, as for a lone `phone` column).
+pub(crate) fn delimiter(bytes: &[u8]) -> u8 {
+    let header = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut counts = [(b',', 0usize), (b';', 0), (b'\t', 0)];
+    let mut quoted = false;
+    for &b in header {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted && let Some(count) = counts.iter_mut().find(|(d, _)| *d == b) {
+            count.1 += 1;
+        }
+    }
+    // The first of the most frequent: a tie, or none at all, goes to the comma.
+    counts.iter().fold((b',', 0), |best, &(d, n)| if n > best.1 { (d, n) } else { best }).0
+}
+
+/// Splits CSV bytes into records (RFC 4180, with the `csv` crate) without decoding: quotes,
+/// delimiters and line ends are ASCII, so a row with bad bytes is still found and reported on
+/// its own. Lines that are empty or only blanks are skipped.
+pub(crate) fn records(bytes: &[u8]) -> Vec<Record> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let delimiter = delimiter(bytes);
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).delimiter(delimiter).from_reader(bytes);
     let mut out = Vec::new();
-    let mut line = 1;
-    let mut i = 0;
-    while i < bytes.len() {
-        let start_line = line;
-        let mut fields = Vec::new();
-        let mut field = Vec::new();
-        let mut quoted = false;
-        let mut error = None;
-        let mut at_field_start = true;
-        loop {
-            let Some(&b) = bytes.get(i) else {
-                if quoted {
-                    error = Some("a quoted field is never closed".into());
-                }
-                fields.push(std::mem::take(&mut field));
+    let mut record = csv::ByteRecord::new();
+    let mut lines = Lines { bytes, at: 0, line: 1 };
+    loop {
+        let from = reader.position().byte() as usize;
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            // Reading from memory, with flexible rows, the reader has no error to give; if it
+            // ever does, the rest of the file cannot be split and the row says why.
+            Err(e) => {
+                let line = lines.record_at(from).1;
+                out.push(Record { line, fields: Vec::new(), error: Some(e.to_string()) });
                 break;
-            };
-            i += 1;
-            if quoted {
-                match b {
-                    b'"' if bytes.get(i) == Some(&b'"') => {
-                        field.push(b'"');
-                        i += 1;
-                    }
-                    b'"' => quoted = false,
-                    b'\n' => {
-                        line += 1;
-                        field.push(b);
-                    }
-                    _ => field.push(b),
-                }
-                continue;
-            }
-            match b {
-                b'"' if at_field_start => {
-                    quoted = true;
-                    at_field_start = false;
-                }
-                b',' => {
-                    fields.push(std::mem::take(&mut field));
-                    at_field_start = true;
-                }
-                b'\r' if bytes.get(i) == Some(&b'\n') => {}
-                b'\n' => {
-                    line += 1;
-                    fields.push(std::mem::take(&mut field));
-                    break;
-                }
-                _ => {
-                    field.push(b);
-                    at_field_start = false;
-                }
             }
         }
+        // The reader's position is where the last record's line end began: the record itself
+        // starts after the line ends (and blank lines) that follow.
+        let (start, line) = lines.record_at(from);
+        let fields: Vec<Vec<u8>> = record.iter().map(<[u8]>::to_vec).collect();
+        let at_end = reader.position().byte() as usize >= bytes.len();
+        let error = (at_end && unclosed(&bytes[start..], &fields, delimiter))
+            .then(|| "a quoted field is never closed".to_owned());
         let empty = fields.len() == 1 && fields[0].iter().all(|b| b.is_ascii_whitespace());
         if !empty || error.is_some() {
-            out.push(Record { line: start_line, fields, error });
+            out.push(Record { line, fields, error });
         }
     }
     out
+}
+
+/// Line numbers by byte offset, counted once as the reader moves on (never rescanned). A line
+/// ends at LF, CRLF or a lone CR, as for the `csv` crate.
+struct Lines<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    line: usize,
+}
+
+impl Lines<'_> {
+    /// Where the record that follows `from` starts (past any line ends), and its line.
+    fn record_at(&mut self, from: usize) -> (usize, usize) {
+        let from = from.max(self.at);
+        let start = from + self.bytes[from..].iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+        for i in self.at..start {
+            let line_end = match self.bytes[i] {
+                b'\n' => true,
+                b'\r' => self.bytes.get(i + 1) != Some(&b'\n'),
+                _ => false,
+            };
+            self.line += usize::from(line_end);
+        }
+        self.at = start;
+        (start, self.line)
+    }
+}
+
+/// Whether the record that starts `tail` ends inside quotes. The `csv` crate takes an open
+/// quote to the end of the input as the field's text, so such a field is the record's last and
+/// the input ends with it as written: a delimiter (or the record's start), the quote, and the
+/// text with its quotes doubled, with no closing quote after it.
+fn unclosed(tail: &[u8], fields: &[Vec<u8>], delimiter: u8) -> bool {
+    let Some(last) = fields.last() else { return false };
+    let mut written = vec![b'"'];
+    for &b in last {
+        written.push(b);
+        if b == b'"' {
+            written.push(b'"');
+        }
+    }
+    if fields.len() == 1 {
+        return tail == written.as_slice();
+    }
+    written.insert(0, delimiter);
+    tail.ends_with(&written)
 }
 
 const KNOWN: &[&str] = &["phone", "first_name", "last_name", "email", "company", "timezone"];
@@ -324,6 +361,41 @@ mod tests {
         for ((line, reason), (want_line, want)) in lines.iter().zip(expect) {
             assert_eq!(*line, want_line, "{reason}");
             assert!(reason.contains(want), "line {line}: {reason}");
+        }
+    }
+
+    #[test]
+    fn semicolons_and_tabs_are_read_from_the_header() {
+        assert_eq!(delimiter(b"phone"), b',');
+        assert_eq!(delimiter(b"phone;first_name;company\n+1,\"a,b\",c"), b';');
+        assert_eq!(delimiter(b"\"a;b\",phone\n"), b',');
+        assert_eq!(delimiter(b"phone\tfirst_name\r\n"), b'\t');
+        let file = b"phone;first_name;company\r\n+15551230001;Ann;\"Acme; Inc.\"\r\n+15551230002;Bo,Jr;\r\n+1555;x\r\n";
+        let parsed = parse(file).unwrap();
+        let [ann, bo] = &parsed.contacts[..] else { panic!("{parsed:?}") };
+        assert_eq!((ann.line, ann.company.as_deref()), (2, Some("Acme; Inc.")));
+        assert_eq!((bo.line, bo.first_name.as_deref()), (3, Some("Bo,Jr")));
+        assert_eq!(parsed.rejected, vec![Rejected { line: 4, reason: "expected 3 columns, got 2".into() }]);
+        let file = b"first_name\tphone\n\"Ann\"\t+15551230001\n\nCy\t+1 555 123 0003\n";
+        let parsed = parse(file).unwrap();
+        let phones: Vec<(usize, &str)> = parsed.contacts.iter().map(|c| (c.line, c.phone.as_str())).collect();
+        assert_eq!(phones, [(2, "+15551230001"), (4, "+15551230003")]);
+    }
+
+    #[test]
+    fn only_an_open_quote_at_the_end_is_unclosed() {
+        for file in
+            [&b"phone,note\n+15551230001,\"\"\n"[..], b"phone,note\n+15551230001,\"a\"\"\"", b"phone\n\"+15551230001\""]
+        {
+            let parsed = parse(file).unwrap();
+            assert_eq!((parsed.contacts.len(), parsed.rejected.len()), (1, 0), "{:?}", String::from_utf8_lossy(file));
+        }
+        for file in
+            [&b"phone,note\n+15551230001,\""[..], b"phone,note\n+15551230001,\"a\"\"\n", b"phone\n\"+15551230001"]
+        {
+            let parsed = parse(file).unwrap();
+            assert_eq!(parsed.rejected.len(), 1, "{:?}", String::from_utf8_lossy(file));
+            assert!(parsed.rejected[0].reason.contains("never closed"), "{:?}", parsed.rejected);
         }
     }
 

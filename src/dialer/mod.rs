@@ -177,7 +177,7 @@ impl Dialer {
     /// Validates, stores, then originates one call. See the module docs.
     pub async fn place_call(&self, org: &Org, request: &CallRequest) -> Result<Call, DialError> {
         let store = self.publisher.store();
-        let number = crate::phone::e164(&request.to).map_err(DialError::InvalidNumber)?;
+        let number = crate::phone::parse(&request.to).map_err(DialError::InvalidNumber)?;
         if store.is_dnc(org.id, &number).await? {
             tracing::info!(org = %org.slug, number = %crate::phone::mask(&number), "call refused: the number is on the do-not-call list");
             return Err(DialError::DoNotCall { number, org: org.slug.clone() });

@@ -314,9 +314,17 @@ impl Runner {
             let counts = self.store().campaign_contact_counts(campaign.id).await?;
             let open = counts.get("pending").copied().unwrap_or(0) + counts.get("dialing").copied().unwrap_or(0);
             if open == 0 {
-                self.store().set_campaign_status(campaign.org_id, campaign.id, "completed").await?;
-                tracing::info!(campaign = campaign.id, name = %campaign.name, "campaign completed");
-                done.completed.push(campaign.id);
+                match self.store().set_campaign_status(campaign.org_id, campaign.id, "completed").await {
+                    Ok(_) => {
+                        tracing::info!(campaign = campaign.id, name = %campaign.name, "campaign completed");
+                        done.completed.push(campaign.id);
+                    }
+                    // Paused or stopped since this tick read it: that state stands.
+                    Err(crate::store::StoreError::Conflict(why)) => {
+                        tracing::debug!(campaign = campaign.id, "not completed: {why}");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())

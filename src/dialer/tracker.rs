@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 use super::status::{ChannelFacts, Step, outcome_for, step};
-use crate::ari::{AriClient, AriError, AriEvent, Envelope, StreamItem};
+use crate::ari::{AriClient, AriError, AriEvent, Envelope, MEDIA_CHANNEL_TAG, StasisCalls, StreamItem};
 use crate::feed::Publisher;
 use crate::store::{Call, CallStatus, Direction, FinishCall};
 
@@ -99,6 +99,8 @@ struct Inner {
     /// When this tracker (this process) started: an inbound call begun since then belongs to a
     /// conversation still running here, which finishes it.
     started: chrono::DateTime<chrono::Utc>,
+    /// The calls held in the application (streaming conversations), when there are any.
+    stasis: Mutex<Option<Arc<dyn StasisCalls>>>,
 }
 
 /// Follows calls through ARI events. Cheap to clone.
@@ -120,6 +122,7 @@ impl Tracker {
                 ended,
                 connected: AtomicBool::new(false),
                 started: crate::store::now(),
+                stasis: Mutex::new(None),
             }),
         }
     }
@@ -128,6 +131,16 @@ impl Tracker {
         // A panic while holding the lock cannot leave the maps inconsistent in a way that
         // matters more than stopping call tracking would.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands channels entering the application with a route (`Stasis(app,ai?org=…)`, or a
+    /// streaming call the dialer placed) to `calls`, and every channel event with them.
+    pub fn set_stasis_calls(&self, calls: Arc<dyn StasisCalls>) {
+        *self.inner.stasis.lock().unwrap_or_else(|e| e.into_inner()) = Some(calls);
+    }
+
+    fn stasis_calls(&self) -> Option<Arc<dyn StasisCalls>> {
+        self.inner.stasis.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The entity id of the Asterisk behind ARI, once known.
@@ -285,6 +298,10 @@ impl Tracker {
         let kind = if matches!(event, AriEvent::Unknown { .. }) { "unknown" } else { event.kind() };
         metrics::counter!("asterai_ari_events_total", "type" => kind.to_owned()).increment(1);
         let Some(channel) = event.channel() else { return };
+        let stasis = self.stasis_calls();
+        if let Some(calls) = &stasis {
+            calls.event(event);
+        }
         // Dial events name the dialed channel in `peer`; one of ours dialing out (a transfer)
         // is not about our call's status.
         let channel_id = channel.id.clone();
@@ -294,7 +311,13 @@ impl Tracker {
         }
         let Some((org_id, call_id)) = call_id else {
             if let AriEvent::StasisStart { channel, args, .. } = event {
-                self.return_stranger(&channel.id, args);
+                // asterai's own external media channels are no strangers; nor are the calls
+                // that enter with a route for the streaming conversations.
+                let ours = args.first().is_some_and(|a| a == MEDIA_CHANNEL_TAG)
+                    || stasis.as_ref().is_some_and(|calls| calls.start(channel, args, None));
+                if !ours {
+                    self.return_stranger(&channel.id, args);
+                }
             }
             return;
         };
@@ -305,8 +328,13 @@ impl Tracker {
                 None => return,
             }
         };
-        if let AriEvent::StasisStart { channel, .. } = event {
-            self.send_to_dialplan(&call_id, &channel.id);
+        if let AriEvent::StasisStart { channel, args, .. } = event {
+            // A streaming call (`outbound` then its route) stays in the application.
+            let streaming =
+                args.len() > 1 && stasis.as_ref().is_some_and(|calls| calls.start(channel, &args[1..], Some(&call_id)));
+            if !streaming {
+                self.send_to_dialplan(&call_id, &channel.id);
+            }
         }
         match outcome {
             Step::Nothing => {}

@@ -197,7 +197,7 @@ pub async fn add_dnc(
     body: Result<Json<NewDnc>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let new = json_body(body, r#"{"number": "+15551230000", "reason": "asked by email"}"#)?;
-    let number = crate::phone::e164(&new.number).map_err(ApiError::bad_request)?;
+    let number = crate::phone::parse(&new.number).map_err(ApiError::bad_request)?;
     let added = state.store().add_dnc(principal.org_id, &number, new.reason.as_deref(), "api").await?;
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(serde_json::json!({ "number": number, "added": added }))))

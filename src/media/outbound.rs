@@ -308,6 +308,15 @@ impl MediaSender {
         !state.queue.is_empty() || !state.partial.is_empty() || state.playing_until.is_some_and(|t| t > Instant::now())
     }
 
+    /// Agent audio the caller has not heard yet: queued here, plus what was sent ahead of the
+    /// playout clock.
+    pub fn unplayed(&self) -> Duration {
+        let state = self.outbound.lock();
+        let frames = self.outbound.format.frame_duration() * state.frames_queued as u32;
+        let ahead = state.playing_until.map_or(Duration::ZERO, |until| until.saturating_duration_since(Instant::now()));
+        frames + ahead
+    }
+
     /// Audio queued here and not yet sent.
     pub fn queued(&self) -> Duration {
         let frames = self.outbound.lock().frames_queued as u32;

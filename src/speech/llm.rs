@@ -16,6 +16,7 @@ use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::sse::SseDecoder;
 use super::{BoxFuture, HttpPolicy, SpeechError, send};
 
 /// Who said a message of the conversation.
@@ -146,6 +147,9 @@ impl Responder for OpenAiResponder {
     }
 }
 
+/// The longest line, and event, a chat completion stream may send (a delta is a few hundred bytes).
+const MAX_EVENT: usize = 1 << 20;
+
 /// Parses the server-sent events of a streamed chat completion into chunks.
 fn async_stream(
     provider: &'static str,
@@ -154,7 +158,7 @@ fn async_stream(
 ) -> ChunkStream {
     struct State<S> {
         bytes: Pin<Box<S>>,
-        lines: SseLines,
+        events: SseDecoder,
         filter: AnalysisFilter,
         tools: ToolCallAssembler,
         pending: std::collections::VecDeque<Result<Chunk, SpeechError>>,
@@ -175,7 +179,7 @@ fn async_stream(
     let started = Instant::now();
     let state = State {
         bytes: Box::pin(bytes),
-        lines: SseLines::default(),
+        events: SseDecoder::new(MAX_EVENT),
         filter: AnalysisFilter::default(),
         tools: ToolCallAssembler::default(),
         pending: Default::default(),
@@ -207,31 +211,36 @@ fn async_stream(
                     }));
                 }
                 Ok(Some(Ok(data))) => {
-                    for event in state.lines.push(&data) {
-                        match event {
-                            SseEvent::Done => {
-                                state.done = true;
-                                state.finish(provider);
-                                break;
-                            }
-                            SseEvent::Data(json) => match delta(&json) {
-                                Ok(delta) => {
-                                    let text = delta["content"].as_str().filter(|t| !t.is_empty());
-                                    if let Some(text) = text {
-                                        state.pending.extend(state.filter.push(text).into_iter().map(Ok));
-                                    }
-                                    if let Err(message) = state.tools.push(&delta) {
-                                        state.done = true;
-                                        state.pending.push_back(Err(SpeechError::Invalid { provider, message }));
-                                        break;
-                                    }
+                    let events = match state.events.push(&data) {
+                        Ok(events) => events,
+                        Err(e) => {
+                            state.done = true;
+                            state.pending.push_back(Err(SpeechError::Invalid { provider, message: e.to_string() }));
+                            continue;
+                        }
+                    };
+                    for event in events {
+                        if event.data.trim() == "[DONE]" {
+                            state.done = true;
+                            state.finish(provider);
+                            break;
+                        }
+                        match delta(&event.data) {
+                            Ok(delta) => {
+                                if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                                    state.pending.extend(state.filter.push(text).into_iter().map(Ok));
                                 }
-                                Err(message) => {
+                                if let Err(message) = state.tools.push(&delta) {
                                     state.done = true;
                                     state.pending.push_back(Err(SpeechError::Invalid { provider, message }));
                                     break;
                                 }
-                            },
+                            }
+                            Err(message) => {
+                                state.done = true;
+                                state.pending.push_back(Err(SpeechError::Invalid { provider, message }));
+                                break;
+                            }
                         }
                     }
                 }
@@ -248,47 +257,6 @@ fn delta(json: &str) -> Result<serde_json::Value, String> {
         return Err(error["message"].as_str().unwrap_or("error in the stream").to_owned());
     }
     Ok(value["choices"][0]["delta"].take())
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum SseEvent {
-    Data(String),
-    Done,
-}
-
-/// Splits a byte stream into server-sent events (`data:` lines; events end at a blank line).
-#[derive(Default)]
-struct SseLines {
-    buf: Vec<u8>,
-    data: String,
-}
-
-impl SseLines {
-    fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
-        self.buf.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        while let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=at).collect();
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end_matches(['\n', '\r']);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    let data = std::mem::take(&mut self.data);
-                    events.push(if data.trim() == "[DONE]" { SseEvent::Done } else { SseEvent::Data(data) });
-                }
-                continue;
-            }
-            if let Some(value) = line.strip_prefix("data:") {
-                if !self.data.is_empty() {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value.strip_prefix(' ').unwrap_or(value));
-            }
-            // `event:`, `id:`, `retry:` and `:` comments carry nothing we use.
-        }
-        events
-    }
 }
 
 /// A function the model may call, as OpenAI's `tools` describe it.
@@ -519,16 +487,6 @@ impl SentenceSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sse_lines_across_chunk_boundaries() {
-        let mut lines = SseLines::default();
-        assert!(lines.push(b"data: {\"a\"").is_empty());
-        let events = lines.push(b":1}\n\n: keep-alive\n\ndata: [DONE]\n\n");
-        assert_eq!(events, vec![SseEvent::Data("{\"a\":1}".into()), SseEvent::Done]);
-        let events = lines.push(b"data: x\r\n\r\n");
-        assert_eq!(events, vec![SseEvent::Data("x".into())]);
-    }
 
     #[test]
     fn the_analysis_tag_is_never_spoken_even_when_split() {

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 pub mod audio;
 pub mod llm;
 pub mod rules;
+pub mod sse;
 pub mod stt;
 pub mod stt_stream;
 pub mod tts;

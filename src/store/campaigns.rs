@@ -82,8 +82,24 @@ impl Store {
 }
 
 /// A campaign's states: `draft` → `running` ⇄ `paused` → `stopped`; `completed` once every
-/// contact is done.
+/// contact is done (see [`campaign_transition`]).
 pub const CAMPAIGN_STATES: &[&str] = &["draft", "running", "paused", "stopped", "completed"];
+
+/// Whether a campaign may go from `from` to `to` (`start`, `pause`, `stop`, or the runner's
+/// `completed`):
+/// it starts from anything but `stopped` (a `completed` one again after an import), only a
+/// running (or paused) campaign pauses, and `stopped` is for good; the runner completes a
+/// running one. Setting the state it has is allowed and changes nothing.
+pub fn campaign_transition(from: &str, to: &str) -> std::result::Result<(), String> {
+    match (from, to) {
+        (from, to) if from == to => Ok(()),
+        ("stopped", _) => Err("the campaign is stopped, for good; create a new campaign to call its contacts".into()),
+        (_, "running" | "stopped") => Ok(()),
+        ("running", "paused" | "completed") => Ok(()),
+        (from, "paused") => Err(format!("only a running campaign can be paused; this one is {from}")),
+        (from, to) => Err(format!("a campaign cannot go from {from} to {to}")),
+    }
+}
 
 impl Store {
     /// A campaign of any organization (the dialer's).
@@ -94,7 +110,8 @@ impl Store {
         })
     }
 
-    /// Sets a campaign's state (see [`CAMPAIGN_STATES`]).
+    /// Sets a campaign's state (see [`CAMPAIGN_STATES`]) if [`campaign_transition`] allows it
+    /// from the state it has; a refused change is a [`StoreError::Conflict`].
     pub async fn set_campaign_status(&self, org_id: i64, id: i64, status: &str) -> Result<Campaign> {
         if !CAMPAIGN_STATES.contains(&status) {
             return Err(StoreError::Invalid(format!(
@@ -102,21 +119,34 @@ impl Store {
                 CAMPAIGN_STATES.join(", ")
             )));
         }
+        let not_found = || StoreError::NotFound(format!("no campaign {id}"));
+        let current = self.campaign(org_id, id).await?.ok_or_else(not_found)?;
+        campaign_transition(&current.status, status).map_err(StoreError::Conflict)?;
         let at = now();
+        // Only from the state the rule was checked against: a change in between (the runner
+        // completing it, another client) makes this one a conflict, never a skipped check.
         let changed = write_tx!(self, tx => {
-            sqlx::query("UPDATE campaigns SET status = $1, status_reason = NULL, updated_at = $2 WHERE org_id = $3 AND id = $4")
-                .bind(status)
-                .bind(at)
-                .bind(org_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE campaigns SET status = $1, status_reason = NULL, updated_at = $2 \
+                 WHERE org_id = $3 AND id = $4 AND status = $5",
+            )
+            .bind(status)
+            .bind(at)
+            .bind(org_id)
+            .bind(id)
+            .bind(&current.status)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
         });
         if changed == 0 {
-            return Err(StoreError::NotFound(format!("no campaign {id}")));
+            let now = self.campaign(org_id, id).await?.ok_or_else(not_found)?;
+            return Err(StoreError::Conflict(format!(
+                "campaign {id} changed from {} to {} meanwhile; try again",
+                current.status, now.status
+            )));
         }
-        self.campaign(org_id, id).await?.ok_or_else(|| StoreError::NotFound(format!("no campaign {id}")))
+        self.campaign(org_id, id).await?.ok_or_else(not_found)
     }
 
     /// Pauses a running campaign that cannot be dialed, with the reason, and publishes
@@ -199,5 +229,38 @@ impl Store {
                 .await?;
             rows.iter().map(|r| Ok((r.text("status")?, r.int("n")?))).collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::campaign_transition;
+
+    #[test]
+    fn campaign_transitions() {
+        for (from, to) in [
+            ("draft", "running"),
+            ("running", "paused"),
+            ("paused", "running"),
+            ("paused", "paused"),
+            ("running", "stopped"),
+            ("draft", "stopped"),
+            ("completed", "running"),
+            ("running", "completed"),
+            ("stopped", "stopped"),
+        ] {
+            assert_eq!(campaign_transition(from, to), Ok(()), "{from} -> {to}");
+        }
+        for (from, to, why) in [
+            ("stopped", "running", "for good"),
+            ("stopped", "paused", "for good"),
+            ("draft", "paused", "only a running campaign"),
+            ("completed", "paused", "only a running campaign"),
+            ("paused", "completed", "cannot go from paused to completed"),
+            ("draft", "draft2", "cannot go"),
+        ] {
+            let err = campaign_transition(from, to).unwrap_err();
+            assert!(err.contains(why), "{from} -> {to}: {err}");
+        }
     }
 }

@@ -27,7 +27,7 @@ fn entry_from(row: &impl RowExt) -> Result<DncEntry> {
 impl Store {
     /// Adds a number; returns false when it was on the list already (the first entry is kept).
     pub async fn add_dnc(&self, org_id: i64, number: &str, reason: Option<&str>, source: &str) -> Result<bool> {
-        let number = crate::phone::e164(number).map_err(StoreError::Invalid)?;
+        let number = crate::phone::parse(number).map_err(StoreError::Invalid)?;
         let at = now();
         let added = write_tx!(self, tx => {
             sqlx::query("INSERT INTO dnc_numbers (org_id, number, reason, source, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org_id, number) DO NOTHING")
@@ -68,7 +68,7 @@ impl Store {
     /// Removes a number; returns false when it was not on the list.
     pub async fn remove_dnc(&self, org_id: i64, number: &str) -> Result<bool> {
         let removed = write_tx!(self, tx => {
-            sqlx::query("DELETE FROM dnc_numbers WHERE org_id = $1 AND number = $2").bind(org_id).bind(number.trim()).execute(&mut *tx).await?.rows_affected()
+            sqlx::query("DELETE FROM dnc_numbers WHERE org_id = $1 AND number = $2").bind(org_id).bind(crate::phone::parse(number).unwrap_or_else(|_| number.trim().to_owned())).execute(&mut *tx).await?.rows_affected()
         });
         Ok(removed > 0)
     }
@@ -78,7 +78,7 @@ impl Store {
         with_pool!(self, pool => {
             let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dnc_numbers WHERE org_id = $1 AND number = $2")
                 .bind(org_id)
-                .bind(number.trim())
+                .bind(crate::phone::parse(number).unwrap_or_else(|_| number.trim().to_owned()))
                 .fetch_one(pool)
                 .await?;
             Ok(found > 0)

@@ -127,6 +127,10 @@ pub struct Latency {
     /// the turn had no measurable critical path (a failure or fallback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overhead_us: Option<u32>,
+    /// Streaming path: from the caller's last voiced frame to the first frame of the answer
+    /// sent. Absent on the AGI path (and for a turn without an answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_to_voice: Option<u32>,
 }
 
 /// One exchange: what the caller said and what the agent answered.
