@@ -721,7 +721,75 @@ goodbye = "Bye from {agent_name}."
 
     // No agent on the route: the organization's default, and its version.
     store.update_agent(acme.id, "house", &serde_json::json!({"greeting_inbound": "House agent, v2.", "ai_disclosure": false, "limits": {"max_turns": 1}})).await.unwrap();
-    let (_, call) = rig.call(&rig.caller(&["price", ""])).await;
+    rig.call(&rig.caller(&["price", ""])).await;
+    let call = nth_finished_call(&rig, 2).await;
     assert_eq!((call.agent.as_deref(), call.agent_version), (Some("house"), Some(2)));
     assert!(call.transcript.unwrap().starts_with("Agent: House agent, v2.\n"));
+}
+
+/// An agent with tools: the model's streamed function calls (fragments in OpenAI's shapes) act.
+/// `end_call` ends the call with the model's outcome (its goodbye, else the agent's);
+/// `transfer` without a transfer target says so and the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_ends_or_transfers_the_call_with_tools() {
+    use asterai::agent::{self, AgentSpec};
+    use support::mocks::sse_tool_call;
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let spec = "name = \"closer\"\ntools = [\"end_call\", \"transfer\"]\nai_disclosure = false\n[phrases]\ngoodbye = \"Closer says bye.\"";
+    agent::create(store, acme.id, &AgentSpec::parse(spec).unwrap(), true).await.unwrap();
+    rig.transcripts(&["Can I talk to a person?", "Fine, book me in.", "Okay.", "Bye."]).await;
+    let templates = vec![
+        sse_tool_call("", "transfer", r#"{"reason": "asked for a person"}"#),
+        sse_tool_call("Great, you're booked.", "end_call", r#"{"outcome": "interested", "reason": "booked a demo"}"#),
+    ];
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(support::mocks::Sequence::new(templates))
+        .mount(&rig.llm)
+        .await;
+    let (log, call) = rig.call(&rig.caller(&["person", "book", "ok", "bye"])).await;
+    assert_eq!((call.status, call.outcome), (CallStatus::Completed, Some(Outcome::Interested)));
+    assert_eq!(call.status_reason.as_deref(), Some("the agent ended the call (end_call: booked a demo)"));
+    assert_eq!(call.turns, 2);
+    let transcript = call.transcript.unwrap();
+    assert!(transcript.contains("Caller: Fine, book me in.\nAgent: Great, you're booked."), "{transcript}");
+    let sorry = rig.phrase_file("I'm sorry, I can't connect you with a person right now, but I can keep helping you.");
+    assert!(log.played.contains(&sorry), "no transfer target: the caller hears so: {:?}", log.played);
+    let requests = rig.llm.received_requests().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let names: Vec<&str> =
+        body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["end_call", "transfer"]);
+
+    // end_call without a word of the model's: the agent's goodbye is said and stored.
+    rig.llm.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(sse_tool_call("", "end_call", r#"{"outcome": "not_interested"}"#))
+        .mount(&rig.llm)
+        .await;
+    rig.stt.reset().await;
+    rig.transcripts(&["No thanks."]).await;
+    let (log, _) = rig.call(&rig.caller(&["no"])).await;
+    let call = nth_finished_call(&rig, 2).await;
+    assert_eq!(call.outcome, Some(Outcome::NotInterested));
+    let transcript = call.transcript.unwrap();
+    assert!(transcript.contains("Caller: No thanks.\nAgent: Closer says bye."), "{transcript}");
+    assert_eq!(log.played.last(), Some(&rig.phrase_file("Closer says bye.")));
+}
+
+/// The newest call once there are `n` calls and it has ended (its writer may not have created
+/// it yet when the caller's side is over).
+async fn nth_finished_call(rig: &Rig, n: usize) -> Call {
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    for _ in 0..200 {
+        let page = rig.db.store.list_calls(acme.id, &Default::default()).await.unwrap();
+        if page.calls.len() == n && page.calls[0].ended_at.is_some() {
+            return page.calls[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("call {n} was never finished");
 }

@@ -210,6 +210,7 @@ async fn collect(responder: &OpenAiResponder) -> Result<(String, Option<asterai:
         history: &history,
         caller: "How much is it?",
         values: &values,
+        tools: &[],
         deadline: soon(),
     };
     let mut stream = responder.respond(request).await?;
@@ -218,9 +219,42 @@ async fn collect(responder: &OpenAiResponder) -> Result<(String, Option<asterai:
         match chunk? {
             Chunk::Text(t) => text.push_str(&t),
             Chunk::Analysis(a) => analysis = Some(a),
+            Chunk::ToolCalls(calls) => panic!("no tools were offered, yet {calls:?}"),
         }
     }
     Ok((text, analysis))
+}
+
+/// Tools offered in OpenAI's `tools` shape; the streamed call comes back whole, after the text.
+#[tokio::test]
+async fn streamed_tool_calls_are_assembled() {
+    support::init();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(mocks::sse_tool_call("Let me connect you.", "transfer", r#"{"reason": "wants a person"}"#))
+        .mount(&server)
+        .await;
+    let responder = responder(&server);
+    let values = BTreeMap::new();
+    let tools = [asterai::agent::builtin_tool("transfer").unwrap(), asterai::agent::builtin_tool("end_call").unwrap()];
+    let request = ResponseRequest {
+        system: "You are Ava.",
+        history: &[],
+        caller: "Can I talk to a human?",
+        values: &values,
+        tools: &tools,
+        deadline: soon(),
+    };
+    let chunks: Vec<Chunk> = responder.respond(request).await.unwrap().map(|c| c.unwrap()).collect().await;
+    assert_eq!(chunks.first(), Some(&Chunk::Text("Let me connect you.".into())));
+    let Some(Chunk::ToolCalls(calls)) = chunks.last() else { panic!("{chunks:?}") };
+    assert_eq!((calls.len(), calls[0].id.as_str(), calls[0].name.as_str()), (1, "call_Qx1", "transfer"));
+    assert_eq!(calls[0].arguments_json().unwrap()["reason"], "wants a person");
+    let sent: serde_json::Value = serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(sent["tools"][0]["type"], "function");
+    assert_eq!(sent["tools"][0]["function"]["name"], "transfer");
+    assert_eq!(sent["tools"][1]["function"]["parameters"]["required"][0], "outcome");
 }
 
 #[tokio::test]

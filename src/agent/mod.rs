@@ -48,6 +48,31 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("contact_company", "the contact's company"),
 ];
 
+/// The built-in tools an agent may offer its model.
+pub const TOOLS: &[&str] = &["end_call", "transfer"];
+
+/// A built-in tool as the model sees it (OpenAI function calling).
+pub fn builtin_tool(name: &str) -> Option<crate::speech::llm::ToolSpec> {
+    let (description, parameters) = match name {
+        "end_call" => (
+            "End the call, after you have said goodbye. Give the call's outcome.",
+            serde_json::json!({"type": "object", "properties": {
+                "outcome": {"type": "string", "enum": ["interested", "not_interested", "callback_requested", "completed"],
+                            "description": "How the call went for the business"},
+                "reason": {"type": "string", "description": "Why the call ends, in a few words"}},
+              "required": ["outcome"], "additionalProperties": false}),
+        ),
+        "transfer" => (
+            "Hand the caller to a person, when they ask for one or you cannot help.",
+            serde_json::json!({"type": "object", "properties": {
+                "reason": {"type": "string", "description": "Why the caller needs a person"}},
+              "additionalProperties": false}),
+        ),
+        _ => return None,
+    };
+    Some(crate::speech::llm::ToolSpec { name: name.to_owned(), description: description.to_owned(), parameters })
+}
+
 /// Why an agent was refused or could not be saved.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -93,6 +118,9 @@ pub struct AgentSpec {
     /// Contact columns beyond the standard ones (CSV columns such as `plan`) its templates use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contact_fields: Vec<String>,
+    /// Built-in tools the model may call during the call ([`TOOLS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
     #[serde(default, skip_serializing_if = "Phrases::is_empty")]
     pub phrases: Phrases,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
@@ -306,6 +334,11 @@ impl AgentSpec {
             }
         }
         self.validate_templates()?;
+        for tool in &self.tools {
+            if !TOOLS.contains(&tool.as_str()) {
+                return Err(format!("tools: unknown tool {tool:?}; expected one of {}", TOOLS.join(", ")));
+            }
+        }
         let l = &self.limits;
         bounded("limits.max_turns", l.max_turns, 1, 1000)?;
         bounded("limits.max_silent_turns", l.max_silent_turns, 1, 20)?;

@@ -475,6 +475,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 history: &self.history,
                 caller: &transcript,
                 values: &self.values,
+                tools: &self.profile.settings.tools,
                 deadline,
             };
             let llm_started = Instant::now();
@@ -486,8 +487,11 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 Ok(stream) => self.media.speak(stream).await,
                 Err(error) => Speech { error: Some(error), ..Default::default() },
             };
-            // An answer the caller talked over was given, however little of it they heard.
-            let answered = !speech.text.trim().is_empty() && (!speech.heard.is_empty() || speech.interrupted);
+            // An answer the caller talked over was given, however little of it they heard; a
+            // model may also act without a word (a call of end_call or transfer).
+            let tools = ToolDecision::read(&self.call_id, &speech.tool_calls);
+            let answered = (!speech.text.trim().is_empty() && (!speech.heard.is_empty() || speech.interrupted))
+                || (tools.action().is_some() && speech.error.is_none());
             let provider_error =
                 speech.error.clone().or_else(|| (!answered).then(|| speech.tts_error.clone()).flatten());
             let mut agent_text = what_was_heard(&speech, speech.text.trim());
@@ -507,7 +511,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             } else if answered {
                 failed_in_row = 0;
             }
-            let analysis = analysis::analyse(&self.profile.providers.rules, &transcript, speech.analysis.as_ref());
+            let mut analysis = analysis::analyse(&self.profile.providers.rules, &transcript, speech.analysis.as_ref());
+            if let Some(action) = tools.action() {
+                analysis.action = action;
+            }
             let clock =
                 TurnClock { endpoint_ms, recorded_at: ended_at, last_voice_at, stt_started, stt_done, llm_started };
             let latency = clock.latency(&speech, answered);
@@ -516,6 +523,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             let follow_up = match analysis.action {
                 Action::Callback => Some(self.phrase(&self.config().callback_confirmation)),
                 Action::DoNotCall => Some(self.phrase(&self.config().dnc_confirmation)),
+                // end_call without a goodbye of the model's own: the agent's.
+                Action::End if matches!(tools, ToolDecision::End { .. }) && agent_text.is_empty() => {
+                    Some(self.phrase(&self.config().goodbye))
+                }
                 _ => None,
             };
             let said = match &follow_up {
@@ -538,6 +549,12 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             match analysis.action {
                 Action::Continue => {}
                 Action::End => {
+                    if let ToolDecision::End { outcome, reason } = tools {
+                        if let Some(goodbye) = &follow_up {
+                            self.say(goodbye).await;
+                        }
+                        return Ending::completed(format!("the agent ended the call (end_call: {reason})"), outcome);
+                    }
                     return Ending::completed(format!("the conversation ended ({})", analysis.intent), None);
                 }
                 Action::Callback => {
@@ -722,6 +739,68 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         media.finish(outcome, hang_up).await;
         // The writer finishes the record on its own; the channel does not wait for it.
         recorder.close();
+    }
+}
+
+/// What the model's tool calls ask for. The built-in tools end the turn, so the first one the
+/// model called decides; calls of tools the agent does not have, or with arguments that do not
+/// fit, are logged and ignored (the model's words still stand).
+#[derive(Debug, Clone, PartialEq)]
+enum ToolDecision {
+    None,
+    /// `end_call`, with the outcome the model gave (when it is one of the allowed ones).
+    End {
+        outcome: Option<Outcome>,
+        reason: String,
+    },
+    /// `transfer`.
+    Transfer,
+}
+
+impl ToolDecision {
+    fn read(call_id: &str, calls: &[crate::speech::llm::ToolCall]) -> ToolDecision {
+        for call in calls {
+            let arguments = match call.arguments_json() {
+                Ok(arguments) => arguments,
+                Err(e) => {
+                    tracing::warn!(call_id, tool = %call.name, "the model's tool call is ignored: {e}");
+                    continue;
+                }
+            };
+            tracing::info!(call_id, tool = %call.name, id = %call.id, "the model called a tool");
+            metrics::counter!("asterai_tool_calls_total", "tool" => call.name.clone()).increment(1);
+            match call.name.as_str() {
+                "end_call" => {
+                    let outcome = arguments.get("outcome").and_then(|o| o.as_str());
+                    let outcome = outcome.and_then(|o| match o.parse::<Outcome>() {
+                        Ok(outcome @ (Outcome::Interested
+                        | Outcome::NotInterested
+                        | Outcome::CallbackRequested
+                        | Outcome::Completed)) => Some(outcome),
+                        _ => {
+                            tracing::warn!(call_id, outcome = %o, "end_call with an outcome it may not give; the call's outcome is read from its turns");
+                            None
+                        }
+                    });
+                    let reason = arguments.get("reason").and_then(|r| r.as_str()).unwrap_or("no reason given");
+                    let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
+                    return ToolDecision::End { outcome, reason };
+                }
+                "transfer" => return ToolDecision::Transfer,
+                other => {
+                    tracing::warn!(call_id, tool = %other, "the model called a tool the agent does not have; ignored")
+                }
+            }
+        }
+        ToolDecision::None
+    }
+
+    fn action(&self) -> Option<Action> {
+        match self {
+            ToolDecision::None => None,
+            ToolDecision::End { .. } => Some(Action::End),
+            ToolDecision::Transfer => Some(Action::Transfer),
+        }
     }
 }
 

@@ -105,6 +105,8 @@ pub struct Settings {
     /// The configuration these settings came from: the providers and keys the organizations'
     /// agents inherit (see [`crate::agent`]).
     pub base: Arc<Config>,
+    /// The functions the model may call (an agent's `tools`; none for the built-in agent).
+    pub tools: Vec<crate::speech::llm::ToolSpec>,
 }
 
 impl Settings {
@@ -118,6 +120,7 @@ impl Settings {
             spool_dir: config.data_dir().join("spool"),
             waiting_after: WAITING_AFTER,
             base: Arc::new(config.clone()),
+            tools: Vec::new(),
         }
     }
 }
@@ -277,6 +280,7 @@ impl Inner {
             system_prompt: config.responder.system_prompt.clone(),
             tts_timeout: config.tts.timeout.0,
             base: Arc::new(config),
+            tools: spec.tools.iter().filter_map(|name| crate::agent::builtin_tool(name)).collect(),
             ..self.settings.clone()
         };
         Ok(Profile { agent: Some((agent.name.clone(), agent.version)), settings, providers })

@@ -55,6 +55,8 @@ pub struct Speech {
     pub first_tts_provider: Option<std::time::Duration>,
     /// The channel hung up (or the connection ended) while speaking.
     pub hung_up: bool,
+    /// The functions the model called with its answer.
+    pub tool_calls: Vec<crate::speech::llm::ToolCall>,
     /// The caller talked over the answer (barge-in, streaming only): the rest was not said, and
     /// `heard` holds what the caller heard of it.
     pub interrupted: bool,
@@ -127,6 +129,7 @@ async fn speak_pipelined(
                     }
                 }
                 Some(Ok(Chunk::Analysis(analysis))) => out.analysis = Some(analysis),
+                Some(Ok(Chunk::ToolCalls(calls))) => out.tool_calls = calls,
                 Some(Err(error)) => {
                     out.error = Some(error);
                     break;
@@ -213,6 +216,7 @@ async fn speak_whole(
             None => break,
             Some(Ok(Chunk::Text(text))) => out.text.push_str(&text),
             Some(Ok(Chunk::Analysis(analysis))) => out.analysis = Some(analysis),
+            Some(Ok(Chunk::ToolCalls(calls))) => out.tool_calls = calls,
             Some(Err(error)) => {
                 out.error = Some(error);
                 break;

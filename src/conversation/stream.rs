@@ -484,6 +484,10 @@ impl<'a> StreamPath<'a> {
                     out.analysis = Some(analysis);
                     continue;
                 }
+                Some(Ok(Chunk::ToolCalls(calls))) => {
+                    out.tool_calls = calls;
+                    continue;
+                }
                 Some(Err(error)) => {
                     out.error = Some(error);
                     splitter.finish().into_iter().collect()

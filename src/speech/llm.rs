@@ -71,6 +71,8 @@ pub enum Chunk {
     Text(String),
     /// The responder's analysis of the turn.
     Analysis(Analysis),
+    /// The functions the model called (see [`ToolCallAssembler`]), at the end of the answer.
+    ToolCalls(Vec<ToolCall>),
 }
 
 /// The answer, as it arrives.
@@ -86,6 +88,8 @@ pub struct ResponseRequest<'a> {
     pub caller: &'a str,
     /// The call's values (agent name, company, contact fields) for responders that template.
     pub values: &'a std::collections::BTreeMap<String, String>,
+    /// Functions the model may call (none: the model only speaks).
+    pub tools: &'a [ToolSpec],
     pub deadline: Instant,
 }
 
@@ -118,13 +122,16 @@ impl Responder for OpenAiResponder {
             let mut messages = vec![Message { role: Role::System, content: request.system.to_owned() }];
             messages.extend(request.history.iter().cloned());
             messages.push(Message { role: Role::User, content: request.caller.to_owned() });
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "model": self.model,
                 "messages": messages,
                 "stream": true,
                 "temperature": self.temperature,
                 "max_tokens": self.max_tokens,
             });
+            if !request.tools.is_empty() {
+                body["tools"] = request.tools.iter().map(ToolSpec::to_openai).collect();
+            }
             let url = format!("{}/chat/completions", self.url.trim_end_matches('/'));
             let provider = self.name();
             let response = send(provider, self.policy, request.deadline, || {
@@ -153,14 +160,28 @@ fn async_stream(
         bytes: Pin<Box<S>>,
         events: SseDecoder,
         filter: AnalysisFilter,
+        tools: ToolCallAssembler,
         pending: std::collections::VecDeque<Result<Chunk, SpeechError>>,
         done: bool,
+    }
+    impl<S> State<S> {
+        /// The end of the answer: the text held back, the analysis, the tool calls.
+        fn finish(&mut self, provider: &'static str) {
+            self.pending.extend(self.filter.finish().into_iter().map(Ok));
+            if !self.tools.is_empty() {
+                self.pending.push_back(match self.tools.finish() {
+                    Ok(calls) => Ok(Chunk::ToolCalls(calls)),
+                    Err(message) => Err(SpeechError::Invalid { provider, message }),
+                });
+            }
+        }
     }
     let started = Instant::now();
     let state = State {
         bytes: Box::pin(bytes),
         events: SseDecoder::new(MAX_EVENT),
         filter: AnalysisFilter::default(),
+        tools: ToolCallAssembler::default(),
         pending: Default::default(),
         done: false,
     };
@@ -180,7 +201,7 @@ fn async_stream(
                 }
                 Ok(None) => {
                     state.done = true;
-                    state.pending.extend(state.filter.finish().into_iter().map(Ok));
+                    state.finish(provider);
                 }
                 Ok(Some(Err(e))) => {
                     state.done = true;
@@ -201,12 +222,20 @@ fn async_stream(
                     for event in events {
                         if event.data.trim() == "[DONE]" {
                             state.done = true;
-                            state.pending.extend(state.filter.finish().into_iter().map(Ok));
+                            state.finish(provider);
                             break;
                         }
                         match delta(&event.data) {
-                            Ok(Some(text)) => state.pending.extend(state.filter.push(&text).into_iter().map(Ok)),
-                            Ok(None) => {}
+                            Ok(delta) => {
+                                if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+                                    state.pending.extend(state.filter.push(text).into_iter().map(Ok));
+                                }
+                                if let Err(message) = state.tools.push(&delta) {
+                                    state.done = true;
+                                    state.pending.push_back(Err(SpeechError::Invalid { provider, message }));
+                                    break;
+                                }
+                            }
                             Err(message) => {
                                 state.done = true;
                                 state.pending.push_back(Err(SpeechError::Invalid { provider, message }));
@@ -220,13 +249,14 @@ fn async_stream(
     }))
 }
 
-/// The text of one streamed chunk: `choices[0].delta.content`. An `error` object is an error.
-fn delta(json: &str) -> Result<Option<String>, String> {
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("bad event {json:?}: {e}"))?;
+/// One streamed chunk's `choices[0].delta` (its `content` text and `tool_calls` fragments). An
+/// `error` object is an error.
+fn delta(json: &str) -> Result<serde_json::Value, String> {
+    let mut value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("bad event {json:?}: {e}"))?;
     if let Some(error) = value.get("error") {
         return Err(error["message"].as_str().unwrap_or("error in the stream").to_owned());
     }
-    Ok(value["choices"][0]["delta"]["content"].as_str().filter(|t| !t.is_empty()).map(str::to_owned))
+    Ok(value["choices"][0]["delta"].take())
 }
 
 /// A function the model may call, as OpenAI's `tools` describe it.
@@ -473,6 +503,7 @@ mod tests {
                 match chunk {
                     Chunk::Text(t) => spoken.push_str(&t),
                     Chunk::Analysis(a) => analysis = Some(a),
+                    Chunk::ToolCalls(_) => panic!("no tools were offered"),
                 }
             }
         }
@@ -480,6 +511,7 @@ mod tests {
             match chunk {
                 Chunk::Text(t) => spoken.push_str(&t),
                 Chunk::Analysis(a) => analysis = Some(a),
+                Chunk::ToolCalls(_) => panic!("no tools were offered"),
             }
         }
         assert_eq!(spoken.trim(), "Sure, it is 20 dollars.");

@@ -42,6 +42,41 @@ pub fn sse_body(pieces: &[&str]) -> String {
     body
 }
 
+/// A streamed chat completion in OpenAI's shapes that speaks `text` (may be empty), then calls
+/// `name` with its JSON `arguments` cut into pieces of `piece` bytes across chunks, as OpenAI
+/// sends them: the first tool-call fragment carries the index, the id and the name, the next
+/// ones pieces of the arguments, and the last chunk `finish_reason: tool_calls`.
+pub fn sse_tool_call_body(text: &str, name: &str, arguments: &str, piece: usize) -> String {
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        let chunk = serde_json::json!({"id": "chatcmpl-2", "object": "chat.completion.chunk", "created": 1_795_000_000,
+            "model": "gpt-4o-mini", "system_fingerprint": "fp_1", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+        format!("data: {chunk}\n\n")
+    };
+    let mut body = chunk(
+        serde_json::json!({"role": "assistant", "content": if text.is_empty() { serde_json::Value::Null } else { "".into() }}),
+        None,
+    );
+    if !text.is_empty() {
+        body.push_str(&chunk(serde_json::json!({"content": text}), None));
+    }
+    body.push_str(&chunk(
+        serde_json::json!({"tool_calls": [{"index": 0, "id": "call_Qx1", "type": "function", "function": {"name": name, "arguments": ""}}]}),
+        None,
+    ));
+    let bytes = arguments.as_bytes();
+    for part in bytes.chunks(piece.max(1)) {
+        let part = String::from_utf8_lossy(part);
+        body.push_str(&chunk(serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}), None));
+    }
+    body.push_str(&chunk(serde_json::json!({}), Some("tool_calls")));
+    body.push_str("data: [DONE]\n\n");
+    body
+}
+
+pub fn sse_tool_call(text: &str, name: &str, arguments: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(sse_tool_call_body(text, name, arguments, 7), "text/event-stream")
+}
+
 pub fn sse(pieces: &[&str]) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(sse_body(pieces), "text/event-stream")
 }
