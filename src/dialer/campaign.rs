@@ -114,6 +114,9 @@ pub struct CampaignSettings {
     pub timezone: String,
     pub window: Window,
     pub retries: Retries,
+    /// `agi` or `stream`: how answered calls talk; absent: `conversation.media`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<String>,
 }
 
 impl Default for CampaignSettings {
@@ -125,6 +128,7 @@ impl Default for CampaignSettings {
             timezone: "UTC".into(),
             window: Window::default(),
             retries: Retries::default(),
+            media: None,
         }
     }
 }
@@ -170,6 +174,9 @@ impl CampaignSettings {
             return Err(field(format!("window.days: expected at most 7 days, got {}", self.window.days.len())));
         }
         parse_tz(&self.timezone).map_err(|e| format!("campaign settings: timezone: {e}"))?;
+        if let Some(media) = &self.media {
+            super::CallMedia::parse(media).map_err(field)?;
+        }
         self.calling_window()?;
         Ok(())
     }
