@@ -7,7 +7,7 @@
 //! application's events, hands such channels over ([`StreamCalls`] is its
 //! [`crate::ari::StasisCalls`]).
 //!
-//! For each call ([`run_call`]): answer; create a mixing bridge and an external media channel
+//! For each call: answer; create a mixing bridge and an external media channel
 //! (chan_websocket in server mode, asterai connecting to Asterisk's `/media/<id>`, or the
 //! AudioSocket fallback) in `slin16` when the caller's channel is wideband, else `slin`; bridge
 //! both; then the core talks over a [`StreamPath`]:
