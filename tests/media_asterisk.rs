@@ -618,6 +618,7 @@ async fn a_streaming_conversation_with_barge_in_against_the_real_asterisk() {
         panic!("the answer was not cut: {said:?}\nsaid {said_segments:?}\nheard {heard_segments:?}");
     }
     assert!(turns[1].latency_ms.voice_to_voice.is_some(), "{:?}", turns[1].latency_ms);
+    assert!(turns[1].interrupted && !turns[2].interrupted, "{said:?}");
     assert_eq!(turns[2].caller, "Okay, goodbye.");
     stop.cancel();
 
