@@ -174,6 +174,7 @@ impl crate::ari::StasisCalls for StreamCalls {
                 if state.is_some() {
                     return false;
                 }
+                tracing::debug!(channel = %channel.id, "the streaming call's channel is gone: {why}");
                 *state = Some(why.clone());
                 true
             });
