@@ -367,18 +367,20 @@ async fn ari(config: &Config, timeout: Duration) -> Check {
 async fn media(config: &Config, timeout: Duration) -> Check {
     let client = match crate::ari::AriClient::new(config.ari.settings()) {
         Ok(client) => client,
-        Err(e) => return warn("media", format!("cannot build an ARI client: {e}"), "check ari.url"),
+        Err(e) => return warn("streaming", format!("cannot build an ARI client: {e}"), "check ari.url"),
     };
     let support = match tokio::time::timeout(timeout, crate::ari::detect_media(&client)).await {
         Ok(Ok(support)) => support,
         Ok(Err(e)) => {
             return warn(
-                "media",
+                "streaming",
                 format!("cannot ask Asterisk which media transports it has: {e}"),
                 "give the ARI user read access to /asterisk/modules",
             );
         }
-        Err(_) => return warn("media", "Asterisk did not say which media transports it has in time", "check ari.url"),
+        Err(_) => {
+            return warn("streaming", "Asterisk did not say which media transports it has in time", "check ari.url");
+        }
     };
     let line = support.describe();
     let usable = match config.stream.transport.as_str() {
@@ -391,9 +393,9 @@ async fn media(config: &Config, timeout: Duration) -> Check {
         config.stream.transport
     );
     match (usable, config.conversation.media.as_str()) {
-        (true, _) => ok("media", line),
-        (false, "stream") => fail("media", format!("{line}; conversation.media is \"stream\""), fix),
-        (false, _) => warn("media", format!("{line}; streaming calls are not possible"), fix),
+        (true, _) => ok("streaming", line),
+        (false, "stream") => fail("streaming", format!("{line}; conversation.media is \"stream\""), fix),
+        (false, _) => warn("streaming", format!("{line}; streaming calls are not possible"), fix),
     }
 }
 
