@@ -56,6 +56,21 @@
 //! 5. **Settled.** When the call ends, the runner settles the contact's attempt: done, called
 //!    again later, or failed.
 //!
+//! # A streaming call (ARI)
+//!
+//! 1. **In Stasis.** The dialplan runs `Stasis(asterai,ai?org=acme)` (or the dialer placed the
+//!    call with `media = "stream"`: step 4 above keeps it in the application). The
+//!    [`dialer::tracker`], the one reader of the application's events, hands the channel to the
+//!    conversations' [`conversation::StreamCalls`] (an [`ari::StasisCalls`]); the argument is
+//!    read by the `ai` route's own parameter code ([`conversation::RouteParams`]).
+//! 2. **Media.** [`conversation::stream`] answers, bridges the caller with an external media
+//!    channel ([`ari::ExternalMedia`]) and connects to it ([`media`]: chan_websocket, or
+//!    AudioSocket).
+//! 3. **The same conversation.** The core of step 3 above runs over the stream instead of the
+//!    file loop: voice activity detection ([`speech::vad`]) and speech-to-text per turn
+//!    ([`speech::stt_stream`]) hear the caller, answers are synthesized as they stream
+//!    ([`speech::tts_stream`]), and a caller who talks over the agent stops it (barge-in).
+//!
 //! # Around every call
 //!
 //! * [`config`]: the one configuration (TOML file, then `ASTERAI_*`), validated once at start.
@@ -72,12 +87,7 @@
 //!
 //! # Being added
 //!
-//! * **The streaming path** (`src/media/`, with streaming additions to [`speech`] and [`ari`]):
-//!   a second media path beside the FastAGI loop, which stays. The call is held in Stasis and
-//!   its audio streamed both ways over ARI external media, so the caller can talk over the
-//!   agent. It is a second media path over the same conversation core
-//!   ([`conversation::MediaPath`]).
-//! * **Tools and after-call work** (in [`conversation`], [`speech::llm`]): the tools the
+//! * **Tools and after-call work** (in [`conversation`], [`speech::llm`]): more tools the
 //!   model may use during a call ([`speech::llm::ToolCallAssembler`] reads them from the
 //!   stream), and the work after it.
 //!
@@ -89,12 +99,13 @@
 //!
 //! ```text
 //! cli, http                     wire everything (http: auth, config, dialer, feed, store, supervise)
-//! conversation                  agi, speech, store, feed, config, phone, agent
+//! conversation                  agi, ari, media, speech, store, feed, config, phone, agent
 //! agent                         store, config, speech (templates), types
 //! dialer                        ari, store, feed, config, supervise, phone, types
 //! fleet                         feed, store
 //! config                        agi, ari, speech, store, types (it builds their settings)
 //! feed, auth                    store
+//! media                         ari (to read the errors of Asterisk's HTTP server)
 //! agi   ari   speech   store    nothing of each other (ari: types; store: phone)
 //! types   phone   systemd   telemetry    nothing of asterai
 //! ```
@@ -102,9 +113,10 @@
 //! `agi`, `ari`, `speech` and `store` never read the config: [`config`] turns its sections into
 //! their settings ([`config::AgiConfig::server_config`], [`config::AriConfig::settings`],
 //! [`config::Config::store_options`]). A module that needs to reach "up" is a sign the boundary
-//! is in the wrong place. One pair still points both ways, until the conversation is split:
-//! the dialer implements the conversation's `Transferer`, and the conversation takes new call ids
-//! from the dialer.
+//! is in the wrong place. One pair still points both ways: the dialer implements the
+//! conversation's `Transferer`, and the conversation takes new call ids from the dialer. The
+//! streaming path does not add one: the tracker hands calls over through [`ari::StasisCalls`],
+//! which the conversations implement.
 
 pub mod agent;
 pub mod agi;

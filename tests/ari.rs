@@ -53,6 +53,7 @@ fn dial_settings() -> DialSettings {
         app: "asterai".into(),
         caller_id: "Acme <+15550000000>".into(),
         ring_timeout: Duration::from_secs(30),
+        media: Default::default(),
     }
 }
 
@@ -688,7 +689,10 @@ async fn do_not_call_and_bad_numbers_are_refused_with_nothing_originated() {
     }
     let unknown = rig
         .dialer
-        .place_call(&rig.org, &CallRequest { to: "+15551230000".into(), campaign: Some(99), contact: None })
+        .place_call(
+            &rig.org,
+            &CallRequest { to: "+15551230000".into(), campaign: Some(99), contact: None, media: None },
+        )
         .await
         .unwrap_err();
     assert!(matches!(unknown, DialError::NotFound(_)), "{unknown:?}");

@@ -77,6 +77,7 @@ async fn daemon(store: Store, claimer: &str, clock: &ManualClock) -> Daemon {
         app: "asterai".into(),
         caller_id: "Acme <+15550000000>".into(),
         ring_timeout: Duration::from_secs(30),
+        media: Default::default(),
     };
     let dialer = Arc::new(Dialer::new(publisher, client, settings, Some(tracker)));
     let runner = Runner::new(

@@ -273,6 +273,13 @@ async fn ari_with_good_credentials_passes_and_bad_ones_fail() {
     let check_ari = check(&report, "ari");
     assert_eq!(check_ari["level"], "ok", "{check_ari}");
     assert!(check_ari["detail"].as_str().unwrap().contains("Asterisk 22.10.1"), "{check_ari}");
+    // This Asterisk has no media modules (404): streaming calls are not possible, a warning.
+    let check_media = check(&report, "streaming");
+    assert_eq!(check_media["level"], "warn", "{check_media}");
+    assert!(
+        check_media["detail"].as_str().unwrap().contains("neither chan_websocket nor chan_audiosocket"),
+        "{check_media}"
+    );
 
     setup.set("ASTERAI_ARI_PASSWORD", "wrong-password");
     let (passed, report) = doctor(setup.command());

@@ -154,7 +154,7 @@ backend_tests! {
         for turn in 1..=1000 {
             let event = daemon.publisher.conversation_turn(acme, &NewTurn {
                 call_id: call_id.clone(), turn, caller: big.clone(), agent: "ok".into(),
-                emotion: None, intent: None, confidence: None, latency: Latency::default(),
+                emotion: None, intent: None, confidence: None, latency: Latency::default(), interrupted: false,
             }).await.unwrap();
             published.push(event.id);
         }
@@ -340,7 +340,7 @@ backend_tests! {
         daemon.publisher.call_status(acme, &ids[0], CallStatus::InProgress, None).await.unwrap();
         daemon.publisher.conversation_turn(acme, &NewTurn {
             call_id: ids[0].clone(), turn: 1, caller: "hello?".into(), agent: "Hi, this is Ava.".into(),
-            emotion: Some("neutral".into()), intent: Some("greeting".into()), confidence: Some(0.8), latency: Latency::default(),
+            emotion: Some("neutral".into()), intent: Some("greeting".into()), confidence: Some(0.8), latency: Latency::default(), interrupted: false,
         }).await.unwrap();
         let http = reqwest::Client::new();
         let page: serde_json::Value = http.get(daemon.url("/v1/calls?limit=2")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
@@ -812,6 +812,7 @@ async fn events_have_the_documented_shape() {
                     overhead_us: None,
                     voice_to_voice: None,
                 },
+                interrupted: false,
             },
         )
         .await

@@ -106,6 +106,7 @@ fn turn(call_id: &str, n: i32) -> NewTurn {
         intent: None,
         confidence: None,
         latency: Latency::default(),
+        interrupted: false,
     }
 }
 
@@ -314,8 +315,8 @@ backend_tests! {
         );
         let acme = store.org_by_id(rig.acme).await.unwrap().unwrap();
         for request in [
-            asterai::dialer::CallRequest { to: "+15559990004".into(), campaign: Some(campaign.id), contact: None },
-            asterai::dialer::CallRequest { to: "+15559990004".into(), campaign: None, contact: Some(contact.id) },
+            asterai::dialer::CallRequest { to: "+15559990004".into(), campaign: Some(campaign.id), contact: None, media: None },
+            asterai::dialer::CallRequest { to: "+15559990004".into(), campaign: None, contact: Some(contact.id), media: None },
         ] {
             let refused = dialer.place_call(&acme, &request).await;
             assert!(matches!(refused, Err(asterai::dialer::DialError::NotFound(_))), "{refused:?}");

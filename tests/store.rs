@@ -43,6 +43,7 @@ fn turn(call_id: &str, n: i32, caller: &str, agent: &str) -> NewTurn {
             overhead_us: Some(1500),
             voice_to_voice: None,
         },
+        interrupted: false,
     }
 }
 
@@ -120,7 +121,15 @@ backend_tests! {
         let t1 = store.add_turn(acme, &turn(&call.id, 1, "how much is it?", "It is 20 dollars a month.")).await.unwrap();
         assert_eq!(t1.kind, EventKind::ConversationTurn);
         assert_eq!(t1.data["latency_ms"]["total"], 1900);
-        store.add_turn(acme, &turn(&call.id, 2, "sounds good", "Great, I will send the details.")).await.unwrap();
+        assert!(t1.data.get("interrupted").is_none(), "only an interrupted turn says so");
+        // A turn the caller talked over (streaming barge-in) is stored, and published, as such.
+        let talked_over = NewTurn {
+            interrupted: true,
+            latency: Latency { voice_to_voice: Some(640), ..Latency::default() },
+            ..turn(&call.id, 2, "sounds good", "Great, I will")
+        };
+        let t2 = store.add_turn(acme, &talked_over).await.unwrap();
+        assert_eq!((t2.data["interrupted"].as_bool(), t2.data["latency_ms"]["voice_to_voice"].as_u64()), (Some(true), Some(640)));
 
         let finish = FinishCall {
             status: CallStatus::Completed,
@@ -142,6 +151,8 @@ backend_tests! {
         assert!(done.ended_at.is_some() && done.duration_s.unwrap() >= 0.0);
         assert_eq!(done.intent_score, Some(0.8));
         let turns = store.turns(acme, &call.id).await.unwrap();
+        assert_eq!(turns.iter().map(|t| t.interrupted).collect::<Vec<_>>(), [false, true]);
+        assert_eq!(turns[1].latency_ms.voice_to_voice, Some(640));
         assert_eq!(done.transcript.as_deref(), Some(transcript(&turns).as_str()));
         assert!(done.transcript.unwrap().starts_with("Caller: how much is it?\nAgent: It is 20 dollars a month.\n"));
 

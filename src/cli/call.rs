@@ -35,6 +35,10 @@ pub struct Args {
     /// The contact called (an id); its fields personalise the conversation.
     #[arg(long)]
     contact: Option<i64>,
+    /// How the answered call talks: `agi` (the dialplan's FastAGI route) or `stream` (held in
+    /// the ARI application, audio streamed, barge-in); default: conversation.media.
+    #[arg(long, value_parser = ["agi", "stream"])]
+    media: Option<String>,
     /// Follow the call's status until it ends.
     #[arg(long)]
     wait: bool,
@@ -55,7 +59,12 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
         let client = AriClient::new(config.ari.settings()).context("ari.url")?;
         let publisher = Publisher::new(store.clone(), Hub::new());
         let dialer = Dialer::new(publisher, client, DialSettings::from_config(&config), None);
-        let request = CallRequest { to: args.number.clone(), campaign: args.campaign, contact: args.contact };
+        let request = CallRequest {
+            to: args.number.clone(),
+            campaign: args.campaign,
+            contact: args.contact,
+            media: args.media.clone(),
+        };
         // Refusals (number, do-not-call list) need no Asterisk: check them before it is asked.
         let number = crate::phone::parse(&request.to).map_err(|e| anyhow::anyhow!("{e}; nothing was dialed"))?;
         if store.is_dnc(org.id, &number).await? {

@@ -164,9 +164,17 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                             .flatten()
                             .collect::<Vec<_>>()
                             .join(", ");
-                        println!("turn {}  [{analysis}]  {} ms", t.turn, t.latency_ms.total);
+                        let voice = t.latency_ms.voice_to_voice.map(|ms| format!(" (voice to voice {ms} ms)"));
+                        println!(
+                            "turn {}  [{analysis}]  {} ms{}",
+                            t.turn,
+                            t.latency_ms.total,
+                            voice.unwrap_or_default()
+                        );
                         println!("  caller: {}", t.caller);
-                        println!("  agent:  {}", t.agent);
+                        // A turn the caller talked over holds what they heard of the answer.
+                        let cut = if t.interrupted { "  (interrupted by the caller)" } else { "" };
+                        println!("  agent:  {}{cut}", t.agent);
                     }
                     if turns.is_empty() {
                         println!("(no turns)");

@@ -114,7 +114,12 @@ pub async fn checks(config: &Config, source: &ConfigSource, asterisk_conf: &Path
     checks.push(database(config, timeout).await);
     checks.push(port("fastagi", config.agi.listen, "agi.listen", timeout).await);
     checks.push(port("http", config.http.listen, "http.listen", timeout).await);
-    checks.push(ari(config, timeout).await);
+    let ari_check = ari(config, timeout).await;
+    let ari_ok = ari_check.level == Level::Ok;
+    checks.push(ari_check);
+    if ari_ok {
+        checks.push(media(config, timeout).await);
+    }
     let asterisk = AsteriskRuns::find(asterisk_conf);
     checks.push(asterisk.check());
     checks.push(directory("media", &config.media_dir(), "media.dir", &asterisk));
@@ -374,6 +379,44 @@ async fn ari(config: &Config, timeout: Duration) -> Check {
         format!("application {:?} can be registered", ari.app)
     };
     ok("ari", format!("Asterisk {version} at {base}: credentials accepted, {app}"))
+}
+
+/// The external media transport the connected Asterisk offers the streaming path
+/// (chan_websocket, or the AudioSocket fallback), against `stream.transport`. Only a fail
+/// when calls are to stream (`conversation.media = "stream"`) and cannot.
+async fn media(config: &Config, timeout: Duration) -> Check {
+    let client = match crate::ari::AriClient::new(config.ari.settings()) {
+        Ok(client) => client,
+        Err(e) => return warn("streaming", format!("cannot build an ARI client: {e}"), "check ari.url"),
+    };
+    let support = match tokio::time::timeout(timeout, crate::ari::detect_media(&client)).await {
+        Ok(Ok(support)) => support,
+        Ok(Err(e)) => {
+            return warn(
+                "streaming",
+                format!("cannot ask Asterisk which media transports it has: {e}"),
+                "give the ARI user read access to /asterisk/modules",
+            );
+        }
+        Err(_) => {
+            return warn("streaming", "Asterisk did not say which media transports it has in time", "check ari.url");
+        }
+    };
+    let line = support.describe();
+    let usable = match config.stream.transport.as_str() {
+        "websocket" => support.chan_websocket,
+        "audiosocket" => support.audiosocket,
+        _ => support.preferred().is_some(),
+    };
+    let fix = format!(
+        "load chan_websocket.so (Asterisk 22.6+) or chan_audiosocket.so in modules.conf, or set stream.transport to what Asterisk has (now {:?})",
+        config.stream.transport
+    );
+    match (usable, config.conversation.media.as_str()) {
+        (true, _) => ok("streaming", line),
+        (false, "stream") => fail("streaming", format!("{line}; conversation.media is \"stream\""), fix),
+        (false, _) => warn("streaming", format!("{line}; streaming calls are not possible"), fix),
+    }
 }
 
 /// Exists, writable by us, and shared with Asterisk: Asterisk, as it runs, can reach it and

@@ -369,7 +369,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         }
         let spoken = self.media.say(&greeting).await;
         self.history.push(Message { role: Role::Assistant, content: greeting.clone() });
-        self.store_turn(0, "", &what_was_heard(&spoken, &greeting), None, Latency::default()).await;
+        self.store_turn(0, "", &what_was_heard(&spoken, &greeting), None, Latency::default(), false).await;
         if spoken.hung_up {
             return self.gone("caller hung up during the greeting");
         }
@@ -413,7 +413,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     if failed_in_row >= self.config().max_failed_turns {
                         self.turn += 1;
                         let goodbye = self.phrase(&self.config().failure_goodbye);
-                        self.store_turn(self.turn, "", &goodbye, None, Latency::default()).await;
+                        self.store_turn(self.turn, "", &goodbye, None, Latency::default(), false).await;
                         return self.give_up(&reason).await;
                     }
                     continue;
@@ -448,7 +448,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     let giving_up = failed_in_row >= self.config().max_failed_turns;
                     let answer =
                         self.phrase(if giving_up { &self.config().failure_goodbye } else { &self.config().fallback });
-                    self.store_turn(self.turn, "", &answer, None, Latency::default()).await;
+                    self.store_turn(self.turn, "", &answer, None, Latency::default(), false).await;
                     if giving_up {
                         return self.give_up(&e.to_string()).await;
                     }
@@ -535,7 +535,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             };
             self.history.push(Message { role: Role::Assistant, content: said.clone() });
             self.analyses.push(analysis.clone());
-            self.store_turn(self.turn, &transcript, &said, Some(&analysis), latency).await;
+            self.store_turn(self.turn, &transcript, &said, Some(&analysis), latency, speech.interrupted).await;
             if speech.hung_up {
                 return self.gone("caller hung up while the agent spoke");
             }
@@ -586,7 +586,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         tracing::info!(call_id = %self.call_id, leave_message = !message.is_empty(), "an answering machine took the call (AMD)");
         if !message.is_empty() {
             let spoken = self.media.say(&message).await;
-            self.store_turn(0, "", &what_was_heard(&spoken, &message), None, Latency::default()).await;
+            self.store_turn(0, "", &what_was_heard(&spoken, &message), None, Latency::default(), false).await;
         }
         Ending::completed(
             if message.is_empty() {
@@ -674,6 +674,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         agent: &str,
         analysis: Option<&TurnAnalysis>,
         latency: Latency,
+        interrupted: bool,
     ) {
         if turn > 0 {
             for (stage, ms) in [
@@ -702,6 +703,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             intent: analysis.map(|a| a.intent.clone()),
             confidence: analysis.map(|a| a.confidence),
             latency,
+            interrupted,
         };
         self.recorder.push(Change::Turn(new)).await;
     }

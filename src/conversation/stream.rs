@@ -7,7 +7,7 @@
 //! application's events, hands such channels over ([`StreamCalls`] is its
 //! [`crate::ari::StasisCalls`]).
 //!
-//! For each call ([`run_call`]): answer; create a mixing bridge and an external media channel
+//! For each call: answer; create a mixing bridge and an external media channel
 //! (chan_websocket in server mode, asterai connecting to Asterisk's `/media/<id>`, or the
 //! AudioSocket fallback) in `slin16` when the caller's channel is wideband, else `slin`; bridge
 //! both; then the core talks over a [`StreamPath`]:
@@ -175,6 +175,7 @@ impl crate::ari::StasisCalls for StreamCalls {
                 if state.is_some() {
                     return false;
                 }
+                tracing::debug!(channel = %channel.id, "the streaming call's channel is gone: {why}");
                 *state = Some(why.clone());
                 true
             });
@@ -359,10 +360,21 @@ struct Shared {
     speaking: AtomicBool,
     /// A caller turn has begun and not ended.
     in_turn: AtomicBool,
-    /// Barge-ins so far, and when the last one began.
-    barge: watch::Sender<(u64, Option<Instant>)>,
+    /// The last barge-in (changes with each one).
+    barge: watch::Sender<Barge>,
     /// Marks the caller has heard past.
     marks: Mutex<HashSet<String>>,
+}
+
+/// A barge-in, as the ear saw it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Barge {
+    /// Barge-ins so far.
+    count: u64,
+    /// Where the caller's speech began.
+    onset: Option<Instant>,
+    /// Agent audio not yet heard when the ear flushed it.
+    unplayed: Duration,
 }
 
 /// One call's media as the core's media path.
@@ -392,7 +404,7 @@ impl<'a> StreamPath<'a> {
     ) -> StreamPath<'a> {
         let sender = session.sender();
         let rate = session.format().rate();
-        let (barge, _) = watch::channel((0, None));
+        let (barge, _) = watch::channel(Barge::default());
         let shared = Arc::new(Shared {
             speaking: AtomicBool::new(false),
             in_turn: AtomicBool::new(false),
@@ -463,14 +475,13 @@ impl<'a> StreamPath<'a> {
         barge.mark_unchanged();
         self.shared.speaking.store(true, Ordering::SeqCst);
         let mut splitter = SentenceSplitter::default();
-        // Each sentence sent: its text, its audio's length, and its mark.
+        // Each sentence sent: its text, the length of its audio queued, and its mark.
         let mut sent: Vec<(String, Duration, String)> = Vec::new();
-        let mut total = Duration::ZERO;
-        let mut interrupted_at = None;
+        let mut interrupted = None;
         'answer: loop {
             let next = tokio::select! {
                 next = chunks.next() => next,
-                _ = barge.changed() => { interrupted_at = Some(barge.borrow().1); break 'answer; }
+                _ = barge.changed() => { interrupted = Some(*barge.borrow()); break 'answer; }
                 _ = self.wait_gone() => { out.hung_up = true; break 'answer; }
             };
             let ended = !matches!(next, Some(Ok(_)));
@@ -496,16 +507,24 @@ impl<'a> StreamPath<'a> {
             for sentence in sentences {
                 out.first_sentence_at.get_or_insert_with(Instant::now);
                 let mark = format!("a{answer}-s{}", sent.len() + 1);
+                let mut queued = Duration::ZERO;
                 let said = tokio::select! {
-                    said = self.say_sentence(&sentence, cached, &mut out) => said,
-                    _ = barge.changed() => { interrupted_at = Some(barge.borrow().1); break 'answer; }
-                    _ = self.wait_gone() => { out.hung_up = true; break 'answer; }
+                    said = self.say_sentence(&sentence, cached, &mut out, &mut queued) => said,
+                    _ = barge.changed() => {
+                        interrupted = Some(*barge.borrow());
+                        sent.push((sentence.trim().to_owned(), queued, mark));
+                        break 'answer;
+                    }
+                    _ = self.wait_gone() => {
+                        out.hung_up = true;
+                        sent.push((sentence.trim().to_owned(), queued, mark));
+                        break 'answer;
+                    }
                 };
                 match said {
-                    Ok(length) => {
+                    Ok(()) => {
                         let _ = self.sender.mark(&mark).await;
-                        total += length;
-                        sent.push((sentence.trim().to_owned(), length, mark));
+                        sent.push((sentence.trim().to_owned(), queued, mark));
                         out.played += 1;
                     }
                     Err(error) => {
@@ -520,28 +539,34 @@ impl<'a> StreamPath<'a> {
             }
         }
         // Everything is queued: wait until the caller heard it, talked over it, or left.
-        if interrupted_at.is_none() && !out.hung_up {
+        if interrupted.is_none() && !out.hung_up {
             loop {
                 if !self.sender.is_playing() {
                     break;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    _ = barge.changed() => { interrupted_at = Some(barge.borrow().1); break; }
+                    _ = barge.changed() => { interrupted = Some(*barge.borrow()); break; }
                     _ = self.wait_gone() => { out.hung_up = true; break; }
                 }
             }
         }
-        let unplayed = self.sender.unplayed();
-        if interrupted_at.is_some() {
+        // A barge-in that came as the audio ran out (the flush emptied the queue) still is one.
+        if interrupted.is_none() && barge.has_changed().unwrap_or(false) {
+            interrupted = Some(*barge.borrow_and_update());
+        }
+        let mut unplayed = self.sender.unplayed();
+        if let Some(barge) = interrupted {
             // The ear flushed already; this stops whatever the answer queued since.
             let _ = self.sender.flush().await;
+            unplayed = barge.unplayed;
             out.interrupted = true;
             metrics::counter!("asterai_barge_ins_total").increment(1);
         }
         self.shared.speaking.store(false, Ordering::SeqCst);
         out.heard = if out.interrupted || out.hung_up {
             let heard_marks = self.shared.marks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let total = sent.iter().map(|(_, length, _)| *length).sum::<Duration>();
             heard_of(&sent, total.saturating_sub(unplayed), &heard_marks)
         } else {
             sent.iter().map(|(text, _, _)| text.clone()).collect()
@@ -549,8 +574,14 @@ impl<'a> StreamPath<'a> {
         out
     }
 
-    /// Synthesizes one sentence and queues its audio as it arrives; returns its length.
-    async fn say_sentence(&self, sentence: &str, cached: bool, out: &mut Speech) -> Result<Duration, SpeechError> {
+    /// Synthesizes one sentence and queues its audio as it arrives, counting it in `queued`.
+    async fn say_sentence(
+        &self,
+        sentence: &str,
+        cached: bool,
+        out: &mut Speech,
+        queued: &mut Duration,
+    ) -> Result<(), SpeechError> {
         let deadline = Instant::now() + self.profile.settings.tts_timeout;
         if !cached {
             let asked = Instant::now();
@@ -568,8 +599,9 @@ impl<'a> StreamPath<'a> {
                             }
                             samples += chunk.len();
                             self.sender.send_audio(&chunk).await.map_err(|e| closed(&e.to_string()))?;
+                            *queued = Duration::from_secs_f64(samples as f64 / self.rate as f64);
                         }
-                        return Ok(Duration::from_secs_f64(samples as f64 / self.rate as f64));
+                        return Ok(());
                     }
                     Err(e) => tracing::warn!("{e}; using the speech cache"),
                 },
@@ -599,7 +631,8 @@ impl<'a> StreamPath<'a> {
         out.first_tts_provider.get_or_insert(spoken.provider_time);
         out.first_play_at.get_or_insert(now);
         self.sender.send_audio(&samples).await.map_err(|e| closed(&e.to_string()))?;
-        Ok(Duration::from_secs_f64(samples.len() as f64 / rate as f64))
+        *queued = Duration::from_secs_f64(samples.len() as f64 / rate as f64);
+        Ok(())
     }
 }
 
@@ -830,11 +863,13 @@ impl EarTask {
                         let talking = sender.is_playing() || self.shared.speaking.load(Ordering::SeqCst);
                         if self.barge_in && talking {
                             let onset_at = now.checked_sub(self.vad.clock().saturating_sub(onset)).unwrap_or(now);
+                            let unplayed = sender.unplayed();
                             let _ = sender.flush().await;
                             metrics::histogram!("asterai_barge_in_seconds").record(onset_at.elapsed().as_secs_f64());
-                            self.shared.barge.send_modify(|(count, at)| {
-                                *count += 1;
-                                *at = Some(onset_at);
+                            self.shared.barge.send_modify(|barge| {
+                                barge.count += 1;
+                                barge.onset = Some(onset_at);
+                                barge.unplayed = unplayed;
                             });
                         }
                     }

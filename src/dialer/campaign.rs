@@ -118,6 +118,9 @@ pub struct CampaignSettings {
     /// The agent that holds the campaign's calls (its name); none: the organization's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// `agi` or `stream`: how answered calls talk; absent: `conversation.media`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<String>,
 }
 
 impl Default for CampaignSettings {
@@ -130,6 +133,7 @@ impl Default for CampaignSettings {
             window: Window::default(),
             retries: Retries::default(),
             agent: None,
+            media: None,
         }
     }
 }
@@ -183,6 +187,9 @@ impl CampaignSettings {
                     "agent: expected an agent's name (lower-case letters, digits, '-', '_'), got {agent:?}"
                 )));
             }
+        }
+        if let Some(media) = &self.media {
+            super::CallMedia::parse(media).map_err(field)?;
         }
         self.calling_window()?;
         Ok(())

@@ -55,6 +55,36 @@ pub struct DialSettings {
     pub app: String,
     pub caller_id: String,
     pub ring_timeout: std::time::Duration,
+    /// How answered calls talk unless a call or campaign says otherwise (`conversation.media`).
+    pub media: CallMedia,
+}
+
+/// How an answered outbound call holds its conversation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CallMedia {
+    /// On to `dialer.context`, whose FastAGI `ai` route holds it.
+    #[default]
+    Agi,
+    /// It stays in the Stasis application, its audio streamed (barge-in and all).
+    Stream,
+}
+
+impl CallMedia {
+    /// `agi` or `stream`.
+    pub fn parse(text: &str) -> Result<CallMedia, String> {
+        match text.trim() {
+            "agi" => Ok(CallMedia::Agi),
+            "stream" => Ok(CallMedia::Stream),
+            other => Err(format!("media: expected \"agi\" or \"stream\", got {other:?}")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallMedia::Agi => "agi",
+            CallMedia::Stream => "stream",
+        }
+    }
 }
 
 impl DialSettings {
@@ -64,6 +94,7 @@ impl DialSettings {
             app: config.ari.app.clone(),
             caller_id: config.dialer.caller_id.clone(),
             ring_timeout: config.dialer.ring_timeout.0,
+            media: CallMedia::parse(&config.conversation.media).unwrap_or_default(),
         }
     }
 
@@ -94,6 +125,9 @@ pub struct CallRequest {
     pub campaign: Option<i64>,
     #[serde(default)]
     pub contact: Option<i64>,
+    /// `agi` or `stream`; absent: `conversation.media`.
+    #[serde(default)]
+    pub media: Option<String>,
 }
 
 /// Why a call was not placed.
@@ -105,6 +139,9 @@ pub enum DialError {
     /// On the organization's do-not-call list. Nothing was sent to Asterisk.
     #[error("{number} is on {org}'s do-not-call list; nothing was dialed")]
     DoNotCall { number: String, org: String },
+    /// A request that cannot be placed as asked (an unknown `media`). Nothing was sent.
+    #[error("{0}; nothing was dialed")]
+    Invalid(String),
     /// An unknown campaign or contact. Nothing was sent to Asterisk.
     #[error("{0}; nothing was dialed")]
     NotFound(String),
@@ -199,6 +236,7 @@ impl Dialer {
                 )));
             }
         }
+        let media = request.media.as_deref().map(CallMedia::parse).transpose().map_err(DialError::Invalid)?;
         if let Some(tracker) = &self.tracker
             && !tracker.connected()
         {
@@ -206,7 +244,8 @@ impl Dialer {
                 "the ARI event stream is not connected, so the call could not be followed; try again shortly".into(),
             ));
         }
-        self.originate(org, &number, request.campaign, request.contact).await
+        let call_id = new_call_id();
+        self.originate_call(&call_id, org, &number, request.campaign, request.contact, None, media).await
     }
 
     /// Stores and originates a call whose checks are done (the campaign runner checks the
@@ -219,12 +258,13 @@ impl Dialer {
         contact: Option<i64>,
     ) -> Result<Call, DialError> {
         let call_id = new_call_id();
-        self.originate_call(&call_id, org, number, campaign, contact, None).await
+        self.originate_call(&call_id, org, number, campaign, contact, None, None).await
     }
 
     /// [`Dialer::originate`] with the call's id chosen beforehand (the campaign runner records
     /// it on the contact first, so an end that comes at once finds its attempt) and, for a
-    /// campaign, its own ring timeout.
+    /// campaign, its own ring timeout and media (`None`: `conversation.media`).
+    #[allow(clippy::too_many_arguments)]
     pub async fn originate_call(
         &self,
         call_id: &str,
@@ -233,6 +273,7 @@ impl Dialer {
         campaign: Option<i64>,
         contact: Option<i64>,
         ring_timeout: Option<std::time::Duration>,
+        media: Option<CallMedia>,
     ) -> Result<Call, DialError> {
         let store = self.publisher.store();
         let call_id = call_id.to_owned();
@@ -258,7 +299,10 @@ impl Dialer {
         ]);
         let originate = Originate {
             endpoint: self.settings.endpoint_for(number),
-            destination: Destination::App { app: self.settings.app.clone(), args: vec!["outbound".into()] },
+            destination: Destination::App {
+                app: self.settings.app.clone(),
+                args: app_args(&call_id, org, campaign, contact, media.unwrap_or(self.settings.media)),
+            },
             variables,
             channel_id: Some(call_id.clone()),
             other_channel_id: None,
@@ -320,6 +364,28 @@ impl Dialer {
     }
 }
 
+/// The Stasis arguments of an outbound call: `outbound`, and for a streaming call the `ai`
+/// route it is held with (the same parameters as the dialplan's FastAGI route).
+fn app_args(call_id: &str, org: &Org, campaign: Option<i64>, contact: Option<i64>, media: CallMedia) -> Vec<String> {
+    let mut args = vec!["outbound".to_owned()];
+    if media == CallMedia::Stream {
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        let mut route = format!(
+            "ai?org={}&call_id={}",
+            utf8_percent_encode(&org.slug, NON_ALPHANUMERIC),
+            utf8_percent_encode(call_id, NON_ALPHANUMERIC)
+        );
+        if let Some(campaign) = campaign {
+            route.push_str(&format!("&campaign={campaign}"));
+        }
+        if let Some(contact) = contact {
+            route.push_str(&format!("&contact={contact}"));
+        }
+        args.push(route);
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +397,7 @@ mod tests {
             app: "asterai".into(),
             caller_id: "Acme <+15550000000>".into(),
             ring_timeout: std::time::Duration::from_secs(30),
+            media: CallMedia::Agi,
         };
         assert_eq!(s.endpoint_for("+15551230000"), "PJSIP/+15551230000@trunk");
         assert_eq!(s.caller_number(), "+15550000000");
@@ -340,5 +407,18 @@ mod tests {
         assert_eq!(s.caller_number(), "+15550000001");
         s.caller_id = "Acme".into();
         assert_eq!(s.caller_number(), "");
+    }
+
+    #[test]
+    fn streaming_calls_carry_their_route_in_the_stasis_arguments() {
+        let org = Org { id: 1, slug: "acme".into(), name: "Acme".into(), created_at: crate::store::now() };
+        assert_eq!(app_args("c-1", &org, Some(7), None, CallMedia::Agi), vec!["outbound".to_owned()]);
+        let args = app_args("c-1", &org, Some(7), Some(12), CallMedia::Stream);
+        assert_eq!(args, vec!["outbound".to_owned(), "ai?org=acme&call_id=c%2D1&campaign=7&contact=12".to_owned()]);
+        // Read back by the ai route's own parameter code.
+        let route = crate::ari::StasisRoute::from_args(&args[1..]).unwrap();
+        assert_eq!((route.route(), route.param("call_id").as_deref()), ("ai", Some("c-1")));
+        assert_eq!(CallMedia::parse("stream"), Ok(CallMedia::Stream));
+        assert!(CallMedia::parse("rtp").unwrap_err().contains("\"agi\" or \"stream\""));
     }
 }

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::campaign::{CampaignSettings, parse_tz};
 use super::clock::Clock;
-use super::{DialError, Dialer, new_call_id};
+use super::{CallMedia, DialError, Dialer, new_call_id};
 use crate::store::campaigns::Campaign;
 use crate::store::contacts::{Claim, Decision, Settle, later_by};
 use crate::store::{Call, CallStatus, Store, StoreError};
@@ -291,6 +291,7 @@ impl Runner {
                     Some(campaign.id),
                     Some(contact.id),
                     Some(settings.ring_timeout.0),
+                    settings.media.as_deref().map(CallMedia::parse).transpose().unwrap_or_default(),
                 )
                 .await;
             match placed {

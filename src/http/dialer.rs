@@ -35,7 +35,7 @@ impl From<DialError> for ApiError {
     fn from(e: DialError) -> Self {
         let message = e.to_string();
         match e {
-            DialError::InvalidNumber(_) => ApiError::bad_request(message),
+            DialError::InvalidNumber(_) | DialError::Invalid(_) => ApiError::bad_request(message),
             DialError::DoNotCall { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             DialError::NotFound(_) => ApiError::not_found(message),
             DialError::Refused { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "bad_gateway", message),

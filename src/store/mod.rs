@@ -268,6 +268,7 @@ impl Store {
                 (3, "hardening", include_str!("../../migrations/sqlite/0003_hardening.sql")),
                 (4, "ownership", include_str!("../../migrations/sqlite/0004_ownership.sql")),
                 (5, "agents", include_str!("../../migrations/sqlite/0005_agents.sql")),
+                (8, "stream", include_str!("../../migrations/sqlite/0008_stream.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -275,6 +276,7 @@ impl Store {
                 (3, "hardening", include_str!("../../migrations/postgres/0003_hardening.sql")),
                 (4, "ownership", include_str!("../../migrations/postgres/0004_ownership.sql")),
                 (5, "agents", include_str!("../../migrations/postgres/0005_agents.sql")),
+                (8, "stream", include_str!("../../migrations/postgres/0008_stream.sql")),
             ],
         };
         let migrations = files
@@ -336,6 +338,7 @@ pub(crate) trait RowExt {
     fn int(&self, col: &str) -> Result<i64>;
     fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     fn int32(&self, col: &str) -> Result<i32>;
+    fn boolean(&self, col: &str) -> Result<bool>;
     fn opt_float(&self, col: &str) -> Result<Option<f64>>;
     fn time(&self, col: &str) -> Result<DateTime<Utc>>;
     fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>>;
@@ -355,6 +358,9 @@ macro_rules! row_ext {
                 Ok(self.try_get(col)?)
             }
             fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+                Ok(self.try_get(col)?)
+            }
+            fn boolean(&self, col: &str) -> Result<bool> {
                 Ok(self.try_get(col)?)
             }
             fn int32(&self, col: &str) -> Result<i32> {

@@ -245,9 +245,21 @@ impl Store {
     pub async fn add_turn(&self, org_id: i64, turn: &NewTurn) -> Result<Event> {
         let at = now();
         let latency = serde_json::to_value(turn.latency).unwrap_or_default();
+        let mut data = json!({
+            "turn": turn.turn,
+            "caller": turn.caller,
+            "agent": turn.agent,
+            "emotion": turn.emotion,
+            "intent": turn.intent,
+            "confidence": turn.confidence,
+            "latency_ms": turn.latency,
+        });
+        if turn.interrupted {
+            data["interrupted"] = json!(true);
+        }
         let event_id = write_tx!(self, tx, pg => {
             let call = call_in_tx!(tx, pg, org_id, &turn.call_id);
-            sqlx::query("INSERT INTO call_turns (call_id, turn, caller, agent, emotion, intent, confidence, latency, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            sqlx::query("INSERT INTO call_turns (call_id, turn, caller, agent, emotion, intent, confidence, latency, at, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
                 .bind(&turn.call_id)
                 .bind(turn.turn)
                 .bind(&turn.caller)
@@ -257,6 +269,7 @@ impl Store {
                 .bind(turn.confidence)
                 .bind(sqlx::types::Json(&latency))
                 .bind(at)
+                .bind(turn.interrupted)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("UPDATE calls SET turns = $1, emotion = COALESCE($2, emotion), updated_at = $3 WHERE id = $4 AND org_id = $5 AND turns < $1")
@@ -272,15 +285,7 @@ impl Store {
                 call_id: Some(call.id.clone()),
                 campaign_id: call.campaign_id,
                 kind: EventKind::ConversationTurn,
-                data: json!({
-                    "turn": turn.turn,
-                    "caller": turn.caller,
-                    "agent": turn.agent,
-                    "emotion": turn.emotion,
-                    "intent": turn.intent,
-                    "confidence": turn.confidence,
-                    "latency_ms": turn.latency,
-                }),
+                data: data.clone(),
                 at,
             };
             append_event!(tx, pg, &event)
@@ -345,7 +350,7 @@ impl Store {
             if call.ended_at.is_some() || !orphaned {
                 Vec::new()
             } else {
-                let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
+                let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, interrupted, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
                     .bind(&call.id)
                     .fetch_all(&mut *tx)
                     .await?;
@@ -444,7 +449,7 @@ impl Store {
     pub async fn turns(&self, org_id: i64, call_id: &str) -> Result<Vec<Turn>> {
         with_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT t.turn, t.caller, t.agent, t.emotion, t.intent, t.confidence, t.latency, t.at FROM call_turns t \
+                "SELECT t.turn, t.caller, t.agent, t.emotion, t.intent, t.confidence, t.latency, t.interrupted, t.at FROM call_turns t \
                  JOIN calls c ON c.id = t.call_id WHERE t.call_id = $1 AND c.org_id = $2 ORDER BY t.turn",
             )
                 .bind(call_id)

@@ -61,6 +61,7 @@ pub(super) fn turn_from(row: &impl RowExt) -> Result<Turn> {
         intent: row.opt_text("intent")?,
         confidence: row.opt_float("confidence")?,
         latency_ms: latency,
+        interrupted: row.boolean("interrupted")?,
         at: row.time("at")?,
     })
 }

@@ -143,6 +143,9 @@ pub struct Turn {
     pub intent: Option<String>,
     pub confidence: Option<f64>,
     pub latency_ms: Latency,
+    /// The caller talked over the answer: `agent` is the part they heard.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     pub at: DateTime<Utc>,
 }
 
@@ -171,6 +174,9 @@ pub struct NewTurn {
     pub intent: Option<String>,
     pub confidence: Option<f64>,
     pub latency: Latency,
+    /// The caller talked over the answer (streaming barge-in): `agent` is what they heard.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// How a call finished.
