@@ -136,6 +136,7 @@ async fn server(args: &[String]) {
                         overhead_us: None,
                         voice_to_voice: None,
                     },
+                    tools: Vec::new(),
                 },
             )
             .await

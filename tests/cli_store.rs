@@ -84,6 +84,7 @@ async fn migrate_org_token_and_calls() {
                 intent: Some("question".into()),
                 confidence: Some(0.7),
                 latency: Latency { total: 1234, ..Latency::default() },
+                tools: Vec::new(),
             },
         )
         .await

@@ -755,8 +755,39 @@ async fn the_model_ends_or_transfers_the_call_with_tools() {
     assert_eq!(call.turns, 2);
     let transcript = call.transcript.unwrap();
     assert!(transcript.contains("Caller: Fine, book me in.\nAgent: Great, you're booked."), "{transcript}");
-    let sorry = rig.phrase_file("I'm sorry, I can't connect you with a person right now, but I can keep helping you.");
+    let sorry_text = "I'm sorry, I can't connect you with a person right now, but I can keep helping you.";
+    let sorry = rig.phrase_file(sorry_text);
     assert!(log.played.contains(&sorry), "no transfer target: the caller hears so: {:?}", log.played);
+    // A turn where the model only called a tool keeps what the caller heard, and every turn
+    // keeps the tools called in it, with their results, in the store and on the feed.
+    assert!(transcript.contains(&format!("Caller: Can I talk to a person?\nAgent: {sorry_text}\n")), "{transcript}");
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    let tools: Vec<serde_json::Value> =
+        turns.iter().filter(|t| t.turn > 0).map(|t| serde_json::to_value(&t.tools).unwrap()).collect();
+    let expected = [
+        serde_json::json!([{
+            "name": "transfer",
+            "arguments": {"reason": "asked for a person"},
+            "result": {"transferred": false, "error": "no transfer target is configured"},
+        }]),
+        serde_json::json!([{
+            "name": "end_call",
+            "arguments": {"outcome": "interested", "reason": "booked a demo"},
+            "result": {"ended": true, "outcome": "interested"},
+        }]),
+    ];
+    assert_eq!(tools, expected);
+    let page = store.events_after(acme.id, 0, 100).await.unwrap();
+    let fed: Vec<&serde_json::Value> = page
+        .events
+        .iter()
+        .filter(|e| e.call_id.as_deref() == Some(call.id.as_str()) && e.data["turn"].as_i64() > Some(0))
+        .filter(|e| e.kind == asterai::store::EventKind::ConversationTurn)
+        .map(|e| &e.data["tools"])
+        .collect();
+    assert_eq!(fed, expected.iter().collect::<Vec<_>>(), "conversation_turn carries the turn's tools");
+    assert_eq!((turns[0].turn, turns[0].tools.len()), (0, 0), "the greeting called no tool");
+    assert_eq!(turns[1].agent, sorry_text);
     let requests = rig.llm.received_requests().await.unwrap();
     let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
     let names: Vec<&str> =
@@ -777,6 +808,13 @@ async fn the_model_ends_or_transfers_the_call_with_tools() {
     assert_eq!(call.outcome, Some(Outcome::NotInterested));
     let transcript = call.transcript.unwrap();
     assert!(transcript.contains("Caller: No thanks.\nAgent: Closer says bye."), "{transcript}");
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    let last = turns.last().unwrap();
+    assert_eq!(last.agent, "Closer says bye.");
+    assert_eq!(
+        serde_json::to_value(&last.tools).unwrap(),
+        serde_json::json!([{"name": "end_call", "arguments": {"outcome": "not_interested"}, "result": {"ended": true, "outcome": "not_interested"}}])
+    );
     assert_eq!(log.played.last(), Some(&rig.phrase_file("Closer says bye.")));
 }
 

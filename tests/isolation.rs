@@ -106,6 +106,7 @@ fn turn(call_id: &str, n: i32) -> NewTurn {
         intent: None,
         confidence: None,
         latency: Latency::default(),
+        tools: Vec::new(),
     }
 }
 

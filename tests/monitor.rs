@@ -75,6 +75,7 @@ fn turn(call_id: &str, n: i32) -> NewTurn {
             overhead_us: None,
             voice_to_voice: None,
         },
+        tools: Vec::new(),
     }
 }
 

@@ -43,6 +43,7 @@ fn turn(call_id: &str, n: i32, caller: &str, agent: &str) -> NewTurn {
             overhead_us: Some(1500),
             voice_to_voice: None,
         },
+        tools: Vec::new(),
     }
 }
 
@@ -120,7 +121,16 @@ backend_tests! {
         let t1 = store.add_turn(acme, &turn(&call.id, 1, "how much is it?", "It is 20 dollars a month.")).await.unwrap();
         assert_eq!(t1.kind, EventKind::ConversationTurn);
         assert_eq!(t1.data["latency_ms"]["total"], 1900);
-        store.add_turn(acme, &turn(&call.id, 2, "sounds good", "Great, I will send the details.")).await.unwrap();
+        // A turn keeps the tools the model called in it (JSON on both backends), and its event shows them.
+        let booked = asterai::store::ToolUse {
+            name: "end_call".into(),
+            arguments: serde_json::json!({"outcome": "interested", "reason": "booked"}),
+            result: serde_json::json!({"ended": true, "outcome": "interested"}),
+        };
+        let t2 = NewTurn { tools: vec![booked.clone()], ..turn(&call.id, 2, "sounds good", "Great, I will send the details.") };
+        let t2 = store.add_turn(acme, &t2).await.unwrap();
+        assert_eq!(t2.data["tools"], serde_json::json!([serde_json::to_value(&booked).unwrap()]));
+        assert_eq!(t1.data["tools"], serde_json::json!([]));
 
         let finish = FinishCall {
             status: CallStatus::Completed,
@@ -142,6 +152,7 @@ backend_tests! {
         assert!(done.ended_at.is_some() && done.duration_s.unwrap() >= 0.0);
         assert_eq!(done.intent_score, Some(0.8));
         let turns = store.turns(acme, &call.id).await.unwrap();
+        assert_eq!((turns[0].tools.as_slice(), turns[1].tools.as_slice()), (&[][..], std::slice::from_ref(&booked)));
         assert_eq!(done.transcript.as_deref(), Some(transcript(&turns).as_str()));
         assert!(done.transcript.unwrap().starts_with("Caller: how much is it?\nAgent: It is 20 dollars a month.\n"));
 

@@ -16,8 +16,8 @@ pub mod types;
 pub(crate) use rows::{CALL_COLUMNS, call_from};
 use rows::{decode_cursor, encode_cursor, turn_from};
 pub use types::{
-    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, Turn,
-    transcript,
+    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, ToolUse,
+    Turn, transcript,
 };
 
 /// Reads one organization's call inside a transaction, for update. Another organization's call
@@ -245,9 +245,10 @@ impl Store {
     pub async fn add_turn(&self, org_id: i64, turn: &NewTurn) -> Result<Event> {
         let at = now();
         let latency = serde_json::to_value(turn.latency).unwrap_or_default();
+        let tools = serde_json::to_value(&turn.tools).unwrap_or_default();
         let event_id = write_tx!(self, tx, pg => {
             let call = call_in_tx!(tx, pg, org_id, &turn.call_id);
-            sqlx::query("INSERT INTO call_turns (call_id, turn, caller, agent, emotion, intent, confidence, latency, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            sqlx::query("INSERT INTO call_turns (call_id, turn, caller, agent, emotion, intent, confidence, latency, tools, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
                 .bind(&turn.call_id)
                 .bind(turn.turn)
                 .bind(&turn.caller)
@@ -256,6 +257,7 @@ impl Store {
                 .bind(turn.intent.as_deref())
                 .bind(turn.confidence)
                 .bind(sqlx::types::Json(&latency))
+                .bind(sqlx::types::Json(&tools))
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
@@ -280,6 +282,7 @@ impl Store {
                     "intent": turn.intent,
                     "confidence": turn.confidence,
                     "latency_ms": turn.latency,
+                    "tools": tools,
                 }),
                 at,
             };
@@ -345,7 +348,7 @@ impl Store {
             if call.ended_at.is_some() || !orphaned {
                 Vec::new()
             } else {
-                let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
+                let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, tools, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
                     .bind(&call.id)
                     .fetch_all(&mut *tx)
                     .await?;
@@ -444,7 +447,7 @@ impl Store {
     pub async fn turns(&self, org_id: i64, call_id: &str) -> Result<Vec<Turn>> {
         with_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT t.turn, t.caller, t.agent, t.emotion, t.intent, t.confidence, t.latency, t.at FROM call_turns t \
+                "SELECT t.turn, t.caller, t.agent, t.emotion, t.intent, t.confidence, t.latency, t.tools, t.at FROM call_turns t \
                  JOIN calls c ON c.id = t.call_id WHERE t.call_id = $1 AND c.org_id = $2 ORDER BY t.turn",
             )
                 .bind(call_id)

@@ -61,6 +61,7 @@ pub(super) fn turn_from(row: &impl RowExt) -> Result<Turn> {
         intent: row.opt_text("intent")?,
         confidence: row.opt_float("confidence")?,
         latency_ms: latency,
+        tools: serde_json::from_value(row.json("tools")?).unwrap_or_default(),
         at: row.time("at")?,
     })
 }

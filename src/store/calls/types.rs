@@ -143,7 +143,18 @@ pub struct Turn {
     pub intent: Option<String>,
     pub confidence: Option<f64>,
     pub latency_ms: Latency,
+    /// The tools the model called in this turn, in order, with what each did.
+    pub tools: Vec<ToolUse>,
     pub at: DateTime<Utc>,
+}
+
+/// A tool the model called during a turn: its name, the arguments it gave (JSON; the text as
+/// written when it was not JSON), and the result (what asterai did, or why it did not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolUse {
+    pub name: String,
+    pub arguments: serde_json::Value,
+    pub result: serde_json::Value,
 }
 
 /// A call to create.
@@ -171,6 +182,9 @@ pub struct NewTurn {
     pub intent: Option<String>,
     pub confidence: Option<f64>,
     pub latency: Latency,
+    /// The tools the model called in this turn.
+    #[serde(default)]
+    pub tools: Vec<ToolUse>,
 }
 
 /// How a call finished.
