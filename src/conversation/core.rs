@@ -489,7 +489,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             };
             // An answer the caller talked over was given, however little of it they heard; a
             // model may also act without a word (a call of end_call or transfer).
-            let (tools, mut tool_uses) = ToolDecision::read(&self.call_id, &speech.tool_calls);
+            let (tools, mut tool_uses) =
+                ToolDecision::read(&self.call_id, &speech.tool_calls, &self.profile.settings.transfer_targets);
             let answered = (!speech.text.trim().is_empty() && (!speech.heard.is_empty() || speech.interrupted))
                 || (tools.action().is_some() && speech.error.is_none());
             let provider_error =
@@ -522,7 +523,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             // A transfer is tried before the turn is stored: the turn keeps what the caller
             // heard, the apology when nobody could take the call.
             let transfer = match analysis.action {
-                Action::Transfer if !speech.hung_up => Some(self.transfer().await),
+                Action::Transfer if !speech.hung_up => Some(match &tools {
+                    ToolDecision::Transfer { destination } => self.transfer(destination.clone()).await,
+                    _ => self.transfer(Ok(None)).await,
+                }),
                 _ => None,
             };
             // What the agent says next because of this turn belongs to its transcript too.
@@ -547,11 +551,11 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             if let Some(decided) = tool_uses.iter_mut().find(|t| t.result.is_null()) {
                 decided.result = match (&tools, &transfer) {
                     (ToolDecision::End { outcome, .. }, _) => serde_json::json!({ "ended": true, "outcome": outcome }),
-                    (ToolDecision::Transfer, Some(Ok(()))) => serde_json::json!({ "transferred": true }),
-                    (ToolDecision::Transfer, Some(Err(e))) => {
+                    (ToolDecision::Transfer { .. }, Some(Ok(()))) => serde_json::json!({ "transferred": true }),
+                    (ToolDecision::Transfer { .. }, Some(Err(e))) => {
                         serde_json::json!({ "transferred": false, "error": e })
                     }
-                    (ToolDecision::Transfer, None) => {
+                    (ToolDecision::Transfer { .. }, None) => {
                         serde_json::json!({ "transferred": false, "error": "the caller hung up" })
                     }
                     (ToolDecision::None, _) => serde_json::Value::Null,
@@ -665,9 +669,17 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         }
     }
 
-    /// Hands the caller to a person; the error says why not.
-    async fn transfer(&mut self) -> Result<(), String> {
+    /// Hands the caller to a person, at the agent's target the model named (`Ok(None)`: the
+    /// default target); the error says why not. A name the agent does not have is never dialled.
+    async fn transfer(&mut self, destination: Result<Option<String>, String>) -> Result<(), String> {
+        let destination = destination.inspect_err(|e| {
+            tracing::warn!(call_id = %self.call_id, "the model asked for a transfer asterai cannot make: {e}");
+        })?;
         let Some(transferer) = &self.inner.transferer else {
+            if destination.is_some() {
+                tracing::info!(call_id = %self.call_id, "the agent names a transfer target, but transfers need ARI (ari.url)");
+                return Err("transfers need ARI (ari.url)".to_owned());
+            }
             tracing::info!(call_id = %self.call_id, "the caller asked for a person, but no transfer target is configured");
             return Err("no transfer target is configured".to_owned());
         };
@@ -676,6 +688,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             org_id: self.org.id,
             channel: self.channel.clone(),
             uniqueid: self.uniqueid.clone(),
+            destination,
         };
         match transferer.transfer(&request).await {
             Ok(()) => {
@@ -791,12 +804,19 @@ enum ToolDecision {
         outcome: Option<Outcome>,
         reason: String,
     },
-    /// `transfer`.
-    Transfer,
+    /// `transfer`: the destination of the agent's target the model named (`None`: the agent
+    /// names none, the default target), or why the model's choice is refused.
+    Transfer {
+        destination: Result<Option<String>, String>,
+    },
 }
 
 impl ToolDecision {
-    fn read(call_id: &str, calls: &[crate::speech::llm::ToolCall]) -> (ToolDecision, Vec<ToolUse>) {
+    fn read(
+        call_id: &str,
+        calls: &[crate::speech::llm::ToolCall],
+        targets: &[(String, String)],
+    ) -> (ToolDecision, Vec<ToolUse>) {
         let mut decision = ToolDecision::None;
         let mut uses = Vec::with_capacity(calls.len());
         for call in calls {
@@ -839,7 +859,22 @@ impl ToolDecision {
                     let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
                     decision = ToolDecision::End { outcome, reason };
                 }
-                "transfer" => decision = ToolDecision::Transfer,
+                "transfer" => {
+                    let destination = if targets.is_empty() {
+                        Ok(None)
+                    } else {
+                        let named = arguments.get("target").and_then(|t| t.as_str()).unwrap_or_default();
+                        match targets.iter().find(|(name, _)| name == named) {
+                            Some((_, destination)) => Ok(Some(destination.clone())),
+                            None => {
+                                let names: Vec<&str> = targets.iter().map(|(name, _)| name.as_str()).collect();
+                                let named: String = named.chars().filter(|c| !c.is_control()).take(64).collect();
+                                Err(format!("no transfer target named {named:?}; expected one of {}", names.join(", ")))
+                            }
+                        }
+                    };
+                    decision = ToolDecision::Transfer { destination };
+                }
                 other => {
                     tracing::warn!(call_id, tool = %other, "the model called a tool the agent does not have; ignored");
                     used.result = serde_json::json!({ "error": format!("no tool named {other:?}") });
@@ -854,7 +889,7 @@ impl ToolDecision {
         match self {
             ToolDecision::None => None,
             ToolDecision::End { .. } => Some(Action::End),
-            ToolDecision::Transfer => Some(Action::Transfer),
+            ToolDecision::Transfer { .. } => Some(Action::Transfer),
         }
     }
 }
