@@ -137,6 +137,7 @@ async fn server(args: &[String]) {
                         voice_to_voice: None,
                     },
                     interrupted: false,
+                    tools: Vec::new(),
                 },
             )
             .await

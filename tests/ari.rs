@@ -815,6 +815,7 @@ async fn transfer_continues_or_redirects_the_channel_and_reports_refusals() {
         org_id: rig.org.id,
         channel: "PJSIP/x".into(),
         uniqueid: call.id.clone(),
+        destination: None,
     };
 
     let to_queue = AriTransferer::new(client.clone(), TransferTarget::parse("Local/support@asterai-transfer").unwrap());
@@ -828,6 +829,18 @@ async fn transfer_continues_or_redirects_the_channel_and_reports_refusals() {
     let to_phone = AriTransferer::new(client.clone(), TransferTarget::parse("PJSIP/100").unwrap());
     to_phone.transfer(&request).await.unwrap();
     assert_eq!(rig.fake.requests_to("POST", "/redirect").pop().unwrap().query.get("endpoint").unwrap(), "PJSIP/100");
+    // An agent's named target goes where the agent says, with or without dialer.transfer_target.
+    let named = TransferRequest { destination: Some("Local/600@from-internal".into()), ..request.clone() };
+    for transferer in [&AriTransferer::named_only(client.clone()), &to_phone] {
+        transferer.transfer(&named).await.unwrap();
+        let last = rig.fake.requests_to("POST", &format!("/channels/{}/continue", call.id)).pop().unwrap();
+        assert_eq!(
+            (last.query.get("context").unwrap().as_str(), last.query.get("extension").unwrap().as_str()),
+            ("from-internal", "600")
+        );
+    }
+    let nowhere = AriTransferer::named_only(client.clone()).transfer(&request).await.unwrap_err();
+    assert_eq!(nowhere, "no transfer target is configured (dialer.transfer_target)");
 
     // Not in Stasis (the captured 409): the channel runs AGI() in the dialplan, which takes the
     // transfer over once the conversation ends with outcome `transferred`.
@@ -835,6 +848,9 @@ async fn transfer_continues_or_redirects_the_channel_and_reports_refusals() {
     rig.fake.force(Method::POST, "/continue", Canned::from(dialplan.exchange(3)));
     to_queue.transfer(&request).await.unwrap();
     assert!(!rig.fake.requests_to("GET", &format!("/channels/{}", call.id)).is_empty(), "the channel is checked first");
+    // The dialplan's hand-over cannot reach a named target: refused, not sent elsewhere.
+    let refused = to_queue.transfer(&named).await.unwrap_err();
+    assert!(refused.contains("not in Stasis"), "{refused}");
     // ...unless the channel is gone too (the captured 404s): then it is an error.
     let gone = TransferRequest { uniqueid: "does-not-exist".into(), ..request.clone() };
     let refused = to_queue.transfer(&gone).await.unwrap_err();

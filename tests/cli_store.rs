@@ -85,6 +85,7 @@ async fn migrate_org_token_and_calls() {
                 confidence: Some(0.7),
                 latency: Latency { total: 1234, ..Latency::default() },
                 interrupted: false,
+                tools: Vec::new(),
             },
         )
         .await

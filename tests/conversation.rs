@@ -38,6 +38,14 @@ async fn rig(tweak: impl FnOnce(&mut Config)) -> Rig {
 }
 
 async fn rig_with(tweak: impl FnOnce(&mut Config), tweak_settings: impl FnOnce(&mut Settings)) -> Rig {
+    rig_transferring(tweak, tweak_settings, None).await
+}
+
+async fn rig_transferring(
+    tweak: impl FnOnce(&mut Config),
+    tweak_settings: impl FnOnce(&mut Settings),
+    transferer: Option<std::sync::Arc<dyn asterai::conversation::Transferer>>,
+) -> Rig {
     let db = TestDb::new(Backend::Sqlite).await;
     db.store.create_org("acme", "Acme Inc.").await.unwrap();
     let daemon = TestDaemon::start(db.store.clone()).await;
@@ -65,7 +73,7 @@ async fn rig_with(tweak: impl FnOnce(&mut Config), tweak_settings: impl FnOnce(&
     std::fs::create_dir_all(config.recordings_dir()).unwrap();
     let mut settings = Settings::from_config(&config);
     tweak_settings(&mut settings);
-    let conversations = Conversations::new(daemon.publisher.clone(), providers, settings, None);
+    let conversations = Conversations::new(daemon.publisher.clone(), providers, settings, transferer);
     let agi = TestServer::start(Router::new().route("ai", conversations.handler()), ServerConfig::default()).await;
     Rig { db, daemon, agi, stt, llm, _tts: tts, config, _dir: dir }
 }
@@ -755,8 +763,39 @@ async fn the_model_ends_or_transfers_the_call_with_tools() {
     assert_eq!(call.turns, 2);
     let transcript = call.transcript.unwrap();
     assert!(transcript.contains("Caller: Fine, book me in.\nAgent: Great, you're booked."), "{transcript}");
-    let sorry = rig.phrase_file("I'm sorry, I can't connect you with a person right now, but I can keep helping you.");
+    let sorry_text = "I'm sorry, I can't connect you with a person right now, but I can keep helping you.";
+    let sorry = rig.phrase_file(sorry_text);
     assert!(log.played.contains(&sorry), "no transfer target: the caller hears so: {:?}", log.played);
+    // A turn where the model only called a tool keeps what the caller heard, and every turn
+    // keeps the tools called in it, with their results, in the store and on the feed.
+    assert!(transcript.contains(&format!("Caller: Can I talk to a person?\nAgent: {sorry_text}\n")), "{transcript}");
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    let tools: Vec<serde_json::Value> =
+        turns.iter().filter(|t| t.turn > 0).map(|t| serde_json::to_value(&t.tools).unwrap()).collect();
+    let expected = [
+        serde_json::json!([{
+            "name": "transfer",
+            "arguments": {"reason": "asked for a person"},
+            "result": {"transferred": false, "error": "no transfer target is configured"},
+        }]),
+        serde_json::json!([{
+            "name": "end_call",
+            "arguments": {"outcome": "interested", "reason": "booked a demo"},
+            "result": {"ended": true, "outcome": "interested"},
+        }]),
+    ];
+    assert_eq!(tools, expected);
+    let page = store.events_after(acme.id, 0, 100).await.unwrap();
+    let fed: Vec<&serde_json::Value> = page
+        .events
+        .iter()
+        .filter(|e| e.call_id.as_deref() == Some(call.id.as_str()) && e.data["turn"].as_i64() > Some(0))
+        .filter(|e| e.kind == asterai::store::EventKind::ConversationTurn)
+        .map(|e| &e.data["tools"])
+        .collect();
+    assert_eq!(fed, expected.iter().collect::<Vec<_>>(), "conversation_turn carries the turn's tools");
+    assert_eq!((turns[0].turn, turns[0].tools.len()), (0, 0), "the greeting called no tool");
+    assert_eq!(turns[1].agent, sorry_text);
     let requests = rig.llm.received_requests().await.unwrap();
     let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
     let names: Vec<&str> =
@@ -777,6 +816,13 @@ async fn the_model_ends_or_transfers_the_call_with_tools() {
     assert_eq!(call.outcome, Some(Outcome::NotInterested));
     let transcript = call.transcript.unwrap();
     assert!(transcript.contains("Caller: No thanks.\nAgent: Closer says bye."), "{transcript}");
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    let last = turns.last().unwrap();
+    assert_eq!(last.agent, "Closer says bye.");
+    assert_eq!(
+        serde_json::to_value(&last.tools).unwrap(),
+        serde_json::json!([{"name": "end_call", "arguments": {"outcome": "not_interested"}, "result": {"ended": true, "outcome": "not_interested"}}])
+    );
     assert_eq!(log.played.last(), Some(&rig.phrase_file("Closer says bye.")));
 }
 
@@ -792,4 +838,77 @@ async fn nth_finished_call(rig: &Rig, n: usize) -> Call {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("call {n} was never finished");
+}
+
+/// Records the transfers asked of it and makes them.
+#[derive(Default)]
+struct RecordingTransferer {
+    asked: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl asterai::conversation::Transferer for RecordingTransferer {
+    fn transfer<'a>(
+        &'a self,
+        call: &'a asterai::conversation::TransferRequest,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+        self.asked.lock().unwrap().push(call.destination.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// An agent's named transfer targets: the tool's schema offers their names as an enum; the
+/// target the model names is dialled at its destination; a name the agent does not have is
+/// never dialled: the tool's result says why and the caller hears `transfer_unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_goes_to_the_target_the_agent_names() {
+    use asterai::agent::{self, AgentSpec};
+    use support::mocks::sse_tool_call;
+    let transferer = std::sync::Arc::new(RecordingTransferer::default());
+    let rig = rig_transferring(|_| {}, |_| {}, Some(transferer.clone())).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let spec = r#"
+name = "desk"
+tools = ["transfer"]
+ai_disclosure = false
+[[transfer_targets]]
+name = "sales"
+destination = "Local/600@from-internal"
+description = "buying something"
+[[transfer_targets]]
+name = "support"
+destination = "PJSIP/100"
+"#;
+    agent::create(store, acme.id, &AgentSpec::parse(spec).unwrap(), true).await.unwrap();
+    rig.transcripts(&["Put me through to the boss.", "Sales then."]).await;
+    let templates = vec![
+        sse_tool_call("", "transfer", r#"{"target": "Local/666@evil", "reason": "boss"}"#),
+        sse_tool_call("Connecting you to sales.", "transfer", r#"{"target": "sales"}"#),
+    ];
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(support::mocks::Sequence::new(templates))
+        .mount(&rig.llm)
+        .await;
+    let (log, call) = rig.call(&rig.caller(&["boss", "sales"])).await;
+    assert_eq!((call.status, call.outcome), (CallStatus::Completed, Some(Outcome::Transferred)));
+    assert_eq!(*transferer.asked.lock().unwrap(), [Some("Local/600@from-internal".to_owned())]);
+    let sorry_text = "I'm sorry, I can't connect you with a person right now, but I can keep helping you.";
+    assert!(log.played.contains(&rig.phrase_file(sorry_text)), "{:?}", log.played);
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    assert_eq!(turns[1].agent, sorry_text);
+    assert_eq!(
+        serde_json::to_value(&turns[1].tools).unwrap(),
+        serde_json::json!([{"name": "transfer", "arguments": {"target": "Local/666@evil", "reason": "boss"},
+            "result": {"transferred": false, "error": "no transfer target named \"Local/666@evil\"; expected one of sales, support"}}])
+    );
+    assert_eq!(turns[2].agent, "Connecting you to sales.");
+    assert_eq!(turns[2].tools[0].result, serde_json::json!({"transferred": true}));
+
+    let requests = rig.llm.received_requests().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let transfer = &body["tools"][0]["function"];
+    assert_eq!(transfer["name"], "transfer");
+    assert_eq!(transfer["parameters"]["properties"]["target"]["enum"], serde_json::json!(["sales", "support"]));
+    assert_eq!(transfer["parameters"]["required"], serde_json::json!(["target"]));
 }

@@ -154,7 +154,7 @@ backend_tests! {
         for turn in 1..=1000 {
             let event = daemon.publisher.conversation_turn(acme, &NewTurn {
                 call_id: call_id.clone(), turn, caller: big.clone(), agent: "ok".into(),
-                emotion: None, intent: None, confidence: None, latency: Latency::default(), interrupted: false,
+                emotion: None, intent: None, confidence: None, latency: Latency::default(), interrupted: false, tools: Vec::new(),
             }).await.unwrap();
             published.push(event.id);
         }
@@ -340,7 +340,7 @@ backend_tests! {
         daemon.publisher.call_status(acme, &ids[0], CallStatus::InProgress, None).await.unwrap();
         daemon.publisher.conversation_turn(acme, &NewTurn {
             call_id: ids[0].clone(), turn: 1, caller: "hello?".into(), agent: "Hi, this is Ava.".into(),
-            emotion: Some("neutral".into()), intent: Some("greeting".into()), confidence: Some(0.8), latency: Latency::default(), interrupted: false,
+            emotion: Some("neutral".into()), intent: Some("greeting".into()), confidence: Some(0.8), latency: Latency::default(), interrupted: false, tools: Vec::new(),
         }).await.unwrap();
         let http = reqwest::Client::new();
         let page: serde_json::Value = http.get(daemon.url("/v1/calls?limit=2")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
@@ -813,6 +813,7 @@ async fn events_have_the_documented_shape() {
                     voice_to_voice: None,
                 },
                 interrupted: false,
+                tools: Vec::new(),
             },
         )
         .await
@@ -832,7 +833,8 @@ async fn events_have_the_documented_shape() {
     assert_eq!(
         json[2]["data"],
         serde_json::json!({"turn": 3, "caller": "how much is it?", "agent": "It is 20 dollars a month.", "emotion": "neutral",
-            "intent": "question", "confidence": 0.91, "latency_ms": {"endpoint": 1000, "stt": 310, "llm_first": 420, "tts_first": 180, "total": 1950}})
+            "intent": "question", "confidence": 0.91, "latency_ms": {"endpoint": 1000, "stt": 310, "llm_first": 420, "tts_first": 180, "total": 1950},
+            "tools": []})
     );
     let ids: BTreeSet<i64> = events.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), 3);

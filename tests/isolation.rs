@@ -107,6 +107,7 @@ fn turn(call_id: &str, n: i32) -> NewTurn {
         confidence: None,
         latency: Latency::default(),
         interrupted: false,
+        tools: Vec::new(),
     }
 }
 

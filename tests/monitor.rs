@@ -76,6 +76,7 @@ fn turn(call_id: &str, n: i32) -> NewTurn {
             voice_to_voice: None,
         },
         interrupted: false,
+        tools: Vec::new(),
     }
 }
 

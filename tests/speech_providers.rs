@@ -237,7 +237,10 @@ async fn streamed_tool_calls_are_assembled() {
         .await;
     let responder = responder(&server);
     let values = BTreeMap::new();
-    let tools = [asterai::agent::builtin_tool("transfer").unwrap(), asterai::agent::builtin_tool("end_call").unwrap()];
+    let tools = [
+        asterai::agent::builtin_tool("transfer", &[]).unwrap(),
+        asterai::agent::builtin_tool("end_call", &[]).unwrap(),
+    ];
     let request = ResponseRequest {
         system: "You are Ava.",
         history: &[],

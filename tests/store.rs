@@ -44,6 +44,7 @@ fn turn(call_id: &str, n: i32, caller: &str, agent: &str) -> NewTurn {
             voice_to_voice: None,
         },
         interrupted: false,
+        tools: Vec::new(),
     }
 }
 
@@ -130,6 +131,16 @@ backend_tests! {
         };
         let t2 = store.add_turn(acme, &talked_over).await.unwrap();
         assert_eq!((t2.data["interrupted"].as_bool(), t2.data["latency_ms"]["voice_to_voice"].as_u64()), (Some(true), Some(640)));
+        // A turn keeps the tools the model called in it (JSON on both backends), and its event shows them.
+        let booked = asterai::store::ToolUse {
+            name: "end_call".into(),
+            arguments: serde_json::json!({"outcome": "interested", "reason": "booked"}),
+            result: serde_json::json!({"ended": true, "outcome": "interested"}),
+        };
+        let t3 = NewTurn { tools: vec![booked.clone()], ..turn(&call.id, 3, "yes please", "Great, I will send the details.") };
+        let t3 = store.add_turn(acme, &t3).await.unwrap();
+        assert_eq!(t3.data["tools"], serde_json::json!([serde_json::to_value(&booked).unwrap()]));
+        assert_eq!(t1.data["tools"], serde_json::json!([]));
 
         let finish = FinishCall {
             status: CallStatus::Completed,
@@ -151,8 +162,9 @@ backend_tests! {
         assert!(done.ended_at.is_some() && done.duration_s.unwrap() >= 0.0);
         assert_eq!(done.intent_score, Some(0.8));
         let turns = store.turns(acme, &call.id).await.unwrap();
-        assert_eq!(turns.iter().map(|t| t.interrupted).collect::<Vec<_>>(), [false, true]);
+        assert_eq!(turns.iter().map(|t| t.interrupted).collect::<Vec<_>>(), [false, true, false]);
         assert_eq!(turns[1].latency_ms.voice_to_voice, Some(640));
+        assert_eq!((turns[0].tools.as_slice(), turns[2].tools.as_slice()), (&[][..], std::slice::from_ref(&booked)));
         assert_eq!(done.transcript.as_deref(), Some(transcript(&turns).as_str()));
         assert!(done.transcript.unwrap().starts_with("Caller: how much is it?\nAgent: It is 20 dollars a month.\n"));
 

@@ -51,8 +51,33 @@ pub const VARIABLES: &[(&str, &str)] = &[
 /// The built-in tools an agent may offer its model.
 pub const TOOLS: &[&str] = &["end_call", "transfer"];
 
-/// A built-in tool as the model sees it (OpenAI function calling).
-pub fn builtin_tool(name: &str) -> Option<crate::speech::llm::ToolSpec> {
+/// A place the agent's `transfer` tool can send the caller: the model names it, asterai dials
+/// its `destination` (never text of the model's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferTargetSpec {
+    /// What the model calls it: 1 to 63 lower-case letters, digits, `-` or `_`.
+    pub name: String,
+    /// `Local/<exten>@<context>` (continue in the dialplan) or `Tech/resource` (redirect).
+    pub destination: String,
+    /// When the model should pick it, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The most transfer targets an agent may name.
+pub const MAX_TRANSFER_TARGETS: usize = 32;
+
+/// Checks a transfer destination as `dialer.transfer_target` is checked.
+pub fn valid_destination(destination: &str) -> bool {
+    destination.split_once('/').is_some_and(|(tech, rest)| !tech.is_empty() && !rest.is_empty())
+        && !destination.contains([' ', ','])
+        && !destination.chars().any(char::is_control)
+}
+
+/// A built-in tool as the model sees it (OpenAI function calling). `transfer` offers the
+/// agent's named targets, if it has any, as an enum the model must pick from.
+pub fn builtin_tool(name: &str, targets: &[TransferTargetSpec]) -> Option<crate::speech::llm::ToolSpec> {
     let (description, parameters) = match name {
         "end_call" => (
             "End the call, after you have said goodbye. Give the call's outcome.",
@@ -62,12 +87,30 @@ pub fn builtin_tool(name: &str) -> Option<crate::speech::llm::ToolSpec> {
                 "reason": {"type": "string", "description": "Why the call ends, in a few words"}},
               "required": ["outcome"], "additionalProperties": false}),
         ),
-        "transfer" => (
+        "transfer" if targets.is_empty() => (
             "Hand the caller to a person, when they ask for one or you cannot help.",
             serde_json::json!({"type": "object", "properties": {
                 "reason": {"type": "string", "description": "Why the caller needs a person"}},
               "additionalProperties": false}),
         ),
+        "transfer" => {
+            let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+            let described: Vec<String> = targets
+                .iter()
+                .map(|t| match &t.description {
+                    Some(d) => format!("{}: {d}", t.name),
+                    None => t.name.clone(),
+                })
+                .collect();
+            (
+                "Hand the caller to a person, when they ask for one or you cannot help. Pick the target.",
+                serde_json::json!({"type": "object", "properties": {
+                    "target": {"type": "string", "enum": names,
+                               "description": format!("Where to send the caller ({})", described.join("; "))},
+                    "reason": {"type": "string", "description": "Why the caller needs a person"}},
+                  "required": ["target"], "additionalProperties": false}),
+            )
+        }
         _ => return None,
     };
     Some(crate::speech::llm::ToolSpec { name: name.to_owned(), description: description.to_owned(), parameters })
@@ -121,6 +164,9 @@ pub struct AgentSpec {
     /// Built-in tools the model may call during the call ([`TOOLS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// Where the `transfer` tool may send the caller, by name (none: `dialer.transfer_target`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_targets: Vec<TransferTargetSpec>,
     #[serde(default, skip_serializing_if = "Phrases::is_empty")]
     pub phrases: Phrases,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
@@ -337,6 +383,30 @@ impl AgentSpec {
         for tool in &self.tools {
             if !TOOLS.contains(&tool.as_str()) {
                 return Err(format!("tools: unknown tool {tool:?}; expected one of {}", TOOLS.join(", ")));
+            }
+        }
+        if self.transfer_targets.len() > MAX_TRANSFER_TARGETS {
+            return Err(format!(
+                "transfer_targets: at most {MAX_TRANSFER_TARGETS}, got {}",
+                self.transfer_targets.len()
+            ));
+        }
+        if !self.transfer_targets.is_empty() && !self.tools.iter().any(|t| t == "transfer") {
+            return Err("transfer_targets: the agent has no \"transfer\" in tools to use them".into());
+        }
+        for (i, target) in self.transfer_targets.iter().enumerate() {
+            validate_name(&target.name).map_err(|e| format!("transfer_targets[{i}].name: {e}"))?;
+            if self.transfer_targets[..i].iter().any(|t| t.name == target.name) {
+                return Err(format!("transfer_targets[{i}].name: {:?} is named twice", target.name));
+            }
+            if !valid_destination(target.destination.trim()) {
+                return Err(format!(
+                    "transfer_targets[{i}].destination: expected Local/<exten>@<context> or Tech/resource such as \"Local/600@from-internal\", got {:?}",
+                    target.destination
+                ));
+            }
+            if target.description.as_ref().is_some_and(|d| d.chars().count() > 200) {
+                return Err(format!("transfer_targets[{i}].description: at most 200 characters"));
             }
         }
         let l = &self.limits;
@@ -734,5 +804,35 @@ mod tests {
             ..Default::default()
         };
         spec.validate().unwrap();
+    }
+
+    #[test]
+    fn transfer_targets_are_checked_when_saved() {
+        let target = |name: &str, destination: &str| {
+            format!("[[transfer_targets]]\nname = \"{name}\"\ndestination = \"{destination}\"\n")
+        };
+        let with = |targets: &str| AgentSpec::parse(&format!("tools = [\"transfer\"]\n{targets}")).unwrap().validate();
+        with(&(target("sales", "Local/600@from-internal") + &target("support", "PJSIP/100"))).unwrap();
+        let e = with(&target("Sales Team", "PJSIP/100")).unwrap_err();
+        assert!(e.starts_with("transfer_targets[0].name: "), "{e}");
+        let e = with(&(target("sales", "PJSIP/100") + &target("sales", "PJSIP/101"))).unwrap_err();
+        assert_eq!(e, "transfer_targets[1].name: \"sales\" is named twice");
+        for bad in ["600", "Local/600@x,then", "PJSIP/1 00", "/100", "PJSIP/"] {
+            let e = with(&target("sales", bad)).unwrap_err();
+            assert!(e.starts_with("transfer_targets[0].destination: expected Local/<exten>@<context>"), "{bad}: {e}");
+        }
+        let e = with("[[transfer_targets]]\nname = \"sales\"\ndestination = \"PJSIP/100\\r\\nHangup\"\n").unwrap_err();
+        assert!(e.starts_with("transfer_targets[0].destination: "), "CR/LF refused: {e}");
+        let e = AgentSpec::parse(&target("sales", "PJSIP/100")).unwrap().validate().unwrap_err();
+        assert!(e.contains("no \"transfer\" in tools"), "{e}");
+        let e = AgentSpec::parse("[[transfer_targets]]\nname = \"a\"\ndest = \"PJSIP/1\"").unwrap_err();
+        assert!(e.contains("unknown field `dest`"), "{e}");
+        let tool = builtin_tool(
+            "transfer",
+            &[TransferTargetSpec { name: "sales".into(), destination: "PJSIP/1".into(), description: None }],
+        )
+        .unwrap();
+        assert_eq!(tool.parameters["properties"]["target"]["enum"], serde_json::json!(["sales"]));
+        assert!(builtin_tool("transfer", &[]).unwrap().parameters["properties"].get("target").is_none());
     }
 }

@@ -289,8 +289,11 @@ pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor)
         supervisor.spawn("campaign runner", move |stop| ticking.clone().run(stop).map(Ok));
         supervisor.spawn("campaign settler", move |stop| runner.clone().settle_as_calls_end(stop).map(Ok));
     }
-    let transferer = TransferTarget::parse(&config.dialer.transfer_target)
-        .map(|target| Arc::new(AriTransferer::new(client.clone(), target)) as Arc<dyn Transferer>);
+    // Without dialer.transfer_target, agents' named targets still transfer.
+    let transferer = Some(match TransferTarget::parse(&config.dialer.transfer_target) {
+        Some(target) => Arc::new(AriTransferer::new(client.clone(), target)) as Arc<dyn Transferer>,
+        None => Arc::new(AriTransferer::named_only(client.clone())) as Arc<dyn Transferer>,
+    });
     Ok(Some(AriParts { dialer, transferer, tracker, client, drained: Some(drained) }))
 }
 

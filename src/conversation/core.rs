@@ -23,7 +23,7 @@ use crate::config::ConversationConfig;
 use crate::speech::llm::{Action, ChunkStream, Message, ResponseRequest, Role};
 use crate::speech::rules::render;
 use crate::speech::{BoxFuture, SpeechError};
-use crate::store::{CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Org, Outcome};
+use crate::store::{CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Org, Outcome, ToolUse};
 
 /// The parameters of the `ai` route (`ai?org=acme&campaign=7&contact=12&call_id=…&amd=…`), read
 /// from the FastAGI script or the Stasis argument by the same code ([`crate::agi::env`]).
@@ -489,7 +489,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             };
             // An answer the caller talked over was given, however little of it they heard; a
             // model may also act without a word (a call of end_call or transfer).
-            let tools = ToolDecision::read(&self.call_id, &speech.tool_calls);
+            let (tools, mut tool_uses) =
+                ToolDecision::read(&self.call_id, &speech.tool_calls, &self.profile.settings.transfer_targets);
             let answered = (!speech.text.trim().is_empty() && (!speech.heard.is_empty() || speech.interrupted))
                 || (tools.action().is_some() && speech.error.is_none());
             let provider_error =
@@ -519,8 +520,20 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 TurnClock { endpoint_ms, recorded_at: ended_at, last_voice_at, stt_started, stt_done, llm_started };
             let latency = clock.latency(&speech, answered);
             self.history.push(Message { role: Role::User, content: transcript.clone() });
+            // A transfer is tried before the turn is stored: the turn keeps what the caller
+            // heard, the apology when nobody could take the call.
+            let transfer = match analysis.action {
+                Action::Transfer if !speech.hung_up => Some(match &tools {
+                    ToolDecision::Transfer { destination } => self.transfer(destination.clone()).await,
+                    _ => self.transfer(Ok(None)).await,
+                }),
+                _ => None,
+            };
             // What the agent says next because of this turn belongs to its transcript too.
             let follow_up = match analysis.action {
+                Action::Transfer if matches!(transfer, Some(Err(_))) => {
+                    Some(self.phrase(&self.config().transfer_unavailable))
+                }
                 Action::Callback => Some(self.phrase(&self.config().callback_confirmation)),
                 Action::DoNotCall => Some(self.phrase(&self.config().dnc_confirmation)),
                 // end_call without a goodbye of the model's own: the agent's.
@@ -535,7 +548,29 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             };
             self.history.push(Message { role: Role::Assistant, content: said.clone() });
             self.analyses.push(analysis.clone());
-            self.store_turn(self.turn, &transcript, &said, Some(&analysis), latency, speech.interrupted).await;
+            if let Some(decided) = tool_uses.iter_mut().find(|t| t.result.is_null()) {
+                decided.result = match (&tools, &transfer) {
+                    (ToolDecision::End { outcome, .. }, _) => serde_json::json!({ "ended": true, "outcome": outcome }),
+                    (ToolDecision::Transfer { .. }, Some(Ok(()))) => serde_json::json!({ "transferred": true }),
+                    (ToolDecision::Transfer { .. }, Some(Err(e))) => {
+                        serde_json::json!({ "transferred": false, "error": e })
+                    }
+                    (ToolDecision::Transfer { .. }, None) => {
+                        serde_json::json!({ "transferred": false, "error": "the caller hung up" })
+                    }
+                    (ToolDecision::None, _) => serde_json::Value::Null,
+                };
+            }
+            self.store_turn_with_tools(
+                self.turn,
+                &transcript,
+                &said,
+                Some(&analysis),
+                latency,
+                speech.interrupted,
+                tool_uses,
+            )
+            .await;
             if speech.hung_up {
                 return self.gone("caller hung up while the agent spoke");
             }
@@ -567,11 +602,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     return Ending::completed("the caller asked not to be called again", Some(Outcome::DoNotCall));
                 }
                 Action::Transfer => {
-                    if self.transfer().await {
+                    if matches!(transfer, Some(Ok(()))) {
                         return Ending::completed("transferred to a person", Some(Outcome::Transferred));
                     }
-                    let sorry = self.phrase(&self.config().transfer_unavailable);
-                    if !self.say(&sorry).await {
+                    if !self.say(follow_up.as_deref().unwrap_or_default()).await {
                         return self.gone("caller hung up");
                     }
                 }
@@ -644,25 +678,35 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         }
     }
 
-    async fn transfer(&mut self) -> bool {
+    /// Hands the caller to a person, at the agent's target the model named (`Ok(None)`: the
+    /// default target); the error says why not. A name the agent does not have is never dialled.
+    async fn transfer(&mut self, destination: Result<Option<String>, String>) -> Result<(), String> {
+        let destination = destination.inspect_err(|e| {
+            tracing::warn!(call_id = %self.call_id, "the model asked for a transfer asterai cannot make: {e}");
+        })?;
         let Some(transferer) = &self.inner.transferer else {
+            if destination.is_some() {
+                tracing::info!(call_id = %self.call_id, "the agent names a transfer target, but transfers need ARI (ari.url)");
+                return Err("transfers need ARI (ari.url)".to_owned());
+            }
             tracing::info!(call_id = %self.call_id, "the caller asked for a person, but no transfer target is configured");
-            return false;
+            return Err("no transfer target is configured".to_owned());
         };
         let request = TransferRequest {
             call_id: self.call_id.clone(),
             org_id: self.org.id,
             channel: self.channel.clone(),
             uniqueid: self.uniqueid.clone(),
+            destination,
         };
         match transferer.transfer(&request).await {
             Ok(()) => {
                 self.transferred = true;
-                true
+                Ok(())
             }
             Err(e) => {
                 tracing::warn!(call_id = %self.call_id, "transfer failed, the agent carries on: {e}");
-                false
+                Err(format!("the transfer failed: {e}"))
             }
         }
     }
@@ -675,6 +719,20 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         analysis: Option<&TurnAnalysis>,
         latency: Latency,
         interrupted: bool,
+    ) {
+        self.store_turn_with_tools(turn, caller, agent, analysis, latency, interrupted, Vec::new()).await;
+    }
+
+    /// Stores a turn with the tools the model called in it.
+    async fn store_turn_with_tools(
+        &mut self,
+        turn: i32,
+        caller: &str,
+        agent: &str,
+        analysis: Option<&TurnAnalysis>,
+        latency: Latency,
+        interrupted: bool,
+        tools: Vec<ToolUse>,
     ) {
         if turn > 0 {
             for (stage, ms) in [
@@ -704,6 +762,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             confidence: analysis.map(|a| a.confidence),
             latency,
             interrupted,
+            tools,
         };
         self.recorder.push(Change::Turn(new)).await;
     }
@@ -746,7 +805,9 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
 
 /// What the model's tool calls ask for. The built-in tools end the turn, so the first one the
 /// model called decides; calls of tools the agent does not have, or with arguments that do not
-/// fit, are logged and ignored (the model's words still stand).
+/// fit, are logged and ignored (the model's words still stand). Every call is also recorded for
+/// the turn: an ignored one with its error as result, the deciding one with a null result the
+/// turn fills in once it has acted, the ones after it as not run.
 #[derive(Debug, Clone, PartialEq)]
 enum ToolDecision {
     None,
@@ -755,17 +816,39 @@ enum ToolDecision {
         outcome: Option<Outcome>,
         reason: String,
     },
-    /// `transfer`.
-    Transfer,
+    /// `transfer`: the destination of the agent's target the model named (`None`: the agent
+    /// names none, the default target), or why the model's choice is refused.
+    Transfer {
+        destination: Result<Option<String>, String>,
+    },
 }
 
 impl ToolDecision {
-    fn read(call_id: &str, calls: &[crate::speech::llm::ToolCall]) -> ToolDecision {
+    fn read(
+        call_id: &str,
+        calls: &[crate::speech::llm::ToolCall],
+        targets: &[(String, String)],
+    ) -> (ToolDecision, Vec<ToolUse>) {
+        let mut decision = ToolDecision::None;
+        let mut uses = Vec::with_capacity(calls.len());
         for call in calls {
+            let mut used = ToolUse {
+                name: call.name.clone(),
+                arguments: serde_json::from_str(&call.arguments)
+                    .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone())),
+                result: serde_json::Value::Null,
+            };
+            if decision != ToolDecision::None {
+                used.result = serde_json::json!({ "error": "not run: an earlier tool call ended the turn" });
+                uses.push(used);
+                continue;
+            }
             let arguments = match call.arguments_json() {
                 Ok(arguments) => arguments,
                 Err(e) => {
                     tracing::warn!(call_id, tool = %call.name, "the model's tool call is ignored: {e}");
+                    used.result = serde_json::json!({ "error": e });
+                    uses.push(used);
                     continue;
                 }
             };
@@ -786,22 +869,39 @@ impl ToolDecision {
                     });
                     let reason = arguments.get("reason").and_then(|r| r.as_str()).unwrap_or("no reason given");
                     let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
-                    return ToolDecision::End { outcome, reason };
+                    decision = ToolDecision::End { outcome, reason };
                 }
-                "transfer" => return ToolDecision::Transfer,
+                "transfer" => {
+                    let destination = if targets.is_empty() {
+                        Ok(None)
+                    } else {
+                        let named = arguments.get("target").and_then(|t| t.as_str()).unwrap_or_default();
+                        match targets.iter().find(|(name, _)| name == named) {
+                            Some((_, destination)) => Ok(Some(destination.clone())),
+                            None => {
+                                let names: Vec<&str> = targets.iter().map(|(name, _)| name.as_str()).collect();
+                                let named: String = named.chars().filter(|c| !c.is_control()).take(64).collect();
+                                Err(format!("no transfer target named {named:?}; expected one of {}", names.join(", ")))
+                            }
+                        }
+                    };
+                    decision = ToolDecision::Transfer { destination };
+                }
                 other => {
-                    tracing::warn!(call_id, tool = %other, "the model called a tool the agent does not have; ignored")
+                    tracing::warn!(call_id, tool = %other, "the model called a tool the agent does not have; ignored");
+                    used.result = serde_json::json!({ "error": format!("no tool named {other:?}") });
                 }
             }
+            uses.push(used);
         }
-        ToolDecision::None
+        (decision, uses)
     }
 
     fn action(&self) -> Option<Action> {
         match self {
             ToolDecision::None => None,
             ToolDecision::End { .. } => Some(Action::End),
-            ToolDecision::Transfer => Some(Action::Transfer),
+            ToolDecision::Transfer { .. } => Some(Action::Transfer),
         }
     }
 }

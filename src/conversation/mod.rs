@@ -87,6 +87,8 @@ pub struct TransferRequest {
     pub channel: String,
     /// The channel's unique id (`agi_uniqueid`), which ARI uses as the channel id.
     pub uniqueid: String,
+    /// The destination of the agent's target the model named; `None`: the default target.
+    pub destination: Option<String>,
 }
 
 /// Where things are and how to behave.
@@ -107,6 +109,8 @@ pub struct Settings {
     pub base: Arc<Config>,
     /// The functions the model may call (an agent's `tools`; none for the built-in agent).
     pub tools: Vec<crate::speech::llm::ToolSpec>,
+    /// The agent's named transfer targets: (name, destination).
+    pub transfer_targets: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -121,6 +125,7 @@ impl Settings {
             waiting_after: WAITING_AFTER,
             base: Arc::new(config.clone()),
             tools: Vec::new(),
+            transfer_targets: Vec::new(),
         }
     }
 }
@@ -280,7 +285,16 @@ impl Inner {
             system_prompt: config.responder.system_prompt.clone(),
             tts_timeout: config.tts.timeout.0,
             base: Arc::new(config),
-            tools: spec.tools.iter().filter_map(|name| crate::agent::builtin_tool(name)).collect(),
+            tools: spec
+                .tools
+                .iter()
+                .filter_map(|name| crate::agent::builtin_tool(name, &spec.transfer_targets))
+                .collect(),
+            transfer_targets: spec
+                .transfer_targets
+                .iter()
+                .map(|t| (t.name.clone(), t.destination.trim().to_owned()))
+                .collect(),
             ..self.settings.clone()
         };
         Ok(Profile { agent: Some((agent.name.clone(), agent.version)), settings, providers })

@@ -49,20 +49,26 @@ impl TransferTarget {
     }
 }
 
-/// Moves a call's channel to the transfer target.
+/// Moves a call's channel to the transfer target: the agent's target the model named, else
+/// `dialer.transfer_target`.
 pub struct AriTransferer {
     client: AriClient,
-    target: TransferTarget,
+    target: Option<TransferTarget>,
 }
 
 impl AriTransferer {
     pub fn new(client: AriClient, target: TransferTarget) -> AriTransferer {
-        AriTransferer { client, target }
+        AriTransferer { client, target: Some(target) }
     }
 
-    /// Moves the channel whose ARI id is `channel_id`.
-    pub async fn transfer_channel(&self, channel_id: &str) -> Result<(), AriError> {
-        match &self.target {
+    /// A transferer for agents' named targets only, when `dialer.transfer_target` is empty.
+    pub fn named_only(client: AriClient) -> AriTransferer {
+        AriTransferer { client, target: None }
+    }
+
+    /// Moves the channel whose ARI id is `channel_id` to `target`.
+    pub async fn transfer_channel(&self, channel_id: &str, target: &TransferTarget) -> Result<(), AriError> {
+        match target {
             TransferTarget::Dialplan { context, extension } => {
                 self.client.continue_in_dialplan(channel_id, context, extension, 1).await
             }
@@ -77,10 +83,21 @@ impl Transferer for AriTransferer {
             // ARI names a channel by its unique id: the dialer's call id for calls it placed,
             // `agi_uniqueid` for the others.
             let id = if call.uniqueid.is_empty() { call.call_id.as_str() } else { call.uniqueid.as_str() };
-            match self.transfer_channel(id).await {
+            let named = call.destination.as_deref().and_then(TransferTarget::parse);
+            let Some(target) = named.as_ref().or(self.target.as_ref()) else {
+                return Err("no transfer target is configured (dialer.transfer_target)".to_owned());
+            };
+            match self.transfer_channel(id, target).await {
                 Ok(()) => {
-                    tracing::info!(call_id = %call.call_id, target = ?self.target, "call transferred");
+                    tracing::info!(call_id = %call.call_id, ?target, "call transferred");
                     Ok(())
+                }
+                Err(AriError::Conflict(message)) if message.contains("not in Stasis") && named.is_some() => {
+                    // The dialplan's hand-over goes to its own transfer context, not to the
+                    // agent's target: refused rather than sent somewhere the model did not name.
+                    Err(format!(
+                        "transfer to {target:?}: the channel runs AGI() in the dialplan (not in Stasis), which cannot be sent to a named target"
+                    ))
                 }
                 Err(AriError::Conflict(message)) if message.contains("not in Stasis") => {
                     // In the dialplan (AGI): the dialplan moves it once AGI() returns, if the
@@ -90,10 +107,10 @@ impl Transferer for AriTransferer {
                             tracing::info!(call_id = %call.call_id, "the channel is in the dialplan, not in Stasis: handing the transfer to the dialplan (ASTERAI_OUTCOME=transferred)");
                             Ok(())
                         }
-                        Err(e) => Err(format!("transfer to {:?} failed: {e}", self.target)),
+                        Err(e) => Err(format!("transfer to {target:?} failed: {e}")),
                     }
                 }
-                Err(e) => Err(format!("transfer to {:?} failed: {e}", self.target)),
+                Err(e) => Err(format!("transfer to {target:?} failed: {e}")),
             }
         })
     }

@@ -45,7 +45,8 @@ mod string_enum;
 
 pub use agents::{Agent, AgentVersion};
 pub use calls::{
-    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, Turn,
+    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, ToolUse,
+    Turn,
 };
 pub use events::{Event, EventKind, EventPage};
 pub use orgs::{Org, TokenRecord};
@@ -268,6 +269,7 @@ impl Store {
                 (3, "hardening", include_str!("../../migrations/sqlite/0003_hardening.sql")),
                 (4, "ownership", include_str!("../../migrations/sqlite/0004_ownership.sql")),
                 (5, "agents", include_str!("../../migrations/sqlite/0005_agents.sql")),
+                (6, "tools", include_str!("../../migrations/sqlite/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/sqlite/0008_stream.sql")),
             ],
             Store::Postgres(_) => &[
@@ -276,6 +278,7 @@ impl Store {
                 (3, "hardening", include_str!("../../migrations/postgres/0003_hardening.sql")),
                 (4, "ownership", include_str!("../../migrations/postgres/0004_ownership.sql")),
                 (5, "agents", include_str!("../../migrations/postgres/0005_agents.sql")),
+                (6, "tools", include_str!("../../migrations/postgres/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/postgres/0008_stream.sql")),
             ],
         };

@@ -16,8 +16,8 @@ pub mod types;
 pub(crate) use rows::{CALL_COLUMNS, call_from};
 use rows::{decode_cursor, encode_cursor, turn_from};
 pub use types::{
-    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, Turn,
-    transcript,
+    Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, ToolUse,
+    Turn, transcript,
 };
 
 /// Reads one organization's call inside a transaction, for update. Another organization's call
@@ -245,6 +245,7 @@ impl Store {
     pub async fn add_turn(&self, org_id: i64, turn: &NewTurn) -> Result<Event> {
         let at = now();
         let latency = serde_json::to_value(turn.latency).unwrap_or_default();
+        let tools = serde_json::to_value(&turn.tools).unwrap_or_default();
         let mut data = json!({
             "turn": turn.turn,
             "caller": turn.caller,
@@ -253,13 +254,14 @@ impl Store {
             "intent": turn.intent,
             "confidence": turn.confidence,
             "latency_ms": turn.latency,
+            "tools": tools,
         });
         if turn.interrupted {
             data["interrupted"] = json!(true);
         }
         let event_id = write_tx!(self, tx, pg => {
             let call = call_in_tx!(tx, pg, org_id, &turn.call_id);
-            sqlx::query("INSERT INTO call_turns (call_id, turn, caller, agent, emotion, intent, confidence, latency, at, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            sqlx::query("INSERT INTO call_turns (call_id, turn, caller, agent, emotion, intent, confidence, latency, tools, at, interrupted) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
                 .bind(&turn.call_id)
                 .bind(turn.turn)
                 .bind(&turn.caller)
@@ -268,6 +270,7 @@ impl Store {
                 .bind(turn.intent.as_deref())
                 .bind(turn.confidence)
                 .bind(sqlx::types::Json(&latency))
+                .bind(sqlx::types::Json(&tools))
                 .bind(at)
                 .bind(turn.interrupted)
                 .execute(&mut *tx)
@@ -350,7 +353,7 @@ impl Store {
             if call.ended_at.is_some() || !orphaned {
                 Vec::new()
             } else {
-                let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, interrupted, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
+                let rows = sqlx::query("SELECT turn, caller, agent, emotion, intent, confidence, latency, interrupted, tools, at FROM call_turns WHERE call_id = $1 ORDER BY turn")
                     .bind(&call.id)
                     .fetch_all(&mut *tx)
                     .await?;
@@ -449,7 +452,7 @@ impl Store {
     pub async fn turns(&self, org_id: i64, call_id: &str) -> Result<Vec<Turn>> {
         with_pool!(self, pool => {
             let rows = sqlx::query(
-                "SELECT t.turn, t.caller, t.agent, t.emotion, t.intent, t.confidence, t.latency, t.interrupted, t.at FROM call_turns t \
+                "SELECT t.turn, t.caller, t.agent, t.emotion, t.intent, t.confidence, t.latency, t.interrupted, t.tools, t.at FROM call_turns t \
                  JOIN calls c ON c.id = t.call_id WHERE t.call_id = $1 AND c.org_id = $2 ORDER BY t.turn",
             )
                 .bind(call_id)

@@ -62,6 +62,7 @@ pub(super) fn turn_from(row: &impl RowExt) -> Result<Turn> {
         confidence: row.opt_float("confidence")?,
         latency_ms: latency,
         interrupted: row.boolean("interrupted")?,
+        tools: serde_json::from_value(row.json("tools")?).unwrap_or_default(),
         at: row.time("at")?,
     })
 }

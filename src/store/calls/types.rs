@@ -146,7 +146,18 @@ pub struct Turn {
     /// The caller talked over the answer: `agent` is the part they heard.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// The tools the model called in this turn, in order, with what each did.
+    pub tools: Vec<ToolUse>,
     pub at: DateTime<Utc>,
+}
+
+/// A tool the model called during a turn: its name, the arguments it gave (JSON; the text as
+/// written when it was not JSON), and the result (what asterai did, or why it did not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolUse {
+    pub name: String,
+    pub arguments: serde_json::Value,
+    pub result: serde_json::Value,
 }
 
 /// A call to create.
@@ -177,6 +188,9 @@ pub struct NewTurn {
     /// The caller talked over the answer (streaming barge-in): `agent` is what they heard.
     #[serde(default)]
     pub interrupted: bool,
+    /// The tools the model called in this turn.
+    #[serde(default)]
+    pub tools: Vec<ToolUse>,
 }
 
 /// How a call finished.
