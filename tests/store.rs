@@ -154,11 +154,11 @@ backend_tests! {
         let kinds: Vec<EventKind> = ended.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, [EventKind::CallStatusUpdate, EventKind::CallEnded]);
         assert_eq!(ended[1].data["outcome"], "interested");
-        assert_eq!(ended[1].data["turns"], 2);
+        assert_eq!(ended[1].data["turns"], 3);
         assert!(store.finish_call(acme, &call.id, &finish).await.unwrap().is_empty(), "finishing twice appends nothing");
 
         let done = store.call(acme, &call.id).await.unwrap().unwrap();
-        assert_eq!((done.status, done.outcome, done.turns), (CallStatus::Completed, Some(Outcome::Interested), 2));
+        assert_eq!((done.status, done.outcome, done.turns), (CallStatus::Completed, Some(Outcome::Interested), 3));
         assert!(done.ended_at.is_some() && done.duration_s.unwrap() >= 0.0);
         assert_eq!(done.intent_score, Some(0.8));
         let turns = store.turns(acme, &call.id).await.unwrap();
@@ -171,7 +171,7 @@ backend_tests! {
         let events = store.call_events(&call.id).await.unwrap();
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "event ids increase: {ids:?}");
-        assert_eq!(events.len(), 7);
+        assert_eq!(events.len(), 8);
     }
 
     async fn calls_are_scoped_to_their_organization(db) {
