@@ -724,6 +724,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
     }
 
     /// Stores a turn with the tools the model called in it.
+    #[allow(clippy::too_many_arguments)]
     async fn store_turn_with_tools(
         &mut self,
         turn: i32,
