@@ -119,27 +119,7 @@ impl Asterisk {
         copy_dir(&prefix.join("etc/asterisk"), &etc);
         let port = free_port();
         let sample = std::fs::read_to_string(etc.join("asterisk.conf")).unwrap();
-        let mut conf = String::new();
-        for line in sample.lines() {
-            let key = line.split("=>").next().unwrap_or("").trim();
-            let own = match key {
-                "astetcdir" => Some("etc"),
-                "astrundir" => Some("run"),
-                "astlogdir" => Some("log"),
-                "astdbdir" => Some("db"),
-                "astspooldir" => Some("spool"),
-                "astcachedir" => Some("cache"),
-                _ => None,
-            };
-            match own {
-                Some(sub) => conf.push_str(&format!("{key} => {}\n", dir.path().join(sub).display())),
-                None if line.trim() == "[directories](!)" => conf.push_str("[directories]\n"),
-                None => {
-                    conf.push_str(line);
-                    conf.push('\n');
-                }
-            }
-        }
+        let conf = support::asterisk::asterisk_conf(&sample, dir.path(), "");
         let conf_path = etc.join("asterisk.conf");
         std::fs::write(&conf_path, conf).unwrap();
         std::fs::write(

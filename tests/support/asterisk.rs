@@ -658,38 +658,14 @@ fn write_tree(prefix: &Path, dir: &Path, http_port: u16, options: &Options) -> P
 
     // asterisk.conf: the tree's own directories, the rest of the prefix shared read-only.
     let sample = std::fs::read_to_string(prefix.join("etc/asterisk/asterisk.conf")).unwrap();
-    let mut conf = String::new();
-    for line in sample.lines() {
-        let key = line.split("=>").next().unwrap_or("").trim();
-        let own = match key {
-            "astetcdir" => Some("etc"),
-            "astrundir" => Some("run"),
-            "astlogdir" => Some("log"),
-            "astdbdir" => Some("db"),
-            "astspooldir" => Some("spool"),
-            "astcachedir" => Some("cache"),
-            _ => None,
-        };
-        match own {
-            Some(sub) => conf.push_str(&format!("{key} => {}\n", dir.join(sub).display())),
-            None if line.trim() == "[directories](!)" => conf.push_str("[directories]\n"),
-            None if line.trim() == "[options]" => {
-                conf.push_str("[options]\n");
-                // `asterisk -rx` connections are not worth a log line each.
-                conf.push_str("hideconnect = yes\n");
-                if let Some(user) = &options.run_user {
-                    conf.push_str(&format!("runuser = {user}\n"));
-                }
-                if let Some(group) = &options.run_group {
-                    conf.push_str(&format!("rungroup = {group}\n"));
-                }
-            }
-            None => {
-                conf.push_str(line);
-                conf.push('\n');
-            }
-        }
+    let mut options_extra = String::new();
+    if let Some(user) = &options.run_user {
+        options_extra.push_str(&format!("runuser = {user}\n"));
     }
+    if let Some(group) = &options.run_group {
+        options_extra.push_str(&format!("rungroup = {group}\n"));
+    }
+    let conf = asterisk_conf(&sample, dir, &options_extra);
     let conf_path = etc.join("asterisk.conf");
     std::fs::write(&conf_path, conf).unwrap();
 
@@ -920,4 +896,38 @@ impl Script {
     pub fn ring_forever(self) -> Script {
         self.step("Ringing()").step("Wait(120)")
     }
+}
+
+/// Asterisk's sample `asterisk.conf` rewritten for a private tree under `dir`: its own etc, run,
+/// log, db, spool and cache directories (the rest of the prefix shared read-only), no
+/// connection log lines for `asterisk -rx`, and `options_extra` added to `[options]`.
+pub fn asterisk_conf(sample: &str, dir: &Path, options_extra: &str) -> String {
+    let mut conf = String::new();
+    for line in sample.lines() {
+        let key = line.split("=>").next().unwrap_or("").trim();
+        let own = match key {
+            "astetcdir" => Some("etc"),
+            "astrundir" => Some("run"),
+            "astlogdir" => Some("log"),
+            "astdbdir" => Some("db"),
+            "astspooldir" => Some("spool"),
+            "astcachedir" => Some("cache"),
+            _ => None,
+        };
+        match own {
+            Some(sub) => conf.push_str(&format!("{key} => {}\n", dir.join(sub).display())),
+            None if line.trim() == "[directories](!)" => conf.push_str("[directories]\n"),
+            None if line.trim() == "[options]" => {
+                conf.push_str("[options]\n");
+                // `asterisk -rx` connections are not worth a log line each.
+                conf.push_str("hideconnect = yes\n");
+                conf.push_str(options_extra);
+            }
+            None => {
+                conf.push_str(line);
+                conf.push('\n');
+            }
+        }
+    }
+    conf
 }
