@@ -52,7 +52,7 @@ use crate::speech::llm::{Chunk, ChunkStream, SentenceSplitter};
 use crate::speech::stt::SpeechToText;
 use crate::speech::stt_stream::{TurnStt, UtteranceStt};
 use crate::speech::vad::{VadEvent, VadState, VoiceActivity};
-use crate::store::Outcome;
+use crate::store::{CallStatus, Outcome};
 
 /// The id prefix of the external media channels asterai creates.
 pub const MEDIA_CHANNEL_PREFIX: &str = "asterai-media-";
@@ -103,8 +103,11 @@ struct StreamInner {
     options: StreamOptions,
     /// The caller channels of the calls running, and how to tell each it is gone.
     calls: Mutex<HashMap<String, watch::Sender<Option<String>>>>,
-    /// The media channels asterai created.
-    media_channels: Mutex<HashSet<String>>,
+    /// The media channels asterai created, each with whether it has entered the application:
+    /// Asterisk puts a new external media channel into Stasis shortly after
+    /// `POST /channels/externalMedia` answers, and refuses to bridge it before (422 "Channel not
+    /// in Stasis application").
+    media_channels: Mutex<HashMap<String, watch::Sender<bool>>>,
     support: tokio::sync::Mutex<Option<MediaSupport>>,
 }
 
@@ -117,7 +120,7 @@ impl StreamCalls {
                 support: tokio::sync::Mutex::new(options.support.clone()),
                 options,
                 calls: Mutex::new(HashMap::new()),
-                media_channels: Mutex::new(HashSet::new()),
+                media_channels: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -131,7 +134,7 @@ impl StreamCalls {
 impl crate::ari::StasisCalls for StreamCalls {
     fn start(&self, channel: &Channel, args: &[String], call_id: Option<&str>) -> bool {
         if channel.id.starts_with(MEDIA_CHANNEL_PREFIX)
-            || self.inner.media_channels.lock().unwrap_or_else(|e| e.into_inner()).contains(&channel.id)
+            || self.inner.media_channels.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&channel.id)
         {
             return true;
         }
@@ -162,6 +165,13 @@ impl crate::ari::StasisCalls for StreamCalls {
     }
 
     fn event(&self, event: &AriEvent) {
+        if let AriEvent::StasisStart { channel, .. } = event {
+            if let Some(entered) = self.inner.media_channels.lock().unwrap_or_else(|e| e.into_inner()).get(&channel.id)
+            {
+                entered.send_replace(true);
+            }
+            return;
+        }
         let (channel, why) = match event {
             AriEvent::ChannelDestroyed { channel, cause_txt, .. } => {
                 (channel, format!("the channel ended ({cause_txt})"))
@@ -224,9 +234,24 @@ async fn run_call(inner: &StreamInner, channel: Channel, params: RouteParams, go
     let setup = match set_up(inner, &channel).await {
         Ok(setup) => setup,
         Err(e) => {
-            tracing::error!(channel = %channel.name, "cannot set up streaming media: {e}; the call goes back to the dialplan");
             let _ = client.set_variable(&channel.id, "ASTERAI_STATUS", "media_failed").await;
-            let _ = client.continue_after_stasis(&channel.id).await;
+            match params.non_empty("call_id") {
+                // An outbound call has no dialplan to go back to: it fails, with the reason.
+                Some(call_id) => {
+                    tracing::error!(channel = %channel.name, %call_id, "cannot set up streaming media: {e}; hanging up the outbound call");
+                    let reason = format!("streaming media could not be set up: {e}");
+                    if let Err(e) =
+                        conversations.publisher.call_status(org.id, call_id, CallStatus::Failed, Some(&reason)).await
+                    {
+                        tracing::warn!(%call_id, "cannot store that the call failed: {e}");
+                    }
+                    let _ = client.hangup(&channel.id, Some(crate::ari::HangupReason::Normal)).await;
+                }
+                None => {
+                    tracing::error!(channel = %channel.name, "cannot set up streaming media: {e}; the call goes back to the dialplan");
+                    let _ = client.continue_after_stasis(&channel.id).await;
+                }
+            }
             return;
         }
     };
@@ -274,16 +299,47 @@ async fn set_up(inner: &StreamInner, channel: &Channel) -> Result<Setup, String>
             .to_owned()
     })?;
     let codec = choose_codec(client, channel, &options.stream.format, transport).await;
-    let id = format!("{MEDIA_CHANNEL_PREFIX}{}", uuid::Uuid::new_v4());
-    inner.media_channels.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
     let bridge = client
         .create_bridge("mixing", Some(&format!("asterai-bridge-{}", uuid::Uuid::new_v4())), Some("asterai"))
         .await
         .map_err(|e| format!("cannot create the bridge: {e}"))?;
+    let id = format!("{MEDIA_CHANNEL_PREFIX}{}", uuid::Uuid::new_v4());
+    let (entered, in_app) = watch::channel(false);
+    inner.media_channels.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), entered);
+    match connect_media(inner, channel, &support, transport, codec, &bridge.id, &id, in_app).await {
+        Ok(session) => {
+            tracing::info!(channel = %channel.name, transport = %transport, format = %codec, "streaming media connected");
+            Ok(Setup { bridge: bridge.id, media_channel: id, session })
+        }
+        Err(e) => {
+            // Nothing of a failed set-up is left behind in Asterisk.
+            let _ = client.hangup(&id, None).await;
+            let _ = client.destroy_bridge(&bridge.id).await;
+            inner.media_channels.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            Err(e)
+        }
+    }
+}
+
+/// Creates the external media channel `id`, connects to it, and bridges it with the caller once
+/// Asterisk has put it into the application.
+#[allow(clippy::too_many_arguments)]
+async fn connect_media(
+    inner: &StreamInner,
+    channel: &Channel,
+    support: &MediaSupport,
+    transport: crate::media::Transport,
+    codec: Codec,
+    bridge: &str,
+    id: &str,
+    mut in_app: watch::Receiver<bool>,
+) -> Result<MediaSession, String> {
+    let client = &inner.client;
+    let options = &inner.options;
     let session = match transport {
         crate::media::Transport::WebSocket => {
             let mut media = ExternalMedia::websocket_server(&options.app, codec.name(), support.json_control);
-            media.channel_id = Some(id.clone());
+            media.channel_id = Some(id.to_owned());
             let created = client.external_media(&media).await.map_err(|e| format!("externalMedia: {e}"))?;
             let connection_id = created
                 .channelvars
@@ -291,7 +347,7 @@ async fn set_up(inner: &StreamInner, channel: &Channel) -> Result<Setup, String>
                 .and_then(|vars| vars.get("MEDIA_WEBSOCKET_CONNECTION_ID"))
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
-                .unwrap_or_else(|| id.clone());
+                .unwrap_or_else(|| id.to_owned());
             let url = client.settings().media_url(&connection_id).map_err(|e| e.to_string())?;
             let control = if support.json_control { ControlFormat::Json } else { ControlFormat::PlainText };
             let ws = WebSocketOptions { control, connect_timeout: CONNECT_TIMEOUT, ..WebSocketOptions::default() };
@@ -302,17 +358,23 @@ async fn set_up(inner: &StreamInner, channel: &Channel) -> Result<Setup, String>
             let expected = server.expect(codec).map_err(|e| e.to_string())?;
             let host = server.local_addr().to_string();
             let mut media = ExternalMedia::audiosocket(&options.app, &host, &expected.uuid().to_string(), codec.name());
-            media.channel_id = Some(id.clone());
+            media.channel_id = Some(id.to_owned());
             client.external_media(&media).await.map_err(|e| format!("externalMedia: {e}"))?;
             expected.connected(CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?
         }
     };
+    match tokio::time::timeout(CONNECT_TIMEOUT, in_app.wait_for(|entered| *entered)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => return Err("the media channel ended before it entered the application".into()),
+        Err(_) => {
+            return Err(format!("the media channel did not enter the application within {CONNECT_TIMEOUT:?}"));
+        }
+    }
     client
-        .add_to_bridge(&bridge.id, &[channel.id.as_str(), id.as_str()])
+        .add_to_bridge(bridge, &[channel.id.as_str(), id])
         .await
         .map_err(|e| format!("cannot bridge the caller with the media channel: {e}"))?;
-    tracing::info!(channel = %channel.name, transport = %transport, format = %codec, "streaming media connected");
-    Ok(Setup { bridge: bridge.id, media_channel: id, session })
+    Ok(session)
 }
 
 /// `slin16` when asked for and the caller's channel is wideband (or cannot tell), else the
