@@ -467,7 +467,12 @@ async fn silence_is_reprompted_then_the_call_ends() {
     let rig = rig(|config| config.conversation.max_silent_turns = 2).await;
     let (log, call) = rig.call(&rig.caller(&["", "", "", ""])).await;
     assert_eq!(call.outcome, Some(Outcome::NoResponse));
-    assert_eq!(call.turns, 0);
+    // Each silence is a turn of the transcript: what the caller heard, with no words of theirs.
+    assert_eq!(call.turns, 3);
+    let turns = rig.db.store.turns(call.org_id, &call.id).await.unwrap();
+    let said: Vec<(&str, &str)> = turns.iter().skip(1).map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
+    let heard = "Sorry, I didn't hear anything. Are you still there?";
+    assert_eq!(said, [("", heard), ("", heard), ("", "I can't hear anyone, so I'll hang up now. Goodbye.")]);
     let reprompt = rig.phrase_file("Sorry, I didn't hear anything.");
     assert_eq!(log.played.iter().filter(|p| **p == reprompt).count(), 2, "two reprompts before giving up");
     assert!(rig.stt.received_requests().await.unwrap().is_empty(), "silence never reaches speech-to-text");
@@ -481,7 +486,8 @@ async fn an_empty_transcript_is_reprompted_without_asking_the_responder() {
     let bye = analysis("goodbye", "end");
     rig.answers(&[&["Bye!", &bye]]).await;
     let (log, call) = rig.call(&rig.caller(&["mumble", "bye"])).await;
-    assert_eq!(call.turns, 1);
+    // The reprompt is turn 1, the goodbye turn 2.
+    assert_eq!(call.turns, 2);
     assert_eq!(rig.llm.received_requests().await.unwrap().len(), 1);
     assert!(log.played.contains(&rig.phrase_file("Sorry, I didn't hear anything.")));
 }

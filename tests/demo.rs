@@ -39,8 +39,15 @@ fn the_demo_holds_a_whole_conversation_and_stores_it() {
     assert_eq!(call["outcome"], "interested");
     assert_eq!(call["org"], "demo");
     let turns = call["turns"].as_array().unwrap();
-    assert_eq!(turns.len(), 5, "the greeting and four caller turns: {call:#}");
+    assert_eq!(turns.len(), 6, "the greeting, four caller turns and the reprompt of a silence: {call:#}");
     assert_eq!(turns[1]["caller"], "Hi, who is this?");
+    // An inbound caller is not told they are being called.
+    assert!(!turns[1]["agent"].as_str().unwrap().contains("calling on behalf"), "{call:#}");
+    // The silence is in the transcript, with what the caller heard.
+    assert_eq!(
+        (turns[4]["caller"].as_str(), turns[4]["agent"].as_str()),
+        (Some(""), Some("Sorry, I didn't hear anything. Are you still there?"))
+    );
     assert!(call["transcript"].as_str().unwrap().contains("How much does it cost?"));
 }
 

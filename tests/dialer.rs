@@ -831,6 +831,21 @@ fn campaign_and_dnc_commands() {
     assert!(run(&["dnc", "remove", "+1 (555) 777-0001"]).0);
     let (ok, _, err) = run(&["dnc", "remove", "+15557770001"]);
     assert!(!ok && err.contains("not on"), "{err}");
+    // National numbers, read in dialer.default_country; an unknown country stops every command.
+    let in_country = |country: &str, args: &[&str]| {
+        let out = command(dir.path()).env("ASTERAI_DIALER_DEFAULT_COUNTRY", country).args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = in_country("US", &["dnc", "add", "(555) 777-0009"]);
+    assert!(ok && out.contains("+15557770009 added"), "{out}{err}");
+    let (ok, _, err) = run(&["dnc", "add", "(555) 777-0010"]);
+    assert!(!ok && err.contains("dialer.default_country"), "without a country the error says how to read it: {err}");
+    let (ok, _, err) = in_country("XX", &["dnc", "list"]);
+    assert!(!ok && err.contains("dialer.default_country") && err.contains("unknown country \"XX\""), "{err}");
     // With two organizations, --org is needed, and the error names them.
     assert!(run(&["org", "create", "globex"]).0);
     let (ok, _, err) = run(&["dnc", "list"]);

@@ -345,6 +345,10 @@ pub trait StasisCalls: Send + Sync {
     fn start(&self, channel: &super::Channel, args: &[String], call_id: Option<&str>) -> bool;
     /// An event about a channel, for the calls held.
     fn event(&self, event: &super::AriEvent);
+    /// asterai is shutting down: each call held ends at its next turn (as FastAGI calls do).
+    fn wrap_up(&self);
+    /// The calls held right now.
+    fn active(&self) -> usize;
 }
 
 #[cfg(test)]

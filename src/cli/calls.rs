@@ -164,14 +164,11 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                             .flatten()
                             .collect::<Vec<_>>()
                             .join(", ");
-                        let voice = t.latency_ms.voice_to_voice.map(|ms| format!(" (voice to voice {ms} ms)"));
-                        println!(
-                            "turn {}  [{analysis}]  {} ms{}",
-                            t.turn,
-                            t.latency_ms.total,
-                            voice.unwrap_or_default()
-                        );
-                        println!("  caller: {}", t.caller);
+                        println!("{}", turn_heading(t, &analysis));
+                        // The greeting and a turn where nothing was heard have no caller line.
+                        if !t.caller.is_empty() {
+                            println!("  caller: {}", t.caller);
+                        }
                         // A turn the caller talked over holds what they heard of the answer.
                         let cut = if t.interrupted { "  (interrupted by the caller)" } else { "" };
                         println!("  agent:  {}{cut}", t.agent);
@@ -185,4 +182,23 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
         store.close().await;
         Ok(())
     })
+}
+
+/// `turn 2  1234 ms (voice to voice 512 ms)  [calm, question, 0.91]`; the greeting and a turn
+/// where the caller said nothing (a reprompt) say so instead of an empty caller line.
+fn turn_heading(t: &crate::store::Turn, analysis: &str) -> String {
+    let mut line = format!("turn {}", t.turn);
+    if t.caller.is_empty() {
+        line.push_str(if t.turn == 0 { "  (greeting)" } else { "  (nothing heard from the caller)" });
+    }
+    if t.latency_ms.total > 0 {
+        line.push_str(&format!("  {} ms", t.latency_ms.total));
+    }
+    if let Some(ms) = t.latency_ms.voice_to_voice {
+        line.push_str(&format!(" (voice to voice {ms} ms)"));
+    }
+    if !analysis.is_empty() {
+        line.push_str(&format!("  [{analysis}]"));
+    }
+    line
 }

@@ -99,6 +99,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         config.log.level = level;
     }
     crate::logging::init(config.log.format, &config.log.level, config.secrets());
+    crate::phone::set_default_country(config.dialer.default_country()?);
     let context = Context { config, source };
     match cli.command {
         Command::Serve(args) => serve::run(args, context),

@@ -327,18 +327,29 @@ pub async fn start_streaming(config: &Config, conversations: &Conversations, ari
     Ok(())
 }
 
-/// After `stop`, closes the ARI event stream once the tracker follows no call, or after
-/// `grace`.
+/// After `stop`, tells the streaming calls to end at their next turn and closes the ARI event
+/// stream once the tracker follows no call and no streaming call is held, or after `grace`.
 async fn hold_stream(stop: CancellationToken, stream_stop: CancellationToken, tracker: Tracker, grace: Duration) {
     stop.cancelled().await;
-    let followed = tracker.followed();
-    if followed > 0 {
-        tracing::info!(calls = followed, "keeping the ARI event stream open until the outbound calls in flight end");
+    tracker.wrap_up_stasis_calls();
+    let (followed, streaming) = (tracker.followed(), tracker.stasis_calls_active());
+    if followed + streaming > 0 {
+        tracing::info!(
+            outbound = followed,
+            streaming,
+            "keeping the ARI event stream open until the calls in flight end"
+        );
     }
-    if tokio::time::timeout(grace, tracker.idle()).await.is_err() {
+    let idle = async {
+        while tracker.followed() + tracker.stasis_calls_active() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(grace, idle).await.is_err() {
         tracing::warn!(
-            calls = tracker.followed(),
-            "outbound calls still in flight after the grace period; the ARI resync of the next start reconciles them"
+            outbound = tracker.followed(),
+            streaming = tracker.stasis_calls_active(),
+            "calls still in flight after the grace period; the ARI resync of the next start reconciles them"
         );
     }
     stream_stop.cancel();

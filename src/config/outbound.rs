@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ConfigError;
 use crate::types::{Dur, Secret};
 
 /// Asterisk's REST Interface: where asterai places calls and follows their channels.
@@ -78,6 +79,21 @@ pub struct DialerConfig {
     /// How long a claim on a contact holds without renewal: a daemon that dies leaves its
     /// contacts to the others after this.
     pub claim_lease: Dur,
+    /// ISO 3166-1 alpha-2 country (`US`) whose national numbers asterai reads, everywhere a
+    /// number comes in (calls, imports, do-not-call, caller IDs). Empty: numbers must be
+    /// international (`+…` or `00…`).
+    pub default_country: String,
+}
+
+impl DialerConfig {
+    /// The country of `default_country`, if set.
+    pub fn default_country(&self) -> Result<Option<crate::phone::Country>, ConfigError> {
+        let iso = self.default_country.trim();
+        if iso.is_empty() {
+            return Ok(None);
+        }
+        crate::phone::country(iso).map(Some).map_err(|e| ConfigError(format!("dialer.default_country: {e}")))
+    }
 }
 
 impl Default for DialerConfig {
@@ -92,6 +108,7 @@ impl Default for DialerConfig {
             campaigns: true,
             poll_interval: Dur::secs(1),
             claim_lease: Dur::secs(120),
+            default_country: String::new(),
         }
     }
 }

@@ -215,6 +215,9 @@ impl Config {
         if d.ring_timeout.0.as_secs() == 0 || d.ring_timeout.0.subsec_millis() != 0 {
             return Err(format!("dialer.ring_timeout: expected whole seconds, at least 1s, got {}", d.ring_timeout));
         }
+        if !d.default_country.trim().is_empty() {
+            crate::phone::country(&d.default_country).map_err(|e| format!("dialer.default_country: {e}"))?;
+        }
         let target = d.transfer_target.trim();
         if !target.is_empty() {
             let ok = target.split_once('/').is_some_and(|(tech, rest)| !tech.is_empty() && !rest.is_empty())

@@ -633,15 +633,19 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
     }
 
     /// A turn with nothing to answer (silence, or an empty transcript): reprompt, or after
-    /// `max_silent_turns` in a row say goodbye. `Some` ends the call.
-    async fn nothing_heard(&self, silent_in_row: u32, reason: &str) -> Option<Ending> {
+    /// `max_silent_turns` in a row say goodbye. The turn is stored with an empty caller and what
+    /// the agent said, so the transcript holds everything the caller heard. `Some` ends the call.
+    async fn nothing_heard(&mut self, silent_in_row: u32, reason: &str) -> Option<Ending> {
+        self.turn += 1;
         if silent_in_row > self.config().max_silent_turns {
             let goodbye = self.phrase(&self.config().no_response_goodbye);
+            self.store_turn(self.turn, "", &goodbye, None, Latency::default(), false).await;
             self.say(&goodbye).await;
             let outcome = (!self.caller_spoke).then_some(Outcome::NoResponse);
             return Some(Ending::completed(reason, outcome));
         }
         let reprompt = self.phrase(&self.config().reprompt);
+        self.store_turn(self.turn, "", &reprompt, None, Latency::default(), false).await;
         (!self.say(&reprompt).await).then(|| self.gone("caller hung up"))
     }
 
@@ -735,7 +739,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         interrupted: bool,
         tools: Vec<ToolUse>,
     ) {
-        if turn > 0 {
+        // The greeting and turns with nothing to time (silence, failures) stay out of the figures.
+        if turn > 0 && latency.total > 0 {
             for (stage, ms) in [
                 ("endpoint", latency.endpoint),
                 ("stt", latency.stt),

@@ -109,6 +109,8 @@ struct StreamInner {
     /// in Stasis application").
     media_channels: Mutex<HashMap<String, watch::Sender<bool>>>,
     support: tokio::sync::Mutex<Option<MediaSupport>>,
+    /// Cancelled when asterai shuts down: each call ends at its next turn.
+    wrap_up: tokio_util::sync::CancellationToken,
 }
 
 impl StreamCalls {
@@ -121,6 +123,7 @@ impl StreamCalls {
                 options,
                 calls: Mutex::new(HashMap::new()),
                 media_channels: Mutex::new(HashMap::new()),
+                wrap_up: tokio_util::sync::CancellationToken::new(),
             }),
         }
     }
@@ -128,6 +131,11 @@ impl StreamCalls {
     /// Streaming calls running now.
     pub fn active(&self) -> usize {
         self.inner.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// asterai is shutting down: each call ends at its next turn.
+    pub fn wrap_up(&self) {
+        self.inner.wrap_up.cancel();
     }
 }
 
@@ -193,6 +201,14 @@ impl crate::ari::StasisCalls for StreamCalls {
         if matches!(event, AriEvent::ChannelDestroyed { .. }) {
             self.inner.media_channels.lock().unwrap_or_else(|e| e.into_inner()).remove(&channel.id);
         }
+    }
+
+    fn wrap_up(&self) {
+        StreamCalls::wrap_up(self);
+    }
+
+    fn active(&self) -> usize {
+        StreamCalls::active(self)
     }
 }
 
@@ -807,7 +823,7 @@ impl MediaPath for StreamPath<'_> {
     }
 
     fn is_wrapping_up(&self) -> bool {
-        false
+        self.stream.wrap_up.is_cancelled()
     }
 
     async fn who_hung_up(&self, when: &str) -> String {

@@ -143,6 +143,18 @@ impl Tracker {
         self.inner.stasis.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Tells the streaming calls held in the application that asterai is shutting down.
+    pub fn wrap_up_stasis_calls(&self) {
+        if let Some(calls) = self.stasis_calls() {
+            calls.wrap_up();
+        }
+    }
+
+    /// The streaming calls held in the application right now.
+    pub fn stasis_calls_active(&self) -> usize {
+        self.stasis_calls().map_or(0, |calls| calls.active())
+    }
+
     /// The entity id of the Asterisk behind ARI, once known.
     pub fn asterisk_id(&self) -> Option<String> {
         self.inner.asterisk_id.lock().unwrap_or_else(|e| e.into_inner()).clone()

@@ -145,7 +145,12 @@ pub fn render(template: &str, values: &BTreeMap<String, String>) -> String {
         collapsed.push_str(word);
         collapsed.push(' ');
     }
-    collapsed.trim_end().replace(" ,", ",").replace(" .", ".")
+    // "No problem at all, {first_name|}." without a name ends the sentence after "all".
+    let mut text = collapsed.trim_end().to_owned();
+    for (stray, end) in [(" ,", ","), (" .", "."), (" !", "!"), (" ?", "?"), (",.", "."), (",!", "!"), (",?", "?")] {
+        text = text.replace(stray, end);
+    }
+    text
 }
 
 /// The caller's words, lower-cased, with punctuation turned into spaces.
@@ -333,6 +338,10 @@ mod tests {
         assert_eq!(render("Hi {empty|there}!", &values), "Hi there!");
         assert_eq!(render("Hello {last_name} from {x|us}", &values), "Hello from us");
         assert_eq!(render("Unclosed {brace", &values), "Unclosed {brace");
+        // An empty name leaves no stray comma before the sentence's end.
+        assert_eq!(render("No problem at all, {last_name|}.", &values), "No problem at all.");
+        assert_eq!(render("Thank you, {last_name|}!", &values), "Thank you!");
+        assert_eq!(render("Thank you, {first_name|}!", &values), "Thank you, Jane!");
         // JSON shown to a model is not a placeholder.
         assert_eq!(
             render("Write {\"intent\": \"a|b\"} for {first_name}.", &values),
