@@ -153,8 +153,7 @@ pub fn router(state: AppState) -> Router {
     let (body, import) = (limits.max_body_bytes, limits.max_import_bytes);
     Router::new()
         .route("/", get(monitor::index))
-        .route("/monitor.js", get(monitor::script))
-        .route("/monitor.css", get(monitor::style))
+        .route("/ui/{file}", get(monitor::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
