@@ -118,6 +118,37 @@ async fn downloaded(dir: &std::path::Path, name: &str) -> String {
     panic!("the page did not download {name} into {}", dir.display());
 }
 
+/// The page's files: ES modules with a JavaScript type and the CSP, a fixed list (anything else
+/// under `/ui/` is 404), and no test hook in what ships.
+#[tokio::test]
+async fn the_page_is_served_as_modules_without_test_hooks() {
+    let (_db, daemon) = daemon().await;
+    let client = reqwest::Client::new();
+    let index = client.get(daemon.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(index.contains(r#"<script type="module" src="ui/app.js">"#), "{index}");
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("api.js", "text/javascript"),
+        ("format.js", "text/javascript"),
+        ("charts.js", "text/javascript"),
+        ("dashboard.js", "text/javascript"),
+        ("monitor.css", "text/css"),
+    ] {
+        let response = client.get(daemon.url(&format!("/ui/{file}"))).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{file}");
+        let headers = response.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind), "{file}");
+        assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"), "{file}");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("window.asterai") && !body.contains("innerHTML"), "{file} has no hook, no HTML sink");
+    }
+    for path in ["/ui/nope.js", "/ui/..%2FCargo.toml", "/ui/", "/monitor.js"] {
+        let status = client.get(daemon.url(path)).send().await.unwrap().status().as_u16();
+        assert_eq!(status, 404, "{path}");
+    }
+    daemon.stop().await;
+}
+
 #[tokio::test]
 async fn a_bad_token_is_refused_and_a_good_one_shows_the_page() {
     let (_db, daemon) = daemon().await;

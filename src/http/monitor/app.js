@@ -15,7 +15,7 @@
  * is put on `window`: tests observe the page through its DOM, as a supervisor does.
  *
  * Security: every string from the API is untrusted (callers and the LLM write some of it), so it
- * only ever reaches the DOM through textContent / attributes, never innerHTML. The token lives in
+ * only ever reaches the DOM through textContent / attributes, never parsed as HTML. The token lives in
  * sessionStorage and is sent to this origin only.
  */
 
