@@ -493,6 +493,9 @@ async fn the_today_strip_and_the_campaign_view_show_the_stores_figures() {
     let tool = browser.eval("document.querySelector('#call-view .tool').textContent").await;
     assert!(tool.as_str().unwrap().contains("end_call") && tool.as_str().unwrap().contains("interested"), "{tool}");
     assert_eq!(browser.eval("document.querySelector('#cv-agent').textContent").await, Value::from("built-in agent"));
+    let score = daemon.store.call(seeded.org_id, &seeded.tool_call).await.unwrap().unwrap().intent_score;
+    let shown = browser.eval("document.querySelector('#cv-analysis').textContent").await;
+    assert_eq!(shown, Value::from(score.map_or("—".to_owned(), |s| format!("{s:.2}"))));
     browser.eval("document.querySelector('#call-view .tool').scrollIntoView({block: 'center'}); true").await;
     browser.screenshot(&output_dir().join("monitor-call-tools.png")).await;
 

@@ -121,7 +121,8 @@ pub async fn seed(store: &Store) -> Seeded {
     };
     let with_tool = NewTurn { tools: vec![tool], ..turn(&a.id, 2, latency(800, 250, 900, 150)) };
     store.add_turn(acme, &with_tool).await.unwrap();
-    store.finish_call(acme, &a.id, &finish(CallStatus::Completed, Outcome::Interested)).await.unwrap();
+    let analysed = FinishCall { intent_score: Some(0.9), ..finish(CallStatus::Completed, Outcome::Interested) };
+    store.finish_call(acme, &a.id, &analysed).await.unwrap();
     // Not answered.
     let b = call(store, acme, &contacts[1].phone, of(1)).await;
     store.finish_call(acme, &b.id, &finish(CallStatus::NoAnswer, Outcome::NoAnswer)).await.unwrap();

@@ -180,6 +180,7 @@ function handleMessage(msg) {
   state.lastEventId = msg.id;
   state.applied++;
   ui.conn.dataset.lastEvent = String(msg.id); // "Live · event N": for support, and for tests
+  if (msg.type === 'campaign_status_update') dashboard.campaignChanged(msg.campaign);
   if (typeof msg.call_id !== 'string') return;
 
   const d = msg.data || {};
@@ -513,6 +514,8 @@ function flush() {
 
 const numberOf = (c, which) => shownNumber(c, which, session.revealed.has(c.id));
 const waitingText = (w) => 'waiting on ' + (WAITING_LABEL[w] || String(w).toUpperCase());
+/** The after-call reading of the whole call: how likely the caller meant to go on (0–1). */
+const analysisText = (c) => (typeof c.intent_score === 'number' ? c.intent_score.toFixed(2) : '—');
 const moodText = (c) => [c.emotion, c.intent].filter(Boolean).map(human).join(' · ') || '—';
 
 function fmtDuration(c) {
@@ -928,6 +931,7 @@ function renderCallHead(c) {
   setText(ui.cvTo, numberOf(c, 'to'));
   setText(ui.cvAgent, agentText(c));
   setText(ui.cvId, c.id);
+  setText(ui.cvAnalysis, analysisText(c));
   ui.cvWaiting.hidden = !c.waiting;
   if (c.waiting) setText(ui.cvWaiting, waitingText(c.waiting));
   setText(ui.cvCampaign, campaignText(c));
@@ -1178,7 +1182,7 @@ function init() {
     tabCalls: $('tab-calls'), tabCampaigns: $('tab-campaigns'),
     callsView: $('calls-view'), campaignsView: $('campaigns-view'),
     cvOutcomeBadge: $('cv-outcome-badge'), cvFrom: $('cv-from'), cvTo: $('cv-to'),
-    cvAgent: $('cv-agent'), cvId: $('cv-id'),
+    cvAgent: $('cv-agent'), cvId: $('cv-id'), cvAnalysis: $('cv-analysis'),
     callView: $('call-view'), callEmpty: $('call-empty'), callDetail: $('call-detail'),
     cvDirection: $('cv-direction'), cvNumber: $('cv-number'), cvContact: $('cv-contact'),
     cvStatus: $('cv-status'), cvWaiting: $('cv-waiting'), cvCampaign: $('cv-campaign'),

@@ -228,6 +228,10 @@ export function createDashboard({ request, failed }) {
       ui.hours.replaceChildren();
     },
     callEnded,
+    /** A campaign changed state (a feed event): the campaign view shows it at once. */
+    campaignChanged(id) {
+      if (state.live && state.campaignId != null && Number(id) === state.campaignId) loadCampaign();
+    },
     /** The campaign view is shown (or hidden): its figures refresh while it is. */
     showCampaigns(shown) {
       clearInterval(state.campaignTimer);
