@@ -545,6 +545,23 @@ async fn the_today_strip_and_the_campaign_view_show_the_stores_figures() {
     browser.wait_for("document.querySelector('#cd-status').dataset.status === 'running'", "running again").await;
     let stored = daemon.store.campaign(seeded.org_id, seeded.campaign_id).await.unwrap().unwrap();
     assert_eq!(stored.status, "running");
+
+    // Signing out forgets every figure; globex's token then sees globex's day only.
+    browser.eval("document.querySelector('#signout').click(); true").await;
+    browser.wait_for(&visible("#signin"), "signed out").await;
+    for root in ["#today", "#campaign-detail"] {
+        let left = browser
+            .eval(&format!(
+                "[...document.querySelectorAll('{root} [data-figure]')].filter(n => n.textContent !== '—').length"
+            ))
+            .await;
+        assert_eq!(left, Value::from(0), "{root} forgets its figures");
+    }
+    let globex = daemon.token("globex").await;
+    sign_in(&mut browser, &globex).await;
+    browser.wait_for(&format!("{} === '3'", value("#today", "calls")), "globex's three calls").await;
+    let outcomes = browser.eval("document.querySelector('#today-outcomes').textContent").await;
+    assert!(!outcomes.as_str().unwrap().contains("interested"), "nothing of acme's: {outcomes}");
     daemon.stop().await;
 }
 

@@ -15,8 +15,8 @@
  * is put on `window`: tests observe the page through its DOM, as a supervisor does.
  *
  * Security: every string from the API is untrusted (callers and the LLM write some of it), so it
- * only ever reaches the DOM through textContent / attributes, never parsed as HTML. The token lives in
- * sessionStorage and is sent to this origin only.
+ * only ever reaches the DOM through textContent / attributes, never parsed as HTML. The token
+ * lives in sessionStorage and is sent to this origin only.
  */
 
 import { ApiError, api as request, fetchSnapshot, watchReachability } from './api.js';

@@ -213,8 +213,16 @@ export function createDashboard({ request, failed }) {
       clearInterval(state.timer);
       state.timer = setInterval(loadToday, TODAY_EVERY_MS);
     },
-    /** Signed out: stop, forget. */
+    /** Signed out: stop, and forget every figure, so the next token's organization never sees
+     *  this one's, even for a moment. */
     stop() {
+      for (const node of document.querySelectorAll('#today [data-figure], #campaign-detail [data-figure]')) {
+        node.textContent = '—';
+      }
+      setText(ui.todayStatus, '');
+      setText(ui.cdMessage, '');
+      ui.cdProgress.replaceChildren();
+      ui.cdOutcomes.replaceChildren();
       state.live = false;
       state.epoch++;
       clearInterval(state.timer);
