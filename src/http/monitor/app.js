@@ -801,7 +801,8 @@ function updateHistoryRow(r, c) {
   setDir(r.dir, c);
   setNumbers(r, c);
   setText(r.contact, contactText(c));
-  setText(r.when, fmtDateTime(c.started_at));
+  setText(r.when, fmtShortDateTime(c.started_at));
+  r.when.title = fmtDateTime(c.started_at);
   setText(r.campaign, campaignText(c));
   setText(r.duration, fmtDuration(c));
   setStatus(r.status, c.status);

@@ -47,7 +47,8 @@ export function fmtDateTime(iso) {
   return d.toLocaleDateString([], DATE_FORMAT) + ' ' + d.toLocaleTimeString([], TIME_FORMAT);
 }
 
-/** Short local date and time for rows: "Dec 1 09:30:12" (the year only when not this one). */
+/** Short local date and time for rows: "Dec 1 09:30" (the year only when not this one; the
+ *  row's tooltip has the seconds). */
 export function fmtShortDateTime(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
@@ -55,7 +56,7 @@ export function fmtShortDateTime(iso) {
   const date = d.getFullYear() === new Date().getFullYear()
     ? d.toLocaleDateString([], { month: 'short', day: 'numeric' })
     : d.toLocaleDateString([], DATE_FORMAT);
-  return date + ' ' + d.toLocaleTimeString([], TIME_FORMAT);
+  return date + ' ' + d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
 export const human = (s) => (s ? String(s).replace(/_/g, ' ') : '—');
