@@ -290,6 +290,14 @@ backend_tests! {
         let listed: serde_json::Value = get(format!("/v1/calls?campaign={}", campaign.id)).await.unwrap().json().await.unwrap();
         assert_eq!(listed["calls"], serde_json::json!([]), "{listed}");
         assert_eq!(status(get(format!("/v1/campaigns/{}", campaign.id)).await.unwrap()), 404);
+        assert_eq!(status(get(format!("/v1/campaigns/{}/stats", campaign.id)).await.unwrap()), 404);
+        // Acme's figures and searches count none of globex's calls.
+        let stats: serde_json::Value = get("/v1/stats".into()).await.unwrap().json().await.unwrap();
+        assert_eq!(stats["calls"], 0, "{stats}");
+        for search in ["victim", "5559990000"] {
+            let found: serde_json::Value = get(format!("/v1/calls?q={search}")).await.unwrap().json().await.unwrap();
+            assert_eq!(found["calls"], serde_json::json!([]), "{search}: {found}");
+        }
         for action in ["start", "pause", "stop"] {
             let r = http.post(rig.daemon.url(&format!("/v1/campaigns/{}/{action}", campaign.id))).bearer_auth(&token).send().await.unwrap();
             assert_eq!(status(r), 404, "{action}");

@@ -91,16 +91,62 @@ fn finish() -> FinishCall {
     }
 }
 
-/// The turns the page shows for a call, in page order (each checked against its own text), and
-/// the turn numbers it applied.
-fn shown_turns(call_id: &str) -> String {
-    format!(
-        "JSON.stringify([...document.querySelectorAll('#call-view .turn')]
-            .filter(t => t.querySelector('.bubble.agent').textContent.includes('agent line ' + t.dataset.turn))
-            .map(t => Number(t.dataset.turn)))
-            + '|' + JSON.stringify(window.asteraiState.calls.get({id}).turnNumbers)",
-        id = Value::from(call_id)
-    )
+/// The turns the open call shows, in page order, each checked against its own text, and how
+/// many turn groups there are in all (a doubled or stray one shows up there).
+fn shown_turns() -> String {
+    "JSON.stringify([...document.querySelectorAll('#call-view .turn')]
+        .filter(t => t.querySelector('.bubble.agent').textContent.includes('agent line ' + t.dataset.turn))
+        .map(t => Number(t.dataset.turn)))
+        + '|' + document.querySelectorAll('#call-view .turn').length"
+        .to_owned()
+}
+
+/// The last event the page applied, as its connection indicator carries it.
+const LAST_EVENT: &str = "Number(document.querySelector('#conn').dataset.lastEvent)";
+
+/// Waits until the browser has written `name` into `dir`, and returns its text.
+async fn downloaded(dir: &std::path::Path, name: &str) -> String {
+    let path = dir.join(name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        // Chromium writes a .crdownload first and renames it when done.
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the page did not download {name} into {}", dir.display());
+}
+
+/// The page's files: ES modules with a JavaScript type and the CSP, a fixed list (anything else
+/// under `/ui/` is 404), and no test hook in what ships.
+#[tokio::test]
+async fn the_page_is_served_as_modules_without_test_hooks() {
+    let (_db, daemon) = daemon().await;
+    let client = reqwest::Client::new();
+    let index = client.get(daemon.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(index.contains(r#"<script type="module" src="ui/app.js">"#), "{index}");
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("api.js", "text/javascript"),
+        ("format.js", "text/javascript"),
+        ("charts.js", "text/javascript"),
+        ("dashboard.js", "text/javascript"),
+        ("monitor.css", "text/css"),
+    ] {
+        let response = client.get(daemon.url(&format!("/ui/{file}"))).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{file}");
+        let headers = response.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind), "{file}");
+        assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"), "{file}");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("window.asterai") && !body.contains("innerHTML"), "{file} has no hook, no HTML sink");
+    }
+    for path in ["/ui/nope.js", "/ui/..%2FCargo.toml", "/ui/", "/monitor.js"] {
+        let status = client.get(daemon.url(path)).send().await.unwrap().status().as_u16();
+        assert_eq!(status, 404, "{path}");
+    }
+    daemon.stop().await;
 }
 
 #[tokio::test]
@@ -175,10 +221,8 @@ async fn a_call_appears_streams_its_turns_in_order_and_moves_to_history() {
     for n in 2..=4 {
         publisher.conversation_turn(call.org_id, &turn(&call.id, n)).await.unwrap();
     }
-    let expected = "[0,1,2,3,4]|[0,1,2,3,4]";
-    browser
-        .wait_for(&format!("({}) === {}", shown_turns(&call.id), Value::from(expected)), "five turns in order")
-        .await;
+    let expected = "[0,1,2,3,4]|5";
+    browser.wait_for(&format!("({}) === {}", shown_turns(), Value::from(expected)), "five turns in order").await;
     let bars = browser.eval("document.querySelectorAll('#call-view .latency').length").await;
     assert!(bars.as_u64().unwrap() >= 4, "caller turns have latency bars: {bars}");
     let last = browser.eval(&format!("{}.textContent", row(&call.id))).await;
@@ -198,22 +242,20 @@ async fn a_call_appears_streams_its_turns_in_order_and_moves_to_history() {
     let in_history = format!("document.querySelector('#history .history-row[data-call-id=\"{}\"]')", call.id);
     browser.wait_for(&in_history, "the call is in history").await;
 
-    // Export: the whole transcript, as text and as JSON.
+    // Export: the whole transcript, as text and as JSON, downloaded as the supervisor gets it.
+    let downloads = tempfile::tempdir().unwrap();
+    browser.allow_downloads(downloads.path()).await;
     browser.eval(&format!("{in_history}.click(); true")).await;
     browser.wait_for(&visible("#export-text"), "the export buttons show").await;
+    browser.wait_for("!document.querySelector('#export-text').disabled", "the transcript is loaded").await;
     browser.eval("document.querySelector('#export-text').click(); true").await;
-    browser
-        .wait_for("window.asteraiLastExport && window.asteraiLastExport.type.startsWith('text/plain')", "a text export")
-        .await;
-    let text = browser.eval("window.asteraiLastExport.content").await;
-    let text = text.as_str().unwrap();
+    let text = downloaded(downloads.path(), &format!("call-{}.txt", call.id)).await;
     let positions: Vec<usize> = (1..=4).map(|n| text.find(&format!("caller line {n}")).expect("every turn")).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "turns in order:\n{text}");
     assert!(text.contains("interested"), "the outcome:\n{text}");
     browser.eval("document.querySelector('#export-json').click(); true").await;
-    browser.wait_for("window.asteraiLastExport.type.startsWith('application/json')", "a JSON export").await;
-    let json: Value =
-        serde_json::from_str(browser.eval("window.asteraiLastExport.content").await.as_str().unwrap()).unwrap();
+    let json: Value = serde_json::from_str(&downloaded(downloads.path(), &format!("call-{}.json", call.id)).await)
+        .expect("the JSON export is JSON");
     assert_eq!(json["id"], Value::from(call.id.as_str()));
     assert_eq!(json["turns"].as_array().unwrap().len(), 5);
     daemon.stop().await;
@@ -259,7 +301,7 @@ async fn the_page_resumes_after_a_restart_without_gap_or_duplicate() {
     browser.eval(&format!("{row}.click(); true")).await;
     daemon.publisher.conversation_turn(call.org_id, &turn(&call.id, 0)).await.unwrap();
     daemon.publisher.conversation_turn(call.org_id, &turn(&call.id, 1)).await.unwrap();
-    browser.wait_for(&format!("({}) === '[0,1]|[0,1]'", shown_turns(&call.id)), "the first turns").await;
+    browser.wait_for(&format!("({}) === '[0,1]|2'", shown_turns()), "the first turns").await;
 
     // The daemon goes away mid-call; the call goes on and its turns are stored meanwhile.
     daemon.stop().await;
@@ -271,10 +313,10 @@ async fn the_page_resumes_after_a_restart_without_gap_or_duplicate() {
     let daemon = TestDaemon::start_with(db.store.clone(), feed_config(), addr).await;
     daemon.publisher.conversation_turn(call.org_id, &turn(&call.id, 4)).await.unwrap();
     browser.wait_for("document.querySelector('#conn').dataset.state === 'live'", "the page reconnects").await;
-    let expected = "[0,1,2,3,4]|[0,1,2,3,4]";
-    browser.wait_for(&format!("({}) === {}", shown_turns(&call.id), Value::from(expected)), "no gap").await;
-    // Nothing doubled: every applied event id is unique and the count matches the log.
-    let applied = browser.eval("window.asteraiState.lastEventId").await;
+    let expected = "[0,1,2,3,4]|5";
+    browser.wait_for(&format!("({}) === {}", shown_turns(), Value::from(expected)), "no gap").await;
+    // Nothing doubled, nothing missed: the page's last event is the log's last.
+    let applied = browser.eval(LAST_EVENT).await;
     assert_eq!(applied.as_i64().unwrap(), db.store.last_event_id(acme).await.unwrap());
     let bubbles = browser.eval("document.querySelectorAll('#call-view .turn').length").await;
     assert_eq!(bubbles, Value::from(5));
@@ -303,7 +345,6 @@ async fn two_hundred_calls_at_twenty_events_a_second() {
              { window.longTasks++; window.longest = Math.max(window.longest, e.duration); } }).observe({type: 'longtask', buffered: false}); true",
         )
         .await;
-    let applied_before = browser.eval("window.asteraiState.applied").await.as_u64().unwrap();
     // Ten seconds of traffic: 200 turns, one every 50 ms, spread over the calls.
     let started = std::time::Instant::now();
     for n in 0..200usize {
@@ -312,8 +353,16 @@ async fn two_hundred_calls_at_twenty_events_a_second() {
         let next = started + std::time::Duration::from_millis(50 * (n as u64 + 1));
         tokio::time::sleep_until(next.into()).await;
     }
-    let target = applied_before + 200;
-    browser.wait_for(&format!("window.asteraiState.applied >= {target}"), "every event applied").await;
+    // Every event applied: the indicator's last event is the log's, and each of the 200 calls
+    // got its turn (each shows the turn's intent).
+    let last = daemon.store.last_event_id(acme).await.unwrap();
+    browser.wait_for(&format!("{LAST_EVENT} === {last}"), "every event applied").await;
+    browser
+        .wait_for(
+            "[...document.querySelectorAll('#active .call-row')].filter(r => r.textContent.includes('question')).length === 200",
+            "every row shows its turn",
+        )
+        .await;
     let lag = std::time::Instant::now() - started;
     let longest = browser.eval("window.longest").await;
     let long_tasks = browser.eval("window.longTasks").await;
@@ -350,5 +399,188 @@ async fn the_page_fits_a_tablet() {
     let overflow = browser.eval("document.documentElement.scrollWidth > window.innerWidth").await;
     assert_eq!(overflow, Value::Bool(false), "no sideways scrolling on a tablet");
     browser.screenshot(&output_dir().join("monitor-tablet.png")).await;
+    daemon.stop().await;
+}
+
+/// The today strip and the campaign view carry the figures worked out again from the store
+/// (`support::seed::expected`); history rows have dates, both numbers and badges that agree;
+/// search, keyboard, tool calls; pause and resume. Screenshots of each view in `test-output/`.
+#[tokio::test]
+async fn the_today_strip_and_the_campaign_view_show_the_stores_figures() {
+    let (_db, daemon) = daemon().await;
+    let seeded = support::seed::seed(&daemon.store).await;
+    let token = daemon.token("acme").await;
+    let midnight = chrono::Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let today = support::seed::expected(&daemon.store, seeded.org_id, midnight, None).await;
+    let mut browser = signed_in(&daemon, &token).await;
+
+    // Today: each figure, as text and as the exact value of its <data>.
+    let figure = |root: &str, key: &str| format!("document.querySelector('{root} [data-figure=\"{key}\"]')");
+    let value = |root: &str, key: &str| format!("{}.querySelector('data').value", figure(root, key));
+    browser.wait_for(&format!("{} === '{}'", value("#today", "calls"), today.calls), "today's calls").await;
+    for (key, want) in [("active", today.active), ("answered", today.answered)] {
+        assert_eq!(
+            browser.eval(&format!("{}.textContent", figure("#today", key))).await,
+            Value::from(want.to_string()),
+            "{key}"
+        );
+    }
+    let rate: f64 = browser.eval(&value("#today", "answer_rate")).await.as_str().unwrap().parse().unwrap();
+    assert!((rate - today.answer_rate.unwrap()).abs() < 1e-9, "answer rate {rate}");
+    let shown = browser.eval(&format!("{}.textContent", figure("#today", "answer_rate"))).await;
+    assert_eq!(shown, Value::from(format!("{:.1} %", today.answer_rate.unwrap() * 100.0)));
+    let aht: f64 = browser.eval(&value("#today", "average_handling_s")).await.as_str().unwrap().parse().unwrap();
+    assert!((aht - today.average_handling_s.unwrap()).abs() < 1e-6, "AHT {aht}");
+    for (outcome, count) in &today.outcomes {
+        let text = browser.eval(&format!("{}.textContent", figure("#today-outcomes", outcome))).await;
+        assert_eq!(text, Value::from(count.to_string()), "outcome {outcome}");
+    }
+    for (stage, (p50, p95)) in &today.latency {
+        let text = browser.eval(&format!("{}.textContent", figure("#today-latency", stage))).await;
+        assert_eq!(text, Value::from(format!("{} / {} ms", p50.unwrap(), p95.unwrap())), "latency {stage}");
+    }
+    let hours = browser.eval("document.querySelectorAll('#today-hours svg rect.bar').length").await;
+    assert!(hours.as_u64().unwrap() >= 1, "calls per hour drawn");
+    browser.screenshot(&output_dir().join("monitor-today.png")).await;
+
+    // History: column headers, a date on each row, both numbers, and a failed call that never
+    // reads "completed".
+    let failed = format!("document.querySelector('#history .history-row[data-call-id=\"{}\"]')", seeded.failed_call);
+    browser.wait_for(&failed, "the failed call is in history").await;
+    let head = browser.eval("document.querySelector('.row-head.history-row').textContent").await;
+    for column in ["Started", "From", "To", "Contact", "Campaign", "Status"] {
+        assert!(head.as_str().unwrap().contains(column), "header {column}: {head}");
+    }
+    let row = browser.eval(&format!("{failed}.textContent")).await;
+    let row = row.as_str().unwrap();
+    let day = chrono::Utc::now().format("%b %-d").to_string();
+    assert!(row.contains(&day), "the row has a date ({day}): {row}");
+    assert!(row.contains("+15550001000"), "our number, in full: {row}");
+    assert!(row.contains("0002") && !row.contains("7770002"), "the called number, masked: {row}");
+    assert!(row.contains("failed") && !row.contains("completed"), "status and outcome agree: {row}");
+    let tone = browser.eval(&format!("{failed}.querySelector('.outcome-badge').dataset.tone")).await;
+    assert_eq!(tone, Value::from("bad"));
+
+    // Search by contact, as the daemon searches: only that call stays.
+    browser
+        .eval("{ const q = document.querySelector('#filter-q'); q.value = 'cy park'; q.dispatchEvent(new Event('input')); } true")
+        .await;
+    browser.wait_for("document.querySelectorAll('#history .history-row').length === 1", "one call matches").await;
+    browser.wait_for(&failed, "and it is Cy Park's").await;
+    browser
+        .eval("{ const q = document.querySelector('#filter-q'); q.value = ''; q.dispatchEvent(new Event('input')); } true")
+        .await;
+    browser.wait_for("document.querySelectorAll('#history .history-row').length === 6", "every ended call again").await;
+    // Keyboard: the list is one tab stop; arrows move, Enter opens, Escape closes.
+    let key = |k: &str| {
+        format!(
+            "document.activeElement.dispatchEvent(new KeyboardEvent('keydown', {{key: '{k}', bubbles: true}})); true"
+        )
+    };
+    browser.eval("document.querySelector('#history .history-row').focus(); true").await;
+    browser.eval(&key("ArrowDown")).await;
+    let second = browser.eval("document.activeElement === document.querySelectorAll('#history .history-row')[1]").await;
+    assert_eq!(second, Value::Bool(true), "ArrowDown moves to the next row");
+    browser.eval(&key("Enter")).await;
+    browser.wait_for(&visible("#call-detail"), "Enter opens the call").await;
+    browser.eval(&key("Escape")).await;
+    browser.wait_for("document.querySelector('#call-detail').hidden", "Escape closes it").await;
+
+    // A call's tool calls and its agent.
+    let tool_row = format!("document.querySelector('#history .history-row[data-call-id=\"{}\"]')", seeded.tool_call);
+    browser.eval(&format!("{tool_row}.click(); true")).await;
+    browser.wait_for("document.querySelector('#call-view .tool-name')", "the tool call shows").await;
+    let tool = browser.eval("document.querySelector('#call-view .tool').textContent").await;
+    assert!(tool.as_str().unwrap().contains("end_call") && tool.as_str().unwrap().contains("interested"), "{tool}");
+    assert_eq!(browser.eval("document.querySelector('#cv-agent').textContent").await, Value::from("built-in agent"));
+    let score = daemon.store.call(seeded.org_id, &seeded.tool_call).await.unwrap().unwrap().intent_score;
+    let shown = browser.eval("document.querySelector('#cv-analysis').textContent").await;
+    assert_eq!(shown, Value::from(score.map_or("—".to_owned(), |s| format!("{s:.2}"))));
+    browser.eval("document.querySelector('#call-view .tool').scrollIntoView({block: 'center'}); true").await;
+    browser.screenshot(&output_dir().join("monitor-call-tools.png")).await;
+
+    // The campaign view.
+    let campaign = support::seed::expected(&daemon.store, seeded.org_id, midnight, Some(seeded.campaign_id)).await;
+    browser.eval("document.querySelector('#tab-campaigns').click(); true").await;
+    browser
+        .wait_for(&format!("{} === '{}'", value("#campaign-detail", "calls"), campaign.calls), "the campaign's calls")
+        .await;
+    let contacts = |state: &str| campaign.contacts.get(state).copied().unwrap_or(0);
+    for (key, want) in [
+        ("pending", contacts("pending")),
+        ("dialing", contacts("dialing")),
+        ("done", contacts("done")),
+        ("failed", contacts("failed")),
+        ("do_not_call", contacts("dnc")),
+        ("total", campaign.contacts.values().sum()),
+        ("answered", campaign.answered),
+        ("calls_per_hour", campaign.calls),
+    ] {
+        assert_eq!(
+            browser.eval(&format!("{}.textContent", figure("#campaign-detail", key))).await,
+            Value::from(want.to_string()),
+            "{key}"
+        );
+    }
+    let rate: f64 = browser.eval(&value("#campaign-detail", "answer_rate")).await.as_str().unwrap().parse().unwrap();
+    assert!((rate - campaign.answer_rate.unwrap()).abs() < 1e-9, "campaign answer rate {rate}");
+    let aht: f64 =
+        browser.eval(&value("#campaign-detail", "average_handling_s")).await.as_str().unwrap().parse().unwrap();
+    assert!((aht - campaign.average_handling_s.unwrap()).abs() < 1e-6, "campaign AHT {aht}");
+    let eta = browser.eval(&value("#campaign-detail", "eta")).await;
+    assert!(chrono::DateTime::parse_from_rfc3339(eta.as_str().unwrap()).is_ok(), "an ETA: {eta}");
+    for (outcome, count) in &campaign.outcomes {
+        let text = browser.eval(&format!("{}.textContent", figure("#cd-outcomes", outcome))).await;
+        assert_eq!(text, Value::from(count.to_string()), "campaign outcome {outcome}");
+    }
+    browser.screenshot(&output_dir().join("monitor-campaign.png")).await;
+
+    // Pause and resume (the token has `dial`): the store follows.
+    browser.eval("document.querySelector('#cd-pause').click(); true").await;
+    browser.wait_for("document.querySelector('#cd-status').dataset.status === 'paused'", "paused").await;
+    let stored = daemon.store.campaign(seeded.org_id, seeded.campaign_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, "paused");
+    browser.wait_for("!document.querySelector('#cd-resume').disabled", "resume offered").await;
+    browser.eval("document.querySelector('#cd-resume').click(); true").await;
+    browser.wait_for("document.querySelector('#cd-status').dataset.status === 'running'", "running again").await;
+    let stored = daemon.store.campaign(seeded.org_id, seeded.campaign_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, "running");
+
+    // Signing out forgets every figure; globex's token then sees globex's day only.
+    browser.eval("document.querySelector('#signout').click(); true").await;
+    browser.wait_for(&visible("#signin"), "signed out").await;
+    for root in ["#today", "#campaign-detail"] {
+        let left = browser
+            .eval(&format!(
+                "[...document.querySelectorAll('{root} [data-figure]')].filter(n => n.textContent !== '—').length"
+            ))
+            .await;
+        assert_eq!(left, Value::from(0), "{root} forgets its figures");
+    }
+    let globex = daemon.token("globex").await;
+    sign_in(&mut browser, &globex).await;
+    browser.wait_for(&format!("{} === '3'", value("#today", "calls")), "globex's three calls").await;
+    let outcomes = browser.eval("document.querySelector('#today-outcomes').textContent").await;
+    assert!(!outcomes.as_str().unwrap().contains("interested"), "nothing of acme's: {outcomes}");
+    daemon.stop().await;
+}
+
+/// A `monitor` token sees the campaign but cannot pause it: the page says why, nothing changes.
+#[tokio::test]
+async fn a_monitor_token_cannot_pause_a_campaign() {
+    let (_db, daemon) = daemon().await;
+    let seeded = support::seed::seed(&daemon.store).await;
+    let token = daemon.token_with("acme", asterai::auth::Scopes::parse("monitor").unwrap()).await;
+    let mut browser = signed_in(&daemon, &token).await;
+    browser.eval("document.querySelector('#tab-campaigns').click(); true").await;
+    browser.wait_for("!document.querySelector('#cd-pause').disabled", "the running campaign shows").await;
+    browser.eval("document.querySelector('#cd-pause').click(); true").await;
+    browser
+        .wait_for("document.querySelector('#cd-message').textContent.includes('dial scope')", "the page says why")
+        .await;
+    let stored = daemon.store.campaign(seeded.org_id, seeded.campaign_id).await.unwrap().unwrap();
+    assert_eq!(stored.status, "running");
+    // Still signed in: a 403 is not a revoked token.
+    assert!(browser.eval(&visible("#app")).await.as_bool().unwrap());
     daemon.stop().await;
 }

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::Context;
 use crate::dialer::CampaignSettings;
 use crate::dialer::import::{self, ImportReport};
-use crate::store::Store;
 use crate::store::campaigns::Campaign;
+use crate::store::{CampaignStats, Store};
 
 /// Outbound campaigns: contacts called by the running daemons, within limits and windows.
 #[derive(Debug, clap::Args)]
@@ -69,7 +69,9 @@ enum Command {
         #[arg(long)]
         org: Option<String>,
     },
-    /// A campaign's state, settings, contacts and calls by status.
+    /// A campaign's state, settings, contacts and calls by status, and its figures: progress,
+    /// outcomes, answer rate, average handling time, calls in the last hour and ETA (the same
+    /// figures as `GET /v1/campaigns/{id}/stats`).
     Status {
         /// The campaign's id (see `asterai campaign list`).
         id: i64,
@@ -225,12 +227,47 @@ fn print_report(report: &ImportReport) {
     }
 }
 
-/// Status counts and settings of a campaign, as the CLI and the API show them.
-async fn status_json(store: &Store, campaign: &Campaign) -> anyhow::Result<Value> {
+/// Status counts and settings of a campaign, as the CLI and the API show them, and under
+/// `stats` the figures of `GET /v1/campaigns/{id}/stats` (the same [`CampaignStats`]).
+async fn status_json(store: &Store, campaign: &Campaign, stats: &CampaignStats) -> anyhow::Result<Value> {
     let mut body = serde_json::to_value(campaign)?;
     body["contacts"] = serde_json::to_value(store.campaign_contact_counts(campaign.id).await?)?;
     body["calls"] = serde_json::to_value(store.campaign_call_counts(campaign.id).await?)?;
+    body["stats"] = serde_json::to_value(stats)?;
     Ok(body)
+}
+
+/// The campaign figures, for people: the lines `asterai campaign status` prints after the state.
+pub(crate) fn stats_lines(stats: &CampaignStats) -> Vec<String> {
+    let p = &stats.progress;
+    let percent = |rate: Option<f64>| rate.map_or_else(|| "—".to_owned(), |r| format!("{:.1} %", r * 100.0));
+    let outcomes = if stats.calls.outcomes.is_empty() {
+        "none".to_owned()
+    } else {
+        stats.calls.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    };
+    vec![
+        format!(
+            "progress  {} pending, {} dialing, {} done, {} failed, {} do-not-call (of {})",
+            p.pending, p.dialing, p.done, p.failed, p.do_not_call, p.total
+        ),
+        format!("outcomes  {outcomes}"),
+        format!(
+            "answered  {} of {} calls (answer rate {})",
+            stats.calls.answered,
+            stats.calls.calls,
+            percent(stats.calls.answer_rate)
+        ),
+        format!("aht       {}", stats.calls.average_handling_s.map_or_else(|| "—".to_owned(), |s| format!("{s:.1} s"))),
+        format!("rate      {} calls in the last hour", stats.calls_per_hour),
+        format!(
+            "eta       {}",
+            stats.eta.map_or_else(
+                || "— (only while running with calls in the last hour)".to_owned(),
+                |eta| eta.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        ),
+    ]
 }
 
 pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
@@ -302,8 +339,12 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
             Command::Pause { id, org } => set_state(&store, org.as_deref(), id, "paused").await?,
             Command::Stop { id, org } => set_state(&store, org.as_deref(), id, "stopped").await?,
             Command::Status { id, org, json } => {
-                let (_, campaign) = campaign(&store, org.as_deref(), id).await?;
-                let body = status_json(&store, &campaign).await?;
+                let (org, campaign) = campaign(&store, org.as_deref(), id).await?;
+                let stats = store
+                    .campaign_stats(org.id, campaign.id, chrono::Utc::now())
+                    .await?
+                    .with_context(|| format!("no campaign {id} in {}", org.slug))?;
+                let body = status_json(&store, &campaign, &stats).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&body)?);
                 } else {
@@ -314,6 +355,9 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                     println!("settings  {}", campaign.settings);
                     println!("contacts  {}", counts(&body["contacts"]));
                     println!("calls     {}", counts(&body["calls"]));
+                    for line in stats_lines(&stats) {
+                        println!("{line}");
+                    }
                 }
             }
             Command::List { org, json } => {

@@ -38,7 +38,10 @@ fn parsed<T: std::str::FromStr>(
         .transpose()
 }
 
-/// `GET /v1/calls?status=&active=&outcome=&campaign=&since=&until=&limit=&cursor=`
+/// `GET /v1/calls?status=&active=&outcome=&campaign=&agent=&q=&since=&until=&limit=&cursor=`
+///
+/// `q` searches the call id, the contact's name and both numbers (see [`CallFilter::search`]);
+/// `agent` is an agent's name.
 ///
 /// The answer carries `last_event_id`, the organization's newest event at the time of the
 /// snapshot (its own sequence): a client that opens the feed with `since=<last_event_id>`
@@ -48,7 +51,7 @@ pub async fn list_calls(
     Query(query): Query<HashMap<String, String>>,
     principal: Authorized<Monitor>,
 ) -> Result<Json<Value>, ApiError> {
-    let known = ["status", "active", "outcome", "campaign", "since", "until", "limit", "cursor"];
+    let known = ["status", "active", "outcome", "campaign", "agent", "q", "since", "until", "limit", "cursor"];
     if let Some(unknown) = query.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!(
             "unknown parameter {unknown:?}; expected one of {}",
@@ -73,6 +76,8 @@ pub async fn list_calls(
         active,
         outcome,
         campaign_id: parsed(&query, "campaign", "a campaign id")?,
+        agent: query.get("agent").filter(|a| !a.is_empty()).cloned(),
+        search: query.get("q").filter(|q| !q.trim().is_empty()).cloned(),
         since: time_param(&query, "since")?,
         until: time_param(&query, "until")?,
         limit: parsed(&query, "limit", "a number from 1 to 500")?,
@@ -104,4 +109,27 @@ pub async fn get_call(
     body["turns"] = serde_json::to_value(&turns).unwrap_or_default();
     body["transcript"] = json!(transcript);
     Ok(Json(body))
+}
+
+/// `GET /v1/stats?since=&until=`: the organization's figures for the calls started in the window
+/// (default: from midnight UTC today until now), with latency per turn stage. The page sends its
+/// own local midnight as `since`. See [`crate::store::stats`] for the definitions.
+pub async fn stats(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    principal: Authorized<Monitor>,
+) -> Result<Json<crate::store::DayStats>, ApiError> {
+    let known = ["since", "until"];
+    if let Some(unknown) = query.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!("unknown parameter {unknown:?}; expected since or until")));
+    }
+    let now = Utc::now();
+    let since = time_param(&query, "since")?.unwrap_or_else(|| start_of_day(now));
+    let until = time_param(&query, "until")?.unwrap_or(now);
+    Ok(Json(state.store().day_stats(principal.org_id, since, until).await?))
+}
+
+/// Midnight UTC of `at`'s day.
+fn start_of_day(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.date_naive().and_hms_opt(0, 0, 0).map_or(at, |midnight| midnight.and_utc())
 }

@@ -11,6 +11,7 @@
 //! | `POST /v1/calls` | token | places an outbound call (see [`dialer`]) |
 //! | `/v1/campaigns…`, `/v1/dnc…` | token | campaigns and the do-not-call list (see [`dialer`]) |
 //! | `GET /v1/calls/{id}` | token | one call with its turns and transcript |
+//! | `GET /v1/stats` | token | the day's figures: calls, answer rate, outcomes, latency per stage |
 //! | `/v1/agents…` | token | the organization's agents and their versions (see [`agents`]) |
 //! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::subscriber`]) |
 //!
@@ -152,15 +153,16 @@ pub fn router(state: AppState) -> Router {
     let (body, import) = (limits.max_body_bytes, limits.max_import_bytes);
     Router::new()
         .route("/", get(monitor::index))
-        .route("/monitor.js", get(monitor::script))
-        .route("/monitor.css", get(monitor::style))
+        .route("/ui/{file}", get(monitor::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/calls", get(api::list_calls).post(dialer::place_call))
         .route("/v1/calls/{id}", get(api::get_call))
+        .route("/v1/stats", get(api::stats))
         .route("/v1/campaigns", get(dialer::list_campaigns).post(dialer::create_campaign))
         .route("/v1/campaigns/{id}", get(dialer::get_campaign))
+        .route("/v1/campaigns/{id}/stats", get(dialer::campaign_stats))
         .route("/v1/campaigns/{id}/{action}", axum::routing::post(dialer::campaign_action))
         .route("/v1/agents", get(agents::list).post(agents::create))
         .route("/v1/agents/{name}", get(agents::get).put(agents::update))

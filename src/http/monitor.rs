@@ -1,16 +1,32 @@
-//! The supervisors' live-monitor page: three files embedded in the binary, served from `/`.
+//! The supervisors' live-monitor page: an HTML page served from `/`, and its ES modules and style
+//! sheet from `/ui/` (see [`FILES`]), all embedded in the binary: no build step, no framework, no
+//! chart library (the few bar charts are SVG drawn by `charts.js`).
 //!
 //! The page holds no secret of its own. The supervisor pastes a token, which the page keeps in
 //! the browser's session storage and sends only back to this daemon (REST with
 //! `Authorization: Bearer`, the feed with `?token=`). The Content-Security-Policy keeps it that
 //! way: scripts, styles and connections are limited to this origin.
 
+use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use super::ApiError;
+
 const INDEX: &str = include_str!("monitor/index.html");
-const SCRIPT: &str = include_str!("monitor/monitor.js");
-const STYLE: &str = include_str!("monitor/monitor.css");
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The page's other files, served under `/ui/`: ES modules (`app.js` imports the others) and
+/// the style sheet. A fixed list: nothing else of the binary or the disk can be named.
+const FILES: &[(&str, &str, &str)] = &[
+    ("app.js", include_str!("monitor/app.js"), JS),
+    ("api.js", include_str!("monitor/api.js"), JS),
+    ("format.js", include_str!("monitor/format.js"), JS),
+    ("charts.js", include_str!("monitor/charts.js"), JS),
+    ("dashboard.js", include_str!("monitor/dashboard.js"), JS),
+    ("monitor.css", include_str!("monitor/monitor.css"), "text/css; charset=utf-8"),
+];
 
 /// Same-origin only. `connect-src 'self'` covers the feed's WebSocket to this host and port:
 /// CSP Level 3 matches `ws:`/`wss:` against `'self'` (Chromium since 2017, Firefox and Safari
@@ -36,12 +52,11 @@ pub async fn index() -> Response {
     file(INDEX, "text/html; charset=utf-8")
 }
 
-/// `GET /monitor.js`
-pub async fn script() -> Response {
-    file(SCRIPT, "text/javascript; charset=utf-8")
-}
-
-/// `GET /monitor.css`
-pub async fn style() -> Response {
-    file(STYLE, "text/css; charset=utf-8")
+/// `GET /ui/{file}`: one of [`FILES`], or 404.
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    FILES
+        .iter()
+        .find(|(file, _, _)| *file == name)
+        .map(|(_, body, content_type)| file(body, content_type))
+        .ok_or_else(|| ApiError::not_found(format!("no file {name:?} in the monitor page")))
 }

@@ -41,6 +41,7 @@ pub mod daemons;
 pub mod dnc;
 pub mod events;
 pub mod orgs;
+pub mod stats;
 mod string_enum;
 
 pub use agents::{Agent, AgentVersion};
@@ -50,6 +51,7 @@ pub use calls::{
 };
 pub use events::{Event, EventKind, EventPage};
 pub use orgs::{Org, TokenRecord};
+pub use stats::{CampaignStats, DayStats};
 
 /// The PostgreSQL channel that carries "new events" notifications between daemons.
 pub const EVENTS_CHANNEL: &str = "asterai_events";

@@ -145,6 +145,12 @@ impl Browser {
         panic!("timed out waiting until {what} ({condition}); the page shows:\n{}", body.as_str().unwrap_or(""));
     }
 
+    /// Lets the page download files, into `dir` (the exports' test: what the supervisor gets).
+    pub async fn allow_downloads(&mut self, dir: &Path) {
+        let params = json!({"behavior": "allow", "downloadPath": dir.display().to_string()});
+        self.call(None, "Browser.setDownloadBehavior", params).await;
+    }
+
     /// Saves a PNG of the page's viewport.
     pub async fn screenshot(&mut self, path: &Path) {
         let shot = self.page("Page.captureScreenshot", json!({"format": "png"})).await;

@@ -16,6 +16,7 @@ pub mod live;
 pub mod logs;
 pub mod mocks;
 pub mod proxy;
+pub mod seed;
 pub mod transcript;
 
 /// Process-wide set-up every test needs: one TLS provider for reqwest and sqlx.

@@ -484,6 +484,7 @@ impl Store {
             return Err(StoreError::Invalid(format!("limit {limit}: expected 1 to 500")));
         }
         let cursor = filter.cursor.as_deref().map(decode_cursor).transpose()?;
+        let search = filter.search.as_deref().map(SearchPatterns::new).transpose()?;
         let calls = with_pool!(self, pool => {
             let mut q = sqlx::QueryBuilder::new(CALL_COLUMNS);
             q.push(" WHERE c.org_id = ").push_bind(org_id);
@@ -498,6 +499,17 @@ impl Store {
             }
             if let Some(campaign) = filter.campaign_id {
                 q.push(" AND c.campaign_id = ").push_bind(campaign);
+            }
+            if let Some(agent) = &filter.agent {
+                q.push(" AND c.agent_name = ").push_bind(agent.clone());
+            }
+            if let Some(search) = &search {
+                q.push(" AND (LOWER(c.id) LIKE ").push_bind(search.text.clone()).push(" ESCAPE '\\'");
+                q.push(" OR LOWER(TRIM(COALESCE(ct.first_name, '') || ' ' || COALESCE(ct.last_name, ''))) LIKE ")
+                    .push_bind(search.text.clone())
+                    .push(" ESCAPE '\\'");
+                q.push(" OR c.from_number LIKE ").push_bind(search.number.clone()).push(" ESCAPE '\\'");
+                q.push(" OR c.to_number LIKE ").push_bind(search.number.clone()).push(" ESCAPE '\\')");
             }
             if let Some(since) = filter.since {
                 q.push(" AND c.started_at >= ").push_bind(since);
@@ -575,5 +587,42 @@ impl Store {
             }
             Ok(events)
         })
+    }
+}
+
+/// The `LIKE` patterns of a calls search: the text, lower-cased, for ids and names; for numbers,
+/// the digits alone when the text is written as a number ("555 123-4567", "(555) 123").
+struct SearchPatterns {
+    text: String,
+    number: String,
+}
+
+impl SearchPatterns {
+    fn new(search: &str) -> Result<SearchPatterns> {
+        let search = search.trim();
+        let length = search.chars().count();
+        if !(1..=100).contains(&length) {
+            return Err(StoreError::Invalid(format!("search: expected 1 to 100 characters, got {length}")));
+        }
+        let like = |text: &str| {
+            let mut pattern = String::from("%");
+            for c in text.chars() {
+                if matches!(c, '%' | '_' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            pattern.push('%');
+            pattern
+        };
+        let as_number = search.chars().all(|c| c.is_ascii_digit() || " +-().".contains(c))
+            && search.chars().any(|c| c.is_ascii_digit());
+        let number = if as_number {
+            let digits: String = search.chars().filter(char::is_ascii_digit).collect();
+            like(&digits)
+        } else {
+            like(search)
+        };
+        Ok(SearchPatterns { text: like(&search.to_lowercase()), number })
     }
 }

@@ -221,6 +221,12 @@ pub struct CallFilter {
     pub active: bool,
     pub campaign_id: Option<i64>,
     pub outcome: Option<Outcome>,
+    /// Calls that ran this agent (by name).
+    pub agent: Option<String>,
+    /// Text to find in the call id, the contact's name or either number (case-insensitive; a
+    /// number written with spaces, dashes or brackets matches by its digits). 1 to 100
+    /// characters.
+    pub search: Option<String>,
     /// Calls started at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Calls started before this time.
