@@ -941,7 +941,8 @@ function renderCallHead(c) {
   setText(ui.cvEnded, fmtDateTime(c.ended_at));
   setText(ui.cvDuration, fmtDuration(c));
   setText(ui.cvOutcome, human(c.outcome));
-  const reasons = [c.outcome_reason, c.status_reason].filter(Boolean);
+  // The outcome's reason and the status's are often the same words: say them once.
+  const reasons = [...new Set([c.outcome_reason, c.status_reason].filter(Boolean))];
   setText(ui.cvReason, reasons.length ? reasons.join(' · ') : '—');
   // Exports need the turns, so wait for the detail (an active call's may still grow).
   ui.exportJson.disabled = ui.exportText.disabled = !c.turnsLoaded;
