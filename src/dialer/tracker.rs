@@ -86,6 +86,10 @@ struct State {
     /// Channels of answered calls that are gone, whose calls wait for their conversation to
     /// finish them: later events about them change nothing.
     finishing: HashSet<String>,
+    /// Channels whose calls this tracker finished: a [`Tracker::watch`] that comes after all
+    /// of a call's events (the originate's answer can be slower than the event stream) must not
+    /// follow it again.
+    ended: HashSet<String>,
 }
 
 struct Inner {
@@ -174,6 +178,9 @@ impl Tracker {
     /// originate; an event that comes first finds the call in the store).
     pub fn watch(&self, org_id: i64, call_id: &str) {
         let mut state = self.state();
+        if state.ended.contains(call_id) {
+            return;
+        }
         state.strangers.remove(call_id);
         state.calls.entry(call_id.to_owned()).or_insert_with(|| Tracked {
             call_id: call_id.to_owned(),
@@ -358,7 +365,14 @@ impl Tracker {
                 }
             }
             Step::Finish(status, reason) => {
-                let answered = self.state().calls.remove(&channel_id).is_some_and(|t| t.facts.answered);
+                let answered = {
+                    let mut state = self.state();
+                    if state.ended.len() >= MAX_STRANGERS {
+                        state.ended.clear();
+                    }
+                    state.ended.insert(channel_id.clone());
+                    state.calls.remove(&channel_id).is_some_and(|t| t.facts.answered)
+                };
                 if answered || self.in_conversation(org_id, &call_id).await {
                     // The conversation on this call learns of the hang-up too, and finishes the
                     // call with its outcome (and its transcript): let it write first.
