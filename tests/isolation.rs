@@ -315,6 +315,7 @@ backend_tests! {
             password: asterai::config::Secret::new("ari"),
             auth: asterai::ari::Auth::Header,
             timeout: Duration::from_secs(1),
+            ca_file: None,
         };
         let dialer = asterai::dialer::Dialer::new(
             rig.daemon.publisher.clone(),

@@ -352,6 +352,7 @@ fn ari_client(server: &wiremock::MockServer) -> asterai::ari::AriClient {
         password: asterai::config::Secret::new("pw"),
         auth: asterai::ari::Auth::Header,
         timeout: Duration::from_secs(10),
+        ca_file: None,
     })
     .unwrap()
 }

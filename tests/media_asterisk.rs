@@ -37,6 +37,8 @@ struct Asterisk {
     dir: tempfile::TempDir,
     conf: PathBuf,
     port: u16,
+    /// The HTTPS port (http.conf `tlsenable`), when started with TLS.
+    tls_port: Option<u16>,
     child: Child,
 }
 
@@ -102,8 +104,55 @@ exten => s,1,Answer()
  same => n,Hangup()
 ";
 
+/// A certificate authority and a certificate for 127.0.0.1 it signed (openssl), in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+fn certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=asterai test CA"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
 impl Asterisk {
     async fn start() -> Asterisk {
+        Asterisk::start_with(false).await
+    }
+
+    /// With `tls`, Asterisk's HTTP server also listens with TLS (a certificate of a CA made for
+    /// the test).
+    async fn start_with(tls: bool) -> Asterisk {
         let prefix = prefix();
         let binary = prefix.join("sbin/asterisk");
         assert!(
@@ -122,11 +171,19 @@ impl Asterisk {
         let conf = support::asterisk::asterisk_conf(&sample, dir.path(), "");
         let conf_path = etc.join("asterisk.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        std::fs::write(
-            etc.join("http.conf"),
-            format!("[general]\nenabled = yes\nbindaddr = 127.0.0.1\nbindport = {port}\n"),
-        )
-        .unwrap();
+        let mut http = format!("[general]\nenabled = yes\nbindaddr = 127.0.0.1\nbindport = {port}\n");
+        let tls_port = tls.then(|| {
+            let tls_port = free_port();
+            certificates(dir.path());
+            let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+            http.push_str(&format!(
+                "tlsenable = yes\ntlsbindaddr = 127.0.0.1:{tls_port}\ntlscertfile = {}\ntlsprivatekey = {}\n",
+                cert.display(),
+                key.display()
+            ));
+            tls_port
+        });
+        std::fs::write(etc.join("http.conf"), http).unwrap();
         std::fs::write(
             etc.join("ari.conf"),
             "[general]\nenabled = yes\npretty = no\n\n[asterai]\ntype = user\nread_only = no\npassword = media-test\npassword_format = plain\n",
@@ -160,7 +217,7 @@ impl Asterisk {
                 .spawn()
                 .expect("start Asterisk")
         };
-        let mut asterisk = Asterisk { dir, conf: conf_path, port, child };
+        let mut asterisk = Asterisk { dir, conf: conf_path, port, tls_port, child };
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Ok(Some(status)) = asterisk.child.try_wait() {
@@ -212,6 +269,16 @@ impl Asterisk {
             password: Secret::new("media-test"),
             auth: Auth::Header,
             timeout: Duration::from_secs(10),
+            ca_file: None,
+        }
+    }
+
+    /// ARI over TLS: `https://127.0.0.1:<tls port>`, trusting the test's CA.
+    fn tls_settings(&self) -> AriSettings {
+        AriSettings {
+            url: format!("https://127.0.0.1:{}", self.tls_port.expect("started with TLS")),
+            ca_file: Some(self.dir.path().join("ca.pem")),
+            ..self.settings()
         }
     }
 
@@ -722,4 +789,62 @@ async fn an_outbound_streaming_call_against_the_real_asterisk() {
     // Held by the streaming conversation: the dialer's one call, never sent to the dialplan.
     assert_eq!(rig.db.store.list_calls(acme.id, &Default::default()).await.unwrap().calls.len(), 1);
     assert!(!asterisk.console().contains("s@talker:1"), "the call went to the dialplan");
+}
+
+/// ARI over TLS (`ari.url = "https://…"`, `ari.ca_file`): REST, the event WebSocket (`wss://`)
+/// and a chan_websocket media connection (`wss://…/media/<id>`) against the real Asterisk's
+/// TLS listener; without the CA the certificate is refused.
+#[tokio::test]
+async fn ari_and_media_over_tls_against_the_real_asterisk() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let asterisk = Asterisk::start_with(true).await;
+    let settings = asterisk.tls_settings();
+    let client = AriClient::new(settings.clone()).unwrap();
+    let info = client.asterisk_info().await.unwrap();
+    assert_eq!(info.version(), Some("22.10.1"));
+
+    // Without the test's CA (the public web roots) the certificate is refused, and said so.
+    let untrusted = AriClient::new(AriSettings { ca_file: None, ..settings.clone() }).unwrap();
+    let err = untrusted.asterisk_info().await.unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // A CA file that is not one is an error naming it.
+    let bogus = asterisk.mix_dir().join("bogus.pem");
+    std::fs::write(&bogus, "not a certificate\n").unwrap();
+    let err = AriClient::new(AriSettings { ca_file: Some(bogus), ..settings.clone() }).unwrap_err().to_string();
+    assert!(err.contains("ari.ca_file") && err.contains("bogus.pem"), "{err}");
+
+    // The event stream over wss://.
+    let stop = CancellationToken::new();
+    let mut events =
+        asterai::ari::stream::spawn(StreamConfig::new(settings.clone(), APP, Duration::from_secs(5)), stop.clone());
+    let connected = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    assert!(matches!(connected, StreamItem::Connected { .. }), "{connected:?}");
+    let originate = Originate {
+        endpoint: "Local/s@talker".into(),
+        destination: Destination::App { app: APP.into(), args: vec!["ai?org=acme".into()] },
+        variables: [("MIXDIR".to_owned(), asterisk.mix_dir().display().to_string())].into(),
+        channel_id: Some("tls-caller".into()),
+        other_channel_id: Some("tls-talker".into()),
+        caller_id: None,
+        timeout: None,
+    };
+    client.originate(&originate).await.unwrap();
+    event(&mut events, "the caller's StasisStart over wss", stasis_start_of("tls-caller")).await;
+    client.answer("tls-caller").await.unwrap();
+
+    // A media channel, and asterai's connection to it over wss://.
+    let mut media = ExternalMedia::websocket_server(APP, "slin16", true);
+    media.channel_id = Some("tls-media".into());
+    let channel = client.external_media(&media).await.unwrap();
+    let vars = channel.channelvars.clone().unwrap_or_default();
+    let connection_id = vars["MEDIA_WEBSOCKET_CONNECTION_ID"].as_str().expect("the connection id").to_owned();
+    let url = settings.media_url(&connection_id).unwrap();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    let options = WebSocketOptions { tls: client.tls(), ..WebSocketOptions::default() };
+    let session = websocket::connect(&url, options).await.unwrap();
+    assert_eq!(session.format().codec, Codec::Slin16);
+    assert_eq!(session.channel_id(), Some("tls-media"));
+    event(&mut events, "the media channel's StasisStart", stasis_start_of("tls-media")).await;
+    let _ = client.hangup("tls-caller", None).await;
+    stop.cancel();
 }

@@ -77,9 +77,37 @@ pub struct AriSettings {
     pub auth: Auth,
     /// Time allowed for one REST request.
     pub timeout: Duration,
+    /// PEM file of the certificate authorities ARI's `https://`/`wss://` certificate must chain
+    /// to (a private CA, or a self-signed certificate). None: the public web roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl AriSettings {
+    /// The TLS client configuration for `ca_file`: only its certificates are trusted. None
+    /// without `ca_file` (the public web roots apply).
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, AriError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let Some(path) = &self.ca_file else { return Ok(None) };
+        let shown = path.display();
+        let invalid = |why: String| AriError::Invalid(format!("ari.ca_file {shown}: {why}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| invalid(e.to_string()))? {
+            let cert = cert.map_err(|e| invalid(e.to_string()))?;
+            roots.add(cert).map_err(|e| invalid(format!("not a usable CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(invalid("no PEM certificate in it".into()));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(std::sync::Arc::new(config)))
+    }
+
     /// The base of every REST path: `http://host:8088/ari`.
     pub fn rest_base(&self) -> String {
         let url = self.url.trim().trim_end_matches('/');
@@ -295,6 +323,7 @@ pub struct AriClient {
     http: reqwest::Client,
     settings: AriSettings,
     base: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for AriClient {
@@ -305,14 +334,22 @@ impl fmt::Debug for AriClient {
 
 impl AriClient {
     pub fn new(settings: AriSettings) -> Result<AriClient, AriError> {
-        let http = reqwest::Client::builder()
+        let tls = settings.tls()?;
+        let mut http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("asterai/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AriError::Invalid(format!("cannot build the ARI HTTP client: {e}")))?;
+            .user_agent(concat!("asterai/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = &tls {
+            http = http.tls_backend_preconfigured((**tls).clone());
+        }
+        let http = http.build().map_err(|e| AriError::Invalid(format!("cannot build the ARI HTTP client: {e}")))?;
         let base = settings.rest_base();
-        Ok(AriClient { http, settings, base })
+        Ok(AriClient { http, settings, base, tls })
+    }
+
+    /// The TLS configuration of `ari.ca_file`, for the WebSockets to the same Asterisk.
+    pub fn tls(&self) -> Option<std::sync::Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     pub fn settings(&self) -> &AriSettings {
@@ -666,6 +703,7 @@ mod tests {
             password: Secret::new("s3cret&x"),
             auth,
             timeout: Duration::from_secs(5),
+            ca_file: None,
         }
     }
 

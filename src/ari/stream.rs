@@ -160,7 +160,8 @@ async fn connect(config: &StreamConfig) -> Result<Socket, AriError> {
             .map_err(|_| AriError::Invalid("ari.username/ari.password cannot be sent in a header".into()))?;
         request.headers_mut().insert("authorization", value);
     }
-    match tokio_tungstenite::connect_async(request).await {
+    let connector = config.settings.tls()?.map(tokio_tungstenite::Connector::Rustls);
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(response)) => {
             let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok());

@@ -340,10 +340,13 @@ mod tests {
             load("[ari]\nurl = \"http://127.0.0.1:8088\"\nusername = \"asterai\"\npassword = \"pw\"\n", &[]).unwrap();
         assert!(on.ari.enabled());
         assert_eq!(on.ari.settings().rest_base(), "http://127.0.0.1:8088/ari");
+        let tls = load("[ari]\nurl = \"https://pbx:8089\"\nusername = \"a\"\n", &[]).unwrap();
+        assert_eq!(tls.ari.settings().events_url("x", false), "wss://pbx:8089/ari/events?app=x&subscribeAll=false");
         assert!(on.secrets().contains(&"pw".to_owned()), "the ARI password is redacted from logs");
         for (text, key) in [
             ("[ari]\nurl = \"http://127.0.0.1:8088\"\n", "ari.username"),
-            ("[ari]\nurl = \"https://pbx:8089\"\nusername = \"a\"\n", "ari.url"),
+            ("[ari]\nurl = \"https://\"\nusername = \"a\"\n", "ari.url"),
+            ("[ari]\nurl = \"https://pbx:8089\"\nusername = \"a\"\nca_file = \"/nonexistent.pem\"\n", "ari.ca_file"),
             ("[ari]\nurl = \"127.0.0.1:8088\"\nusername = \"a\"\n", "ari.url"),
             ("[ari]\napp = \"a b\"\n", "ari.app"),
             ("[ari]\nreconnect_max = \"0s\"\n", "ari.reconnect_max"),

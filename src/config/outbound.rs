@@ -22,6 +22,10 @@ pub struct AriConfig {
     pub reconnect_max: Dur,
     /// Time allowed for one REST request.
     pub timeout: Dur,
+    /// For an `https://` URL: a PEM file of the certificate authorities (or the self-signed
+    /// certificate) Asterisk's certificate must chain to, for REST and both WebSockets. Empty:
+    /// the public web roots.
+    pub ca_file: String,
 }
 
 impl Default for AriConfig {
@@ -33,6 +37,7 @@ impl Default for AriConfig {
             app: "asterai".into(),
             reconnect_max: Dur::secs(30),
             timeout: Dur::secs(10),
+            ca_file: String::new(),
         }
     }
 }
@@ -51,6 +56,7 @@ impl AriConfig {
             password: self.password.clone(),
             auth: crate::ari::Auth::Header,
             timeout: self.timeout.0,
+            ca_file: Some(self.ca_file.trim()).filter(|f| !f.is_empty()).map(std::path::PathBuf::from),
         }
     }
 }

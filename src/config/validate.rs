@@ -171,15 +171,14 @@ impl Config {
         let ari = &self.ari;
         let url = ari.url.trim();
         if !url.is_empty() {
-            if url.starts_with("https://") {
+            let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or_default();
+            if host.is_empty() || host.starts_with('/') {
                 return Err(format!(
-                    "ari.url: TLS to ARI is not supported by this build (the event stream needs ws://); use http:// on loopback or a tunnel, got {url:?}"
+                    "ari.url: expected http://host:port such as http://127.0.0.1:8088 (or https:// with TLS), got {url:?}"
                 ));
             }
-            let host = url.strip_prefix("http://").unwrap_or_default();
-            if host.is_empty() || host.starts_with('/') {
-                return Err(format!("ari.url: expected http://host:port such as http://127.0.0.1:8088, got {url:?}"));
-            }
+            // A CA file that cannot be read stops the start, not the first call.
+            ari.settings().tls().map_err(|e| e.to_string())?;
             if ari.username.trim().is_empty() {
                 return Err("ari.username: expected the ARI user from Asterisk's ari.conf (ari.url is set)".into());
             }

@@ -366,7 +366,12 @@ async fn connect_media(
                 .unwrap_or_else(|| id.to_owned());
             let url = client.settings().media_url(&connection_id).map_err(|e| e.to_string())?;
             let control = if support.json_control { ControlFormat::Json } else { ControlFormat::PlainText };
-            let ws = WebSocketOptions { control, connect_timeout: CONNECT_TIMEOUT, ..WebSocketOptions::default() };
+            let ws = WebSocketOptions {
+                control,
+                connect_timeout: CONNECT_TIMEOUT,
+                tls: client.tls(),
+                ..WebSocketOptions::default()
+            };
             websocket::connect(&url, ws).await.map_err(|e| e.to_string())?
         }
         crate::media::Transport::AudioSocket => {

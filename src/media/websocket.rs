@@ -48,11 +48,18 @@ pub struct WebSocketOptions {
     pub connect_timeout: Duration,
     /// Audio kept ahead of playback.
     pub lead: Duration,
+    /// For `wss://`: the certificate authorities of `ari.ca_file` (None: the public web roots).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for WebSocketOptions {
     fn default() -> Self {
-        WebSocketOptions { control: ControlFormat::Json, connect_timeout: Duration::from_secs(5), lead: LEAD }
+        WebSocketOptions {
+            control: ControlFormat::Json,
+            connect_timeout: Duration::from_secs(5),
+            lead: LEAD,
+            tls: None,
+        }
     }
 }
 
@@ -65,7 +72,8 @@ pub async fn connect(url: &str, options: WebSocketOptions) -> Result<MediaSessio
     let mut request = url.into_client_request().map_err(|e| connect_error(e.to_string()))?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", tungstenite::http::HeaderValue::from_static("media"));
     let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE)).max_frame_size(Some(MAX_MESSAGE));
-    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connector = options.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector);
     let (mut socket, _) = match tokio::time::timeout(options.connect_timeout, connecting).await {
         Err(_) => return Err(connect_error(format!("no answer within {:?}", options.connect_timeout))),
         Ok(Err(tungstenite::Error::Http(response))) => {

@@ -358,6 +358,7 @@ impl FakeAri {
             password: asterai::config::Secret::new(PASSWORD),
             auth: asterai::ari::Auth::Header,
             timeout: Duration::from_secs(5),
+            ca_file: None,
         }
     }
 
