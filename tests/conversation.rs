@@ -801,6 +801,24 @@ async fn the_model_ends_or_transfers_the_call_with_tools() {
     let names: Vec<&str> =
         body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["end_call", "transfer"]);
+    // The next request carries the tool call and its result in OpenAI's shape: the assistant
+    // message with `tool_calls` (no words: null content), the `tool` message answering it by
+    // id with the result as JSON, then what the caller heard after it.
+    let body: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "assistant", "user", "assistant", "tool", "assistant", "user"]);
+    assert_eq!(messages[2]["content"], "Can I talk to a person?");
+    assert_eq!(
+        messages[3],
+        serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_Qx1", "type": "function",
+            "function": {"name": "transfer", "arguments": r#"{"reason": "asked for a person"}"#}}]})
+    );
+    assert_eq!(messages[4]["tool_call_id"], "call_Qx1");
+    let result: serde_json::Value = serde_json::from_str(messages[4]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result, serde_json::json!({"transferred": false, "error": "no transfer target is configured"}));
+    assert_eq!(messages[5], serde_json::json!({"role": "assistant", "content": sorry_text}));
+    assert_eq!(messages[6], serde_json::json!({"role": "user", "content": "Fine, book me in."}));
 
     // end_call without a word of the model's: the agent's goodbye is said and stored.
     rig.llm.reset().await;

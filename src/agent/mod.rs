@@ -29,6 +29,8 @@ use crate::speech::rules::placeholders;
 use crate::store::{Agent, AgentVersion, Store, StoreError};
 use crate::types::Dur;
 
+pub mod schema;
+
 /// Environment variables an agent may name as `env:…` start with this.
 pub use crate::config::env::SECRET_ENV_PREFIX;
 
@@ -49,7 +51,163 @@ pub const VARIABLES: &[(&str, &str)] = &[
 ];
 
 /// The built-in tools an agent may offer its model.
-pub const TOOLS: &[&str] = &["end_call", "transfer"];
+pub const TOOLS: &[&str] = &["end_call", "transfer", "add_to_dnc", "schedule_callback", "send_dtmf"];
+
+/// An HTTP tool of the agent: asterai checks the model's arguments against `parameters`, then
+/// calls `url` with them, signed (see [`crate::conversation::tools`]), and gives the model the
+/// JSON answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpToolSpec {
+    /// The function's name for the model: 1 to 63 lower-case letters, digits, `-` or `_`, not
+    /// a built-in tool's.
+    pub name: String,
+    /// When and why to call it, for the model.
+    pub description: String,
+    /// JSON Schema of the arguments (the subset of [`schema`]); default: no arguments.
+    #[serde(default = "no_arguments")]
+    pub parameters: serde_json::Value,
+    /// `http://` or `https://`.
+    pub url: String,
+    /// `POST` (default), `PUT` or `PATCH`: the arguments go in a JSON body, which is signed.
+    #[serde(default = "post")]
+    pub method: String,
+    /// How long the tool may take (100ms to 30s, default 5s); then the model gets an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Extra request headers: a value is text, or a secret reference `env:ASTERAI_SECRET_…`
+    /// (required for headers that carry credentials).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The key of the request's HMAC-SHA-256 signature: `env:ASTERAI_SECRET_…`.
+    pub signing_secret: String,
+}
+
+fn no_arguments() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+fn post() -> String {
+    "POST".to_owned()
+}
+
+/// The most HTTP tools an agent may have.
+pub const MAX_HTTP_TOOLS: usize = 32;
+/// An HTTP tool's default timeout.
+pub const HTTP_TOOL_TIMEOUT: Dur = Dur::secs(5);
+/// Headers asterai sets itself, which an HTTP tool may not.
+const OWN_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "idempotency-key",
+    "x-asterai-signature",
+    "x-asterai-timestamp",
+    "x-asterai-call-id",
+];
+
+/// Whether a header's value is a credential, which must be a secret reference.
+fn credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["auth", "key", "token", "secret", "cookie", "password"].iter().any(|word| name.contains(word))
+}
+
+impl HttpToolSpec {
+    /// The function the model sees.
+    pub fn to_spec(&self) -> crate::speech::llm::ToolSpec {
+        crate::speech::llm::ToolSpec {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters: self.parameters.clone(),
+        }
+    }
+
+    fn validate(&self, key: &str) -> Result<(), String> {
+        validate_name(&self.name).map_err(|e| format!("{key}.{e}"))?;
+        if TOOLS.contains(&self.name.as_str()) {
+            return Err(format!("{key}.name: {:?} is a built-in tool's name", self.name));
+        }
+        let description = self.description.trim();
+        if description.is_empty() || description.chars().count() > 1024 {
+            return Err(format!(
+                "{key}.description: expected 1 to 1024 characters (it tells the model when to call it)"
+            ));
+        }
+        schema::check_arguments_schema(&self.parameters).map_err(|e| format!("{key}.parameters.{e}"))?;
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://"))
+            || self.url.chars().any(|c| c.is_control() || c.is_whitespace())
+            || reqwest::Url::parse(&self.url).is_err()
+        {
+            return Err(format!("{key}.url: expected an http:// or https:// URL, got {:?}", self.url));
+        }
+        if !["POST", "PUT", "PATCH"].contains(&self.method.as_str()) {
+            return Err(format!(
+                "{key}.method: expected POST, PUT or PATCH (the arguments go in the signed JSON body), got {:?}",
+                self.method
+            ));
+        }
+        if let Some(timeout) = self.timeout {
+            timeout.within(&format!("{key}.timeout"), Dur::millis(100), Dur::secs(30))?;
+        }
+        for (name, value) in &self.headers {
+            let here = format!("{key}.headers.{name}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                return Err(format!("{here}: not a header name"));
+            }
+            if OWN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(format!("{here}: asterai sets this header itself"));
+            }
+            if value.starts_with("env:") || value.starts_with("config:") {
+                check_tool_secret(&here, value)?;
+            } else if credential_header(name) {
+                return Err(format!(
+                    "{here}: a credential is never stored; name it as \"env:{SECRET_ENV_PREFIX}NAME\" (a variable of the daemon's environment holding the whole value)"
+                ));
+            } else if value.chars().any(char::is_control) {
+                return Err(format!("{here}: control characters are not allowed"));
+            }
+        }
+        check_tool_secret(&format!("{key}.signing_secret"), &self.signing_secret)
+    }
+}
+
+/// An HTTP tool's secret: only `env:ASTERAI_SECRET_…` (a config file key only ever goes to the
+/// config's own URL). Never echoes a value that is not a reference.
+fn check_tool_secret(key: &str, reference: &str) -> Result<(), String> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        let ok = name.starts_with(SECRET_ENV_PREFIX)
+            && name.len() > SECRET_ENV_PREFIX.len()
+            && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            return Ok(());
+        }
+        return Err(format!(
+            "{key}: expected env:{SECRET_ENV_PREFIX}NAME (upper-case letters, digits, '_'), got {reference:?}"
+        ));
+    }
+    if reference.starts_with("config:") {
+        return Err(format!(
+            "{key}: a key of the config file only goes to the config's URL; name a key of your own (env:{SECRET_ENV_PREFIX}…)"
+        ));
+    }
+    Err(format!("{key}: secrets are never stored; name one as \"env:{SECRET_ENV_PREFIX}NAME\""))
+}
+
+/// The value of an HTTP tool's secret reference, from `env`.
+pub fn resolve_tool_secret(
+    key: &str,
+    reference: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::types::Secret, String> {
+    check_tool_secret(key, reference)?;
+    let name = reference.strip_prefix("env:").unwrap_or(reference);
+    match env(name).filter(|v| !v.is_empty()) {
+        Some(value) => Ok(crate::types::Secret::new(value)),
+        None => Err(format!("{key}: the daemon's environment has no {name}")),
+    }
+}
 
 /// A place the agent's `transfer` tool can send the caller: the model names it, asterai dials
 /// its `destination` (never text of the model's).
@@ -111,6 +269,25 @@ pub fn builtin_tool(name: &str, targets: &[TransferTargetSpec]) -> Option<crate:
                   "required": ["target"], "additionalProperties": false}),
             )
         }
+        "add_to_dnc" => (
+            "Put the caller's number on the do-not-call list, when they ask not to be called again. The call then ends with a confirmation.",
+            serde_json::json!({"type": "object", "properties": {
+                "reason": {"type": "string", "description": "What the caller said, in a few words"}},
+              "additionalProperties": false}),
+        ),
+        "schedule_callback" => (
+            "Schedule a call back to the contact at the date and time they chose, in their local time. The time is moved into the campaign's calling hours if needed; the result says when the call is booked, tell the caller.",
+            serde_json::json!({"type": "object", "properties": {
+                "when": {"type": "string", "description": "Local date and time in the contact's timezone, YYYY-MM-DD HH:MM"},
+                "reason": {"type": "string", "description": "What the call back is about"}},
+              "required": ["when"], "additionalProperties": false}),
+        ),
+        "send_dtmf" => (
+            "Press keys on the phone line (DTMF), for example to navigate a phone menu.",
+            serde_json::json!({"type": "object", "properties": {
+                "digits": {"type": "string", "description": "The keys, 0-9, *, #, A-D; w waits half a second"}},
+              "required": ["digits"], "additionalProperties": false}),
+        ),
         _ => return None,
     };
     Some(crate::speech::llm::ToolSpec { name: name.to_owned(), description: description.to_owned(), parameters })
@@ -167,6 +344,9 @@ pub struct AgentSpec {
     /// Where the `transfer` tool may send the caller, by name (none: `dialer.transfer_target`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transfer_targets: Vec<TransferTargetSpec>,
+    /// Tools of the agent's own that asterai calls over HTTP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_tools: Vec<HttpToolSpec>,
     #[serde(default, skip_serializing_if = "Phrases::is_empty")]
     pub phrases: Phrases,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
@@ -203,11 +383,13 @@ pub struct Phrases {
     pub no_response_goodbye: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_unavailable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_filler: Option<String>,
 }
 
 impl Phrases {
     fn is_empty(&self) -> bool {
-        all_none!(self: fallback, reprompt, goodbye, dnc_confirmation, callback_confirmation, failure_goodbye, no_response_goodbye, transfer_unavailable)
+        all_none!(self: fallback, reprompt, goodbye, dnc_confirmation, callback_confirmation, failure_goodbye, no_response_goodbye, transfer_unavailable, tool_filler)
     }
 }
 
@@ -409,6 +591,15 @@ impl AgentSpec {
                 return Err(format!("transfer_targets[{i}].description: at most 200 characters"));
             }
         }
+        if self.http_tools.len() > MAX_HTTP_TOOLS {
+            return Err(format!("http_tools: at most {MAX_HTTP_TOOLS}, got {}", self.http_tools.len()));
+        }
+        for (i, tool) in self.http_tools.iter().enumerate() {
+            tool.validate(&format!("http_tools[{i}]"))?;
+            if self.http_tools[..i].iter().any(|t| t.name == tool.name) {
+                return Err(format!("http_tools[{i}].name: {:?} is named twice", tool.name));
+            }
+        }
         let l = &self.limits;
         bounded("limits.max_turns", l.max_turns, 1, 1000)?;
         bounded("limits.max_silent_turns", l.max_silent_turns, 1, 20)?;
@@ -467,6 +658,7 @@ impl AgentSpec {
             ("phrases.failure_goodbye", &p.failure_goodbye),
             ("phrases.no_response_goodbye", &p.no_response_goodbye),
             ("phrases.transfer_unavailable", &p.transfer_unavailable),
+            ("phrases.tool_filler", &p.tool_filler),
         ]
         .into_iter()
         .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
@@ -518,6 +710,7 @@ impl AgentSpec {
         set(&mut c.failure_goodbye, &p.failure_goodbye);
         set(&mut c.no_response_goodbye, &p.no_response_goodbye);
         set(&mut c.transfer_unavailable, &p.transfer_unavailable);
+        set(&mut c.tool_filler, &p.tool_filler);
         set(&mut c.max_turns, &self.limits.max_turns);
         set(&mut c.max_duration, &self.limits.max_duration);
         set(&mut c.silence, &self.limits.silence);

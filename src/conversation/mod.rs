@@ -61,6 +61,7 @@ pub mod providers;
 pub mod record;
 pub mod speak;
 pub mod stream;
+pub mod tools;
 
 pub use self::core::{CallStart, Heard, MediaPath, RouteParams, Utterance};
 pub use providers::Providers;
@@ -111,6 +112,8 @@ pub struct Settings {
     pub tools: Vec<crate::speech::llm::ToolSpec>,
     /// The agent's named transfer targets: (name, destination).
     pub transfer_targets: Vec<(String, String)>,
+    /// The agent's HTTP tools (offered in `tools` too).
+    pub http_tools: Vec<Arc<tools::HttpTool>>,
 }
 
 impl Settings {
@@ -126,6 +129,7 @@ impl Settings {
             base: Arc::new(config.clone()),
             tools: Vec::new(),
             transfer_targets: Vec::new(),
+            http_tools: Vec::new(),
         }
     }
 }
@@ -278,8 +282,18 @@ impl Inner {
         let mut base = (*self.settings.base).clone();
         base.conversation = self.settings.conversation.clone();
         base.responder.system_prompt = self.settings.system_prompt.clone();
-        let config = spec.apply(&base, |name| std::env::var(name).ok())?;
+        let env = |name: &str| std::env::var(name).ok();
+        let config = spec.apply(&base, env)?;
         let providers = Providers::from_config(&config)?;
+        let client = tools::tool_client();
+        let http_tools = spec
+            .http_tools
+            .iter()
+            .enumerate()
+            .map(|(i, tool)| {
+                tools::HttpTool::new(&format!("http_tools[{i}]"), tool, client.clone(), &env).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let settings = Settings {
             conversation: config.conversation.clone(),
             system_prompt: config.responder.system_prompt.clone(),
@@ -289,7 +303,9 @@ impl Inner {
                 .tools
                 .iter()
                 .filter_map(|name| crate::agent::builtin_tool(name, &spec.transfer_targets))
+                .chain(spec.http_tools.iter().map(crate::agent::HttpToolSpec::to_spec))
                 .collect(),
+            http_tools,
             transfer_targets: spec
                 .transfer_targets
                 .iter()
@@ -365,6 +381,7 @@ impl Conversations {
             &c.failure_goodbye,
             &c.no_response_goodbye,
             &c.transfer_unavailable,
+            &c.tool_filler,
             &c.disclosure,
         ] {
             let text = render(phrase, &values);
