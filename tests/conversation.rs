@@ -930,3 +930,89 @@ destination = "PJSIP/100"
     assert_eq!(transfer["parameters"]["properties"]["target"]["enum"], serde_json::json!(["sales", "support"]));
     assert_eq!(transfer["parameters"]["required"], serde_json::json!(["target"]));
 }
+
+/// The built-in tools that act during the call, on the FastAGI path: `schedule_callback` books
+/// the contact's next attempt at the local time they chose (their timezone), and the model hears
+/// when; `send_dtmf` presses keys through `EXEC SendDTMF` with the digits as one argument (keys
+/// that are not DTMF, a CR/LF among them, never reach an AGI line: the model gets the error and
+/// tries again); `add_to_dnc` puts the number on the list, says the confirmation and ends the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_tools_book_a_callback_press_keys_and_add_to_dnc() {
+    use asterai::agent::{self, AgentSpec};
+    use chrono::{TimeZone, Timelike};
+    use support::mocks::sse_tool_call;
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let spec = "name = \"desk\"\ntools = [\"schedule_callback\", \"send_dtmf\", \"add_to_dnc\", \"end_call\"]\nai_disclosure = false";
+    agent::create(store, acme.id, &AgentSpec::parse(spec).unwrap(), true).await.unwrap();
+    let settings = serde_json::json!({"timezone": "America/New_York", "window": {"start": "08:00", "end": "21:00"}});
+    let campaign = store.create_campaign(acme.id, "callbacks", &settings).await.unwrap();
+    let csv = "phone,first_name,timezone\n+15557654321,Pat,Europe/Paris\n";
+    asterai::dialer::import::import(store, acme.id, campaign.id, csv.as_bytes(), &mut |_, _| {}).await.unwrap();
+    let contact = store.list_contacts(campaign.id).await.unwrap().remove(0);
+
+    let paris: chrono_tz::Tz = "Europe/Paris".parse().unwrap();
+    let tomorrow = chrono::Utc::now().with_timezone(&paris).date_naive().succ_opt().unwrap();
+    let when = format!("{tomorrow} 15:00");
+    let booked =
+        paris.from_local_datetime(&tomorrow.and_hms_opt(15, 0, 0).unwrap()).unwrap().with_timezone(&chrono::Utc);
+    rig.transcripts(&["Call me back tomorrow at three.", "Press one and hash for me.", "Don't call me again."]).await;
+    let templates = vec![
+        sse_tool_call("", "schedule_callback", &format!(r#"{{"when": "{when}"}}"#)),
+        sse(&["You're booked for tomorrow at three."]),
+        sse_tool_call("", "send_dtmf", r#"{"digits": "1\r\nHANGUP"}"#),
+        sse_tool_call("", "send_dtmf", r##"{"digits": "1#"}"##),
+        sse(&["Done."]),
+        sse_tool_call("", "add_to_dnc", r#"{"reason": "asked"}"#),
+    ];
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Sequence::new(templates))
+        .mount(&rig.llm)
+        .await;
+    let mut caller = rig.caller(&["callback", "keys", "stop"]);
+    caller.script_path = format!("ai?org=acme&campaign={}&contact={}", campaign.id, contact.id);
+    let (log, call) = rig.call(&caller).await;
+
+    // add_to_dnc: on the list, confirmed, the call's outcome.
+    assert_eq!(call.outcome, Some(Outcome::DoNotCall));
+    assert!(store.is_dnc(acme.id, "+15557654321").await.unwrap());
+    let confirmation =
+        rig.phrase_file("I've added your number to our do-not-call list, and you won't be called again.");
+    assert!(log.played.contains(&confirmation), "{:?}", log.played);
+    // schedule_callback: the contact's next attempt, in their own timezone.
+    let contact = store.contact(acme.id, contact.id).await.unwrap().unwrap();
+    assert_eq!(contact.next_attempt_at, Some(booked));
+    assert_eq!(contact.next_attempt_at.unwrap().with_timezone(&paris).hour(), 15);
+    // send_dtmf: one EXEC, the digits one argument; the CR/LF attempt never reached the line.
+    assert_eq!(commands_named(&log, "EXEC"), ["EXEC SendDTMF 1#"]);
+    assert!(!log.commands.iter().any(|c| c.contains("HANGUP") && c != "HANGUP"), "{:?}", log.commands);
+
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    let results: Vec<serde_json::Value> = turns[1..].iter().map(|t| serde_json::to_value(&t.tools).unwrap()).collect();
+    assert_eq!(
+        results[0],
+        serde_json::json!([{"name": "schedule_callback", "arguments": {"when": when},
+            "result": {"scheduled": true, "at": when, "timezone": "Europe/Paris", "moved_into_calling_hours": false}}])
+    );
+    assert_eq!(turns[1].agent, "You're booked for tomorrow at three.");
+    assert_eq!(results[1][0]["result"]["error"], "digits: expected 1 to 32 of 0-9, *, #, A-D and w");
+    assert_eq!(
+        results[1][1],
+        serde_json::json!({"name": "send_dtmf", "arguments": {"digits": "1#"}, "result": {"sent": "1#"}})
+    );
+    assert_eq!(turns[2].agent, "Done.");
+    assert_eq!(results[2][0]["result"], serde_json::json!({"added": true}));
+
+    // The model heard each result before it spoke: the second request of the first turn ends
+    // with the call and its result.
+    let requests = rig.llm.received_requests().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    let last = &messages[messages.len() - 1];
+    assert_eq!((last["role"].as_str(), last["tool_call_id"].as_str()), (Some("tool"), Some("call_Qx1")));
+    let result: serde_json::Value = serde_json::from_str(last["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result["at"], when.as_str());
+    assert_eq!(messages[messages.len() - 2]["tool_calls"][0]["function"]["name"], "schedule_callback");
+}

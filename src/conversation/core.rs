@@ -590,6 +590,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             let mut analysis = analysis::analyse(&self.profile.providers.rules, &transcript, speech.analysis.as_ref());
             if let Some(action) = tools.action() {
                 analysis.action = action;
+            } else if analysis.action == Action::Callback && self.callback_booked {
+                // The model booked the callback with its tool and told the caller when: the
+                // call goes on rather than ending on the stock confirmation.
+                analysis.action = Action::Continue;
             }
             let clock =
                 TurnClock { endpoint_ms, recorded_at: ended_at, last_voice_at, stt_started, stt_done, llm_started };
