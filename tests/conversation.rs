@@ -1016,3 +1016,245 @@ async fn built_in_tools_book_a_callback_press_keys_and_add_to_dnc() {
     assert_eq!(result["at"], when.as_str());
     assert_eq!(messages[messages.len() - 2]["tool_calls"][0]["function"]["name"], "schedule_callback");
 }
+
+/// A tool receiver that checks asterai's signature as the README tells receivers to: HMAC-SHA-256
+/// of the timestamp, a dot and the raw body, with the shared secret; a fresh timestamp. A
+/// request that fails the check gets 401 (and the model would read that error).
+struct SignedReceiver {
+    secret: &'static str,
+    answer: ResponseTemplate,
+}
+
+impl wiremock::Respond for SignedReceiver {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        use hmac::Mac;
+        let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let timestamp = header("x-asterai-timestamp");
+        let fresh = timestamp.parse::<i64>().is_ok_and(|t| (chrono::Utc::now().timestamp() - t).abs() < 300);
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(&request.body);
+        let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        if fresh && header("x-asterai-signature") == format!("v1={expected}") {
+            self.answer.clone()
+        } else {
+            ResponseTemplate::new(401).set_body_json(serde_json::json!({"message": "bad signature"}))
+        }
+    }
+}
+
+const TOOL_SECRET: &str = "whsec-test-0123456789";
+
+/// An agent with HTTP tools on the receiver `tools`, its secrets in the environment.
+fn http_tools_agent(tools: &MockServer) -> String {
+    // SAFETY: set before any call of the test reads them; the names are this test file's own.
+    unsafe {
+        std::env::set_var("ASTERAI_SECRET_TOOLTEST_SIGNING", TOOL_SECRET);
+        std::env::set_var("ASTERAI_SECRET_TOOLTEST_KEY", "crm-key-42");
+    }
+    let url = tools.uri();
+    format!(
+        r#"name = "desk"
+ai_disclosure = false
+greeting_inbound = "Hi."
+tools = ["end_call"]
+
+[phrases]
+tool_filler = "Hold on, checking."
+
+[[http_tools]]
+name = "lookup_order"
+description = "Look up an order's status"
+url = "{url}/tools/order"
+signing_secret = "env:ASTERAI_SECRET_TOOLTEST_SIGNING"
+headers = {{ "X-Api-Key" = "env:ASTERAI_SECRET_TOOLTEST_KEY", "X-Team" = "support" }}
+parameters = {{ type = "object", properties = {{ order_id = {{ type = "string", minLength = 3 }} }}, required = ["order_id"], additionalProperties = false }}
+
+[[http_tools]]
+name = "flaky"
+description = "The other system"
+url = "{url}/tools/flaky"
+signing_secret = "env:ASTERAI_SECRET_TOOLTEST_SIGNING"
+
+[[http_tools]]
+name = "slow"
+description = "A slow system"
+url = "{url}/tools/slow"
+method = "PUT"
+timeout = "5s"
+signing_secret = "env:ASTERAI_SECRET_TOOLTEST_SIGNING"
+
+[[http_tools]]
+name = "stuck"
+description = "A system that hangs"
+url = "{url}/tools/stuck"
+timeout = "200ms"
+signing_secret = "env:ASTERAI_SECRET_TOOLTEST_SIGNING"
+"#
+    )
+}
+
+/// HTTP tools of the agent, over a whole call: the model's streamed call (fragments in
+/// OpenAI's shapes) is checked against the tool's schema (invalid arguments: an error result,
+/// the tool is not called, the model tries again), then sent signed (the receiver verifies the
+/// HMAC), with the idempotency key of the call and tool call, the agent's headers (a secret
+/// from the environment), and the answer goes back to the model, which speaks about it. A 500
+/// and a timeout are error results and the call goes on; a tool slower than 700 ms gets the
+/// agent's filler said while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_tools_are_checked_signed_and_answer_the_model() {
+    use asterai::agent::{self, AgentSpec};
+    use support::mocks::sse_tool_call_id;
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let tools = MockServer::start().await;
+    let shipped = serde_json::json!({"status": "shipped", "eta": "2026-12-03"});
+    Mock::given(method("POST"))
+        .and(path("/tools/order"))
+        .respond_with(SignedReceiver {
+            secret: TOOL_SECRET,
+            answer: ResponseTemplate::new(200).set_body_json(&shipped),
+        })
+        .mount(&tools)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/tools/flaky"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({"message": "db down"})))
+        .mount(&tools)
+        .await;
+    let slow_answer = ResponseTemplate::new(200)
+        .set_body_json(serde_json::json!({"ok": "slow"}))
+        .set_delay(Duration::from_millis(1500));
+    Mock::given(method("PUT"))
+        .and(path("/tools/slow"))
+        .respond_with(SignedReceiver { secret: TOOL_SECRET, answer: slow_answer })
+        .mount(&tools)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/tools/stuck"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&tools)
+        .await;
+    agent::create(store, acme.id, &AgentSpec::parse(&http_tools_agent(&tools)).unwrap(), true).await.unwrap();
+    rig.transcripts(&["Where is order A-123?", "Try the other system.", "And the slow one?", "The stuck one?", "Bye."])
+        .await;
+    let templates = vec![
+        sse_tool_call_id("call_bad", "", "lookup_order", r#"{"order_id": 42}"#),
+        sse_tool_call_id("call_ok", "", "lookup_order", r#"{"order_id": "A-123"}"#),
+        sse(&["It has shipped."]),
+        sse_tool_call_id("call_flaky", "", "flaky", "{}"),
+        sse(&["That system is down."]),
+        sse_tool_call_id("call_slow", "", "slow", "{}"),
+        sse(&["Slow says ok."]),
+        sse_tool_call_id("call_stuck", "", "stuck", "{}"),
+        sse(&["It timed out."]),
+        sse_tool_call_id("call_end", "Bye!", "end_call", r#"{"outcome": "completed"}"#),
+    ];
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Sequence::new(templates))
+        .mount(&rig.llm)
+        .await;
+    let (log, call) = rig.call(&rig.caller(&["order", "other", "slow", "stuck", "bye"])).await;
+    assert_eq!((call.status, call.outcome), (CallStatus::Completed, Some(Outcome::Completed)));
+
+    // The receiver got the valid call only, signed (it answered 200 only then), with its headers.
+    let received = tools.received_requests().await.unwrap();
+    let orders: Vec<&wiremock::Request> = received.iter().filter(|r| r.url.path() == "/tools/order").collect();
+    assert_eq!(orders.len(), 1, "schema-invalid arguments never reach the tool");
+    let header = |r: &wiremock::Request, name: &str| r.headers.get(name).unwrap().to_str().unwrap().to_owned();
+    assert_eq!(header(orders[0], "idempotency-key"), format!("{}:call_ok", call.id));
+    assert_eq!(header(orders[0], "x-asterai-call-id"), call.id);
+    assert_eq!(header(orders[0], "x-api-key"), "crm-key-42");
+    assert_eq!(header(orders[0], "x-team"), "support");
+    assert_eq!(header(orders[0], "content-type"), "application/json");
+    let body: serde_json::Value = serde_json::from_slice(&orders[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"tool": "lookup_order", "call_id": call.id, "tool_call_id": "call_ok", "arguments": {"order_id": "A-123"}})
+    );
+
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    let tools_of = |turn: usize| serde_json::to_value(&turns[turn].tools).unwrap();
+    assert_eq!(
+        tools_of(1),
+        serde_json::json!([
+            {"name": "lookup_order", "arguments": {"order_id": 42},
+             "result": {"error": "invalid arguments, the tool was not called: /order_id: expected string, got integer"}},
+            {"name": "lookup_order", "arguments": {"order_id": "A-123"}, "result": shipped},
+        ])
+    );
+    assert_eq!(turns[1].agent, "It has shipped.");
+    assert_eq!(
+        tools_of(2)[0]["result"],
+        serde_json::json!({"error": "the tool answered HTTP 500", "answer": {"message": "db down"}})
+    );
+    assert_eq!(turns[2].agent, "That system is down.");
+    assert_eq!(tools_of(3)[0]["result"], serde_json::json!({"ok": "slow"}));
+    assert_eq!(turns[3].agent, "Hold on, checking. Slow says ok.", "the filler is part of what the caller heard");
+    assert!(log.played.contains(&rig.phrase_file("Hold on, checking.")), "{:?}", log.played);
+    assert_eq!(tools_of(4)[0]["result"], serde_json::json!({"error": "the tool did not answer within 200 ms"}));
+    assert_eq!(turns[4].agent, "It timed out.");
+
+    // Each answer reached the model: the request after the valid call ends with its result.
+    let requests = rig.llm.received_requests().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&requests[2].body).unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    let tail: Vec<(&str, Option<&str>)> = messages[messages.len() - 4..]
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["tool_call_id"].as_str()))
+        .collect();
+    assert_eq!(tail, [("assistant", None), ("tool", Some("call_bad")), ("assistant", None), ("tool", Some("call_ok"))]);
+    let result: serde_json::Value =
+        serde_json::from_str(messages[messages.len() - 1]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result, shipped);
+    let offered: Vec<&str> =
+        body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert_eq!(offered, ["end_call", "lookup_order", "flaky", "slow", "stuck"]);
+    assert_eq!(body["tools"][1]["function"]["parameters"]["required"], serde_json::json!(["order_id"]));
+}
+
+/// The caller hangs up while an HTTP tool runs (during the filler): the tool's request is
+/// dropped, the call ends, and the turn records the tool call as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_cancels_the_tool_call() {
+    use asterai::agent::{self, AgentSpec};
+    use asterai::demo::caller::HangupAt;
+    use support::mocks::sse_tool_call_id;
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let tools = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/tools/slow"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"ok": 1})).set_delay(Duration::from_secs(4)),
+        )
+        .mount(&tools)
+        .await;
+    agent::create(store, acme.id, &AgentSpec::parse(&http_tools_agent(&tools)).unwrap(), true).await.unwrap();
+    rig.transcripts(&["Check the slow system."]).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Sequence::new(vec![sse_tool_call_id("call_slow", "", "slow", "{}"), sse(&["Never said."])]))
+        .mount(&rig.llm)
+        .await;
+    let mut caller = rig.caller(&["slow", "more"]);
+    // The greeting is the first playback, the filler the second.
+    caller.hangup = Some(HangupAt::Playback(2));
+    let (log, call) = rig.call(&caller).await;
+    assert!(
+        call.status_reason.as_deref().unwrap_or_default().contains("during a tool call"),
+        "{:?}",
+        call.status_reason
+    );
+    assert_eq!(tools.received_requests().await.unwrap().len(), 1, "the tool was called");
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&turns[1].tools).unwrap(),
+        serde_json::json!([{"name": "slow", "arguments": {}, "result": {"cancelled": true, "error": "the caller hung up during the tool call"}}])
+    );
+    assert_eq!(rig.llm.received_requests().await.unwrap().len(), 1, "the model is not asked again");
+    assert!(log.after_hangup.iter().all(|c| dead_safe(c)), "{:?}", log.after_hangup);
+}

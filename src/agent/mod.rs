@@ -1028,4 +1028,53 @@ mod tests {
         assert_eq!(tool.parameters["properties"]["target"]["enum"], serde_json::json!(["sales"]));
         assert!(builtin_tool("transfer", &[]).unwrap().parameters["properties"].get("target").is_none());
     }
+
+    #[test]
+    fn http_tools_are_checked_when_saved() {
+        let tool = |extra: &str| {
+            format!(
+                "[[http_tools]]\nname = \"lookup\"\ndescription = \"Look it up\"\nurl = \"https://crm.example/t\"\nsigning_secret = \"env:ASTERAI_SECRET_CRM\"\n{extra}"
+            )
+        };
+        let check = |text: &str| AgentSpec::parse(text).and_then(|spec| spec.validate());
+        check(&tool("headers = { \"X-Team\" = \"support\", \"Authorization\" = \"env:ASTERAI_SECRET_CRM_AUTH\" }"))
+            .unwrap();
+        for (extra, expected) in [
+            (
+                "parameters = { type = \"object\", properties = { a = { type = \"string\", pattern = \"x\" } } }",
+                "http_tools[0].parameters.properties.a.pattern: the JSON Schema keyword \"pattern\" is not supported",
+            ),
+            (
+                "headers = { \"X-Api-Key\" = \"sk-live-1\" }",
+                "http_tools[0].headers.X-Api-Key: a credential is never stored",
+            ),
+            (
+                "headers = { \"X-Api-Key\" = \"config:responder.api_key\" }",
+                "http_tools[0].headers.X-Api-Key: a key of the config file",
+            ),
+            (
+                "headers = { \"Idempotency-Key\" = \"x\" }",
+                "http_tools[0].headers.Idempotency-Key: asterai sets this header itself",
+            ),
+            ("method = \"GET\"", "http_tools[0].method: expected POST, PUT or PATCH"),
+            ("timeout = \"1m\"", "http_tools[0].timeout: "),
+        ] {
+            let e = check(&tool(extra)).unwrap_err();
+            assert!(e.starts_with(expected), "{extra}: {e}");
+            assert!(!e.contains("sk-live"), "a clear-text secret is never echoed: {e}");
+        }
+        let e = check(&tool("").replace("env:ASTERAI_SECRET_CRM", "whsec_123")).unwrap_err();
+        assert!(
+            e.starts_with("http_tools[0].signing_secret: secrets are never stored") && !e.contains("whsec_123"),
+            "{e}"
+        );
+        let e = check(&tool("").replace("\"lookup\"", "\"transfer\"")).unwrap_err();
+        assert!(e.starts_with("http_tools[0].name: \"transfer\" is a built-in tool's name"), "{e}");
+        let e = check(&format!("{}{}", tool(""), tool(""))).unwrap_err();
+        assert_eq!(e, "http_tools[1].name: \"lookup\" is named twice");
+        let e = check(&tool("").replace("url = \"https://crm.example/t\"", "url = \"ftp://crm.example\"")).unwrap_err();
+        assert!(e.starts_with("http_tools[0].url: "), "{e}");
+        let e = check(&tool("verb = 1")).unwrap_err();
+        assert!(e.contains("unknown field `verb`"), "{e}");
+    }
 }

@@ -20,8 +20,8 @@
 //! A receiver recomputes the signature over the timestamp, a `.` and the raw body, compares in
 //! constant time, and refuses timestamps more than a few minutes old (replays). The idempotency
 //! key is the same for every delivery of one tool call, and asterai never sends a tool call
-//! twice (no retries; a repeated call id gets the first result back), so an effect is applied
-//! at most once. Redirects are not followed (the signature and headers would go elsewhere).
+//! twice (no retries), so a receiver that keeps the keys it has seen applies an effect at most
+//! once. Redirects are not followed (the signature and headers would go elsewhere).
 //!
 //! The answer's JSON (2xx) is the result the model reads; a non-JSON answer is given as
 //! `{"text": …}`. An error status, a timeout, or a tool that cannot be reached gives the model

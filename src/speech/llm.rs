@@ -410,7 +410,8 @@ impl ToolCallAssembler {
     }
 
     /// The calls, in index order. A call without a name is an error; one without an id gets
-    /// `call_<index>` (some local servers send none).
+    /// a fresh `call_<uuid>` (some local servers send none): the id names the call's result,
+    /// and the idempotency key of an HTTP tool, so it must not repeat within a call.
     pub fn finish(&mut self) -> Result<Vec<ToolCall>, String> {
         let calls = std::mem::take(&mut self.calls);
         calls
@@ -420,7 +421,7 @@ impl ToolCallAssembler {
                     return Err(format!("tool call {index} has no function name"));
                 }
                 if call.id.is_empty() {
-                    call.id = format!("call_{index}");
+                    call.id = format!("call_{}", uuid::Uuid::new_v4().simple());
                 }
                 Ok(call)
             })
