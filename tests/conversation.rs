@@ -1258,3 +1258,118 @@ async fn a_hang_up_cancels_the_tool_call() {
     assert_eq!(rig.llm.received_requests().await.unwrap().len(), 1, "the model is not asked again");
     assert!(log.after_hangup.iter().all(|c| dead_safe(c)), "{:?}", log.after_hangup);
 }
+
+/// After the call, the agent's analysis: a summary, the success evaluation and structured data
+/// against its schema, asked of its responder once the call ended; stored on the call (and in
+/// `GET /v1/calls/{id}`), published as `call_analyzed` after `call_ended`. Data that does not fit
+/// is asked again once, with the error; still wrong, it is stored with `data_error`; a responder
+/// that fails leaves `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_is_analysed_after_it_ends() {
+    use asterai::agent::{self, AgentSpec};
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let spec = r#"
+name = "analyst"
+ai_disclosure = false
+greeting_inbound = "Hi."
+[limits]
+max_turns = 1
+[analysis]
+summary = true
+success_criteria = "The caller booked a demo."
+data_schema = { type = "object", properties = { interested = { type = "boolean" }, budget = { type = "number" } }, required = ["interested"] }
+"#;
+    agent::create(store, acme.id, &AgentSpec::parse(spec).unwrap(), true).await.unwrap();
+    let valid = r#"{"summary": "The caller booked a demo.", "success": true, "success_reason": "a demo is booked", "data": {"interested": true, "budget": 500}}"#;
+    let invalid = r#"{"summary": "The caller booked a demo.", "success": true, "success_reason": "booked", "data": {"interested": "yes"}}"#;
+
+    // 1. Valid at once.
+    rig.transcripts(&["I'd like a demo, my budget is 500."]).await;
+    let llm = |answers: Vec<ResponseTemplate>| {
+        Mock::given(method("POST")).and(path("/v1/chat/completions")).respond_with(Sequence::new(answers))
+    };
+    llm(vec![sse(&["Great, it's booked."]), sse(&["```json\n", valid, "\n```"])]).mount(&rig.llm).await;
+    rig.call(&rig.caller(&["demo"])).await;
+    let analysed = analysed_call(&rig, 1).await;
+    let analysis = analysed.analysis.clone().unwrap();
+    assert_eq!(
+        analysis,
+        serde_json::json!({"summary": "The caller booked a demo.", "success": true, "success_reason": "a demo is booked",
+            "data": {"interested": true, "budget": 500}, "attempts": 1})
+    );
+    let requests = rig.llm.received_requests().await.unwrap();
+    let asked: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    let system = asked["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("The caller booked a demo.") && system.contains("\"budget\""), "{system}");
+    assert_eq!(
+        asked["messages"][1]["content"],
+        "Agent: Hi.\nCaller: I'd like a demo, my budget is 500.\nAgent: Great, it's booked."
+    );
+    assert!(asked.get("tools").is_none());
+    let events = store.call_events(&analysed.id).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(&kinds[kinds.len() - 2..], [EventKind::CallEnded, EventKind::CallAnalyzed]);
+    assert_eq!(events.last().unwrap().data, analysis);
+    let token = rig.daemon.token("acme").await;
+    let body: serde_json::Value = asterai::speech::http_client()
+        .get(format!("http://{}/v1/calls/{}", rig.daemon.addr, analysed.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["analysis"], analysis, "{body}");
+
+    // 2. Invalid, then asked again with the error: the second answer is stored.
+    rig.llm.reset().await;
+    llm(vec![sse(&["Sure."]), sse(&[invalid]), sse(&[valid])]).mount(&rig.llm).await;
+    rig.call(&rig.caller(&["demo"])).await;
+    let analysis = analysed_call(&rig, 2).await.analysis.unwrap();
+    assert_eq!((analysis["data"]["interested"].as_bool(), analysis["attempts"].as_u64()), (Some(true), Some(2)));
+    assert!(analysis.get("data_error").is_none(), "{analysis}");
+    let retry: serde_json::Value = serde_json::from_slice(&rig.llm.received_requests().await.unwrap()[2].body).unwrap();
+    let correction = retry["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_owned();
+    assert_eq!(
+        correction,
+        "That answer is invalid: \"data\" does not fit the schema: /interested: expected boolean, got string. Answer again with one corrected JSON object."
+    );
+
+    // 3. Invalid twice: stored as it came, with the validation error.
+    rig.llm.reset().await;
+    llm(vec![sse(&["Sure."]), sse(&[invalid]), sse(&["not JSON at all"])]).mount(&rig.llm).await;
+    rig.call(&rig.caller(&["demo"])).await;
+    let analysis = analysed_call(&rig, 3).await.analysis.unwrap();
+    assert_eq!(analysis["attempts"], 2);
+    assert_eq!(analysis["data_error"], "the answer holds no JSON object");
+
+    // 4. The responder is down: the analysis says so; the call itself was answered.
+    rig.llm.reset().await;
+    llm(vec![
+        sse(&["Sure."]),
+        ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": {"message": "invalid key"}})),
+    ])
+    .mount(&rig.llm)
+    .await;
+    rig.call(&rig.caller(&["demo"])).await;
+    let call = analysed_call(&rig, 4).await;
+    let analysis = call.analysis.unwrap();
+    assert!(analysis["error"].as_str().unwrap().starts_with("the responder failed: "), "{analysis}");
+    assert_eq!(call.turns, 1);
+}
+
+/// The newest call once there are `n` calls and its analysis is stored.
+async fn analysed_call(rig: &Rig, n: usize) -> Call {
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    for _ in 0..400 {
+        let page = rig.db.store.list_calls(acme.id, &Default::default()).await.unwrap();
+        if page.calls.len() == n && page.calls[0].analysis.is_some() {
+            return page.calls[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("call {n} was never analysed");
+}

@@ -347,6 +347,9 @@ pub struct AgentSpec {
     /// Tools of the agent's own that asterai calls over HTTP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_tools: Vec<HttpToolSpec>,
+    /// What is made of each call once it ended.
+    #[serde(default, skip_serializing_if = "AnalysisSpec::is_empty")]
+    pub analysis: AnalysisSpec,
     #[serde(default, skip_serializing_if = "Phrases::is_empty")]
     pub phrases: Phrases,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
@@ -361,6 +364,47 @@ pub struct AgentSpec {
 
 macro_rules! all_none {
     ($self:ident: $($field:ident),*) => { $($self.$field.is_none())&&* };
+}
+
+/// The after-call analysis: run by the agent's responder once the call ended, stored on the
+/// call (see [`crate::conversation::after_call`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    /// A summary of the call in a few sentences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<bool>,
+    /// What makes the call a success ("The caller booked a demo."): the analysis says whether
+    /// it was, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_criteria: Option<String>,
+    /// JSON Schema (the subset of [`schema`]) of the data to extract from the call; the answer is
+    /// checked against it, asked again once if it does not fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_schema: Option<serde_json::Value>,
+}
+
+impl AnalysisSpec {
+    fn is_empty(&self) -> bool {
+        all_none!(self: summary, success_criteria, data_schema)
+    }
+
+    /// Whether the agent asks for any analysis.
+    pub fn wanted(&self) -> bool {
+        self.summary == Some(true) || self.success_criteria.is_some() || self.data_schema.is_some()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(criteria) = &self.success_criteria
+            && (criteria.trim().is_empty() || criteria.chars().count() > 2000)
+        {
+            return Err("analysis.success_criteria: expected 1 to 2000 characters".into());
+        }
+        if let Some(schema) = &self.data_schema {
+            schema::check_arguments_schema(schema).map_err(|e| format!("analysis.data_schema.{e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Stock phrases.
@@ -591,6 +635,7 @@ impl AgentSpec {
                 return Err(format!("transfer_targets[{i}].description: at most 200 characters"));
             }
         }
+        self.analysis.validate()?;
         if self.http_tools.len() > MAX_HTTP_TOOLS {
             return Err(format!("http_tools: at most {MAX_HTTP_TOOLS}, got {}", self.http_tools.len()));
         }

@@ -44,7 +44,7 @@ pub fn check_arguments_schema(schema: &Value) -> Result<(), String> {
     check(schema, "", 0)?;
     match schema.get("type") {
         Some(Value::String(t)) if t == "object" => Ok(()),
-        _ => Err("type: the arguments' schema must have \"type\": \"object\"".into()),
+        _ => Err("type: the schema must have \"type\": \"object\"".into()),
     }
 }
 

@@ -997,6 +997,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             turn,
             transferred,
             callback_booked,
+            profile,
+            history,
             ..
         } = self;
         if let Some(when) = ending.reason.strip_prefix(CALLER_HUNG_UP) {
@@ -1022,8 +1024,21 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         tracing::info!(call_id = %call_id, turns = turn, outcome = outcome.as_str(), reason = %ending.reason, "conversation ended");
         let hang_up = inner.settings.conversation.hangup_at_end && !transferred;
         media.finish(outcome, hang_up).await;
-        // The writer finishes the record on its own; the channel does not wait for it.
-        recorder.close();
+        // The writer finishes the record on its own; the channel does not wait for it. The
+        // after-call analysis (of a call where the caller spoke) runs after the channel is
+        // released, and its result goes through the same writer, after the call's end.
+        match profile.settings.analysis.clone().filter(|_| caller_spoke) {
+            Some(spec) => {
+                let responder = profile.providers.responder.clone();
+                let transcript = super::after_call::transcript(&history);
+                tokio::spawn(async move {
+                    let analysis = super::after_call::analyse(&*responder, &spec, &transcript).await;
+                    recorder.push(Change::Analysis(analysis)).await;
+                    recorder.close();
+                });
+            }
+            None => recorder.close(),
+        }
     }
 }
 

@@ -54,6 +54,7 @@ use crate::speech::BoxFuture;
 use crate::speech::rules::render;
 use crate::store::Org;
 
+pub mod after_call;
 pub mod agi;
 pub mod analysis;
 pub mod core;
@@ -114,6 +115,8 @@ pub struct Settings {
     pub transfer_targets: Vec<(String, String)>,
     /// The agent's HTTP tools (offered in `tools` too).
     pub http_tools: Vec<Arc<tools::HttpTool>>,
+    /// The agent's after-call analysis, if it wants one.
+    pub analysis: Option<crate::agent::AnalysisSpec>,
 }
 
 impl Settings {
@@ -130,6 +133,7 @@ impl Settings {
             tools: Vec::new(),
             transfer_targets: Vec::new(),
             http_tools: Vec::new(),
+            analysis: None,
         }
     }
 }
@@ -306,6 +310,7 @@ impl Inner {
                 .chain(spec.http_tools.iter().map(crate::agent::HttpToolSpec::to_spec))
                 .collect(),
             http_tools,
+            analysis: spec.analysis.wanted().then(|| spec.analysis.clone()),
             transfer_targets: spec
                 .transfer_targets
                 .iter()

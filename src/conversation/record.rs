@@ -58,6 +58,8 @@ pub enum Change {
         at: chrono::DateTime<chrono::Utc>,
     },
     Finish(FinishCall),
+    /// The after-call analysis, once the call ended (see [`super::after_call`]).
+    Analysis(serde_json::Value),
     /// The agent version the call runs (none of this change: the built-in agent).
     Agent {
         name: String,
@@ -350,6 +352,7 @@ impl Writer {
                 Ok(())
             }
             Change::Finish(finish) => publisher.call_ended(org, &self.call_id, finish).await.map(|_| ()),
+            Change::Analysis(analysis) => publisher.call_analyzed(org, &self.call_id, analysis).await.map(|_| ()),
             Change::Agent { name, version } => {
                 publisher.store().set_call_agent(org, &self.call_id, name, *version).await
             }
