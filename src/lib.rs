@@ -28,9 +28,13 @@
 //!    built-in [`speech::rules`]), the turn's intent and emotion, and the answer spoken:
 //!    [`speech::tts`] synthesizes each sentence once into a file ([`speech::tts::SpeechCache`])
 //!    that Asterisk plays with `STREAM FILE`.
+//!    An agent may give its model tools: the core runs them ([`conversation::tools`]: the
+//!    agent's signed HTTP tools, callbacks, DTMF; transfer, do-not-call, the end) and asks the
+//!    model again with their results.
 //! 4. **The end.** On a hang-up, a goodbye, a do-not-call request (written to the organization's
 //!    list first) or a limit, the conversation finishes the call: status, outcome, duration,
-//!    transcript; then it hangs up.
+//!    transcript; then it hangs up, and the agent's after-call analysis
+//!    ([`conversation::after_call`]) runs.
 //! 5. **The record and the feed.** Every change to the call goes through the
 //!    [`feed::Publisher`], which writes it to the [`store`] and appends its event to the event
 //!    log in the same transaction. A writer task per call keeps the caller from ever waiting on

@@ -1110,3 +1110,18 @@ async fn inbound_calls_left_by_a_previous_run_are_reconciled() {
     assert!(db.store.call_any(&current.id).await.unwrap().unwrap().ended_at.is_none());
     stop.cancel();
 }
+
+/// `send_dtmf` on the streaming path: `POST /channels/{id}/dtmf` with the digits as the `dtmf`
+/// query parameter (URL-encoded, so `#` is a digit, not a fragment); a channel that is gone is
+/// `NotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_is_sent_through_ari() {
+    support::init();
+    let fake = FakeAri::start().await;
+    let client = AriClient::new(fake.settings()).unwrap();
+    let e = client.send_dtmf("1795222386.99", "1#w2").await.unwrap_err();
+    assert!(matches!(e, AriError::NotFound(_)), "{e:?}");
+    let seen = fake.requests_to("POST", "/channels/1795222386.99/dtmf");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].query.get("dtmf").map(String::as_str), Some("1#w2"));
+}

@@ -807,6 +807,24 @@ async fn the_model_ends_or_transfers_the_call_with_tools() {
     let names: Vec<&str> =
         body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["end_call", "transfer"]);
+    // The next request carries the tool call and its result in OpenAI's shape: the assistant
+    // message with `tool_calls` (no words: null content), the `tool` message answering it by
+    // id with the result as JSON, then what the caller heard after it.
+    let body: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "assistant", "user", "assistant", "tool", "assistant", "user"]);
+    assert_eq!(messages[2]["content"], "Can I talk to a person?");
+    assert_eq!(
+        messages[3],
+        serde_json::json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_Qx1", "type": "function",
+            "function": {"name": "transfer", "arguments": r#"{"reason": "asked for a person"}"#}}]})
+    );
+    assert_eq!(messages[4]["tool_call_id"], "call_Qx1");
+    let result: serde_json::Value = serde_json::from_str(messages[4]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result, serde_json::json!({"transferred": false, "error": "no transfer target is configured"}));
+    assert_eq!(messages[5], serde_json::json!({"role": "assistant", "content": sorry_text}));
+    assert_eq!(messages[6], serde_json::json!({"role": "user", "content": "Fine, book me in."}));
 
     // end_call without a word of the model's: the agent's goodbye is said and stored.
     rig.llm.reset().await;
@@ -917,4 +935,447 @@ destination = "PJSIP/100"
     assert_eq!(transfer["name"], "transfer");
     assert_eq!(transfer["parameters"]["properties"]["target"]["enum"], serde_json::json!(["sales", "support"]));
     assert_eq!(transfer["parameters"]["required"], serde_json::json!(["target"]));
+}
+
+/// The built-in tools that act during the call, on the FastAGI path: `schedule_callback` books
+/// the contact's next attempt at the local time they chose (their timezone), and the model hears
+/// when; `send_dtmf` presses keys through `EXEC SendDTMF` with the digits as one argument (keys
+/// that are not DTMF, a CR/LF among them, never reach an AGI line: the model gets the error and
+/// tries again); `add_to_dnc` puts the number on the list, says the confirmation and ends the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_tools_book_a_callback_press_keys_and_add_to_dnc() {
+    use asterai::agent::{self, AgentSpec};
+    use chrono::{TimeZone, Timelike};
+    use support::mocks::sse_tool_call;
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let spec = "name = \"desk\"\ntools = [\"schedule_callback\", \"send_dtmf\", \"add_to_dnc\", \"end_call\"]\nai_disclosure = false";
+    agent::create(store, acme.id, &AgentSpec::parse(spec).unwrap(), true).await.unwrap();
+    let settings = serde_json::json!({"timezone": "America/New_York", "window": {"start": "08:00", "end": "21:00"}});
+    let campaign = store.create_campaign(acme.id, "callbacks", &settings).await.unwrap();
+    let csv = "phone,first_name,timezone\n+15557654321,Pat,Europe/Paris\n";
+    asterai::dialer::import::import(store, acme.id, campaign.id, csv.as_bytes(), &mut |_, _| {}).await.unwrap();
+    let contact = store.list_contacts(campaign.id).await.unwrap().remove(0);
+
+    let paris: chrono_tz::Tz = "Europe/Paris".parse().unwrap();
+    let tomorrow = chrono::Utc::now().with_timezone(&paris).date_naive().succ_opt().unwrap();
+    let when = format!("{tomorrow} 15:00");
+    let booked =
+        paris.from_local_datetime(&tomorrow.and_hms_opt(15, 0, 0).unwrap()).unwrap().with_timezone(&chrono::Utc);
+    rig.transcripts(&["Call me back tomorrow at three.", "Press one and hash for me.", "Don't call me again."]).await;
+    let templates = vec![
+        sse_tool_call("", "schedule_callback", &format!(r#"{{"when": "{when}"}}"#)),
+        sse(&["You're booked for tomorrow at three."]),
+        sse_tool_call("", "send_dtmf", r#"{"digits": "1\r\nHANGUP"}"#),
+        sse_tool_call("", "send_dtmf", r##"{"digits": "1#"}"##),
+        sse(&["Done."]),
+        sse_tool_call("", "add_to_dnc", r#"{"reason": "asked"}"#),
+    ];
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Sequence::new(templates))
+        .mount(&rig.llm)
+        .await;
+    let mut caller = rig.caller(&["callback", "keys", "stop"]);
+    caller.script_path = format!("ai?org=acme&campaign={}&contact={}", campaign.id, contact.id);
+    let (log, call) = rig.call(&caller).await;
+
+    // add_to_dnc: on the list, confirmed, the call's outcome.
+    assert_eq!(call.outcome, Some(Outcome::DoNotCall));
+    assert!(store.is_dnc(acme.id, "+15557654321").await.unwrap());
+    let confirmation =
+        rig.phrase_file("I've added your number to our do-not-call list, and you won't be called again.");
+    assert!(log.played.contains(&confirmation), "{:?}", log.played);
+    // schedule_callback: the contact's next attempt, in their own timezone.
+    let contact = store.contact(acme.id, contact.id).await.unwrap().unwrap();
+    assert_eq!(contact.next_attempt_at, Some(booked));
+    assert_eq!(contact.next_attempt_at.unwrap().with_timezone(&paris).hour(), 15);
+    // send_dtmf: one EXEC, the digits one argument; the CR/LF attempt never reached the line.
+    assert_eq!(commands_named(&log, "EXEC"), ["EXEC SendDTMF 1#"]);
+    assert!(!log.commands.iter().any(|c| c.contains("HANGUP") && c != "HANGUP"), "{:?}", log.commands);
+
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    let results: Vec<serde_json::Value> = turns[1..].iter().map(|t| serde_json::to_value(&t.tools).unwrap()).collect();
+    assert_eq!(
+        results[0],
+        serde_json::json!([{"name": "schedule_callback", "arguments": {"when": when},
+            "result": {"scheduled": true, "at": when, "timezone": "Europe/Paris", "moved_into_calling_hours": false}}])
+    );
+    assert_eq!(turns[1].agent, "You're booked for tomorrow at three.");
+    assert_eq!(results[1][0]["result"]["error"], "digits: expected 1 to 32 of 0-9, *, #, A-D and w");
+    assert_eq!(
+        results[1][1],
+        serde_json::json!({"name": "send_dtmf", "arguments": {"digits": "1#"}, "result": {"sent": "1#"}})
+    );
+    assert_eq!(turns[2].agent, "Done.");
+    assert_eq!(results[2][0]["result"], serde_json::json!({"added": true}));
+
+    // The model heard each result before it spoke: the second request of the first turn ends
+    // with the call and its result.
+    let requests = rig.llm.received_requests().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    let last = &messages[messages.len() - 1];
+    assert_eq!((last["role"].as_str(), last["tool_call_id"].as_str()), (Some("tool"), Some("call_Qx1")));
+    let result: serde_json::Value = serde_json::from_str(last["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result["at"], when.as_str());
+    assert_eq!(messages[messages.len() - 2]["tool_calls"][0]["function"]["name"], "schedule_callback");
+}
+
+/// A tool receiver that checks asterai's signature as the README tells receivers to: HMAC-SHA-256
+/// of the timestamp, a dot and the raw body, with the shared secret; a fresh timestamp. A
+/// request that fails the check gets 401 (and the model would read that error).
+struct SignedReceiver {
+    secret: &'static str,
+    answer: ResponseTemplate,
+}
+
+impl wiremock::Respond for SignedReceiver {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        use hmac::Mac;
+        let header = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let timestamp = header("x-asterai-timestamp");
+        let fresh = timestamp.parse::<i64>().is_ok_and(|t| (chrono::Utc::now().timestamp() - t).abs() < 300);
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.").as_bytes());
+        mac.update(&request.body);
+        let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        if fresh && header("x-asterai-signature") == format!("v1={expected}") {
+            self.answer.clone()
+        } else {
+            ResponseTemplate::new(401).set_body_json(serde_json::json!({"message": "bad signature"}))
+        }
+    }
+}
+
+const TOOL_SECRET: &str = "whsec-test-0123456789";
+
+/// An agent with HTTP tools on the receiver `tools`, its secrets in the environment.
+fn http_tools_agent(tools: &MockServer) -> String {
+    // SAFETY: set before any call of the test reads them; the names are this test file's own.
+    unsafe {
+        std::env::set_var("ASTERAI_SECRET_TOOLTEST_SIGNING", TOOL_SECRET);
+        std::env::set_var("ASTERAI_SECRET_TOOLTEST_KEY", "crm-key-42");
+    }
+    let url = tools.uri();
+    format!(
+        r#"name = "desk"
+ai_disclosure = false
+greeting_inbound = "Hi."
+tools = ["end_call"]
+
+[phrases]
+tool_filler = "Hold on, checking."
+
+[[http_tools]]
+name = "lookup_order"
+description = "Look up an order's status"
+url = "{url}/tools/order"
+signing_secret = "env:ASTERAI_SECRET_TOOLTEST_SIGNING"
+headers = {{ "X-Api-Key" = "env:ASTERAI_SECRET_TOOLTEST_KEY", "X-Team" = "support" }}
+parameters = {{ type = "object", properties = {{ order_id = {{ type = "string", minLength = 3 }} }}, required = ["order_id"], additionalProperties = false }}
+
+[[http_tools]]
+name = "flaky"
+description = "The other system"
+url = "{url}/tools/flaky"
+signing_secret = "env:ASTERAI_SECRET_TOOLTEST_SIGNING"
+
+[[http_tools]]
+name = "slow"
+description = "A slow system"
+url = "{url}/tools/slow"
+method = "PUT"
+timeout = "5s"
+signing_secret = "env:ASTERAI_SECRET_TOOLTEST_SIGNING"
+
+[[http_tools]]
+name = "stuck"
+description = "A system that hangs"
+url = "{url}/tools/stuck"
+timeout = "200ms"
+signing_secret = "env:ASTERAI_SECRET_TOOLTEST_SIGNING"
+"#
+    )
+}
+
+/// HTTP tools of the agent, over a whole call: the model's streamed call (fragments in
+/// OpenAI's shapes) is checked against the tool's schema (invalid arguments: an error result,
+/// the tool is not called, the model tries again), then sent signed (the receiver verifies the
+/// HMAC), with the idempotency key of the call and tool call, the agent's headers (a secret
+/// from the environment), and the answer goes back to the model, which speaks about it. A 500
+/// and a timeout are error results and the call goes on; a tool slower than 700 ms gets the
+/// agent's filler said while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_tools_are_checked_signed_and_answer_the_model() {
+    use asterai::agent::{self, AgentSpec};
+    use support::mocks::sse_tool_call_id;
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let tools = MockServer::start().await;
+    let shipped = serde_json::json!({"status": "shipped", "eta": "2026-12-03"});
+    Mock::given(method("POST"))
+        .and(path("/tools/order"))
+        .respond_with(SignedReceiver {
+            secret: TOOL_SECRET,
+            answer: ResponseTemplate::new(200).set_body_json(&shipped),
+        })
+        .mount(&tools)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/tools/flaky"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({"message": "db down"})))
+        .mount(&tools)
+        .await;
+    let slow_answer = ResponseTemplate::new(200)
+        .set_body_json(serde_json::json!({"ok": "slow"}))
+        .set_delay(Duration::from_millis(1500));
+    Mock::given(method("PUT"))
+        .and(path("/tools/slow"))
+        .respond_with(SignedReceiver { secret: TOOL_SECRET, answer: slow_answer })
+        .mount(&tools)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/tools/stuck"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&tools)
+        .await;
+    agent::create(store, acme.id, &AgentSpec::parse(&http_tools_agent(&tools)).unwrap(), true).await.unwrap();
+    rig.transcripts(&["Where is order A-123?", "Try the other system.", "And the slow one?", "The stuck one?", "Bye."])
+        .await;
+    let templates = vec![
+        sse_tool_call_id("call_bad", "", "lookup_order", r#"{"order_id": 42}"#),
+        sse_tool_call_id("call_ok", "", "lookup_order", r#"{"order_id": "A-123"}"#),
+        sse(&["It has shipped."]),
+        sse_tool_call_id("call_flaky", "", "flaky", "{}"),
+        sse(&["That system is down."]),
+        sse_tool_call_id("call_slow", "", "slow", "{}"),
+        sse(&["Slow says ok."]),
+        sse_tool_call_id("call_stuck", "", "stuck", "{}"),
+        sse(&["It timed out."]),
+        sse_tool_call_id("call_end", "Bye!", "end_call", r#"{"outcome": "completed"}"#),
+    ];
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Sequence::new(templates))
+        .mount(&rig.llm)
+        .await;
+    let (log, call) = rig.call(&rig.caller(&["order", "other", "slow", "stuck", "bye"])).await;
+    assert_eq!((call.status, call.outcome), (CallStatus::Completed, Some(Outcome::Completed)));
+
+    // The receiver got the valid call only, signed (it answered 200 only then), with its headers.
+    let received = tools.received_requests().await.unwrap();
+    let orders: Vec<&wiremock::Request> = received.iter().filter(|r| r.url.path() == "/tools/order").collect();
+    assert_eq!(orders.len(), 1, "schema-invalid arguments never reach the tool");
+    let header = |r: &wiremock::Request, name: &str| r.headers.get(name).unwrap().to_str().unwrap().to_owned();
+    assert_eq!(header(orders[0], "idempotency-key"), format!("{}:call_ok", call.id));
+    assert_eq!(header(orders[0], "x-asterai-call-id"), call.id);
+    assert_eq!(header(orders[0], "x-api-key"), "crm-key-42");
+    assert_eq!(header(orders[0], "x-team"), "support");
+    assert_eq!(header(orders[0], "content-type"), "application/json");
+    let body: serde_json::Value = serde_json::from_slice(&orders[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"tool": "lookup_order", "call_id": call.id, "tool_call_id": "call_ok", "arguments": {"order_id": "A-123"}})
+    );
+
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    let tools_of = |turn: usize| serde_json::to_value(&turns[turn].tools).unwrap();
+    assert_eq!(
+        tools_of(1),
+        serde_json::json!([
+            {"name": "lookup_order", "arguments": {"order_id": 42},
+             "result": {"error": "invalid arguments, the tool was not called: /order_id: expected string, got integer"}},
+            {"name": "lookup_order", "arguments": {"order_id": "A-123"}, "result": shipped},
+        ])
+    );
+    assert_eq!(turns[1].agent, "It has shipped.");
+    assert_eq!(
+        tools_of(2)[0]["result"],
+        serde_json::json!({"error": "the tool answered HTTP 500", "answer": {"message": "db down"}})
+    );
+    assert_eq!(turns[2].agent, "That system is down.");
+    assert_eq!(tools_of(3)[0]["result"], serde_json::json!({"ok": "slow"}));
+    assert_eq!(turns[3].agent, "Hold on, checking. Slow says ok.", "the filler is part of what the caller heard");
+    assert!(log.played.contains(&rig.phrase_file("Hold on, checking.")), "{:?}", log.played);
+    assert_eq!(tools_of(4)[0]["result"], serde_json::json!({"error": "the tool did not answer within 200 ms"}));
+    assert_eq!(turns[4].agent, "It timed out.");
+
+    // Each answer reached the model: the request after the valid call ends with its result.
+    let requests = rig.llm.received_requests().await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&requests[2].body).unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    let tail: Vec<(&str, Option<&str>)> = messages[messages.len() - 4..]
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap(), m["tool_call_id"].as_str()))
+        .collect();
+    assert_eq!(tail, [("assistant", None), ("tool", Some("call_bad")), ("assistant", None), ("tool", Some("call_ok"))]);
+    let result: serde_json::Value =
+        serde_json::from_str(messages[messages.len() - 1]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result, shipped);
+    let offered: Vec<&str> =
+        body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert_eq!(offered, ["end_call", "lookup_order", "flaky", "slow", "stuck"]);
+    assert_eq!(body["tools"][1]["function"]["parameters"]["required"], serde_json::json!(["order_id"]));
+}
+
+/// The caller hangs up while an HTTP tool runs (during the filler): the tool's request is
+/// dropped, the call ends, and the turn records the tool call as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_cancels_the_tool_call() {
+    use asterai::agent::{self, AgentSpec};
+    use asterai::demo::caller::HangupAt;
+    use support::mocks::sse_tool_call_id;
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let tools = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path("/tools/slow"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"ok": 1})).set_delay(Duration::from_secs(4)),
+        )
+        .mount(&tools)
+        .await;
+    agent::create(store, acme.id, &AgentSpec::parse(&http_tools_agent(&tools)).unwrap(), true).await.unwrap();
+    rig.transcripts(&["Check the slow system."]).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Sequence::new(vec![sse_tool_call_id("call_slow", "", "slow", "{}"), sse(&["Never said."])]))
+        .mount(&rig.llm)
+        .await;
+    let mut caller = rig.caller(&["slow", "more"]);
+    // The greeting is the first playback, the filler the second.
+    caller.hangup = Some(HangupAt::Playback(2));
+    let (log, call) = rig.call(&caller).await;
+    assert!(
+        call.status_reason.as_deref().unwrap_or_default().contains("during a tool call"),
+        "{:?}",
+        call.status_reason
+    );
+    assert_eq!(tools.received_requests().await.unwrap().len(), 1, "the tool was called");
+    let turns = store.turns(acme.id, &call.id).await.unwrap();
+    assert_eq!(
+        serde_json::to_value(&turns[1].tools).unwrap(),
+        serde_json::json!([{"name": "slow", "arguments": {}, "result": {"cancelled": true, "error": "the caller hung up during the tool call"}}])
+    );
+    assert_eq!(rig.llm.received_requests().await.unwrap().len(), 1, "the model is not asked again");
+    assert!(log.after_hangup.iter().all(|c| dead_safe(c)), "{:?}", log.after_hangup);
+}
+
+/// After the call, the agent's analysis: a summary, the success evaluation and structured data
+/// against its schema, asked of its responder once the call ended; stored on the call (and in
+/// `GET /v1/calls/{id}`), published as `call_analyzed` after `call_ended`. Data that does not fit
+/// is asked again once, with the error; still wrong, it is stored with `data_error`; a responder
+/// that fails leaves `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_is_analysed_after_it_ends() {
+    use asterai::agent::{self, AgentSpec};
+    let rig = rig(|_| {}).await;
+    let store = &rig.db.store;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap();
+    let spec = r#"
+name = "analyst"
+ai_disclosure = false
+greeting_inbound = "Hi."
+[limits]
+max_turns = 1
+[analysis]
+summary = true
+success_criteria = "The caller booked a demo."
+data_schema = { type = "object", properties = { interested = { type = "boolean" }, budget = { type = "number" } }, required = ["interested"] }
+"#;
+    agent::create(store, acme.id, &AgentSpec::parse(spec).unwrap(), true).await.unwrap();
+    let valid = r#"{"summary": "The caller booked a demo.", "success": true, "success_reason": "a demo is booked", "data": {"interested": true, "budget": 500}}"#;
+    let invalid = r#"{"summary": "The caller booked a demo.", "success": true, "success_reason": "booked", "data": {"interested": "yes"}}"#;
+
+    // 1. Valid at once.
+    rig.transcripts(&["I'd like a demo, my budget is 500."]).await;
+    let llm = |answers: Vec<ResponseTemplate>| {
+        Mock::given(method("POST")).and(path("/v1/chat/completions")).respond_with(Sequence::new(answers))
+    };
+    llm(vec![sse(&["Great, it's booked."]), sse(&["```json\n", valid, "\n```"])]).mount(&rig.llm).await;
+    rig.call(&rig.caller(&["demo"])).await;
+    let analysed = analysed_call(&rig, 1).await;
+    let analysis = analysed.analysis.clone().unwrap();
+    assert_eq!(
+        analysis,
+        serde_json::json!({"summary": "The caller booked a demo.", "success": true, "success_reason": "a demo is booked",
+            "data": {"interested": true, "budget": 500}, "attempts": 1})
+    );
+    let requests = rig.llm.received_requests().await.unwrap();
+    let asked: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    let system = asked["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("The caller booked a demo.") && system.contains("\"budget\""), "{system}");
+    assert_eq!(
+        asked["messages"][1]["content"],
+        "Agent: Hi.\nCaller: I'd like a demo, my budget is 500.\nAgent: Great, it's booked."
+    );
+    assert!(asked.get("tools").is_none());
+    let events = store.call_events(&analysed.id).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(&kinds[kinds.len() - 2..], [EventKind::CallEnded, EventKind::CallAnalyzed]);
+    assert_eq!(events.last().unwrap().data, analysis);
+    let token = rig.daemon.token("acme").await;
+    let body: serde_json::Value = asterai::speech::http_client()
+        .get(format!("http://{}/v1/calls/{}", rig.daemon.addr, analysed.id))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["analysis"], analysis, "{body}");
+
+    // 2. Invalid, then asked again with the error: the second answer is stored.
+    rig.llm.reset().await;
+    llm(vec![sse(&["Sure."]), sse(&[invalid]), sse(&[valid])]).mount(&rig.llm).await;
+    rig.call(&rig.caller(&["demo"])).await;
+    let analysis = analysed_call(&rig, 2).await.analysis.unwrap();
+    assert_eq!((analysis["data"]["interested"].as_bool(), analysis["attempts"].as_u64()), (Some(true), Some(2)));
+    assert!(analysis.get("data_error").is_none(), "{analysis}");
+    let retry: serde_json::Value = serde_json::from_slice(&rig.llm.received_requests().await.unwrap()[2].body).unwrap();
+    let correction = retry["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_owned();
+    assert_eq!(
+        correction,
+        "That answer is invalid: \"data\" does not fit the schema: /interested: expected boolean, got string. Answer again with one corrected JSON object."
+    );
+
+    // 3. Invalid twice: stored as it came, with the validation error.
+    rig.llm.reset().await;
+    llm(vec![sse(&["Sure."]), sse(&[invalid]), sse(&["not JSON at all"])]).mount(&rig.llm).await;
+    rig.call(&rig.caller(&["demo"])).await;
+    let analysis = analysed_call(&rig, 3).await.analysis.unwrap();
+    assert_eq!(analysis["attempts"], 2);
+    assert_eq!(analysis["data_error"], "the answer holds no JSON object");
+
+    // 4. The responder is down: the analysis says so; the call itself was answered.
+    rig.llm.reset().await;
+    llm(vec![
+        sse(&["Sure."]),
+        ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": {"message": "invalid key"}})),
+    ])
+    .mount(&rig.llm)
+    .await;
+    rig.call(&rig.caller(&["demo"])).await;
+    let call = analysed_call(&rig, 4).await;
+    let analysis = call.analysis.unwrap();
+    assert!(analysis["error"].as_str().unwrap().starts_with("the responder failed: "), "{analysis}");
+    assert_eq!(call.turns, 1);
+}
+
+/// The newest call once there are `n` calls and its analysis is stored.
+async fn analysed_call(rig: &Rig, n: usize) -> Call {
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    for _ in 0..400 {
+        let page = rig.db.store.list_calls(acme.id, &Default::default()).await.unwrap();
+        if page.calls.len() == n && page.calls[0].analysis.is_some() {
+            return page.calls[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("call {n} was never analysed");
 }

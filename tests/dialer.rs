@@ -959,3 +959,44 @@ async fn campaign_and_dnc_routes() {
     assert_eq!(http.delete(daemon.url("/v1/dnc/+15558880002")).bearer_auth(&acme).send().await.unwrap().status(), 404);
     daemon.stop().await;
 }
+
+/// A callback the contact booked during the call (the `schedule_callback` tool writes it with
+/// `Store::schedule_callback`) is the next attempt: the answered call's attempt settles as
+/// `pending` at that time rather than `done`, and the campaign dials the contact then, not
+/// before. Another organization cannot book one for the contact. Both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booked_callback_is_dialled_at_its_time() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::new(backend).await;
+        let clock = ManualClock::new(monday_15h());
+        let d = daemon(db.store.clone(), "d1", &clock).await;
+        d.fake.default_plan(held());
+        let settings = json!({"timezone": "Europe/Paris",
+            "window": {"start": "08:00", "end": "21:00", "days": ["mon", "tue", "wed", "thu", "fri"]}});
+        let campaign = d.campaign("callbacks", settings, &csv(&[("+15551112222", "")])).await;
+        let tick = d.runner.tick().await.unwrap();
+        assert_eq!(tick.dialed.len(), 1, "{backend:?}");
+        let contact = d.contacts(&campaign).await["+15551112222"].clone();
+        // Tuesday 10:00 in Paris.
+        let booked = at("2026-11-24T09:00:00Z");
+        let other = d.store.create_org("other", "Other").await.unwrap();
+        assert!(!d.store.schedule_callback(other.id, contact.id, booked).await.unwrap(), "{backend:?}");
+        assert!(d.store.schedule_callback(d.org.id, contact.id, booked).await.unwrap(), "{backend:?}");
+        d.fake.release(&tick.dialed[0]);
+        d.settled(&tick.dialed[0]).await;
+        let settled = &d.contacts(&campaign).await["+15551112222"];
+        assert_eq!((settled.status.as_str(), settled.next_attempt_at), ("pending", Some(booked)), "{backend:?}");
+
+        clock.set(booked - chrono::Duration::minutes(1));
+        assert_eq!(d.runner.tick().await.unwrap().dialed.len(), 0, "{backend:?}: not before the booked time");
+        clock.set(booked);
+        let tick = d.runner.tick().await.unwrap();
+        assert_eq!(tick.dialed.len(), 1, "{backend:?}: dialled at the booked time");
+        assert_eq!(d.dialed_numbers(), ["+15551112222", "+15551112222"], "{backend:?}");
+        // An answered call without a booking is done.
+        d.fake.release(&tick.dialed[0]);
+        d.settled(&tick.dialed[0]).await;
+        assert_eq!(d.contacts(&campaign).await["+15551112222"].status, "done", "{backend:?}");
+        d.stop.cancel();
+    }
+}

@@ -203,12 +203,12 @@ fn responder(server: &MockServer) -> OpenAiResponder {
 
 async fn collect(responder: &OpenAiResponder) -> Result<(String, Option<asterai::speech::llm::Analysis>), SpeechError> {
     let values = BTreeMap::new();
-    let history =
-        vec![asterai::speech::llm::Message { role: asterai::speech::llm::Role::Assistant, content: "Hello!".into() }];
+    let history = vec![asterai::speech::llm::Message::new(asterai::speech::llm::Role::Assistant, "Hello!")];
     let request = ResponseRequest {
         system: "You are Ava.",
         history: &history,
         caller: "How much is it?",
+        pending: &[],
         values: &values,
         tools: &[],
         deadline: soon(),
@@ -245,6 +245,7 @@ async fn streamed_tool_calls_are_assembled() {
         system: "You are Ava.",
         history: &[],
         caller: "Can I talk to a human?",
+        pending: &[],
         values: &values,
         tools: &tools,
         deadline: soon(),

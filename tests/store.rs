@@ -174,6 +174,23 @@ backend_tests! {
         assert_eq!(events.len(), 8);
     }
 
+    async fn the_after_call_analysis_is_stored_on_the_call(db) {
+        let store = &db.store;
+        let acme = org(store, "acme").await;
+        let globex = org(store, "globex").await;
+        let (call, _) = store.create_call(&new_call(acme, "+15551230000")).await.unwrap();
+        assert_eq!(store.call(acme, &call.id).await.unwrap().unwrap().analysis, None);
+        let analysis = serde_json::json!({"summary": "Booked a demo.", "success": true, "data": {"interested": true, "budget": 500.5}, "attempts": 1});
+        assert!(store.set_call_analysis(globex, &call.id, &analysis).await.is_err(), "another organization's call is not found");
+        let event = store.set_call_analysis(acme, &call.id, &analysis).await.unwrap();
+        assert_eq!((event.kind, event.call_id.as_deref(), &event.data), (EventKind::CallAnalyzed, Some(call.id.as_str()), &analysis));
+        assert_eq!(store.call(acme, &call.id).await.unwrap().unwrap().analysis, Some(analysis.clone()));
+        let listed = store.list_calls(acme, &CallFilter::default()).await.unwrap();
+        assert_eq!(listed.calls[0].analysis, Some(analysis));
+        let kinds: Vec<EventKind> = store.call_events(&call.id).await.unwrap().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::CallStarted, EventKind::CallAnalyzed]);
+    }
+
     async fn calls_are_scoped_to_their_organization(db) {
         let store = &db.store;
         let acme = org(store, "acme").await;

@@ -29,6 +29,8 @@ use crate::speech::rules::placeholders;
 use crate::store::{Agent, AgentVersion, Store, StoreError};
 use crate::types::Dur;
 
+pub mod schema;
+
 /// Environment variables an agent may name as `env:…` start with this.
 pub use crate::config::env::SECRET_ENV_PREFIX;
 
@@ -49,7 +51,163 @@ pub const VARIABLES: &[(&str, &str)] = &[
 ];
 
 /// The built-in tools an agent may offer its model.
-pub const TOOLS: &[&str] = &["end_call", "transfer"];
+pub const TOOLS: &[&str] = &["end_call", "transfer", "add_to_dnc", "schedule_callback", "send_dtmf"];
+
+/// An HTTP tool of the agent: asterai checks the model's arguments against `parameters`, then
+/// calls `url` with them, signed (see [`crate::conversation::tools`]), and gives the model the
+/// JSON answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpToolSpec {
+    /// The function's name for the model: 1 to 63 lower-case letters, digits, `-` or `_`, not
+    /// a built-in tool's.
+    pub name: String,
+    /// When and why to call it, for the model.
+    pub description: String,
+    /// JSON Schema of the arguments (the subset of [`schema`]); default: no arguments.
+    #[serde(default = "no_arguments")]
+    pub parameters: serde_json::Value,
+    /// `http://` or `https://`.
+    pub url: String,
+    /// `POST` (default), `PUT` or `PATCH`: the arguments go in a JSON body, which is signed.
+    #[serde(default = "post")]
+    pub method: String,
+    /// How long the tool may take (100ms to 30s, default 5s); then the model gets an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Extra request headers: a value is text, or a secret reference `env:ASTERAI_SECRET_…`
+    /// (required for headers that carry credentials).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The key of the request's HMAC-SHA-256 signature: `env:ASTERAI_SECRET_…`.
+    pub signing_secret: String,
+}
+
+fn no_arguments() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+fn post() -> String {
+    "POST".to_owned()
+}
+
+/// The most HTTP tools an agent may have.
+pub const MAX_HTTP_TOOLS: usize = 32;
+/// An HTTP tool's default timeout.
+pub const HTTP_TOOL_TIMEOUT: Dur = Dur::secs(5);
+/// Headers asterai sets itself, which an HTTP tool may not.
+const OWN_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "idempotency-key",
+    "x-asterai-signature",
+    "x-asterai-timestamp",
+    "x-asterai-call-id",
+];
+
+/// Whether a header's value is a credential, which must be a secret reference.
+fn credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["auth", "key", "token", "secret", "cookie", "password"].iter().any(|word| name.contains(word))
+}
+
+impl HttpToolSpec {
+    /// The function the model sees.
+    pub fn to_spec(&self) -> crate::speech::llm::ToolSpec {
+        crate::speech::llm::ToolSpec {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            parameters: self.parameters.clone(),
+        }
+    }
+
+    fn validate(&self, key: &str) -> Result<(), String> {
+        validate_name(&self.name).map_err(|e| format!("{key}.{e}"))?;
+        if TOOLS.contains(&self.name.as_str()) {
+            return Err(format!("{key}.name: {:?} is a built-in tool's name", self.name));
+        }
+        let description = self.description.trim();
+        if description.is_empty() || description.chars().count() > 1024 {
+            return Err(format!(
+                "{key}.description: expected 1 to 1024 characters (it tells the model when to call it)"
+            ));
+        }
+        schema::check_arguments_schema(&self.parameters).map_err(|e| format!("{key}.parameters.{e}"))?;
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://"))
+            || self.url.chars().any(|c| c.is_control() || c.is_whitespace())
+            || reqwest::Url::parse(&self.url).is_err()
+        {
+            return Err(format!("{key}.url: expected an http:// or https:// URL, got {:?}", self.url));
+        }
+        if !["POST", "PUT", "PATCH"].contains(&self.method.as_str()) {
+            return Err(format!(
+                "{key}.method: expected POST, PUT or PATCH (the arguments go in the signed JSON body), got {:?}",
+                self.method
+            ));
+        }
+        if let Some(timeout) = self.timeout {
+            timeout.within(&format!("{key}.timeout"), Dur::millis(100), Dur::secs(30))?;
+        }
+        for (name, value) in &self.headers {
+            let here = format!("{key}.headers.{name}");
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                return Err(format!("{here}: not a header name"));
+            }
+            if OWN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err(format!("{here}: asterai sets this header itself"));
+            }
+            if value.starts_with("env:") || value.starts_with("config:") {
+                check_tool_secret(&here, value)?;
+            } else if credential_header(name) {
+                return Err(format!(
+                    "{here}: a credential is never stored; name it as \"env:{SECRET_ENV_PREFIX}NAME\" (a variable of the daemon's environment holding the whole value)"
+                ));
+            } else if value.chars().any(char::is_control) {
+                return Err(format!("{here}: control characters are not allowed"));
+            }
+        }
+        check_tool_secret(&format!("{key}.signing_secret"), &self.signing_secret)
+    }
+}
+
+/// An HTTP tool's secret: only `env:ASTERAI_SECRET_…` (a config file key only ever goes to the
+/// config's own URL). Never echoes a value that is not a reference.
+fn check_tool_secret(key: &str, reference: &str) -> Result<(), String> {
+    if let Some(name) = reference.strip_prefix("env:") {
+        let ok = name.starts_with(SECRET_ENV_PREFIX)
+            && name.len() > SECRET_ENV_PREFIX.len()
+            && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            return Ok(());
+        }
+        return Err(format!(
+            "{key}: expected env:{SECRET_ENV_PREFIX}NAME (upper-case letters, digits, '_'), got {reference:?}"
+        ));
+    }
+    if reference.starts_with("config:") {
+        return Err(format!(
+            "{key}: a key of the config file only goes to the config's URL; name a key of your own (env:{SECRET_ENV_PREFIX}…)"
+        ));
+    }
+    Err(format!("{key}: secrets are never stored; name one as \"env:{SECRET_ENV_PREFIX}NAME\""))
+}
+
+/// The value of an HTTP tool's secret reference, from `env`.
+pub fn resolve_tool_secret(
+    key: &str,
+    reference: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<crate::types::Secret, String> {
+    check_tool_secret(key, reference)?;
+    let name = reference.strip_prefix("env:").unwrap_or(reference);
+    match env(name).filter(|v| !v.is_empty()) {
+        Some(value) => Ok(crate::types::Secret::new(value)),
+        None => Err(format!("{key}: the daemon's environment has no {name}")),
+    }
+}
 
 /// A place the agent's `transfer` tool can send the caller: the model names it, asterai dials
 /// its `destination` (never text of the model's).
@@ -111,6 +269,25 @@ pub fn builtin_tool(name: &str, targets: &[TransferTargetSpec]) -> Option<crate:
                   "required": ["target"], "additionalProperties": false}),
             )
         }
+        "add_to_dnc" => (
+            "Put the caller's number on the do-not-call list, when they ask not to be called again. The call then ends with a confirmation.",
+            serde_json::json!({"type": "object", "properties": {
+                "reason": {"type": "string", "description": "What the caller said, in a few words"}},
+              "additionalProperties": false}),
+        ),
+        "schedule_callback" => (
+            "Schedule a call back to the contact at the date and time they chose, in their local time. The time is moved into the campaign's calling hours if needed; the result says when the call is booked, tell the caller.",
+            serde_json::json!({"type": "object", "properties": {
+                "when": {"type": "string", "description": "Local date and time in the contact's timezone, YYYY-MM-DD HH:MM"},
+                "reason": {"type": "string", "description": "What the call back is about"}},
+              "required": ["when"], "additionalProperties": false}),
+        ),
+        "send_dtmf" => (
+            "Press keys on the phone line (DTMF), for example to navigate a phone menu.",
+            serde_json::json!({"type": "object", "properties": {
+                "digits": {"type": "string", "description": "The keys, 0-9, *, #, A-D; w waits half a second"}},
+              "required": ["digits"], "additionalProperties": false}),
+        ),
         _ => return None,
     };
     Some(crate::speech::llm::ToolSpec { name: name.to_owned(), description: description.to_owned(), parameters })
@@ -167,6 +344,12 @@ pub struct AgentSpec {
     /// Where the `transfer` tool may send the caller, by name (none: `dialer.transfer_target`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transfer_targets: Vec<TransferTargetSpec>,
+    /// Tools of the agent's own that asterai calls over HTTP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_tools: Vec<HttpToolSpec>,
+    /// What is made of each call once it ended.
+    #[serde(default, skip_serializing_if = "AnalysisSpec::is_empty")]
+    pub analysis: AnalysisSpec,
     #[serde(default, skip_serializing_if = "Phrases::is_empty")]
     pub phrases: Phrases,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
@@ -181,6 +364,47 @@ pub struct AgentSpec {
 
 macro_rules! all_none {
     ($self:ident: $($field:ident),*) => { $($self.$field.is_none())&&* };
+}
+
+/// The after-call analysis: run by the agent's responder once the call ended, stored on the
+/// call (see [`crate::conversation::after_call`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalysisSpec {
+    /// A summary of the call in a few sentences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<bool>,
+    /// What makes the call a success ("The caller booked a demo."): the analysis says whether
+    /// it was, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_criteria: Option<String>,
+    /// JSON Schema (the subset of [`schema`]) of the data to extract from the call; the answer is
+    /// checked against it, asked again once if it does not fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_schema: Option<serde_json::Value>,
+}
+
+impl AnalysisSpec {
+    fn is_empty(&self) -> bool {
+        all_none!(self: summary, success_criteria, data_schema)
+    }
+
+    /// Whether the agent asks for any analysis.
+    pub fn wanted(&self) -> bool {
+        self.summary == Some(true) || self.success_criteria.is_some() || self.data_schema.is_some()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(criteria) = &self.success_criteria
+            && (criteria.trim().is_empty() || criteria.chars().count() > 2000)
+        {
+            return Err("analysis.success_criteria: expected 1 to 2000 characters".into());
+        }
+        if let Some(schema) = &self.data_schema {
+            schema::check_arguments_schema(schema).map_err(|e| format!("analysis.data_schema.{e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Stock phrases.
@@ -203,11 +427,13 @@ pub struct Phrases {
     pub no_response_goodbye: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_unavailable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_filler: Option<String>,
 }
 
 impl Phrases {
     fn is_empty(&self) -> bool {
-        all_none!(self: fallback, reprompt, goodbye, dnc_confirmation, callback_confirmation, failure_goodbye, no_response_goodbye, transfer_unavailable)
+        all_none!(self: fallback, reprompt, goodbye, dnc_confirmation, callback_confirmation, failure_goodbye, no_response_goodbye, transfer_unavailable, tool_filler)
     }
 }
 
@@ -409,6 +635,16 @@ impl AgentSpec {
                 return Err(format!("transfer_targets[{i}].description: at most 200 characters"));
             }
         }
+        self.analysis.validate()?;
+        if self.http_tools.len() > MAX_HTTP_TOOLS {
+            return Err(format!("http_tools: at most {MAX_HTTP_TOOLS}, got {}", self.http_tools.len()));
+        }
+        for (i, tool) in self.http_tools.iter().enumerate() {
+            tool.validate(&format!("http_tools[{i}]"))?;
+            if self.http_tools[..i].iter().any(|t| t.name == tool.name) {
+                return Err(format!("http_tools[{i}].name: {:?} is named twice", tool.name));
+            }
+        }
         let l = &self.limits;
         bounded("limits.max_turns", l.max_turns, 1, 1000)?;
         bounded("limits.max_silent_turns", l.max_silent_turns, 1, 20)?;
@@ -467,6 +703,7 @@ impl AgentSpec {
             ("phrases.failure_goodbye", &p.failure_goodbye),
             ("phrases.no_response_goodbye", &p.no_response_goodbye),
             ("phrases.transfer_unavailable", &p.transfer_unavailable),
+            ("phrases.tool_filler", &p.tool_filler),
         ]
         .into_iter()
         .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
@@ -518,6 +755,7 @@ impl AgentSpec {
         set(&mut c.failure_goodbye, &p.failure_goodbye);
         set(&mut c.no_response_goodbye, &p.no_response_goodbye);
         set(&mut c.transfer_unavailable, &p.transfer_unavailable);
+        set(&mut c.tool_filler, &p.tool_filler);
         set(&mut c.max_turns, &self.limits.max_turns);
         set(&mut c.max_duration, &self.limits.max_duration);
         set(&mut c.silence, &self.limits.silence);
@@ -834,5 +1072,54 @@ mod tests {
         .unwrap();
         assert_eq!(tool.parameters["properties"]["target"]["enum"], serde_json::json!(["sales"]));
         assert!(builtin_tool("transfer", &[]).unwrap().parameters["properties"].get("target").is_none());
+    }
+
+    #[test]
+    fn http_tools_are_checked_when_saved() {
+        let tool = |extra: &str| {
+            format!(
+                "[[http_tools]]\nname = \"lookup\"\ndescription = \"Look it up\"\nurl = \"https://crm.example/t\"\nsigning_secret = \"env:ASTERAI_SECRET_CRM\"\n{extra}"
+            )
+        };
+        let check = |text: &str| AgentSpec::parse(text).and_then(|spec| spec.validate());
+        check(&tool("headers = { \"X-Team\" = \"support\", \"Authorization\" = \"env:ASTERAI_SECRET_CRM_AUTH\" }"))
+            .unwrap();
+        for (extra, expected) in [
+            (
+                "parameters = { type = \"object\", properties = { a = { type = \"string\", pattern = \"x\" } } }",
+                "http_tools[0].parameters.properties.a.pattern: the JSON Schema keyword \"pattern\" is not supported",
+            ),
+            (
+                "headers = { \"X-Api-Key\" = \"sk-live-1\" }",
+                "http_tools[0].headers.X-Api-Key: a credential is never stored",
+            ),
+            (
+                "headers = { \"X-Api-Key\" = \"config:responder.api_key\" }",
+                "http_tools[0].headers.X-Api-Key: a key of the config file",
+            ),
+            (
+                "headers = { \"Idempotency-Key\" = \"x\" }",
+                "http_tools[0].headers.Idempotency-Key: asterai sets this header itself",
+            ),
+            ("method = \"GET\"", "http_tools[0].method: expected POST, PUT or PATCH"),
+            ("timeout = \"1m\"", "http_tools[0].timeout: "),
+        ] {
+            let e = check(&tool(extra)).unwrap_err();
+            assert!(e.starts_with(expected), "{extra}: {e}");
+            assert!(!e.contains("sk-live"), "a clear-text secret is never echoed: {e}");
+        }
+        let e = check(&tool("").replace("env:ASTERAI_SECRET_CRM", "whsec_123")).unwrap_err();
+        assert!(
+            e.starts_with("http_tools[0].signing_secret: secrets are never stored") && !e.contains("whsec_123"),
+            "{e}"
+        );
+        let e = check(&tool("").replace("\"lookup\"", "\"transfer\"")).unwrap_err();
+        assert!(e.starts_with("http_tools[0].name: \"transfer\" is a built-in tool's name"), "{e}");
+        let e = check(&format!("{}{}", tool(""), tool(""))).unwrap_err();
+        assert_eq!(e, "http_tools[1].name: \"lookup\" is named twice");
+        let e = check(&tool("").replace("url = \"https://crm.example/t\"", "url = \"ftp://crm.example\"")).unwrap_err();
+        assert!(e.starts_with("http_tools[0].url: "), "{e}");
+        let e = check(&tool("verb = 1")).unwrap_err();
+        assert!(e.contains("unknown field `verb`"), "{e}");
     }
 }

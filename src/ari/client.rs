@@ -471,6 +471,13 @@ impl AriClient {
         self.send(reqwest::Method::POST, &format!("/channels/{}/continue", segment(id)?), &[], None).await.map(drop)
     }
 
+    /// `POST /channels/{id}/dtmf`: sends DTMF `digits` (`0-9*#A-D`, `w` half a second's
+    /// pause) on the channel.
+    pub async fn send_dtmf(&self, id: &str, digits: &str) -> Result<(), AriError> {
+        let query = [("dtmf", digits.to_owned())];
+        self.send(reqwest::Method::POST, &format!("/channels/{}/dtmf", segment(id)?), &query, None).await.map(drop)
+    }
+
     /// `POST /channels/{id}/redirect`: a technology-level transfer of a channel in Stasis to
     /// `endpoint` (same technology, e.g. `PJSIP/100`).
     pub async fn redirect(&self, id: &str, endpoint: &str) -> Result<(), AriError> {

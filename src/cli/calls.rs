@@ -176,6 +176,10 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                     if turns.is_empty() {
                         println!("(no turns)");
                     }
+                    if let Some(analysis) = &call.analysis {
+                        println!();
+                        print_analysis(analysis);
+                    }
                 }
             }
         }
@@ -201,4 +205,25 @@ fn turn_heading(t: &crate::store::Turn, analysis: &str) -> String {
         line.push_str(&format!("  [{analysis}]"));
     }
     line
+}
+
+/// The after-call analysis, one part a line: summary, success and why, the structured data, and
+/// what went wrong (the provider, or data that did not fit the agent's schema).
+fn print_analysis(analysis: &serde_json::Value) {
+    if let Some(summary) = analysis["summary"].as_str() {
+        println!("summary   {summary}");
+    }
+    if let Some(success) = analysis["success"].as_bool() {
+        let reason = analysis["success_reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
+        println!("success   {}{reason}", if success { "yes" } else { "no" });
+    }
+    if !analysis["data"].is_null() {
+        println!("data      {}", analysis["data"]);
+    }
+    if let Some(error) = analysis["data_error"].as_str() {
+        println!("invalid   {error}");
+    }
+    if let Some(error) = analysis["error"].as_str() {
+        println!("error     {error}");
+    }
 }

@@ -103,6 +103,15 @@ pub fn human(event: &Event) -> String {
             d["duration_s"].as_f64().unwrap_or(0.0),
             d["turns"]
         ),
+        EventKind::CallAnalyzed => {
+            let success = match d["success"].as_bool() {
+                Some(true) => "success",
+                Some(false) => "no success",
+                None => "-",
+            };
+            let error = d["error"].as_str().map(|e| format!(" (error: {e})")).unwrap_or_default();
+            format!("{head}  call analyzed: {success}: {}{error}", d["summary"].as_str().unwrap_or("-"))
+        }
         EventKind::CampaignStatusUpdate => {
             let reason = d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
             format!(

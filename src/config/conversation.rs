@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{Dur, Secret};
 
+/// How long a tool call may run before the caller hears `tool_filler`.
+pub const TOOL_FILLER_AFTER: std::time::Duration = std::time::Duration::from_millis(700);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConversationConfig {
@@ -35,6 +38,9 @@ pub struct ConversationConfig {
     pub no_response_goodbye: String,
     /// Said when a transfer to a person is not possible.
     pub transfer_unavailable: String,
+    /// Said when a tool the model called (an agent's HTTP tool) has not answered after
+    /// [`TOOL_FILLER_AFTER`], so the caller does not wait in silence.
+    pub tool_filler: String,
     /// Left on an answering machine (the dialplan's `AMD()` said MACHINE); empty hangs up
     /// without a message.
     pub voicemail_message: String,
@@ -85,6 +91,7 @@ impl Default for ConversationConfig {
             no_response_goodbye: "I can't hear anyone, so I'll hang up now. Goodbye.".into(),
             transfer_unavailable: "I'm sorry, I can't connect you with a person right now, but I can keep helping you."
                 .into(),
+            tool_filler: "One moment while I check.".into(),
             voicemail_message:
                 "Hello {first_name|there}, this is {agent_name} from {company}. Sorry we missed you; we will try again another time. Goodbye."
                     .into(),

@@ -15,7 +15,7 @@ use super::core::{CALLER_HUNG_UP, CallStart, Conversation, Heard, MediaPath, Rou
 use super::speak::{self, Speech};
 use super::{Inner, Profile};
 use crate::agi::command::{
-    Answer, ChannelState, ChannelStatus, GetVariable, Hangup, RecordEnd, RecordFile, SetVariable, Verbose,
+    Answer, ChannelState, ChannelStatus, Exec, GetVariable, Hangup, RecordEnd, RecordFile, SetVariable, Verbose,
 };
 use crate::agi::{AgiSession, HandlerResult};
 use crate::speech::audio;
@@ -205,6 +205,12 @@ impl MediaPath for AgiPath<'_> {
 
     /// Tells the dialplan the outcome, hangs up if the caller is still there, and sweeps the
     /// call's recordings.
+    /// `EXEC SendDTMF <digits>`: the digits go out as one quoted argument (the command line
+    /// machinery refuses CR, LF and NUL), after [`super::tools::valid_dtmf`] checked them.
+    async fn send_dtmf(&self, digits: &str) -> Result<(), String> {
+        self.session.send(Exec::new("SendDTMF", digits)).await.map(drop).map_err(|e| e.to_string())
+    }
+
     async fn finish(&mut self, outcome: Outcome, hang_up: bool) {
         let session = self.session;
         if !session.is_closed() {

@@ -18,8 +18,10 @@ use tokio::time::Instant;
 use super::analysis::{self, TurnAnalysis};
 use super::record::{Change, Recorder};
 use super::speak::Speech;
+use super::tools::{HttpTool, callback_time, valid_dtmf};
 use super::{Inner, Profile, TransferRequest, waiting_on};
 use crate::config::ConversationConfig;
+use crate::config::conversation::TOOL_FILLER_AFTER;
 use crate::speech::llm::{Action, ChunkStream, Message, ResponseRequest, Role};
 use crate::speech::rules::render;
 use crate::speech::{BoxFuture, SpeechError};
@@ -130,6 +132,9 @@ pub trait MediaPath: Send + Sync {
     /// The reason of a call that ended because the channel went away, `when` describing the
     /// moment (" during the greeting", …): the caller, Asterisk, or the connection to it.
     fn who_hung_up(&self, when: &str) -> impl Future<Output = String> + Send;
+    /// Sends DTMF `digits` on the caller's channel (already checked: `0-9*#A-Dw`); the error
+    /// says why not.
+    fn send_dtmf(&self, digits: &str) -> impl Future<Output = Result<(), String>> + Send;
     /// The call is over: tell the dialplan the outcome, and hang up when `hang_up` (and the
     /// caller is still there).
     fn finish(&mut self, outcome: Outcome, hang_up: bool) -> impl Future<Output = ()> + Send;
@@ -176,6 +181,19 @@ pub(super) struct Conversation<'a, M: MediaPath> {
     transferred: bool,
     /// Asterisk's `AMD()` said an answering machine took the call (`amd=MACHINE`).
     machine: bool,
+    /// Whom `schedule_callback` books: the call's contact of a campaign.
+    callback: Option<CallbackTarget>,
+    /// A callback was booked: the call's outcome unless something else decides it.
+    callback_booked: bool,
+}
+
+/// The contact a callback is booked for.
+#[derive(Debug, Clone)]
+struct CallbackTarget {
+    contact_id: i64,
+    campaign_id: i64,
+    /// The contact's timezone, if known (else the campaign's).
+    timezone: Option<String>,
 }
 
 impl<'a, M: MediaPath> Conversation<'a, M> {
@@ -235,6 +253,13 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             },
             None => None,
         };
+        let callback = contact.as_ref().and_then(|c| {
+            Some(CallbackTarget {
+                contact_id: c.id,
+                campaign_id: campaign_id.or(c.campaign_id)?,
+                timezone: c.timezone.clone().filter(|t| !t.trim().is_empty()),
+            })
+        });
         let mut values = contact.as_ref().map(|c| c.values()).unwrap_or_default();
         let c = &profile.settings.conversation;
         values.insert("agent_name".into(), c.agent_name.clone());
@@ -325,6 +350,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             do_not_call: false,
             transferred: false,
             machine,
+            callback,
+            callback_booked: false,
         }
     }
 
@@ -368,7 +395,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             greeting = format!("{greeting} {}", self.phrase(&self.config().disclosure));
         }
         let spoken = self.media.say(&greeting).await;
-        self.history.push(Message { role: Role::Assistant, content: greeting.clone() });
+        self.history.push(Message::new(Role::Assistant, greeting.clone()));
         self.store_turn(0, "", &what_was_heard(&spoken, &greeting), None, Latency::default(), false).await;
         if spoken.hung_up {
             return self.gone("caller hung up during the greeting");
@@ -469,28 +496,76 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             self.caller_spoke = true;
             self.turn += 1;
 
-            // Answer.
-            let request = ResponseRequest {
-                system: &self.system_prompt,
-                history: &self.history,
-                caller: &transcript,
-                values: &self.values,
-                tools: &self.profile.settings.tools,
-                deadline,
-            };
+            // Answer: the model speaks; while it calls tools that report back (an HTTP tool,
+            // schedule_callback, send_dtmf) they run, and it is asked again with their results.
             let llm_started = Instant::now();
-            let stream = tokio::select! {
-                stream = waiting_on(&mut self.recorder, "responder", waiting_after, self.profile.providers.responder.respond(request)) => stream,
-                _ = self.media.hung_up() => return self.gone("caller hung up while the answer was prepared"),
-            };
-            let speech = match stream {
-                Ok(stream) => self.media.speak(stream).await,
-                Err(error) => Speech { error: Some(error), ..Default::default() },
+            let mut speech = Speech::default();
+            let mut pending: Vec<Message> = Vec::new();
+            let mut tool_uses: Vec<ToolUse> = Vec::new();
+            let mut filler_said = false;
+            let mut tool_hang_up = false;
+            let mut last_heard = String::new();
+            let mut rounds = 0;
+            let (tools, last_round) = loop {
+                let request = ResponseRequest {
+                    system: &self.system_prompt,
+                    history: &self.history,
+                    caller: &transcript,
+                    pending: &pending,
+                    values: &self.values,
+                    tools: &self.profile.settings.tools,
+                    deadline: if rounds == 0 { deadline } else { Instant::now() + self.config().turn_budget.0 },
+                };
+                let responder = self.profile.providers.responder.clone();
+                let stream = tokio::select! {
+                    stream = waiting_on(&mut self.recorder, "responder", waiting_after, responder.respond(request)) => stream,
+                    _ = self.media.hung_up() => {
+                        if rounds == 0 {
+                            return self.gone("caller hung up while the answer was prepared");
+                        }
+                        speech.hung_up = true;
+                        break (ToolDecision::None, None);
+                    }
+                };
+                let round = match stream {
+                    Ok(stream) => self.media.speak(stream).await,
+                    Err(error) => Speech { error: Some(error), ..Default::default() },
+                };
+                let heard = what_was_heard(&round, round.text.trim());
+                last_heard.clone_from(&heard);
+                let calls = round.tool_calls.clone();
+                let (decision, uses, runs) = ToolDecision::read(&self.call_id, &calls, &self.profile.settings);
+                let first_use = tool_uses.len();
+                tool_uses.extend(uses);
+                let stop = round.hung_up || round.interrupted || round.error.is_some();
+                speech.absorb(round);
+                // The tools called before a deciding one run (a callback booked, then the call
+                // ended); a hang-up cancels the one running and the ones after it.
+                for (index, run) in runs {
+                    let slot = first_use + index;
+                    if speech.hung_up {
+                        tool_uses[slot].result = cancelled();
+                        continue;
+                    }
+                    let (result, hung_up) = self.run_tool(run, &calls[index], &mut filler_said, &mut speech).await;
+                    tool_uses[slot].result = result;
+                    speech.hung_up |= hung_up;
+                    tool_hang_up |= hung_up;
+                }
+                let ran_only = decision == ToolDecision::None && !calls.is_empty();
+                if ran_only && !stop && !speech.hung_up && rounds < MAX_TOOL_ROUNDS {
+                    pending.push(Message::assistant_calls(heard, calls.clone()));
+                    for (call, used) in calls.iter().zip(&tool_uses[first_use..]) {
+                        pending.push(Message::tool_result(&call.id, &used.result));
+                    }
+                    rounds += 1;
+                    continue;
+                }
+                let last = (!calls.is_empty()).then_some((heard, calls, first_use));
+                break (decision, last);
             };
             // An answer the caller talked over was given, however little of it they heard; a
             // model may also act without a word (a call of end_call or transfer).
-            let (tools, mut tool_uses) =
-                ToolDecision::read(&self.call_id, &speech.tool_calls, &self.profile.settings.transfer_targets);
             let answered = (!speech.text.trim().is_empty() && (!speech.heard.is_empty() || speech.interrupted))
                 || (tools.action().is_some() && speech.error.is_none());
             let provider_error =
@@ -515,18 +590,26 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             let mut analysis = analysis::analyse(&self.profile.providers.rules, &transcript, speech.analysis.as_ref());
             if let Some(action) = tools.action() {
                 analysis.action = action;
+            } else if analysis.action == Action::Callback && self.callback_booked {
+                // The model booked the callback with its tool and told the caller when: the
+                // call goes on rather than ending on the stock confirmation.
+                analysis.action = Action::Continue;
             }
             let clock =
                 TurnClock { endpoint_ms, recorded_at: ended_at, last_voice_at, stt_started, stt_done, llm_started };
             let latency = clock.latency(&speech, answered);
-            self.history.push(Message { role: Role::User, content: transcript.clone() });
             // A transfer is tried before the turn is stored: the turn keeps what the caller
             // heard, the apology when nobody could take the call.
             let transfer = match analysis.action {
                 Action::Transfer if !speech.hung_up => Some(match &tools {
-                    ToolDecision::Transfer { destination } => self.transfer(destination.clone()).await,
+                    ToolDecision::Transfer { destination, .. } => self.transfer(destination.clone()).await,
                     _ => self.transfer(Ok(None)).await,
                 }),
+                _ => None,
+            };
+            // The number goes on the list before the caller hears it confirmed.
+            let dnc_added = match analysis.action {
+                Action::DoNotCall => Some(self.record_do_not_call().await),
                 _ => None,
             };
             // What the agent says next because of this turn belongs to its transcript too.
@@ -546,10 +629,9 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 Some(phrase) => format!("{agent_text} {phrase}").trim().to_owned(),
                 None => agent_text.clone(),
             };
-            self.history.push(Message { role: Role::Assistant, content: said.clone() });
             self.analyses.push(analysis.clone());
-            if let Some(decided) = tool_uses.iter_mut().find(|t| t.result.is_null()) {
-                decided.result = match (&tools, &transfer) {
+            if let Some(slot) = tools.slot(last_round.as_ref().map_or(0, |(_, _, first)| *first)) {
+                tool_uses[slot].result = match (&tools, &transfer) {
                     (ToolDecision::End { outcome, .. }, _) => serde_json::json!({ "ended": true, "outcome": outcome }),
                     (ToolDecision::Transfer { .. }, Some(Ok(()))) => serde_json::json!({ "transferred": true }),
                     (ToolDecision::Transfer { .. }, Some(Err(e))) => {
@@ -558,8 +640,40 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     (ToolDecision::Transfer { .. }, None) => {
                         serde_json::json!({ "transferred": false, "error": "the caller hung up" })
                     }
+                    (ToolDecision::DoNotCall { .. }, _) => match &dnc_added {
+                        Some(Ok(())) => serde_json::json!({ "added": true }),
+                        Some(Err(e)) => serde_json::json!({ "added": false, "error": e }),
+                        None => serde_json::Value::Null,
+                    },
                     (ToolDecision::None, _) => serde_json::Value::Null,
                 };
+            }
+            // The model's next request sees this turn as OpenAI's chat shape has it: what the
+            // caller said, each answer with the functions it called, their results, and what
+            // the agent said after them.
+            self.history.push(Message::new(Role::User, transcript.clone()));
+            self.history.append(&mut pending);
+            match last_round {
+                Some((heard, calls, first)) if answered => {
+                    let results: Vec<Message> = calls
+                        .iter()
+                        .zip(&tool_uses[first..])
+                        .map(|(call, used)| Message::tool_result(&call.id, &used.result))
+                        .collect();
+                    self.history.push(Message::assistant_calls(heard, calls));
+                    self.history.extend(results);
+                    if let Some(phrase) = &follow_up {
+                        self.history.push(Message::new(Role::Assistant, phrase.clone()));
+                    }
+                }
+                _ if rounds > 0 && answered => {
+                    let text = match &follow_up {
+                        Some(phrase) => format!("{last_heard} {phrase}").trim().to_owned(),
+                        None => last_heard,
+                    };
+                    self.history.push(Message::new(Role::Assistant, text));
+                }
+                _ => self.history.push(Message::new(Role::Assistant, said.clone())),
             }
             self.store_turn_with_tools(
                 self.turn,
@@ -572,7 +686,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             )
             .await;
             if speech.hung_up {
-                return self.gone("caller hung up while the agent spoke");
+                let during = if tool_hang_up { "during a tool call" } else { "while the agent spoke" };
+                return self.gone(&format!("caller hung up {during}"));
             }
             if !answered && failed_in_row >= self.config().max_failed_turns {
                 return self
@@ -584,7 +699,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             match analysis.action {
                 Action::Continue => {}
                 Action::End => {
-                    if let ToolDecision::End { outcome, reason } = tools {
+                    if let ToolDecision::End { outcome, reason, .. } = tools {
                         if let Some(goodbye) = &follow_up {
                             self.say(goodbye).await;
                         }
@@ -597,7 +712,6 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     return Ending::completed("the caller asked to be called back", Some(Outcome::CallbackRequested));
                 }
                 Action::DoNotCall => {
-                    self.record_do_not_call().await;
                     self.say(follow_up.as_deref().unwrap_or_default()).await;
                     return Ending::completed("the caller asked not to be called again", Some(Outcome::DoNotCall));
                 }
@@ -663,8 +777,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
     }
 
     /// Adds the caller's number to the organization's do-not-call list, before the caller hears
-    /// it confirmed.
-    async fn record_do_not_call(&mut self) {
+    /// it confirmed. The error says why it could not.
+    async fn record_do_not_call(&mut self) -> Result<(), String> {
         self.do_not_call = true;
         match crate::phone::normalize(&self.number).or_else(|| crate::phone::e164(&self.number).ok()) {
             Some(number) => {
@@ -676,10 +790,112 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     })
                     .await;
                 metrics::counter!("asterai_dnc_requests_total").increment(1);
+                Ok(())
             }
-            None => tracing::warn!(call_id = %self.call_id, number = %self.number,
-                "the caller asked not to be called again, but the number is not E.164 and cannot go on the do-not-call list"),
+            None => {
+                tracing::warn!(call_id = %self.call_id, number = %self.number,
+                    "the caller asked not to be called again, but the number is not E.164 and cannot go on the do-not-call list");
+                Err("the caller's number is not a phone number the list can hold".to_owned())
+            }
         }
+    }
+
+    /// Runs a tool call that reports back. A tool that has not answered after
+    /// [`TOOL_FILLER_AFTER`] gets the agent's `tool_filler` said (once a turn, added to what the
+    /// caller heard in `speech`) while it goes on; a hang-up cancels it (its request is dropped)
+    /// and it is recorded as cancelled. Returns the result and whether the caller hung up.
+    async fn run_tool(
+        &mut self,
+        run: ToolRun,
+        call: &crate::speech::llm::ToolCall,
+        filler_said: &mut bool,
+        speech: &mut Speech,
+    ) -> (serde_json::Value, bool) {
+        let started = Instant::now();
+        let (result, change) = {
+            let work = self.tool_work(run, &call.id);
+            let mut work = std::pin::pin!(work);
+            let early = tokio::select! {
+                done = &mut work => Some(Some(done)),
+                _ = self.media.hung_up() => Some(None),
+                _ = tokio::time::sleep(TOOL_FILLER_AFTER), if !*filler_said => None,
+            };
+            let done = match early {
+                Some(done) => done,
+                None => {
+                    *filler_said = true;
+                    let filler = self.phrase(&self.config().tool_filler);
+                    let waited = async {
+                        tokio::select! {
+                            done = &mut work => Some(done),
+                            _ = self.media.hung_up() => None,
+                        }
+                    };
+                    let (done, spoken) = tokio::join!(waited, self.media.say(&filler));
+                    let heard = what_was_heard(&spoken, &filler);
+                    if !heard.is_empty() {
+                        speech.text = format!("{} {filler}", speech.text).trim().to_owned();
+                        speech.heard.push(heard);
+                    }
+                    done
+                }
+            };
+            match done {
+                Some(done) => done,
+                None => {
+                    tracing::info!(call_id = %self.call_id, tool = %call.name, "the caller hung up during the tool call; cancelled");
+                    metrics::counter!("asterai_tool_calls_cancelled_total", "tool" => call.name.clone()).increment(1);
+                    return (cancelled(), true);
+                }
+            }
+        };
+        tracing::debug!(call_id = %self.call_id, tool = %call.name, ms = started.elapsed().as_millis() as u64, "tool call done");
+        if let Some(change) = change {
+            self.callback_booked |= matches!(change, Change::Callback { .. });
+            self.recorder.push(change).await;
+        }
+        (result, false)
+    }
+
+    /// The work of a tool call: its result, and the change to the record it makes.
+    async fn tool_work(&self, run: ToolRun, tool_call_id: &str) -> (serde_json::Value, Option<Change>) {
+        match run {
+            ToolRun::Http(tool, arguments) => (tool.call(&self.call_id, tool_call_id, &arguments).await, None),
+            ToolRun::Dtmf(digits) => match self.media.send_dtmf(&digits).await {
+                Ok(()) => (serde_json::json!({ "sent": digits }), None),
+                Err(e) => {
+                    tracing::warn!(call_id = %self.call_id, "DTMF could not be sent: {e}");
+                    (serde_json::json!({ "error": format!("the keys could not be sent: {e}") }), None)
+                }
+            },
+            ToolRun::Callback { when } => match self.book_callback(&when).await {
+                Ok((result, change)) => (result, Some(change)),
+                Err(e) => (serde_json::json!({ "scheduled": false, "error": e }), None),
+            },
+        }
+    }
+
+    /// The callback `schedule_callback` asked for: the contact's local time `when`, in their
+    /// timezone (else the campaign's), moved into the campaign's calling window.
+    async fn book_callback(&self, when: &str) -> Result<(serde_json::Value, Change), String> {
+        let Some(target) = &self.callback else {
+            return Err("this call has no contact of a campaign to call back".into());
+        };
+        let store = self.inner.publisher.store();
+        let campaign = match self.inner.lookup("the campaign", store.campaign(self.org.id, target.campaign_id)).await {
+            Ok(Some(campaign)) => campaign,
+            Ok(None) => return Err("the contact's campaign is gone".into()),
+            Err(e) => return Err(format!("the callback cannot be booked now ({e})")),
+        };
+        let settings = crate::dialer::campaign::CampaignSettings::from_json(&campaign.settings)?;
+        let window = settings.calling_window()?;
+        let zone = target.timezone.clone().unwrap_or_else(|| settings.timezone.clone());
+        let tz = crate::dialer::campaign::parse_tz(&zone)?;
+        let (at, moved) = callback_time(when, tz, &window, chrono::Utc::now())?;
+        let local = at.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
+        tracing::info!(call_id = %self.call_id, contact = target.contact_id, %at, moved, "callback booked");
+        let result = serde_json::json!({ "scheduled": true, "at": local, "timezone": tz.name(), "moved_into_calling_hours": moved });
+        Ok((result, Change::Callback { contact_id: target.contact_id, at }))
     }
 
     /// Hands the caller to a person, at the agent's target the model named (`Ok(None)`: the
@@ -785,12 +1001,21 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             caller_spoke,
             turn,
             transferred,
+            callback_booked,
+            profile,
+            history,
             ..
         } = self;
         if let Some(when) = ending.reason.strip_prefix(CALLER_HUNG_UP) {
             ending.reason = media.who_hung_up(when).await;
         }
-        let outcome = ending.outcome.unwrap_or_else(|| analysis::outcome(&analyses, do_not_call, caller_spoke));
+        let outcome = ending.outcome.unwrap_or_else(|| {
+            if callback_booked && !do_not_call {
+                Outcome::CallbackRequested
+            } else {
+                analysis::outcome(&analyses, do_not_call, caller_spoke)
+            }
+        });
         let finish = FinishCall {
             status: ending.status,
             reason: Some(ending.reason.clone()),
@@ -804,28 +1029,68 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         tracing::info!(call_id = %call_id, turns = turn, outcome = outcome.as_str(), reason = %ending.reason, "conversation ended");
         let hang_up = inner.settings.conversation.hangup_at_end && !transferred;
         media.finish(outcome, hang_up).await;
-        // The writer finishes the record on its own; the channel does not wait for it.
-        recorder.close();
+        // The writer finishes the record on its own; the channel does not wait for it. The
+        // after-call analysis (of a call where the caller spoke) runs after the channel is
+        // released, and its result goes through the same writer, after the call's end.
+        match profile.settings.analysis.clone().filter(|_| caller_spoke) {
+            Some(spec) => {
+                let responder = profile.providers.responder.clone();
+                let transcript = super::after_call::transcript(&history);
+                tokio::spawn(async move {
+                    let analysis = super::after_call::analyse(&*responder, &spec, &transcript).await;
+                    recorder.push(Change::Analysis(analysis)).await;
+                    recorder.close();
+                });
+            }
+            None => recorder.close(),
+        }
     }
 }
 
-/// What the model's tool calls ask for. The built-in tools end the turn, so the first one the
-/// model called decides; calls of tools the agent does not have, or with arguments that do not
-/// fit, are logged and ignored (the model's words still stand). Every call is also recorded for
-/// the turn: an ignored one with its error as result, the deciding one with a null result the
-/// turn fills in once it has acted, the ones after it as not run.
+/// How many times a turn may ask the model again with its tools' results before the turn ends
+/// with what was said (a model that keeps calling tools must not hold the caller forever).
+pub const MAX_TOOL_ROUNDS: u32 = 4;
+
+/// The result of a tool call a hang-up interrupted.
+fn cancelled() -> serde_json::Value {
+    serde_json::json!({ "cancelled": true, "error": "the caller hung up during the tool call" })
+}
+
+/// A tool call that runs and reports back to the model.
+#[derive(Debug, Clone)]
+enum ToolRun {
+    /// One of the agent's HTTP tools, with the model's arguments.
+    Http(Arc<HttpTool>, serde_json::Map<String, serde_json::Value>),
+    /// `schedule_callback` at the contact's local time `when`.
+    Callback { when: String },
+    /// `send_dtmf`, checked.
+    Dtmf(String),
+}
+
+/// What the model's tool calls ask for. `end_call`, `transfer` and `add_to_dnc` end the turn,
+/// so the first of them the model called decides (`index`: its place in the answer's calls);
+/// the tools called before it run, the ones after it do not. Calls of tools the agent does not
+/// have, or with arguments that do not fit, get their error as result (the model's words still
+/// stand). Every call is also recorded for the turn: the deciding one with a null result the
+/// turn fills in once it has acted.
 #[derive(Debug, Clone, PartialEq)]
 enum ToolDecision {
     None,
     /// `end_call`, with the outcome the model gave (when it is one of the allowed ones).
     End {
+        index: usize,
         outcome: Option<Outcome>,
         reason: String,
     },
     /// `transfer`: the destination of the agent's target the model named (`None`: the agent
     /// names none, the default target), or why the model's choice is refused.
     Transfer {
+        index: usize,
         destination: Result<Option<String>, String>,
+    },
+    /// `add_to_dnc`: the caller's number goes on the list, the call ends with the confirmation.
+    DoNotCall {
+        index: usize,
     },
 }
 
@@ -833,11 +1098,13 @@ impl ToolDecision {
     fn read(
         call_id: &str,
         calls: &[crate::speech::llm::ToolCall],
-        targets: &[(String, String)],
-    ) -> (ToolDecision, Vec<ToolUse>) {
+        settings: &super::Settings,
+    ) -> (ToolDecision, Vec<ToolUse>, Vec<(usize, ToolRun)>) {
+        let targets = &settings.transfer_targets;
         let mut decision = ToolDecision::None;
         let mut uses = Vec::with_capacity(calls.len());
-        for call in calls {
+        let mut runs = Vec::new();
+        for (index, call) in calls.iter().enumerate() {
             let mut used = ToolUse {
                 name: call.name.clone(),
                 arguments: serde_json::from_str(&call.arguments)
@@ -858,8 +1125,16 @@ impl ToolDecision {
                     continue;
                 }
             };
+            if !settings.tools.iter().any(|tool| tool.name == call.name) {
+                let name: String = call.name.chars().filter(|c| !c.is_control()).take(64).collect();
+                tracing::warn!(call_id, tool = %name, "the model called a tool the agent does not have; ignored");
+                used.result = serde_json::json!({ "error": format!("no tool named {name:?}") });
+                uses.push(used);
+                continue;
+            }
             tracing::info!(call_id, tool = %call.name, id = %call.id, "the model called a tool");
             metrics::counter!("asterai_tool_calls_total", "tool" => call.name.clone()).increment(1);
+            let text = |key: &str| arguments.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
             match call.name.as_str() {
                 "end_call" => {
                     let outcome = arguments.get("outcome").and_then(|o| o.as_str());
@@ -875,14 +1150,14 @@ impl ToolDecision {
                     });
                     let reason = arguments.get("reason").and_then(|r| r.as_str()).unwrap_or("no reason given");
                     let reason: String = reason.chars().filter(|c| !c.is_control()).take(200).collect();
-                    decision = ToolDecision::End { outcome, reason };
+                    decision = ToolDecision::End { index, outcome, reason };
                 }
                 "transfer" => {
                     let destination = if targets.is_empty() {
                         Ok(None)
                     } else {
-                        let named = arguments.get("target").and_then(|t| t.as_str()).unwrap_or_default();
-                        match targets.iter().find(|(name, _)| name == named) {
+                        let named = text("target");
+                        match targets.iter().find(|(name, _)| *name == named) {
                             Some((_, destination)) => Ok(Some(destination.clone())),
                             None => {
                                 let names: Vec<&str> = targets.iter().map(|(name, _)| name.as_str()).collect();
@@ -891,16 +1166,27 @@ impl ToolDecision {
                             }
                         }
                     };
-                    decision = ToolDecision::Transfer { destination };
+                    decision = ToolDecision::Transfer { index, destination };
                 }
-                other => {
-                    tracing::warn!(call_id, tool = %other, "the model called a tool the agent does not have; ignored");
-                    used.result = serde_json::json!({ "error": format!("no tool named {other:?}") });
+                "add_to_dnc" => decision = ToolDecision::DoNotCall { index },
+                "schedule_callback" => runs.push((index, ToolRun::Callback { when: text("when") })),
+                "send_dtmf" => {
+                    let digits = text("digits");
+                    if valid_dtmf(&digits) {
+                        runs.push((index, ToolRun::Dtmf(digits)));
+                    } else {
+                        used.result =
+                            serde_json::json!({ "error": "digits: expected 1 to 32 of 0-9, *, #, A-D and w" });
+                    }
                 }
+                name => match settings.http_tools.iter().find(|tool| tool.name == name) {
+                    Some(tool) => runs.push((index, ToolRun::Http(tool.clone(), arguments))),
+                    None => used.result = serde_json::json!({ "error": format!("no tool named {name:?}") }),
+                },
             }
             uses.push(used);
         }
-        (decision, uses)
+        (decision, uses, runs)
     }
 
     fn action(&self) -> Option<Action> {
@@ -908,6 +1194,18 @@ impl ToolDecision {
             ToolDecision::None => None,
             ToolDecision::End { .. } => Some(Action::End),
             ToolDecision::Transfer { .. } => Some(Action::Transfer),
+            ToolDecision::DoNotCall { .. } => Some(Action::DoNotCall),
+        }
+    }
+
+    /// Where the deciding call's result goes among the turn's tool uses, its answer's calls
+    /// starting at `first`.
+    fn slot(&self, first: usize) -> Option<usize> {
+        match self {
+            ToolDecision::None => None,
+            ToolDecision::End { index, .. }
+            | ToolDecision::Transfer { index, .. }
+            | ToolDecision::DoNotCall { index } => Some(first + index),
         }
     }
 }

@@ -54,6 +54,7 @@ use crate::speech::BoxFuture;
 use crate::speech::rules::render;
 use crate::store::Org;
 
+pub mod after_call;
 pub mod agi;
 pub mod analysis;
 pub mod core;
@@ -61,6 +62,7 @@ pub mod providers;
 pub mod record;
 pub mod speak;
 pub mod stream;
+pub mod tools;
 
 pub use self::core::{CallStart, Heard, MediaPath, RouteParams, Utterance};
 pub use providers::Providers;
@@ -111,6 +113,10 @@ pub struct Settings {
     pub tools: Vec<crate::speech::llm::ToolSpec>,
     /// The agent's named transfer targets: (name, destination).
     pub transfer_targets: Vec<(String, String)>,
+    /// The agent's HTTP tools (offered in `tools` too).
+    pub http_tools: Vec<Arc<tools::HttpTool>>,
+    /// The agent's after-call analysis, if it wants one.
+    pub analysis: Option<crate::agent::AnalysisSpec>,
 }
 
 impl Settings {
@@ -126,6 +132,8 @@ impl Settings {
             base: Arc::new(config.clone()),
             tools: Vec::new(),
             transfer_targets: Vec::new(),
+            http_tools: Vec::new(),
+            analysis: None,
         }
     }
 }
@@ -278,8 +286,18 @@ impl Inner {
         let mut base = (*self.settings.base).clone();
         base.conversation = self.settings.conversation.clone();
         base.responder.system_prompt = self.settings.system_prompt.clone();
-        let config = spec.apply(&base, |name| std::env::var(name).ok())?;
+        let env = |name: &str| std::env::var(name).ok();
+        let config = spec.apply(&base, env)?;
         let providers = Providers::from_config(&config)?;
+        let client = tools::tool_client();
+        let http_tools = spec
+            .http_tools
+            .iter()
+            .enumerate()
+            .map(|(i, tool)| {
+                tools::HttpTool::new(&format!("http_tools[{i}]"), tool, client.clone(), &env).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let settings = Settings {
             conversation: config.conversation.clone(),
             system_prompt: config.responder.system_prompt.clone(),
@@ -289,7 +307,10 @@ impl Inner {
                 .tools
                 .iter()
                 .filter_map(|name| crate::agent::builtin_tool(name, &spec.transfer_targets))
+                .chain(spec.http_tools.iter().map(crate::agent::HttpToolSpec::to_spec))
                 .collect(),
+            http_tools,
+            analysis: spec.analysis.wanted().then(|| spec.analysis.clone()),
             transfer_targets: spec
                 .transfer_targets
                 .iter()
@@ -365,6 +386,7 @@ impl Conversations {
             &c.failure_goodbye,
             &c.no_response_goodbye,
             &c.transfer_unavailable,
+            &c.tool_filler,
             &c.disclosure,
         ] {
             let text = render(phrase, &values);

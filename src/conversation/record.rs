@@ -52,7 +52,14 @@ pub enum Change {
         number: String,
         reason: String,
     },
+    /// The contact asked to be called back at `at` (`schedule_callback`).
+    Callback {
+        contact_id: i64,
+        at: chrono::DateTime<chrono::Utc>,
+    },
     Finish(FinishCall),
+    /// The after-call analysis, once the call ended (see [`super::after_call`]).
+    Analysis(serde_json::Value),
     /// The agent version the call runs (none of this change: the built-in agent).
     Agent {
         name: String,
@@ -338,7 +345,14 @@ impl Writer {
             Change::DoNotCall { number, reason, .. } => {
                 publisher.store().add_dnc(org, number, Some(reason), "caller").await.map(|_| ())
             }
+            Change::Callback { contact_id, at } => {
+                if !publisher.store().schedule_callback(org, *contact_id, *at).await? {
+                    tracing::warn!(call_id = %self.call_id, contact = contact_id, "the callback was not booked: the contact is gone or on the do-not-call list");
+                }
+                Ok(())
+            }
             Change::Finish(finish) => publisher.call_ended(org, &self.call_id, finish).await.map(|_| ()),
+            Change::Analysis(analysis) => publisher.call_analyzed(org, &self.call_id, analysis).await.map(|_| ()),
             Change::Agent { name, version } => {
                 publisher.store().set_call_agent(org, &self.call_id, name, *version).await
             }

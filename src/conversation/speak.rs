@@ -62,6 +62,30 @@ pub struct Speech {
     pub interrupted: bool,
 }
 
+impl Speech {
+    /// Adds what a later answer of the same turn did (after the model's tools reported back):
+    /// its words after these, its analysis and error in place of these, the first moments
+    /// kept from whichever answer had them first.
+    pub fn absorb(&mut self, later: Speech) {
+        if !later.text.trim().is_empty() {
+            self.text = format!("{} {}", self.text.trim(), later.text.trim()).trim().to_owned();
+        }
+        self.analysis = later.analysis.or(self.analysis.take());
+        self.error = later.error;
+        self.played += later.played;
+        self.heard.extend(later.heard);
+        self.tts_failures += later.tts_failures;
+        self.tts_error = self.tts_error.take().or(later.tts_error);
+        self.first_sentence_at = self.first_sentence_at.or(later.first_sentence_at);
+        self.first_audio_at = self.first_audio_at.or(later.first_audio_at);
+        self.first_play_at = self.first_play_at.or(later.first_play_at);
+        self.first_tts_provider = self.first_tts_provider.or(later.first_tts_provider);
+        self.hung_up |= later.hung_up;
+        self.tool_calls.extend(later.tool_calls);
+        self.interrupted |= later.interrupted;
+    }
+}
+
 /// A sentence being synthesized. Dropping it (a hang-up, or the player gone) cancels the work.
 struct Pending {
     sentence: String,

@@ -838,6 +838,10 @@ impl MediaPath for StreamPath<'_> {
         }
     }
 
+    async fn send_dtmf(&self, digits: &str) -> Result<(), String> {
+        self.stream.client.send_dtmf(&self.caller_channel, digits).await.map_err(|e| e.to_string())
+    }
+
     async fn finish(&mut self, outcome: Outcome, hang_up: bool) {
         let client = &self.stream.client;
         let channel = &self.caller_channel;

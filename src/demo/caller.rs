@@ -219,6 +219,8 @@ impl Caller {
                 Some("ANSWER") => "200 result=0".into(),
                 Some("CHANNEL") => "200 result=6".into(),
                 Some("VERBOSE") | Some("NOOP") => "200 result=1".into(),
+                // What the application returned: SendDTMF gives 0.
+                Some("EXEC") => "200 result=0".into(),
                 Some("SET") if words.get(1).map(String::as_str) == Some("VARIABLE") => {
                     if let (Some(name), Some(value)) = (args.get(2), args.get(3)) {
                         log.variables.push((name.clone(), value.clone()));

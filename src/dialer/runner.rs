@@ -14,7 +14,8 @@
 //! A claim is a lease (`dialer.claim_lease`) renewed while the daemon runs: a daemon that dies
 //! stops renewing, and its contacts are claimed again by the others once the lease expires.
 //!
-//! When a call ends, the attempt is settled: `done` after an answered call; after `busy`,
+//! When a call ends, the attempt is settled: `done` after an answered call (`pending` at the
+//! booked time when the contact asked for a callback during it, `schedule_callback`); after `busy`,
 //! `no_answer` or `failed`, `pending` again after the campaign's delay for that outcome while
 //! retries for it remain, else `failed`; `pending` at once after a `canceled` call.
 
@@ -346,7 +347,16 @@ impl Runner {
         let outcome = call.outcome.map(|o| o.as_str().to_owned()).unwrap_or_else(|| call.status.as_str().to_owned());
         let settle = match call.status {
             CallStatus::Completed | CallStatus::InProgress | CallStatus::Ringing | CallStatus::Initiated => {
-                Settle { status: "done", next_attempt_at: None, last_outcome: outcome, at }
+                // A callback the contact booked during the call (schedule_callback) is the
+                // next attempt: a dialling contact's next_attempt_at is in the future only then.
+                let callback = match self.store().contact(call.org_id, contact_id).await? {
+                    Some(contact) => contact.next_attempt_at.filter(|next| *next > at),
+                    None => None,
+                };
+                match callback {
+                    Some(next) => Settle { status: "pending", next_attempt_at: Some(next), last_outcome: outcome, at },
+                    None => Settle { status: "done", next_attempt_at: None, last_outcome: outcome, at },
+                }
             }
             CallStatus::Canceled => Settle { status: "pending", next_attempt_at: None, last_outcome: outcome, at },
             status => {

@@ -95,6 +95,13 @@ impl Publisher {
         Ok(events)
     }
 
+    /// Stores a call's after-call analysis and publishes `call_analyzed`.
+    pub async fn call_analyzed(&self, org_id: i64, call_id: &str, analysis: &serde_json::Value) -> Result<Event> {
+        let event = self.store.set_call_analysis(org_id, call_id, analysis).await?;
+        self.published(std::slice::from_ref(&event));
+        Ok(event)
+    }
+
     /// Finishes a call whose daemon stopped beating, unless it beat again meanwhile (see
     /// [`Store::finish_orphaned_call`]).
     pub async fn orphan_ended(

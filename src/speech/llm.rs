@@ -26,13 +26,61 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// The result of a function the model called.
+    Tool,
 }
 
-/// One message of the conversation so far.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One message of the conversation so far, in OpenAI's chat shape: an assistant message may
+/// carry the function calls the model made, and each call's result follows it as a `tool`
+/// message naming the call, so the model can speak about what its tools did.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// The functions the model called with this (assistant) message.
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    /// A message of `role` saying `content`.
+    pub fn new(role: Role, content: impl Into<String>) -> Message {
+        Message { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+    }
+
+    /// What the model said (perhaps nothing) with the functions it called.
+    pub fn assistant_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Message {
+        Message { tool_calls: calls, ..Message::new(Role::Assistant, content) }
+    }
+
+    /// The result of call `id`, as JSON text.
+    pub fn tool_result(id: &str, result: &serde_json::Value) -> Message {
+        Message { tool_call_id: Some(id.to_owned()), ..Message::new(Role::Tool, result.to_string()) }
+    }
+}
+
+impl Serialize for Message {
+    /// `{"role", "content"}`; an assistant message with calls has `tool_calls` (and a null
+    /// `content` when the model said nothing), a tool result `tool_call_id`.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("role", &self.role)?;
+        if self.tool_calls.is_empty() || !self.content.is_empty() {
+            map.serialize_entry("content", &self.content)?;
+        } else {
+            map.serialize_entry("content", &None::<String>)?;
+        }
+        if !self.tool_calls.is_empty() {
+            let calls: Vec<serde_json::Value> = self.tool_calls.iter().map(ToolCall::to_openai).collect();
+            map.serialize_entry("tool_calls", &calls)?;
+        }
+        if let Some(id) = &self.tool_call_id {
+            map.serialize_entry("tool_call_id", id)?;
+        }
+        map.end()
+    }
 }
 
 /// What the agent decided to do after speaking.
@@ -86,6 +134,9 @@ pub struct ResponseRequest<'a> {
     pub history: &'a [Message],
     /// What the caller just said.
     pub caller: &'a str,
+    /// What came after it in this turn: the model's function calls and their results, for the
+    /// model to answer with them (empty on a turn's first request).
+    pub pending: &'a [Message],
     /// The call's values (agent name, company, contact fields) for responders that template.
     pub values: &'a std::collections::BTreeMap<String, String>,
     /// Functions the model may call (none: the model only speaks).
@@ -119,9 +170,11 @@ impl Responder for OpenAiResponder {
 
     fn respond<'a>(&'a self, request: ResponseRequest<'a>) -> BoxFuture<'a, Result<ChunkStream, SpeechError>> {
         Box::pin(async move {
-            let mut messages = vec![Message { role: Role::System, content: request.system.to_owned() }];
+            let mut messages = Vec::with_capacity(request.history.len() + request.pending.len() + 2);
+            messages.push(Message::new(Role::System, request.system));
             messages.extend(request.history.iter().cloned());
-            messages.push(Message { role: Role::User, content: request.caller.to_owned() });
+            messages.push(Message::new(Role::User, request.caller));
+            messages.extend(request.pending.iter().cloned());
             let mut body = serde_json::json!({
                 "model": self.model,
                 "messages": messages,
@@ -287,6 +340,14 @@ pub struct ToolCall {
 }
 
 impl ToolCall {
+    /// `{"id", "type": "function", "function": {"name", "arguments"}}`, as the model sent it.
+    /// Arguments that are not a JSON object go back as `{}`: the result says what was wrong,
+    /// and a provider may refuse a conversation with broken JSON in it.
+    pub fn to_openai(&self) -> serde_json::Value {
+        let arguments = if self.arguments_json().is_ok() { self.arguments.as_str() } else { "{}" };
+        serde_json::json!({"id": self.id, "type": "function", "function": {"name": self.name, "arguments": arguments}})
+    }
+
     /// The arguments as a JSON object; the error says what is wrong, for the model to read.
     pub fn arguments_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, String> {
         let text = if self.arguments.trim().is_empty() { "{}" } else { self.arguments.as_str() };
@@ -349,7 +410,8 @@ impl ToolCallAssembler {
     }
 
     /// The calls, in index order. A call without a name is an error; one without an id gets
-    /// `call_<index>` (some local servers send none).
+    /// a fresh `call_<uuid>` (some local servers send none): the id names the call's result,
+    /// and the idempotency key of an HTTP tool, so it must not repeat within a call.
     pub fn finish(&mut self) -> Result<Vec<ToolCall>, String> {
         let calls = std::mem::take(&mut self.calls);
         calls
@@ -359,7 +421,7 @@ impl ToolCallAssembler {
                     return Err(format!("tool call {index} has no function name"));
                 }
                 if call.id.is_empty() {
-                    call.id = format!("call_{index}");
+                    call.id = format!("call_{}", uuid::Uuid::new_v4().simple());
                 }
                 Ok(call)
             })

@@ -388,10 +388,7 @@ mod tests {
         let r = responder();
         let (first, analysis) = r.answer(&[], "I'm not interested.", &BTreeMap::new());
         assert_eq!(analysis.action, Some(Action::Continue), "the first objection gets an answer: {first}");
-        let history = vec![
-            Message { role: Role::User, content: "I'm not interested.".into() },
-            Message { role: Role::Assistant, content: first },
-        ];
+        let history = vec![Message::new(Role::User, "I'm not interested."), Message::new(Role::Assistant, first)];
         let (second, analysis) = r.answer(&history, "No, really, not interested.", &BTreeMap::new());
         assert_eq!(analysis.action, Some(Action::End), "the second closes politely: {second}");
     }

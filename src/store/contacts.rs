@@ -362,6 +362,30 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// Books a callback the contact asked for during a call (the `schedule_callback` tool): its
+    /// next attempt is `at`. A contact being dialled keeps its status (the end of the attempt
+    /// settles it as `pending` at `at`, see [`crate::dialer::runner`]); a finished one is
+    /// `pending` again; one on the do-not-call list stays there. Returns whether the contact is
+    /// the organization's.
+    pub async fn schedule_callback(&self, org_id: i64, contact_id: i64, at: DateTime<Utc>) -> Result<bool> {
+        let updated = now();
+        let changed = write_tx!(self, tx => {
+            sqlx::query(
+                "UPDATE contacts SET next_attempt_at = $1, last_outcome = 'callback_requested', \
+                 status = CASE WHEN status IN ('done', 'failed') THEN 'pending' ELSE status END, updated_at = $2 \
+                 WHERE id = $3 AND org_id = $4 AND status <> 'dnc'",
+            )
+            .bind(at)
+            .bind(updated)
+            .bind(contact_id)
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+        });
+        Ok(changed > 0)
+    }
+
     /// Puts a claimed contact in `status` without a call (`dnc` when the number went on the
     /// list after the claim, `pending` to try again), releasing the claim.
     pub async fn release_contact(&self, contact_id: i64, status: &str, outcome: Option<&str>) -> Result<()> {

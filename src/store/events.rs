@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Result, RowExt, Store, with_pool};
 
-/// The event types of the live feed: four about calls, one about campaigns.
+/// The event types of the live feed: five about calls, one about campaigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -15,6 +15,8 @@ pub enum EventKind {
     CallEnded,
     /// A campaign changed state without anyone asking (paused after a failure); no `call_id`.
     CampaignStatusUpdate,
+    /// The after-call analysis of an ended call is stored; `data` is the analysis.
+    CallAnalyzed,
 }
 
 impl EventKind {
@@ -25,6 +27,7 @@ impl EventKind {
             EventKind::ConversationTurn => "conversation_turn",
             EventKind::CallEnded => "call_ended",
             EventKind::CampaignStatusUpdate => "campaign_status_update",
+            EventKind::CallAnalyzed => "call_analyzed",
         }
     }
 }

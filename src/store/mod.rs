@@ -273,6 +273,7 @@ impl Store {
                 (5, "agents", include_str!("../../migrations/sqlite/0005_agents.sql")),
                 (6, "tools", include_str!("../../migrations/sqlite/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/sqlite/0008_stream.sql")),
+                (9, "analysis", include_str!("../../migrations/sqlite/0009_analysis.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -282,6 +283,7 @@ impl Store {
                 (5, "agents", include_str!("../../migrations/postgres/0005_agents.sql")),
                 (6, "tools", include_str!("../../migrations/postgres/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/postgres/0008_stream.sql")),
+                (9, "analysis", include_str!("../../migrations/postgres/0009_analysis.sql")),
             ],
         };
         let migrations = files
@@ -348,6 +350,7 @@ pub(crate) trait RowExt {
     fn time(&self, col: &str) -> Result<DateTime<Utc>>;
     fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>>;
     fn json(&self, col: &str) -> Result<serde_json::Value>;
+    fn opt_json(&self, col: &str) -> Result<Option<serde_json::Value>>;
 }
 
 macro_rules! row_ext {
@@ -383,6 +386,10 @@ macro_rules! row_ext {
             fn json(&self, col: &str) -> Result<serde_json::Value> {
                 let value: sqlx::types::Json<serde_json::Value> = self.try_get(col)?;
                 Ok(value.0)
+            }
+            fn opt_json(&self, col: &str) -> Result<Option<serde_json::Value>> {
+                let value: Option<sqlx::types::Json<serde_json::Value>> = self.try_get(col)?;
+                Ok(value.map(|v| v.0))
             }
         }
     };

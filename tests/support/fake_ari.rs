@@ -694,12 +694,8 @@ fn generic(inner: &mut Inner, info: &Scenario, method: &Method, path: &str) -> R
                 not_found()
             }
         }
-        ("POST", ["channels", id, "continue" | "redirect" | "answer" | "ring"]) => {
-            if inner.channels.contains_key(*id) {
-                respond(204, None, String::new())
-            } else {
-                not_found()
-            }
+        ("POST", ["channels", id, "continue" | "redirect" | "answer" | "ring" | "dtmf"]) => {
+            if inner.channels.contains_key(*id) { respond(204, None, String::new()) } else { not_found() }
         }
         _ => canned(&Canned::from(info.exchange(11))),
     }

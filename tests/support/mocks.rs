@@ -77,6 +77,12 @@ pub fn sse_tool_call(text: &str, name: &str, arguments: &str) -> ResponseTemplat
     ResponseTemplate::new(200).set_body_raw(sse_tool_call_body(text, name, arguments, 7), "text/event-stream")
 }
 
+/// [`sse_tool_call`] with the model's id for the call.
+pub fn sse_tool_call_id(id: &str, text: &str, name: &str, arguments: &str) -> ResponseTemplate {
+    let body = sse_tool_call_body(text, name, arguments, 7).replace("\"call_Qx1\"", &format!("{id:?}"));
+    ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
+}
+
 pub fn sse(pieces: &[&str]) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(sse_body(pieces), "text/event-stream")
 }

@@ -241,6 +241,32 @@ impl Store {
         Ok(())
     }
 
+    /// Stores the after-call analysis of one organization's call and appends `call_analyzed`
+    /// (its data the analysis). Another organization's call is not found.
+    pub async fn set_call_analysis(&self, org_id: i64, call_id: &str, analysis: &serde_json::Value) -> Result<Event> {
+        let at = now();
+        let event_id = write_tx!(self, tx, pg => {
+            let call = call_in_tx!(tx, pg, org_id, call_id);
+            sqlx::query("UPDATE calls SET analysis = $1, updated_at = $2 WHERE id = $3 AND org_id = $4")
+                .bind(sqlx::types::Json(analysis))
+                .bind(at)
+                .bind(call_id)
+                .bind(org_id)
+                .execute(&mut *tx)
+                .await?;
+            let event = NewEvent {
+                org_id: call.org_id,
+                call_id: Some(call.id.clone()),
+                campaign_id: call.campaign_id,
+                kind: EventKind::CallAnalyzed,
+                data: analysis.clone(),
+                at,
+            };
+            append_event!(tx, pg, &event)
+        });
+        self.logged_event(event_id).await?.ok_or_else(|| StoreError::Database(format!("event {event_id} vanished")))
+    }
+
     /// Records a turn of one organization's call and appends `conversation_turn`.
     pub async fn add_turn(&self, org_id: i64, turn: &NewTurn) -> Result<Event> {
         let at = now();

@@ -100,6 +100,10 @@ pub struct Call {
     /// The agent the call ran and its version (none: the built-in agent of the config file).
     pub agent: Option<String>,
     pub agent_version: Option<i32>,
+    /// What the agent's after-call analysis made of the call (see
+    /// [`crate::conversation::after_call`]); absent until it ran, or without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<serde_json::Value>,
     /// The daemon that holds the call's live state (its conversation, or the dialer following
     /// it); see [`crate::fleet`].
     #[serde(skip)]
