@@ -87,6 +87,7 @@ async fn daemon(store: Store, claimer: &str, clock: &ManualClock) -> Daemon {
             claimer: claimer.into(),
             lease: Duration::from_secs(120),
             poll_interval: Duration::from_secs(1),
+            compliance: Default::default(),
         },
     );
     tokio::spawn(runner.clone().settle_as_calls_end(stop.child_token()));

@@ -282,6 +282,10 @@ pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor)
                 claimer: RunnerConfig::claimer_name(),
                 lease: config.dialer.claim_lease.0,
                 poll_interval: config.dialer.poll_interval.0,
+                compliance: Arc::new(
+                    crate::dialer::compliance::Compliance::load(&config.dialer.compliance)
+                        .map_err(anyhow::Error::msg)?,
+                ),
             },
         );
         tracing::info!(claimer = %runner.config().claimer, "campaign runner started");

@@ -78,6 +78,10 @@ pub struct DialerConfig {
     /// How long a claim on a contact holds without renewal: a daemon that dies leaves its
     /// contacts to the others after this.
     pub claim_lease: Dur,
+    /// A TOML file of each organization's calling rules, caps per number, holidays and
+    /// abandonment policy (see `asterai::dialer::compliance`); empty: the shipped rules and the
+    /// defaults.
+    pub compliance: String,
 }
 
 impl Default for DialerConfig {
@@ -92,6 +96,7 @@ impl Default for DialerConfig {
             campaigns: true,
             poll_interval: Dur::secs(1),
             claim_lease: Dur::secs(120),
+            compliance: String::new(),
         }
     }
 }

@@ -8,8 +8,12 @@
 //!    is locked, so `max_concurrent` and `pacing` hold across every daemon on the database;
 //!    contacts outside their calling window (in their own timezone, with the injected
 //!    [`Clock`]) wait for its next opening; numbers on the do-not-call list become `dnc`;
-//! 3. each claimed contact is checked against the do-not-call list once more (a number added
-//!    since the claim is never dialed), then originated with the campaign's ring timeout.
+//!    contacts refused by a compliance check (region rules, caps per number, holidays: see
+//!    [`super::compliance`]) wait until every check passes, and the refusal is recorded;
+//! 3. each claimed contact is checked against the do-not-call list and the compliance checks
+//!    once more (a number added since the claim, a cap reached by another campaign, the clock
+//!    past the hours: never dialed), then originated with the campaign's ring timeout; the
+//!    checks it passed are recorded with the call.
 //!
 //! A claim is a lease (`dialer.claim_lease`) renewed while the daemon runs: a daemon that dies
 //! stops renewing, and its contacts are claimed again by the others once the lease expires.
@@ -29,9 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::campaign::{CampaignSettings, parse_tz};
 use super::clock::Clock;
+use super::compliance::{CampaignRules, Compliance, Place, Verdict, parse_dates};
 use super::{CallMedia, DialError, Dialer, new_call_id};
 use crate::store::campaigns::Campaign;
-use crate::store::contacts::{Claim, Decision, Settle, later_by};
+use crate::store::compliance::NewCheck;
+use crate::store::contacts::{Claim, Decision, Refusal, Settle, later_by};
 use crate::store::{Call, CallStatus, Store, StoreError};
 
 /// How a runner claims.
@@ -43,6 +49,8 @@ pub struct RunnerConfig {
     pub lease: Duration,
     /// How often campaigns are looked at.
     pub poll_interval: Duration,
+    /// The calling rules, caps and holidays of every organization (`dialer.compliance`).
+    pub compliance: Arc<Compliance>,
 }
 
 impl RunnerConfig {
@@ -59,8 +67,12 @@ impl RunnerConfig {
 pub struct Tick {
     /// Calls placed (their ids).
     pub dialed: Vec<String>,
-    /// Contacts outside their calling window, moved to its next opening.
+    /// Contacts outside their calling window or refused by a compliance check, moved to the
+    /// first time every check passes.
     pub deferred: usize,
+    /// Compliance refusals (at claim or dial time) by reason: `window`, `region_rule`, `cap`,
+    /// `holiday`.
+    pub refused: std::collections::BTreeMap<&'static str, usize>,
     /// Contacts found on the do-not-call list (at claim or dial time).
     pub do_not_call: usize,
     /// Attempts settled because their call had ended.
@@ -246,10 +258,24 @@ impl Runner {
         let Some(org) = self.store().org_by_id(campaign.org_id).await? else { return Ok(()) };
         let window = settings.calling_window().map_err(CampaignFault::Unusable)?;
         let default_tz = parse_tz(&settings.timezone).map_err(CampaignFault::Unusable)?;
+        let holidays =
+            parse_dates("campaign settings: holidays", &settings.holidays).map_err(CampaignFault::Unusable)?;
+        let policy = self.config.compliance.for_org(&org.slug);
         let now = self.clock.now();
-        let decide = move |contact: &crate::store::contacts::Contact| {
-            let tz = contact.timezone.as_deref().and_then(|t| parse_tz(t).ok()).unwrap_or(default_tz);
-            if window.allows(now, tz) { Decision::Dial } else { Decision::Later(window.next_open(now, tz)) }
+        let campaign_id = campaign.id;
+        let decide = |contact: &crate::store::contacts::Contact, history: &super::compliance::History| {
+            let place = Place::of(&contact.phone, contact.state.as_deref(), contact.timezone.as_deref(), default_tz);
+            let rules = CampaignRules { campaign_id, window: &window, holidays: &holidays };
+            match policy.check(&rules, &place, history, now) {
+                Verdict::Pass { .. } => Decision::Dial,
+                Verdict::Refuse { reason, detail, not_before } => Decision::Refuse(Refusal {
+                    reason: reason.as_str(),
+                    detail,
+                    not_before,
+                    local_time: place.local_time(now),
+                    region: place.region,
+                }),
+            }
         };
         let claim_started = std::time::Instant::now();
         let claimed = self
@@ -273,15 +299,63 @@ impl Runner {
             (a, b) => a.or(b),
         };
         done.do_not_call += claimed.do_not_call;
+        for (reason, n) in &claimed.refused {
+            *done.refused.entry(reason).or_default() += n;
+            metrics::counter!("asterai_compliance_refusals_total", "reason" => *reason, "stage" => "claim")
+                .increment(*n as u64);
+        }
         for contact in &claimed.contacts {
+            let now = self.clock.now();
+            let place = Place::of(&contact.phone, contact.state.as_deref(), contact.timezone.as_deref(), default_tz);
+            let local_time = place.local_time(now);
+            let mut check = NewCheck {
+                org_id: org.id,
+                campaign_id: Some(campaign.id),
+                contact_id: Some(contact.id),
+                call_id: None,
+                number: &contact.phone,
+                stage: "dial",
+                passed: false,
+                reason: None,
+                detail: "",
+                region: place.region.as_deref(),
+                local_time: Some(&local_time),
+                not_before: None,
+                at: now,
+            };
             // At dial time: a number put on the list since the claim is never dialed.
             if self.store().is_dnc(org.id, &contact.phone).await? {
                 self.store().release_contact(contact.id, "dnc", Some("do_not_call")).await?;
+                let detail = "the number is on the organization's do-not-call list";
+                self.store().record_check(&NewCheck { reason: Some("do_not_call"), detail, ..check }).await?;
                 done.do_not_call += 1;
                 continue;
             }
+            // And the rules again: the clock moved, another campaign may have called the number.
+            let since = now.checked_sub_signed(chrono::Duration::days(30)).unwrap_or(now);
+            let history = self.store().number_history(org.id, &contact.phone, since).await?;
+            let rules = CampaignRules { campaign_id: campaign.id, window: &window, holidays: &holidays };
+            let passed = match policy.check(&rules, &place, &history, now) {
+                Verdict::Refuse { reason, detail, not_before } => {
+                    self.store().defer_contact(contact.id, not_before, now).await?;
+                    let refused = NewCheck {
+                        reason: Some(reason.as_str()),
+                        detail: &detail,
+                        not_before: Some(not_before),
+                        ..check
+                    };
+                    self.store().record_check(&refused).await?;
+                    metrics::counter!("asterai_compliance_refusals_total", "reason" => reason.as_str(), "stage" => "dial").increment(1);
+                    done.deferred += 1;
+                    *done.refused.entry(reason.as_str()).or_default() += 1;
+                    continue;
+                }
+                Verdict::Pass { detail } => detail,
+            };
             let call_id = new_call_id();
             self.store().contact_dialed(contact.id, &call_id).await?;
+            check.call_id = Some(&call_id);
+            self.store().record_check(&NewCheck { passed: true, detail: &passed, ..check }).await?;
             let placed = self
                 .dialer
                 .originate_call(

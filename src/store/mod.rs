@@ -36,6 +36,7 @@ use sqlx::{Row, SqlSafeStr};
 pub mod agents;
 pub mod calls;
 pub mod campaigns;
+pub mod compliance;
 pub mod contacts;
 pub mod daemons;
 pub mod dnc;
@@ -271,6 +272,7 @@ impl Store {
                 (5, "agents", include_str!("../../migrations/sqlite/0005_agents.sql")),
                 (6, "tools", include_str!("../../migrations/sqlite/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/sqlite/0008_stream.sql")),
+                (11, "compliance", include_str!("../../migrations/sqlite/0011_compliance.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -280,6 +282,7 @@ impl Store {
                 (5, "agents", include_str!("../../migrations/postgres/0005_agents.sql")),
                 (6, "tools", include_str!("../../migrations/postgres/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/postgres/0008_stream.sql")),
+                (11, "compliance", include_str!("../../migrations/postgres/0011_compliance.sql")),
             ],
         };
         let migrations = files

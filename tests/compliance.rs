@@ -1,0 +1,255 @@
+//! Compliance against the fake ARI with an injected clock: calling rules by region (a contact
+//! in Florida by its `state`, one in California, one known only by its area code), the cap per
+//! number, holidays, and every refusal recorded with its reason.
+//!
+//! Ticks are driven by the tests and the clock only moves when told to; deadlines exist only to
+//! fail.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use asterai::ari::AriClient;
+use asterai::ari::stream::{self, StreamConfig};
+use asterai::dialer::compliance::Compliance;
+use asterai::dialer::import;
+use asterai::dialer::{DialSettings, Dialer, ManualClock, Runner, RunnerConfig, Tracker, TrackerConfig};
+use asterai::feed::{Hub, Publisher};
+use asterai::store::campaigns::Campaign;
+use asterai::store::contacts::Contact;
+use asterai::store::{Org, Store};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use support::fake_ari::{FakeAri, PATIENCE, Plan, Scenario, derive, line_of};
+use tokio_util::sync::CancellationToken;
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+}
+
+struct Daemon {
+    store: Store,
+    fake: FakeAri,
+    org: Org,
+    runner: Arc<Runner>,
+    stop: CancellationToken,
+}
+
+async fn daemon(store: Store, clock: &ManualClock, compliance: Compliance) -> Daemon {
+    support::init();
+    let fake = FakeAri::start().await;
+    let org = store.create_org("acme", "Acme Inc.").await.unwrap();
+    let publisher = Publisher::new(store.clone(), Hub::new());
+    let client = AriClient::new(fake.settings()).unwrap();
+    let tracker = Tracker::new(
+        publisher.clone(),
+        client.clone(),
+        TrackerConfig {
+            context: "asterai-outbound".into(),
+            extension: "s".into(),
+            orphan_grace: Duration::from_secs(600),
+            reconcile_unassigned: false,
+            conversation_grace: Duration::from_millis(200),
+        },
+    );
+    let stop = CancellationToken::new();
+    let mut config = StreamConfig::new(fake.settings(), "asterai", Duration::from_millis(300));
+    config.reconnect_min = Duration::from_millis(20);
+    tokio::spawn(tracker.clone().run(stream::spawn(config, stop.child_token())));
+    wait_for("the tracker to connect", || {
+        let tracker = tracker.clone();
+        async move { tracker.connected() }
+    })
+    .await;
+    let settings = DialSettings {
+        endpoint: "PJSIP/{number}@trunk".into(),
+        app: "asterai".into(),
+        caller_id: "Acme <+15550000000>".into(),
+        ring_timeout: Duration::from_secs(30),
+        media: Default::default(),
+    };
+    let dialer = Arc::new(Dialer::new(publisher, client, settings, Some(tracker)));
+    let runner = Runner::new(
+        dialer,
+        Arc::new(clock.clone()),
+        RunnerConfig {
+            claimer: "d1".into(),
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_secs(1),
+            compliance: Arc::new(compliance),
+        },
+    );
+    tokio::spawn(runner.clone().settle_as_calls_end(stop.child_token()));
+    Daemon { store, fake, org, runner, stop }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE * 2;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A call that rings out unanswered.
+fn no_answer() -> Plan {
+    let s = Scenario::load("originate-stasis");
+    let id = "1795222386.55";
+    let ringing = derive(&line_of(&s, "ChannelStateChange", id), &[("/channel/state", json!("Ringing"))]);
+    let dial = derive(&line_of(&s, "Dial", id), &[("/dialstatus", json!("NOANSWER"))]);
+    let gone = derive(
+        &line_of(&s, "ChannelDestroyed", id),
+        &[
+            ("/cause", json!(19)),
+            ("/cause_txt", json!("User alerting, no answer")),
+            ("/channel/state", json!("Ringing")),
+        ],
+    );
+    Plan::replay("originate-stasis", 1).instead(vec![ringing, dial, gone])
+}
+
+impl Daemon {
+    async fn campaign(&self, name: &str, settings: Value, csv: &str) -> Campaign {
+        let campaign = self.store.create_campaign(self.org.id, name, &settings).await.unwrap();
+        let report =
+            import::import(&self.store, self.org.id, campaign.id, csv.as_bytes(), &mut |_, _| {}).await.unwrap();
+        assert!(report.rejected.is_empty(), "{report:?}");
+        self.store.set_campaign_status(self.org.id, campaign.id, "running").await.unwrap()
+    }
+
+    async fn contacts(&self, campaign: &Campaign) -> BTreeMap<String, Contact> {
+        self.store.list_contacts(campaign.id).await.unwrap().into_iter().map(|c| (c.phone.clone(), c)).collect()
+    }
+
+    async fn settled(&self, call_id: &str) {
+        let store = self.store.clone();
+        wait_for(&format!("the attempt of call {call_id} to be settled"), || {
+            let store = store.clone();
+            async move {
+                let call = store.call_any(call_id).await.unwrap().unwrap();
+                let contacts = store.list_contacts(call.campaign_id.unwrap()).await.unwrap();
+                let contact = contacts.iter().find(|c| Some(c.id) == call.contact_id).unwrap();
+                !(contact.status == "dialing" && contact.last_call_id.as_deref() == Some(call_id))
+            }
+        })
+        .await;
+    }
+
+    fn dialed_numbers(&self) -> Vec<String> {
+        self.fake
+            .originates()
+            .iter()
+            .map(|r| r.query["endpoint"].trim_start_matches("PJSIP/").trim_end_matches("@trunk").to_owned())
+            .collect()
+    }
+
+    /// The campaign's refusals: (number, stage, reason, region).
+    async fn refusals(&self, campaign: &Campaign) -> Vec<(String, String, String, Option<String>)> {
+        let checks = self.store.campaign_checks(self.org.id, campaign.id).await.unwrap();
+        checks
+            .into_iter()
+            .filter(|c| !c.passed)
+            .map(|c| (c.number, c.stage, c.reason.unwrap_or_default(), c.region))
+            .collect()
+    }
+}
+
+const FILE: &str = r#"
+[defaults]
+caps = { per_24h = 2, per_30d = 10 }
+[orgs.acme]
+holidays = ["2026-11-26"]
+"#;
+
+backend_tests! {
+    async fn regions_caps_and_holidays(db) {
+        // Monday 2026-11-23, 20:30 in New York, 19:30 in Oklahoma City, 17:30 in San Francisco.
+        let clock = ManualClock::new(at("2026-11-24T01:30:00Z"));
+        let d = daemon(db.store.clone(), &clock, Compliance::parse(FILE).unwrap()).await;
+        let csv = "phone,state,timezone\n\
+                   +12125550101,FL,America/New_York\n\
+                   +14155550102,California,\n\
+                   +14055550103,,\n";
+        let settings = json!({"max_concurrent": 5, "retries": {"no_answer": {"attempts": 5, "delay": "10m"}}});
+        let campaign = d.campaign("autumn", settings, csv).await;
+        d.fake.plan(no_answer());
+        d.fake.plan(no_answer());
+        let tick = d.runner.tick().await.unwrap();
+        // Florida (by its state, whatever its New York number says) closes at 20:00; California
+        // is open, and so is Oklahoma (by the 405 area code alone) until 20:00 Central.
+        assert_eq!(tick.dialed.len(), 2, "{tick:?}");
+        assert_eq!(tick.refused.get("region_rule"), Some(&1), "{tick:?}");
+        let mut dialed = d.dialed_numbers();
+        dialed.sort();
+        assert_eq!(dialed, ["+14055550103", "+14155550102"]);
+        let c = d.contacts(&campaign).await;
+        assert_eq!(c["+12125550101"].next_attempt_at, Some(at("2026-11-24T13:00:00Z")), "08:00 in Florida");
+        assert_eq!(c["+12125550101"].state.as_deref(), Some("US-FL"));
+        assert_eq!(
+            d.refusals(&campaign).await,
+            [("+12125550101".to_owned(), "claim".to_owned(), "region_rule".to_owned(), Some("US-FL".to_owned()))]
+        );
+        let checks = d.store.campaign_checks(d.org.id, campaign.id).await.unwrap();
+        let oklahoma = checks.iter().find(|c| c.number == "+14055550103" && c.passed).unwrap();
+        assert_eq!(oklahoma.region.as_deref(), Some("US-OK"), "the region of the 405 area code");
+        assert_eq!(oklahoma.local_time.as_deref(), Some("2026-11-23 19:30 America/Chicago"));
+        assert!(oklahoma.detail.contains("US-OK 08:00–20:00"), "{}", oklahoma.detail);
+        assert!(oklahoma.call_id.is_some());
+        for id in &tick.dialed {
+            d.settled(id).await;
+        }
+
+        // 20:30 Central: Oklahoma's hours are over, California's are not. California rings out
+        // a second time; a third call in 24 hours is over the organization's cap of 2.
+        clock.set(at("2026-11-24T02:30:00Z"));
+        d.fake.plan(no_answer());
+        let tick = d.runner.tick().await.unwrap();
+        assert_eq!(d.dialed_numbers().last().unwrap(), "+14155550102");
+        assert_eq!((tick.dialed.len(), tick.refused.get("region_rule")), (1, Some(&1)), "{tick:?}");
+        d.settled(&tick.dialed[0]).await;
+        clock.set(at("2026-11-24T03:00:00Z"));
+        let tick = d.runner.tick().await.unwrap();
+        assert!(tick.dialed.is_empty(), "{tick:?}");
+        assert_eq!(tick.refused.get("cap"), Some(&1), "{tick:?}");
+        let c = d.contacts(&campaign).await;
+        assert_eq!(
+            c["+14155550102"].next_attempt_at,
+            Some(at("2026-11-25T01:30:00Z")),
+            "24 hours after the first of the two calls"
+        );
+        assert_eq!(d.dialed_numbers().iter().filter(|n| *n == "+14155550102").count(), 2);
+
+        // The cap holds across campaigns: another campaign of the organization is refused too.
+        let other = d.campaign("winter", json!({}), "phone\n+14155550102\n").await;
+        let tick = d.runner.tick().await.unwrap();
+        assert!(tick.dialed.is_empty(), "{tick:?}");
+        assert_eq!(d.refusals(&other).await[0].2, "cap");
+
+        // Thanksgiving is the organization's holiday; the campaign adds the day after.
+        clock.set(at("2026-11-26T18:00:00Z"));
+        let festive = d
+            .campaign("festive", json!({"holidays": ["2026-11-27"]}), "phone,state\n+13105550105,CA\n")
+            .await;
+        let tick = d.runner.tick().await.unwrap();
+        assert!(!d.dialed_numbers().contains(&"+13105550105".to_owned()), "{tick:?}");
+        assert!(tick.refused.get("holiday").copied().unwrap_or(0) >= 1, "{tick:?}");
+        let c = d.contacts(&festive).await;
+        assert_eq!(c["+13105550105"].next_attempt_at, Some(at("2026-11-28T16:00:00Z")), "Saturday 08:00 in Los Angeles");
+        let reasons: Vec<String> = d.refusals(&festive).await.into_iter().map(|r| r.2).collect();
+        assert_eq!(reasons, ["holiday"]);
+        d.stop.cancel();
+    }
+}
+
+#[test]
+fn a_ring_shorter_than_15_seconds_is_refused() {
+    let err = asterai::dialer::CampaignSettings::from_json(&json!({"ring_timeout": "10s"})).unwrap_err();
+    assert!(err.contains("ring_timeout") && err.contains("15s"), "{err}");
+    assert!(asterai::dialer::CampaignSettings::from_json(&json!({"ring_timeout": "15s"})).is_ok());
+}
