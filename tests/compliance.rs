@@ -15,7 +15,7 @@ use asterai::ari::AriClient;
 use asterai::ari::stream::{self, StreamConfig};
 use asterai::dialer::compliance::Compliance;
 use asterai::dialer::import;
-use asterai::dialer::{DialSettings, Dialer, ManualClock, Runner, RunnerConfig, Tracker, TrackerConfig};
+use asterai::dialer::{Clock, DialSettings, Dialer, ManualClock, Runner, RunnerConfig, Tracker, TrackerConfig};
 use asterai::feed::{Hub, Publisher};
 use asterai::store::campaigns::Campaign;
 use asterai::store::contacts::Contact;
@@ -245,6 +245,54 @@ backend_tests! {
         assert_eq!(reasons, ["holiday"]);
         d.stop.cancel();
     }
+
+    async fn abandonment_slows_then_pauses_the_campaign(db) {
+        let clock = ManualClock::new(at("2026-11-23T15:00:00Z"));
+        let file = "[defaults]\nabandon = { threshold = 3.0, min_answered = 5, pause_after = 2 }\n";
+        let d = daemon(db.store.clone(), &clock, Compliance::parse(file).unwrap()).await;
+        // A contact that waits for Sunday, so the campaign stays running without calls.
+        let campaign = d.campaign("spring", json!({"window": {"days": ["sun"]}}), "phone\n+33155550009\n").await;
+        for waited in [Some(400), Some(1999), Some(2000)] {
+            answered_call(&d, &campaign, waited, false).await;
+        }
+        answered_call(&d, &campaign, None, false).await; // hung up before the agent spoke
+        answered_call(&d, &campaign, None, true).await; // an answering machine: not a person
+        let tick = d.runner.tick().await.unwrap();
+        assert!(tick.paused.is_empty());
+        let current = d.store.campaign(d.org.id, campaign.id).await.unwrap().unwrap();
+        assert_eq!(current.slowed_at, None, "4 answered live calls: fewer than min_answered");
+
+        answered_call(&d, &campaign, Some(2500), false).await; // waited too long
+        d.runner.tick().await.unwrap();
+        let current = d.store.campaign(d.org.id, campaign.id).await.unwrap().unwrap();
+        assert_eq!(current.status, "running");
+        let reason = current.slowed_reason.clone().unwrap();
+        assert!(reason.contains("abandon rate 40.0 %") && reason.contains("2 of 5"), "{reason}");
+        let policy = asterai::dialer::compliance::AbandonPolicy { threshold: 3.0, ..Default::default() };
+        let stats = d.store.abandon_stats(&current, &policy, clock.now()).await.unwrap();
+        assert_eq!((stats.answered, stats.abandoned, stats.rate), (5, 2, 40.0));
+        let page = d.store.events_after(d.org.id, 0, 1000).await.unwrap();
+        let slowed = page.events.iter().find(|e| e.data["slowed"] == json!(true)).expect("the slowdown on the feed");
+        assert_eq!(slowed.data["reason"], json!(reason));
+
+        // Still slowed, not paused, until pause_after more answered calls.
+        answered_call(&d, &campaign, Some(300), false).await;
+        assert!(d.runner.tick().await.unwrap().paused.is_empty());
+        answered_call(&d, &campaign, Some(300), false).await;
+        let tick = d.runner.tick().await.unwrap();
+        assert_eq!(tick.paused, vec![campaign.id]);
+        let current = d.store.campaign(d.org.id, campaign.id).await.unwrap().unwrap();
+        assert_eq!(current.status, "paused");
+        let why = current.status_reason.unwrap();
+        assert!(why.starts_with("paused: abandon rate 28.6 %"), "{why}");
+        let paused = page_after(&d).await;
+        assert!(paused.iter().any(|e| e.data["status"] == json!("paused") && e.data["reason"] == json!(why)));
+
+        // Starting it again (someone fixed the voice) clears the slowdown.
+        let restarted = d.store.set_campaign_status(d.org.id, campaign.id, "running").await.unwrap();
+        assert_eq!((restarted.slowed_at, restarted.slowed_reason), (None, None));
+        d.stop.cancel();
+    }
 }
 
 #[test]
@@ -252,4 +300,41 @@ fn a_ring_shorter_than_15_seconds_is_refused() {
     let err = asterai::dialer::CampaignSettings::from_json(&json!({"ring_timeout": "10s"})).unwrap_err();
     assert!(err.contains("ring_timeout") && err.contains("15s"), "{err}");
     assert!(asterai::dialer::CampaignSettings::from_json(&json!({"ring_timeout": "15s"})).is_ok());
+}
+
+/// An answered call of the campaign: the agent's first audio `waited` ms after the answer (none:
+/// the person hung up before any), or an answering machine.
+async fn answered_call(d: &Daemon, campaign: &Campaign, waited: Option<i64>, machine: bool) {
+    use asterai::store::{CallStatus, Direction, FinishCall, NewCall, Outcome};
+    let new = NewCall {
+        id: None,
+        org_id: d.org.id,
+        direction: Direction::Outbound,
+        from: "+15550000000".into(),
+        to: "+33155550001".into(),
+        channel: None,
+        campaign_id: Some(campaign.id),
+        contact_id: None,
+    };
+    let (call, _) = d.store.create_call(&new).await.unwrap();
+    d.store.set_call_status(d.org.id, &call.id, CallStatus::InProgress, Some("answered")).await.unwrap();
+    let answered = d.store.call(d.org.id, &call.id).await.unwrap().unwrap().answered_at.unwrap();
+    if let Some(ms) = waited {
+        let at = answered + chrono::Duration::milliseconds(ms);
+        assert!(d.store.record_first_audio(d.org.id, &call.id, at).await.unwrap());
+        assert!(!d.store.record_first_audio(d.org.id, &call.id, at).await.unwrap(), "only the first counts");
+    }
+    let finish = FinishCall {
+        status: CallStatus::Completed,
+        reason: None,
+        outcome: Some(if machine { Outcome::Voicemail } else { Outcome::Completed }),
+        outcome_reason: None,
+        emotion: None,
+        intent_score: None,
+    };
+    d.store.finish_call(d.org.id, &call.id, &finish).await.unwrap();
+}
+
+async fn page_after(d: &Daemon) -> Vec<asterai::store::Event> {
+    d.store.events_after(d.org.id, 0, 1000).await.unwrap().events
 }

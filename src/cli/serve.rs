@@ -116,6 +116,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         supervisor: Some(supervisor.clone()),
         dialer: ari.as_ref().map(|ari| ari.dialer.clone()),
     });
+    state.set_compliance(Arc::new(
+        crate::dialer::compliance::Compliance::load(&config.dialer.compliance).map_err(anyhow::Error::msg)?,
+    ));
     let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
 
     let transferer = ari.as_ref().and_then(|ari| ari.transferer.clone());

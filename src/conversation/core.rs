@@ -176,6 +176,8 @@ pub(super) struct Conversation<'a, M: MediaPath> {
     transferred: bool,
     /// Asterisk's `AMD()` said an answering machine took the call (`amd=MACHINE`).
     machine: bool,
+    /// The agent's first audio was recorded (answer → first audio, for abandonment).
+    heard_agent: bool,
 }
 
 impl<'a, M: MediaPath> Conversation<'a, M> {
@@ -325,6 +327,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             do_not_call: false,
             transferred: false,
             machine,
+            heard_agent: false,
         }
     }
 
@@ -334,6 +337,18 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
 
     fn phrase(&self, template: &str) -> String {
         render(template, &self.values)
+    }
+
+    /// Records when the agent's first audio started (the first STREAM FILE on the AGI path,
+    /// the first frame sent on the streaming path), once per call: a live person who waits more
+    /// than 2 s for it, or hangs up before it, is an abandoned call (see `dialer::compliance`).
+    async fn first_audio(&mut self, speech: &Speech) {
+        let Some(played) = speech.first_play_at.filter(|_| !self.heard_agent) else { return };
+        self.heard_agent = true;
+        let ago = chrono::Duration::from_std(played.elapsed()).unwrap_or_default();
+        let at = chrono::Utc::now() - ago;
+        let at = chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
+        self.recorder.push(Change::FirstAudio(at)).await;
     }
 
     /// Speaks a fixed phrase; returns false when the caller is gone.
@@ -368,6 +383,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             greeting = format!("{greeting} {}", self.phrase(&self.config().disclosure));
         }
         let spoken = self.media.say(&greeting).await;
+        self.first_audio(&spoken).await;
         self.history.push(Message { role: Role::Assistant, content: greeting.clone() });
         self.store_turn(0, "", &what_was_heard(&spoken, &greeting), None, Latency::default(), false).await;
         if spoken.hung_up {
@@ -487,6 +503,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 Ok(stream) => self.media.speak(stream).await,
                 Err(error) => Speech { error: Some(error), ..Default::default() },
             };
+            self.first_audio(&speech).await;
             // An answer the caller talked over was given, however little of it they heard; a
             // model may also act without a word (a call of end_call or transfer).
             let (tools, mut tool_uses) =

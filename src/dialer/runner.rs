@@ -262,6 +262,13 @@ impl Runner {
             parse_dates("campaign settings: holidays", &settings.holidays).map_err(CampaignFault::Unusable)?;
         let policy = self.config.compliance.for_org(&org.slug);
         let now = self.clock.now();
+        let slowed = self.watch_abandonment(campaign, policy, now).await?;
+        // Slowed for its abandon rate: one call at a time, twice the pacing (10 s at least).
+        let (max_concurrent, pacing) = if slowed {
+            (1, (settings.pacing.0 * 2).max(Duration::from_secs(10)))
+        } else {
+            (settings.max_concurrent as i64, settings.pacing.0)
+        };
         let campaign_id = campaign.id;
         let decide = |contact: &crate::store::contacts::Contact, history: &super::compliance::History| {
             let place = Place::of(&contact.phone, contact.state.as_deref(), contact.timezone.as_deref(), default_tz);
@@ -285,8 +292,8 @@ impl Runner {
                 claimer: &self.config.claimer,
                 now,
                 lease: self.config.lease,
-                max_concurrent: settings.max_concurrent as i64,
-                pacing: settings.pacing.0,
+                max_concurrent,
+                pacing,
                 decide: &decide,
             })
             .await?;
@@ -403,6 +410,42 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// The campaign's abandon rate over the last 30 days against its organization's threshold:
+    /// past it (with `min_answered` answered live calls) the campaign is slowed, and once
+    /// `pause_after` more live calls were answered since, with the rate still past it, paused.
+    /// Each with the reason on the feed (`campaign_status_update`). Returns whether the campaign
+    /// is slowed; the error that pauses it.
+    async fn watch_abandonment(
+        &self,
+        campaign: &Campaign,
+        policy: &super::compliance::Policy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, CampaignFault> {
+        let abandon = policy.abandon;
+        let stats = self.store().abandon_stats(campaign, &abandon, now).await?;
+        let (answered, abandoned, rate) = (stats.answered, stats.abandoned, stats.rate);
+        metrics::gauge!("asterai_campaign_abandon_rate", "campaign" => campaign.id.to_string()).set(rate);
+        if answered < i64::from(abandon.min_answered) || rate <= abandon.threshold {
+            return Ok(campaign.slowed_at.is_some());
+        }
+        let reason = format!(
+            "abandon rate {rate:.1} % over 30 days ({abandoned} of {answered} answered calls waited more than {} ms for the agent or hung up before it spoke), above the {} % threshold",
+            abandon.max_wait_ms, abandon.threshold
+        );
+        let Some(slowed_at) = campaign.slowed_at else {
+            if self.store().slow_campaign(campaign.id, &format!("slowed: {reason}")).await? {
+                tracing::warn!(campaign = campaign.id, "campaign slowed: {reason}");
+                self.dialer.publisher().hub().wake();
+            }
+            return Ok(true);
+        };
+        if self.store().answered_since(campaign.id, slowed_at).await? >= i64::from(abandon.pause_after) {
+            // Paused by the tick, with the reason, like any campaign that cannot be dialed.
+            return Err(CampaignFault::Unusable(format!("paused: {reason}, still after slowing down")));
+        }
+        Ok(true)
     }
 
     /// Settles the attempt of an ended campaign call. Returns whether an attempt was settled

@@ -43,6 +43,7 @@ use crate::supervise::Supervisor;
 
 mod agents;
 mod api;
+mod compliance;
 mod dialer;
 pub mod error;
 pub mod extract;
@@ -69,6 +70,8 @@ struct AppInner {
     supervisor: Option<Supervisor>,
     /// Present when ARI is configured: outbound calls and campaigns.
     dialer: Option<Arc<Dialer>>,
+    /// The organizations' compliance policies (`dialer.compliance`); unset: the shipped rules.
+    compliance: std::sync::OnceLock<Arc<crate::dialer::compliance::Compliance>>,
 }
 
 /// Everything the HTTP side needs.
@@ -132,8 +135,19 @@ impl AppState {
                 limits: parts.limits,
                 supervisor: parts.supervisor,
                 dialer: parts.dialer,
+                compliance: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Sets the organizations' compliance policies (once; later calls change nothing).
+    pub fn set_compliance(&self, compliance: Arc<crate::dialer::compliance::Compliance>) {
+        let _ = self.inner.compliance.set(compliance);
+    }
+
+    /// The organizations' compliance policies.
+    pub fn compliance(&self) -> Arc<crate::dialer::compliance::Compliance> {
+        self.inner.compliance.get_or_init(Default::default).clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -162,6 +176,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/campaigns", get(dialer::list_campaigns).post(dialer::create_campaign))
         .route("/v1/campaigns/{id}", get(dialer::get_campaign))
         .route("/v1/campaigns/{id}/{action}", axum::routing::post(dialer::campaign_action))
+        .route("/v1/campaigns/{id}/stats", get(compliance::campaign_stats))
         .route("/v1/agents", get(agents::list).post(agents::create))
         .route("/v1/agents/{name}", get(agents::get).put(agents::update))
         .route("/v1/agents/{name}/versions", get(agents::versions))
