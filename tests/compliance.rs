@@ -15,6 +15,7 @@ use asterai::ari::AriClient;
 use asterai::ari::stream::{self, StreamConfig};
 use asterai::dialer::compliance::Compliance;
 use asterai::dialer::import;
+use asterai::dialer::report::Report;
 use asterai::dialer::{Clock, DialSettings, Dialer, ManualClock, Runner, RunnerConfig, Tracker, TrackerConfig};
 use asterai::feed::{Hub, Publisher};
 use asterai::store::campaigns::Campaign;
@@ -243,6 +244,28 @@ backend_tests! {
         assert_eq!(c["+13105550105"].next_attempt_at, Some(at("2026-11-28T16:00:00Z")), "Saturday 08:00 in Los Angeles");
         let reasons: Vec<String> = d.refusals(&festive).await.into_iter().map(|r| r.2).collect();
         assert_eq!(reasons, ["holiday"]);
+
+        // The report's figures are the store's.
+        let policy = asterai::dialer::compliance::AbandonPolicy::default();
+        let current = d.store.campaign(d.org.id, campaign.id).await.unwrap().unwrap();
+        let stats = d.store.abandon_stats(&current, &policy, clock.now()).await.unwrap();
+        let report = Report::build(&d.store, &current, stats, clock.now()).await.unwrap();
+        let checks = d.store.campaign_checks(d.org.id, campaign.id).await.unwrap();
+        let placed = d.dialed_numbers().iter().filter(|n| *n != "+13105550105").count();
+        assert_eq!(report.attempts, placed, "every call the campaign placed");
+        assert_eq!(report.attempts, checks.iter().filter(|c| c.passed).count());
+        let refusals = checks.iter().filter(|c| !c.passed).count();
+        assert_eq!(report.refused.values().sum::<usize>(), refusals);
+        assert!(report.refused["region_rule"] >= 2 && report.refused["cap"] == 1, "{:?}", report.refused);
+        let california = report.contacts.iter().find(|c| c.number == "+14155550102").unwrap();
+        assert_eq!(california.attempts.len(), 2);
+        assert_eq!(california.attempts[0].local_time.as_deref(), Some("2026-11-23 17:30 America/Los_Angeles"));
+        assert_eq!(california.attempts[0].status.as_deref(), Some("no_answer"));
+        assert_eq!(california.refused[0].reason, "cap");
+        let csv = report.to_csv().unwrap();
+        let rows = csv::Reader::from_reader(csv.as_bytes()).records().count();
+        assert_eq!(rows, 1 + report.attempts + refusals, "a summary row, then each attempt and refusal");
+        assert!(csv.lines().nth(1).unwrap().contains("abandon rate 0.0 %"), "{csv}");
         d.stop.cancel();
     }
 
@@ -293,6 +316,131 @@ backend_tests! {
         assert_eq!((restarted.slowed_at, restarted.slowed_reason), (None, None));
         d.stop.cancel();
     }
+
+    async fn audit_log_and_report_routes(db) {
+        let daemon = support::http::TestDaemon::start(db.store.clone()).await;
+        let admin = daemon.token("acme").await;
+        let monitor = daemon.token_with("acme", asterai::auth::Scopes::parse("monitor").unwrap()).await;
+        let globex = daemon.token("globex").await;
+        let http = reqwest::Client::new();
+        let created: Value = http
+            .post(daemon.url("/v1/campaigns"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "spring"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_i64().unwrap();
+        let short = http
+            .post(daemon.url("/v1/campaigns"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "short", "settings": {"ring_timeout": "10s"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(short.status(), 400);
+        assert!(short.text().await.unwrap().contains("ring_timeout"));
+        let start = http.post(daemon.url(&format!("/v1/campaigns/{id}/start"))).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(start.status(), 200);
+        let added = http
+            .post(daemon.url("/v1/dnc"))
+            .bearer_auth(&admin)
+            .json(&json!({"number": "+15551230000"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), 201);
+        let removed = http.delete(daemon.url("/v1/dnc/+15551230000")).bearer_auth(&admin).send().await.unwrap();
+        assert_eq!(removed.status(), 204);
+        // Refused before it acted (scope): nobody acted, nothing is logged.
+        let denied = http.delete(daemon.url("/v1/dnc/+15551230000")).bearer_auth(&monitor).send().await.unwrap();
+        assert_eq!(denied.status(), 403);
+        // Reads are not actions.
+        http.get(daemon.url("/v1/campaigns")).bearer_auth(&admin).send().await.unwrap();
+
+        let forbidden = http.get(daemon.url("/v1/audit")).bearer_auth(&monitor).send().await.unwrap();
+        assert_eq!(forbidden.status(), 403);
+        let log: Value = http.get(daemon.url("/v1/audit")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        let entries = log["entries"].as_array().unwrap();
+        let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+        assert_eq!(actions, ["campaign.created", "campaign.created", "campaign.started", "dnc.added", "dnc.removed"]);
+        assert_eq!(entries[0]["detail"]["id"], json!(id));
+        assert_eq!(entries[1]["detail"]["status"], json!(400));
+        assert_eq!(entries[4]["target"], json!("/v1/dnc/+15551230000"));
+        for e in entries {
+            assert!(e["actor"].as_str().unwrap().starts_with("token:test ("), "{e}");
+            assert!(e["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{e}");
+            assert_eq!(e["via"], json!("api"));
+        }
+        let other: Value = http.get(daemon.url("/v1/audit")).bearer_auth(&globex).send().await.unwrap().json().await.unwrap();
+        assert_eq!(other["entries"], json!([]), "another organization's log is its own");
+        let page: Value = http
+            .get(daemon.url(&format!("/v1/audit?after={}&limit=1", entries[3]["id"])))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["entries"][0]["action"], json!("dnc.removed"));
+
+        // Append-only: the database refuses to change or remove an entry.
+        let change = "UPDATE audit_log SET actor = 'someone else'";
+        let remove = "DELETE FROM audit_log";
+        match db.backend {
+            support::db::Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+                for sql in [change, remove] {
+                    let err = sqlx::query(sql).execute(&pool).await.unwrap_err().to_string();
+                    assert!(err.contains("append-only"), "{err}");
+                }
+            }
+            support::db::Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+                for sql in [change, remove] {
+                    let err = sqlx::query(sql).execute(&pool).await.unwrap_err().to_string();
+                    assert!(err.contains("append-only"), "{err}");
+                }
+            }
+        }
+        assert_eq!(db.store.audit_log(None, 0, 100).await.unwrap().len(), 5);
+
+        // The stats and the report, JSON and CSV, scoped to the organization.
+        let stats: Value =
+            http.get(daemon.url(&format!("/v1/campaigns/{id}/stats"))).bearer_auth(&monitor).send().await.unwrap().json().await.unwrap();
+        assert_eq!((stats["campaign"].as_i64(), stats["abandon"]["answered"].as_i64()), (Some(id), Some(0)));
+        assert_eq!(stats["abandon"]["threshold"], json!(3.0));
+        let report: Value = http
+            .get(daemon.url(&format!("/v1/campaigns/{id}/compliance")))
+            .bearer_auth(&monitor)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((report["campaign"].as_i64(), report["attempts"].as_i64()), (Some(id), Some(0)));
+        assert!(report["note"].as_str().unwrap().contains("not legal advice") || report["note"].as_str().unwrap().contains("nothing here is legal advice"));
+        let csv = http
+            .get(daemon.url(&format!("/v1/campaigns/{id}/compliance?format=csv")))
+            .bearer_auth(&monitor)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+        assert!(csv.text().await.unwrap().starts_with("kind,contact_id,number,at_utc"));
+        let bad = http.get(daemon.url(&format!("/v1/campaigns/{id}/compliance?format=xml"))).bearer_auth(&monitor).send().await.unwrap();
+        assert_eq!(bad.status(), 400);
+        for path in [format!("/v1/campaigns/{id}/compliance"), format!("/v1/campaigns/{id}/stats")] {
+            let theirs = http.get(daemon.url(&path)).bearer_auth(&globex).send().await.unwrap();
+            assert_eq!(theirs.status(), 404, "{path}");
+        }
+        daemon.stop().await;
+    }
 }
 
 #[test]
@@ -337,4 +485,38 @@ async fn answered_call(d: &Daemon, campaign: &Campaign, waited: Option<i64>, mac
 
 async fn page_after(d: &Daemon) -> Vec<asterai::store::Event> {
     d.store.events_after(d.org.id, 0, 1000).await.unwrap().events
+}
+
+/// `asterai dnc add` and `asterai campaign create` are written to the audit log with the CLI
+/// user; `asterai audit` lists them; reads are not.
+#[test]
+fn the_cli_writes_and_reads_the_audit_log() {
+    use support::daemon::command;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = command(dir.path())
+            .args(args)
+            .env("USER", "ops")
+            .env_remove("SUDO_USER")
+            .env_remove("SSH_CLIENT")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["org", "create", "acme"]);
+    run(&["dnc", "add", "+15551230000", "--org", "acme"]);
+    run(&["dnc", "list", "--org", "acme"]);
+    run(&["campaign", "create", "spring", "--org", "acme"]);
+    let log: Value = serde_json::from_str(&run(&["audit", "--json"])).unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["org create", "dnc add", "campaign create"]);
+    assert_eq!(entries[1]["actor"], json!("cli:ops"));
+    assert_eq!(entries[1]["via"], json!("cli"));
+    assert_eq!(entries[1]["peer"], json!("local"));
+    assert_eq!(entries[1]["target"], json!("+15551230000 --org acme"));
+    assert!(entries[1]["org_id"].as_i64().is_some());
+    let text = run(&["audit", "--org", "acme"]);
+    assert!(text.contains("cli:ops") && text.contains("dnc add"), "{text}");
 }

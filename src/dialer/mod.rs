@@ -31,6 +31,7 @@ pub mod campaign;
 pub mod clock;
 pub mod compliance;
 pub mod import;
+pub mod report;
 pub mod runner;
 pub mod status;
 pub mod tracker;
