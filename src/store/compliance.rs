@@ -271,3 +271,20 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// When the agent's first audio reached a call and how long after its answer (milliseconds),
+    /// if it did (see [`Store::record_first_audio`]).
+    pub async fn first_audio(&self, org_id: i64, call_id: &str) -> Result<Option<(DateTime<Utc>, Option<i64>)>> {
+        with_pool!(self, pool => {
+            let row = sqlx::query("SELECT first_audio_at, answer_to_audio_ms FROM calls WHERE org_id = $1 AND id = $2")
+                .bind(org_id)
+                .bind(call_id)
+                .fetch_optional(pool)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let waited = row.opt_int("answer_to_audio_ms")?;
+            Ok(row.opt_time("first_audio_at")?.map(|at| (at, waited)))
+        })
+    }
+}
