@@ -187,6 +187,9 @@ async fn a_conversation_ending_in_goodbye() {
     let overhead_ms = latency.overhead_us.expect("an answered turn measures asterai's overhead") / 1000;
     assert!(overhead_ms <= latency.total - latency.endpoint, "{latency:?}");
     assert_eq!(turns[0].latency_ms.overhead_us, None, "the greeting has no caller to answer");
+    // Abandonment: the greeting's first STREAM FILE is the agent's first audio after the answer.
+    let (first_audio, waited) = rig.db.store.first_audio(call.org_id, &call.id).await.unwrap().expect("first audio");
+    assert!(first_audio >= call.answered_at.unwrap() && waited.is_some(), "{first_audio} {waited:?} {call:?}");
 
     // The responder saw the whole conversation so far.
     let requests = rig.llm.received_requests().await.unwrap();
@@ -418,6 +421,7 @@ async fn an_answering_machine_gets_the_message_and_a_person_the_conversation() {
     assert_eq!(turns.len(), 1);
     assert!(turns[0].agent.contains("Sorry we missed you"), "{:?}", turns[0]);
     assert_eq!(log.played.len(), 2, "the message's two sentences: {:?}", log.played);
+    assert_eq!(rig.db.store.first_audio(call.org_id, &call.id).await.unwrap(), None, "a machine is not measured");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -87,6 +87,12 @@ async fn daemon(store: Store, claimer: &str, clock: &ManualClock) -> Daemon {
             claimer: claimer.into(),
             lease: Duration::from_secs(120),
             poll_interval: Duration::from_secs(1),
+            // These calls have no agent, so no agent audio: every answered call would count as
+            // abandoned (tests/compliance.rs tests abandonment).
+            compliance: Arc::new(
+                asterai::dialer::compliance::Compliance::parse("[defaults]\nabandon = { threshold = 100.0 }\n")
+                    .unwrap(),
+            ),
         },
     );
     tokio::spawn(runner.clone().settle_as_calls_end(stop.child_token()));

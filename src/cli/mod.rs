@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigSource, LogFormat};
 
 mod agent;
+mod audit;
 mod call;
 mod calls;
 mod campaign;
@@ -61,6 +62,7 @@ pub enum Command {
     Campaign(campaign::Args),
     Agent(agent::Args),
     Dnc(dnc::Args),
+    Audit(audit::Args),
     Feed(feed::Args),
     Demo(demo::Args),
     Doctor(doctor::Args),
@@ -100,8 +102,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     crate::logging::init(config.log.format, &config.log.level, config.secrets());
     crate::phone::set_default_country(config.dialer.default_country()?);
+    // A command that changes something is written to the audit log once it succeeded.
+    let argv: Vec<String> = std::env::args().collect();
+    let audited = audit::changes(&argv).map(|change| (change, config.clone()));
     let context = Context { config, source };
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args, context),
         Command::Migrate(args) => migrate::run(args, context),
         Command::Org(args) => org::run(args, context),
@@ -116,7 +121,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(args, context),
         Command::Completions(args) => completions::run(&args),
         Command::Config(args) => config::run(args, context),
+        Command::Audit(args) => audit::run(args, context),
+    };
+    if let (Ok(()), Some(((action, target), config))) = (&result, audited) {
+        audit::record(&config, &argv, &action, &target)?;
     }
+    result
 }
 
 /// Opens the configured database and applies pending migrations, for one-shot commands.

@@ -116,6 +116,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         supervisor: Some(supervisor.clone()),
         dialer: ari.as_ref().map(|ari| ari.dialer.clone()),
     });
+    state.set_compliance(Arc::new(
+        crate::dialer::compliance::Compliance::load(&config.dialer.compliance).map_err(anyhow::Error::msg)?,
+    ));
     let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
 
     let transferer = ari.as_ref().and_then(|ari| ari.transferer.clone());
@@ -282,6 +285,10 @@ pub fn start_ari(config: &Config, publisher: Publisher, supervisor: &Supervisor)
                 claimer: RunnerConfig::claimer_name(),
                 lease: config.dialer.claim_lease.0,
                 poll_interval: config.dialer.poll_interval.0,
+                compliance: Arc::new(
+                    crate::dialer::compliance::Compliance::load(&config.dialer.compliance)
+                        .map_err(anyhow::Error::msg)?,
+                ),
             },
         );
         tracing::info!(claimer = %runner.config().claimer, "campaign runner started");

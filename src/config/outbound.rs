@@ -89,6 +89,10 @@ pub struct DialerConfig {
     /// number comes in (calls, imports, do-not-call, caller IDs). Empty: numbers must be
     /// international (`+…` or `00…`).
     pub default_country: String,
+    /// A TOML file of each organization's calling rules, caps per number, holidays and
+    /// abandonment policy (see `asterai::dialer::compliance`); empty: the shipped rules and the
+    /// defaults.
+    pub compliance: String,
 }
 
 impl DialerConfig {
@@ -115,6 +119,7 @@ impl Default for DialerConfig {
             poll_interval: Dur::secs(1),
             claim_lease: Dur::secs(120),
             default_country: String::new(),
+            compliance: String::new(),
         }
     }
 }

@@ -185,6 +185,8 @@ pub(super) struct Conversation<'a, M: MediaPath> {
     callback: Option<CallbackTarget>,
     /// A callback was booked: the call's outcome unless something else decides it.
     callback_booked: bool,
+    /// The agent's first audio was recorded (answer → first audio, for abandonment).
+    heard_agent: bool,
 }
 
 /// The contact a callback is booked for.
@@ -352,6 +354,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             machine,
             callback,
             callback_booked: false,
+            heard_agent: false,
         }
     }
 
@@ -361,6 +364,18 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
 
     fn phrase(&self, template: &str) -> String {
         render(template, &self.values)
+    }
+
+    /// Records when the agent's first audio started (the first STREAM FILE on the AGI path,
+    /// the first frame sent on the streaming path), once per call: a live person who waits more
+    /// than 2 s for it, or hangs up before it, is an abandoned call (see `dialer::compliance`).
+    async fn first_audio(&mut self, speech: &Speech) {
+        let Some(played) = speech.first_play_at.filter(|_| !self.heard_agent) else { return };
+        self.heard_agent = true;
+        let ago = chrono::Duration::from_std(played.elapsed()).unwrap_or_default();
+        let at = chrono::Utc::now() - ago;
+        let at = chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
+        self.recorder.push(Change::FirstAudio(at)).await;
     }
 
     /// Speaks a fixed phrase; returns false when the caller is gone.
@@ -395,6 +410,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             greeting = format!("{greeting} {}", self.phrase(&self.config().disclosure));
         }
         let spoken = self.media.say(&greeting).await;
+        self.first_audio(&spoken).await;
         self.history.push(Message::new(Role::Assistant, greeting.clone()));
         self.store_turn(0, "", &what_was_heard(&spoken, &greeting), None, Latency::default(), false).await;
         if spoken.hung_up {
@@ -564,6 +580,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 let last = (!calls.is_empty()).then_some((heard, calls, first_use));
                 break (decision, last);
             };
+            self.first_audio(&speech).await;
             // An answer the caller talked over was given, however little of it they heard; a
             // model may also act without a word (a call of end_call or transfer).
             let answered = (!speech.text.trim().is_empty() && (!speech.heard.is_empty() || speech.interrupted))

@@ -65,6 +65,8 @@ pub enum Change {
         name: String,
         version: i32,
     },
+    /// The agent's first audio reached the call (for abandonment; only the first counts).
+    FirstAudio(chrono::DateTime<chrono::Utc>),
 }
 
 /// Changes a call may queue before the conversation waits for its writer to take one. The
@@ -356,6 +358,7 @@ impl Writer {
             Change::Agent { name, version } => {
                 publisher.store().set_call_agent(org, &self.call_id, name, *version).await
             }
+            Change::FirstAudio(at) => publisher.store().record_first_audio(org, &self.call_id, *at).await.map(drop),
         }
     }
 

@@ -27,6 +27,10 @@ pub const MAX_CONCURRENT: u32 = 10_000;
 pub const MAX_PACING: Dur = Dur::secs(24 * 3600);
 /// The longest a far end may ring.
 pub const MAX_RING_TIMEOUT: Dur = Dur::secs(600);
+/// The shortest a campaign call may ring: a shorter ring drops people on their way to the
+/// phone (FTC's Telemarketing Sales Rule, 16 CFR 310.4(b)(1)(iv), asks for 15 seconds or four
+/// rings).
+pub const MIN_RING_TIMEOUT: Dur = Dur::secs(15);
 /// Retries per outcome, at most.
 pub const MAX_RETRY_ATTEMPTS: u32 = 100;
 /// The longest wait before a retry.
@@ -121,6 +125,10 @@ pub struct CampaignSettings {
     /// `agi` or `stream`: how answered calls talk; absent: `conversation.media`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<String>,
+    /// `YYYY-MM-DD`: days the campaign does not call (the contact's local date), on top of the
+    /// organization's holidays.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holidays: Vec<String>,
 }
 
 impl Default for CampaignSettings {
@@ -134,6 +142,7 @@ impl Default for CampaignSettings {
             retries: Retries::default(),
             agent: None,
             media: None,
+            holidays: Vec::new(),
         }
     }
 }
@@ -160,7 +169,7 @@ impl CampaignSettings {
             return Err(field(format!("max_concurrent: expected 1 to {MAX_CONCURRENT}, got {}", self.max_concurrent)));
         }
         self.pacing.within("pacing", Dur::secs(0), MAX_PACING).map_err(field)?;
-        self.ring_timeout.within("ring_timeout", Dur::secs(1), MAX_RING_TIMEOUT).map_err(field)?;
+        self.ring_timeout.within("ring_timeout", MIN_RING_TIMEOUT, MAX_RING_TIMEOUT).map_err(field)?;
         if self.ring_timeout.0.subsec_millis() != 0 {
             return Err(field(format!("ring_timeout: expected whole seconds, got {}", self.ring_timeout)));
         }
@@ -191,6 +200,10 @@ impl CampaignSettings {
         if let Some(media) = &self.media {
             super::CallMedia::parse(media).map_err(field)?;
         }
+        if self.holidays.len() > 1000 {
+            return Err(field(format!("holidays: expected at most 1000 dates, got {}", self.holidays.len())));
+        }
+        super::compliance::parse_dates("campaign settings: holidays", &self.holidays)?;
         self.calling_window()?;
         Ok(())
     }
@@ -308,6 +321,8 @@ mod tests {
             (serde_json::json!({"pacing": "2d"}), "pacing"),
             (serde_json::json!({"ring_timeout": "1h"}), "ring_timeout"),
             (serde_json::json!({"ring_timeout": "0s"}), "ring_timeout"),
+            (serde_json::json!({"ring_timeout": "14s"}), "ring_timeout"),
+            (serde_json::json!({"holidays": ["12/25/2026"]}), "holidays"),
             (serde_json::json!({"retries": {"busy": {"delay": "18446744073709551615h"}}}), "retries.busy.delay"),
             (serde_json::json!({"retries": {"no_answer": {"delay": "31d"}}}), "retries.no_answer.delay"),
             (serde_json::json!({"retries": {"failed": {"attempts": 101}}}), "retries.failed.attempts"),

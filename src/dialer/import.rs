@@ -1,8 +1,9 @@
 //! Contacts from CSV: `asterai campaign import` and `POST /v1/campaigns/{id}/contacts`.
 //!
 //! * The first row names the columns. `phone` is required; `first_name`, `last_name`, `email`,
-//!   `company` and `timezone` are read as such; any other column becomes a contact field for
-//!   the prompt (`{column}`).
+//!   `company`, `timezone` and `state` (the region whose calling rules apply: `FL`, `Florida`
+//!   or `US-FL`, see [`super::compliance`]) are read as such; any other column becomes a contact
+//!   field for the prompt (`{column}`).
 //! * RFC 4180 (read with the `csv` crate): fields may be quoted, with `""` for a quote and
 //!   delimiters or line breaks inside; CRLF, LF or CR line ends; a UTF-8 byte-order mark is
 //!   ignored. The delimiter is `,`, `;` or tab, whichever the header line uses most.
@@ -171,7 +172,7 @@ fn unclosed(tail: &[u8], fields: &[Vec<u8>], delimiter: u8) -> bool {
     tail.ends_with(&written)
 }
 
-const KNOWN: &[&str] = &["phone", "first_name", "last_name", "email", "company", "timezone"];
+const KNOWN: &[&str] = &["phone", "first_name", "last_name", "email", "company", "timezone", "state"];
 
 /// Reads a CSV file of contacts. The error is for the file as a whole (no header, no `phone`
 /// column); bad rows are in [`Parsed::rejected`].
@@ -254,9 +255,10 @@ fn contact(names: &[String], record: &Record) -> Result<NewContact, String> {
     if let Some(tz) = &timezone {
         parse_tz(tz).map_err(|e| format!("timezone: {e}"))?;
     }
+    let state = take("state").map(|s| super::compliance::region_of_state(&s)).transpose()?;
     let (first_name, last_name, company) = (take("first_name"), take("last_name"), take("company"));
     let fields = values.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-    let contact = NewContactRow { phone, first_name, last_name, email, company, timezone, fields };
+    let contact = NewContactRow { phone, first_name, last_name, email, company, timezone, state, fields };
     Ok(NewContact { line: record.line, contact })
 }
 

@@ -29,7 +29,9 @@ use crate::store::{Call, CallStatus, Direction, FinishCall, NewCall, Org, Outcom
 
 pub mod campaign;
 pub mod clock;
+pub mod compliance;
 pub mod import;
+pub mod report;
 pub mod runner;
 pub mod status;
 pub mod tracker;
@@ -245,6 +247,24 @@ impl Dialer {
             ));
         }
         let call_id = new_call_id();
+        // Counted by the caps per number like a campaign's attempts (see `compliance`).
+        let at = crate::store::now();
+        let check = crate::store::compliance::NewCheck {
+            org_id: org.id,
+            campaign_id: request.campaign,
+            contact_id: request.contact,
+            call_id: Some(&call_id),
+            number: &number,
+            stage: "dial",
+            passed: true,
+            reason: None,
+            detail: "a single call (POST /v1/calls or asterai call), not checked against the campaign rules",
+            region: None,
+            local_time: None,
+            not_before: None,
+            at,
+        };
+        store.record_check(&check).await?;
         self.originate_call(&call_id, org, &number, request.campaign, request.contact, None, media).await
     }
 

@@ -8,8 +8,12 @@
 //!    is locked, so `max_concurrent` and `pacing` hold across every daemon on the database;
 //!    contacts outside their calling window (in their own timezone, with the injected
 //!    [`Clock`]) wait for its next opening; numbers on the do-not-call list become `dnc`;
-//! 3. each claimed contact is checked against the do-not-call list once more (a number added
-//!    since the claim is never dialed), then originated with the campaign's ring timeout.
+//!    contacts refused by a compliance check (region rules, caps per number, holidays: see
+//!    [`super::compliance`]) wait until every check passes, and the refusal is recorded;
+//! 3. each claimed contact is checked against the do-not-call list and the compliance checks
+//!    once more (a number added since the claim, a cap reached by another campaign, the clock
+//!    past the hours: never dialed), then originated with the campaign's ring timeout; the
+//!    checks it passed are recorded with the call.
 //!
 //! A claim is a lease (`dialer.claim_lease`) renewed while the daemon runs: a daemon that dies
 //! stops renewing, and its contacts are claimed again by the others once the lease expires.
@@ -30,9 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::campaign::{CampaignSettings, parse_tz};
 use super::clock::Clock;
+use super::compliance::{CampaignRules, Compliance, Place, Verdict, parse_dates};
 use super::{CallMedia, DialError, Dialer, new_call_id};
 use crate::store::campaigns::Campaign;
-use crate::store::contacts::{Claim, Decision, Settle, later_by};
+use crate::store::compliance::NewCheck;
+use crate::store::contacts::{Claim, Decision, Refusal, Settle, later_by};
 use crate::store::{Call, CallStatus, Store, StoreError};
 
 /// How a runner claims.
@@ -44,6 +50,8 @@ pub struct RunnerConfig {
     pub lease: Duration,
     /// How often campaigns are looked at.
     pub poll_interval: Duration,
+    /// The calling rules, caps and holidays of every organization (`dialer.compliance`).
+    pub compliance: Arc<Compliance>,
 }
 
 impl RunnerConfig {
@@ -60,8 +68,12 @@ impl RunnerConfig {
 pub struct Tick {
     /// Calls placed (their ids).
     pub dialed: Vec<String>,
-    /// Contacts outside their calling window, moved to its next opening.
+    /// Contacts outside their calling window or refused by a compliance check, moved to the
+    /// first time every check passes.
     pub deferred: usize,
+    /// Compliance refusals (at claim or dial time) by reason: `window`, `region_rule`, `cap`,
+    /// `holiday`.
+    pub refused: std::collections::BTreeMap<&'static str, usize>,
     /// Contacts found on the do-not-call list (at claim or dial time).
     pub do_not_call: usize,
     /// Attempts settled because their call had ended.
@@ -247,10 +259,31 @@ impl Runner {
         let Some(org) = self.store().org_by_id(campaign.org_id).await? else { return Ok(()) };
         let window = settings.calling_window().map_err(CampaignFault::Unusable)?;
         let default_tz = parse_tz(&settings.timezone).map_err(CampaignFault::Unusable)?;
+        let holidays =
+            parse_dates("campaign settings: holidays", &settings.holidays).map_err(CampaignFault::Unusable)?;
+        let policy = self.config.compliance.for_org(&org.slug);
         let now = self.clock.now();
-        let decide = move |contact: &crate::store::contacts::Contact| {
-            let tz = contact.timezone.as_deref().and_then(|t| parse_tz(t).ok()).unwrap_or(default_tz);
-            if window.allows(now, tz) { Decision::Dial } else { Decision::Later(window.next_open(now, tz)) }
+        let slowed = self.watch_abandonment(campaign, policy, now).await?;
+        // Slowed for its abandon rate: one call at a time, twice the pacing (10 s at least).
+        let (max_concurrent, pacing) = if slowed {
+            (1, (settings.pacing.0 * 2).max(Duration::from_secs(10)))
+        } else {
+            (settings.max_concurrent as i64, settings.pacing.0)
+        };
+        let campaign_id = campaign.id;
+        let decide = |contact: &crate::store::contacts::Contact, history: &super::compliance::History| {
+            let place = Place::of(&contact.phone, contact.state.as_deref(), contact.timezone.as_deref(), default_tz);
+            let rules = CampaignRules { campaign_id, window: &window, holidays: &holidays };
+            match policy.check(&rules, &place, history, now) {
+                Verdict::Pass { .. } => Decision::Dial,
+                Verdict::Refuse { reason, detail, not_before } => Decision::Refuse(Refusal {
+                    reason: reason.as_str(),
+                    detail,
+                    not_before,
+                    local_time: place.local_time(now),
+                    region: place.region,
+                }),
+            }
         };
         let claim_started = std::time::Instant::now();
         let claimed = self
@@ -260,8 +293,8 @@ impl Runner {
                 claimer: &self.config.claimer,
                 now,
                 lease: self.config.lease,
-                max_concurrent: settings.max_concurrent as i64,
-                pacing: settings.pacing.0,
+                max_concurrent,
+                pacing,
                 decide: &decide,
             })
             .await?;
@@ -274,15 +307,63 @@ impl Runner {
             (a, b) => a.or(b),
         };
         done.do_not_call += claimed.do_not_call;
+        for (reason, n) in &claimed.refused {
+            *done.refused.entry(reason).or_default() += n;
+            metrics::counter!("asterai_compliance_refusals_total", "reason" => *reason, "stage" => "claim")
+                .increment(*n as u64);
+        }
         for contact in &claimed.contacts {
+            let now = self.clock.now();
+            let place = Place::of(&contact.phone, contact.state.as_deref(), contact.timezone.as_deref(), default_tz);
+            let local_time = place.local_time(now);
+            let mut check = NewCheck {
+                org_id: org.id,
+                campaign_id: Some(campaign.id),
+                contact_id: Some(contact.id),
+                call_id: None,
+                number: &contact.phone,
+                stage: "dial",
+                passed: false,
+                reason: None,
+                detail: "",
+                region: place.region.as_deref(),
+                local_time: Some(&local_time),
+                not_before: None,
+                at: now,
+            };
             // At dial time: a number put on the list since the claim is never dialed.
             if self.store().is_dnc(org.id, &contact.phone).await? {
                 self.store().release_contact(contact.id, "dnc", Some("do_not_call")).await?;
+                let detail = "the number is on the organization's do-not-call list";
+                self.store().record_check(&NewCheck { reason: Some("do_not_call"), detail, ..check }).await?;
                 done.do_not_call += 1;
                 continue;
             }
+            // And the rules again: the clock moved, another campaign may have called the number.
+            let since = now.checked_sub_signed(chrono::Duration::days(30)).unwrap_or(now);
+            let history = self.store().number_history(org.id, &contact.phone, since).await?;
+            let rules = CampaignRules { campaign_id: campaign.id, window: &window, holidays: &holidays };
+            let passed = match policy.check(&rules, &place, &history, now) {
+                Verdict::Refuse { reason, detail, not_before } => {
+                    self.store().defer_contact(contact.id, not_before, now).await?;
+                    let refused = NewCheck {
+                        reason: Some(reason.as_str()),
+                        detail: &detail,
+                        not_before: Some(not_before),
+                        ..check
+                    };
+                    self.store().record_check(&refused).await?;
+                    metrics::counter!("asterai_compliance_refusals_total", "reason" => reason.as_str(), "stage" => "dial").increment(1);
+                    done.deferred += 1;
+                    *done.refused.entry(reason.as_str()).or_default() += 1;
+                    continue;
+                }
+                Verdict::Pass { detail } => detail,
+            };
             let call_id = new_call_id();
             self.store().contact_dialed(contact.id, &call_id).await?;
+            check.call_id = Some(&call_id);
+            self.store().record_check(&NewCheck { passed: true, detail: &passed, ..check }).await?;
             let placed = self
                 .dialer
                 .originate_call(
@@ -330,6 +411,42 @@ impl Runner {
             }
         }
         Ok(())
+    }
+
+    /// The campaign's abandon rate over the last 30 days against its organization's threshold:
+    /// past it (with `min_answered` answered live calls) the campaign is slowed, and once
+    /// `pause_after` more live calls were answered since, with the rate still past it, paused.
+    /// Each with the reason on the feed (`campaign_status_update`). Returns whether the campaign
+    /// is slowed; the error that pauses it.
+    async fn watch_abandonment(
+        &self,
+        campaign: &Campaign,
+        policy: &super::compliance::Policy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, CampaignFault> {
+        let abandon = policy.abandon;
+        let stats = self.store().abandon_stats(campaign, &abandon, now).await?;
+        let (answered, abandoned, rate) = (stats.answered, stats.abandoned, stats.rate);
+        metrics::gauge!("asterai_campaign_abandon_rate", "campaign" => campaign.id.to_string()).set(rate);
+        if answered < i64::from(abandon.min_answered) || rate <= abandon.threshold {
+            return Ok(campaign.slowed_at.is_some());
+        }
+        let reason = format!(
+            "abandon rate {rate:.1} % over 30 days ({abandoned} of {answered} answered calls waited more than {} ms for the agent or hung up before it spoke), above the {} % threshold",
+            abandon.max_wait_ms, abandon.threshold
+        );
+        let Some(slowed_at) = campaign.slowed_at else {
+            if self.store().slow_campaign(campaign.id, &format!("slowed: {reason}")).await? {
+                tracing::warn!(campaign = campaign.id, "campaign slowed: {reason}");
+                self.dialer.publisher().hub().wake();
+            }
+            return Ok(true);
+        };
+        if self.store().answered_since(campaign.id, slowed_at).await? >= i64::from(abandon.pause_after) {
+            // Paused by the tick, with the reason, like any campaign that cannot be dialed.
+            return Err(CampaignFault::Unusable(format!("paused: {reason}, still after slowing down")));
+        }
+        Ok(true)
     }
 
     /// Settles the attempt of an ended campaign call. Returns whether an attempt was settled

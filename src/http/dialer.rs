@@ -6,7 +6,7 @@
 //! | `POST /v1/calls` | places one call (below) |
 //! | `GET /v1/campaigns`, `POST /v1/campaigns` | lists campaigns; creates one (`{"name", "settings"}`) |
 //! | `GET /v1/campaigns/{id}` | a campaign with its contacts and calls counted by status |
-//! | `GET /v1/campaigns/{id}/stats` | its progress and results (see [`crate::store::stats`]) |
+//! | `GET /v1/campaigns/{id}/stats` | its progress and results (see [`crate::store::stats`]), with compliance's `abandon` ([`super::compliance`]) |
 //! | `POST /v1/campaigns/{id}/contacts` | imports a CSV body; answers the report |
 //! | `POST /v1/campaigns/{id}/start`, `/pause`, `/stop` | changes its state |
 //! | `GET /v1/dnc`, `POST /v1/dnc`, `DELETE /v1/dnc/{number}` | the do-not-call list |
@@ -130,17 +130,6 @@ pub async fn get_campaign(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let campaign = campaign_of(&state, principal.org_id, id).await?;
     Ok(Json(campaign_body(&state, &campaign).await?))
-}
-
-/// `GET /v1/campaigns/{id}/stats`: progress, outcomes, answer rate, average handling time,
-/// calls per hour and ETA (the figures `asterai campaign status` prints).
-pub async fn campaign_stats(
-    State(state): State<AppState>,
-    Path(id): Path<i64>,
-    principal: Authorized<Monitor>,
-) -> Result<Json<crate::store::CampaignStats>, ApiError> {
-    let stats = state.store().campaign_stats(principal.org_id, id, chrono::Utc::now()).await?;
-    stats.map(Json).ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))
 }
 
 /// `POST /v1/campaigns/{id}/{start|pause|stop}`.

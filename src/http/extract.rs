@@ -67,6 +67,9 @@ impl<S: RouteScope> FromRequestParts<AppState> for Authorized<S> {
             None => return Err(AuthError::Missing.into()),
         };
         let principal = authorize(state, token, S::SCOPE).await?;
+        if let Some(slot) = parts.extensions.get::<super::compliance::AuditSlot>() {
+            slot.set(&principal);
+        }
         Ok(Authorized { principal, scope: PhantomData })
     }
 }

@@ -44,6 +44,7 @@ use crate::supervise::Supervisor;
 
 mod agents;
 mod api;
+mod compliance;
 mod dialer;
 pub mod error;
 pub mod extract;
@@ -70,6 +71,8 @@ struct AppInner {
     supervisor: Option<Supervisor>,
     /// Present when ARI is configured: outbound calls and campaigns.
     dialer: Option<Arc<Dialer>>,
+    /// The organizations' compliance policies (`dialer.compliance`); unset: the shipped rules.
+    compliance: std::sync::OnceLock<Arc<crate::dialer::compliance::Compliance>>,
 }
 
 /// Everything the HTTP side needs.
@@ -133,8 +136,19 @@ impl AppState {
                 limits: parts.limits,
                 supervisor: parts.supervisor,
                 dialer: parts.dialer,
+                compliance: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Sets the organizations' compliance policies (once; later calls change nothing).
+    pub fn set_compliance(&self, compliance: Arc<crate::dialer::compliance::Compliance>) {
+        let _ = self.inner.compliance.set(compliance);
+    }
+
+    /// The organizations' compliance policies.
+    pub fn compliance(&self) -> Arc<crate::dialer::compliance::Compliance> {
+        self.inner.compliance.get_or_init(Default::default).clone()
     }
 
     pub fn store(&self) -> &Store {
@@ -162,8 +176,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/stats", get(api::stats))
         .route("/v1/campaigns", get(dialer::list_campaigns).post(dialer::create_campaign))
         .route("/v1/campaigns/{id}", get(dialer::get_campaign))
-        .route("/v1/campaigns/{id}/stats", get(dialer::campaign_stats))
         .route("/v1/campaigns/{id}/{action}", axum::routing::post(dialer::campaign_action))
+        .route("/v1/campaigns/{id}/stats", get(compliance::campaign_stats))
+        .route("/v1/campaigns/{id}/compliance", get(compliance::compliance_report))
+        .route("/v1/audit", get(compliance::audit_log))
         .route("/v1/agents", get(agents::list).post(agents::create))
         .route("/v1/agents/{name}", get(agents::get).put(agents::update))
         .route("/v1/agents/{name}/versions", get(agents::versions))
@@ -182,6 +198,8 @@ pub fn router(state: AppState) -> Router {
                 .layer::<_, std::convert::Infallible>(tower_http::limit::RequestBodyLimitLayer::new(import))
                 .layer(axum::extract::DefaultBodyLimit::max(import)),
         )
+        // Every change a token makes goes to the audit log (after routing: the route's template).
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), compliance::audit))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(limits.request_timeout, time_limit))
         .layer(axum::middleware::from_fn(observe))
@@ -228,7 +246,8 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationTok
     let hub = state.inner.hub.clone();
     let listener = CappedListener::new(listener, state.inner.limits.max_connections);
     let app = router(state);
-    axum::serve(listener, app)
+    // The peer's address, for the audit log.
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move {
             stop.cancelled().await;
             shutdown.cancel();
@@ -237,6 +256,16 @@ pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationTok
             tokio::time::sleep(Duration::from_millis(200)).await;
         })
         .await
+}
+
+/// The address of a request's peer (for the audit log).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CappedListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CappedListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// A TCP listener that holds at most `http.max_connections` connections open: it accepts the

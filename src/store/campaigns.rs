@@ -17,6 +17,10 @@ pub struct Campaign {
     /// cleared when someone changes the state.
     pub status_reason: Option<String>,
     pub settings: serde_json::Value,
+    /// When its abandon rate slowed it (one call at a time, twice the pacing), and why; cleared
+    /// when someone starts it again.
+    pub slowed_at: Option<DateTime<Utc>>,
+    pub slowed_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -29,12 +33,14 @@ fn campaign_from(row: &impl RowExt) -> Result<Campaign> {
         status: row.text("status")?,
         status_reason: row.opt_text("status_reason")?,
         settings: row.json("settings")?,
+        slowed_at: row.opt_time("slowed_at")?,
+        slowed_reason: row.opt_text("slowed_reason")?,
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,
     })
 }
 
-const COLUMNS: &str = "SELECT id, org_id, name, status, status_reason, settings, created_at, updated_at FROM campaigns";
+const COLUMNS: &str = "SELECT id, org_id, name, status, status_reason, settings, slowed_at, slowed_reason, created_at, updated_at FROM campaigns";
 
 impl Store {
     /// Creates a campaign; a name used already in the organization is a conflict.
@@ -127,7 +133,9 @@ impl Store {
         // completing it, another client) makes this one a conflict, never a skipped check.
         let changed = write_tx!(self, tx => {
             sqlx::query(
-                "UPDATE campaigns SET status = $1, status_reason = NULL, updated_at = $2 \
+                "UPDATE campaigns SET status = $1, status_reason = NULL, updated_at = $2, \
+                 slowed_at = CASE WHEN $1 = 'running' THEN NULL ELSE slowed_at END, \
+                 slowed_reason = CASE WHEN $1 = 'running' THEN NULL ELSE slowed_reason END \
                  WHERE org_id = $3 AND id = $4 AND status = $5",
             )
             .bind(status)

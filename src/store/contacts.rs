@@ -19,6 +19,8 @@ pub struct Contact {
     pub email: Option<String>,
     pub company: Option<String>,
     pub timezone: Option<String>,
+    /// The region whose calling rules apply (`FL`, `US-FL`); none: the number's area code's.
+    pub state: Option<String>,
     /// Extra columns of the import, for the prompt.
     pub fields: BTreeMap<String, String>,
     pub status: String,
@@ -40,6 +42,7 @@ impl Contact {
             ("email", &self.email),
             ("contact_company", &self.company),
             ("timezone", &self.timezone),
+            ("state", &self.state),
         ] {
             if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
                 values.insert(key.to_owned(), value.clone());
@@ -50,7 +53,7 @@ impl Contact {
     }
 }
 
-pub(crate) const CONTACT_COLUMNS: &str = "SELECT id, org_id, campaign_id, phone, first_name, last_name, email, company, timezone, fields, \
+pub(crate) const CONTACT_COLUMNS: &str = "SELECT id, org_id, campaign_id, phone, first_name, last_name, email, company, timezone, state, fields, \
      status, attempts, next_attempt_at, last_outcome, last_call_id, created_at FROM contacts";
 
 pub(crate) fn contact_from(row: &impl RowExt) -> Result<Contact> {
@@ -70,6 +73,7 @@ pub(crate) fn contact_from(row: &impl RowExt) -> Result<Contact> {
         email: row.opt_text("email")?,
         company: row.opt_text("company")?,
         timezone: row.opt_text("timezone")?,
+        state: row.opt_text("state")?,
         fields,
         status: row.text("status")?,
         attempts: row.int32("attempts")?,
@@ -104,17 +108,42 @@ pub struct NewContactRow {
     pub email: Option<String>,
     pub company: Option<String>,
     pub timezone: Option<String>,
+    /// The region whose calling rules apply (see [`crate::dialer::compliance`]).
+    pub state: Option<String>,
     pub fields: BTreeMap<String, String>,
 }
 
 /// What the claimer decides about a contact that is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Call it now.
     Dial,
     /// Not before this time (outside its calling window).
     Later(DateTime<Utc>),
+    /// Not before `refusal.not_before`, for the reason recorded in `compliance_checks`.
+    Refuse(Refusal),
 }
+
+/// A compliance check that refused a contact (see [`crate::dialer::compliance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `window`, `region_rule`, `cap`, `holiday`, `do_not_call`.
+    pub reason: &'static str,
+    pub detail: String,
+    pub not_before: DateTime<Utc>,
+    pub region: Option<String>,
+    pub local_time: String,
+}
+
+/// Calls placed to a number of an organization since `since` (its passed dial checks, timed by
+/// the dialer's clock): when each was placed, and its campaign (for the caps per number and the
+/// rules per campaign).
+pub(crate) const NUMBER_HISTORY: &str = "SELECT at, campaign_id FROM compliance_checks \
+     WHERE org_id = $1 AND number = $2 AND stage = 'dial' AND passed = $3 AND at > $4";
+
+/// A row of `compliance_checks`.
+pub(crate) const INSERT_CHECK: &str = "INSERT INTO compliance_checks (org_id, campaign_id, contact_id, call_id, number, stage, passed, reason, detail, region, local_time, not_before, at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// A claim of due contacts for one campaign, under the fleet-wide limits. See
 /// [`Store::claim_contacts`].
@@ -130,7 +159,8 @@ pub struct Claim<'a> {
     pub max_concurrent: i64,
     /// Least time between two claims of the campaign, fleet-wide (zero: none).
     pub pacing: std::time::Duration,
-    pub decide: &'a (dyn Fn(&Contact) -> Decision + Send + Sync),
+    /// Given the contact and the calls to its number in its organization over the last 30 days.
+    pub decide: &'a (dyn Fn(&Contact, &crate::dialer::compliance::History) -> Decision + Send + Sync),
 }
 
 /// What a claim did.
@@ -138,8 +168,11 @@ pub struct Claim<'a> {
 pub struct Claimed {
     /// Claimed: status `dialing`, `attempts` counted, leased to the claimer.
     pub contacts: Vec<Contact>,
-    /// Due but outside their calling window: moved to their next opening.
+    /// Due but outside their calling window (or refused by a compliance check): moved to
+    /// their next opening.
     pub deferred: usize,
+    /// Refused by a compliance check, by reason (`region_rule`, `cap`, …; included in `deferred`).
+    pub refused: BTreeMap<&'static str, usize>,
     /// Found on the do-not-call list: status `dnc`, never dialed.
     pub do_not_call: usize,
     /// With pacing: when the campaign's next claim may take a contact (its last call start
@@ -176,8 +209,8 @@ impl Store {
             for row in rows {
                 let fields = serde_json::to_value(&row.fields).unwrap_or_default();
                 let n = sqlx::query(
-                    "INSERT INTO contacts (org_id, campaign_id, phone, first_name, last_name, email, company, timezone, fields, status, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $10) ON CONFLICT (campaign_id, phone) DO NOTHING",
+                    "INSERT INTO contacts (org_id, campaign_id, phone, first_name, last_name, email, company, timezone, state, fields, status, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11, $11) ON CONFLICT (campaign_id, phone) DO NOTHING",
                 )
                 .bind(org_id)
                 .bind(campaign_id)
@@ -187,6 +220,7 @@ impl Store {
                 .bind(row.email.as_deref())
                 .bind(row.company.as_deref())
                 .bind(row.timezone.as_deref())
+                .bind(row.state.as_deref())
                 .bind(sqlx::types::Json(&fields))
                 .bind(at)
                 .execute(&mut *tx)
@@ -279,13 +313,69 @@ impl Store {
                                 .bind(contact.id)
                                 .execute(&mut *tx)
                                 .await?;
+                            sqlx::query(INSERT_CHECK)
+                                .bind(contact.org_id)
+                                .bind(claim.campaign_id)
+                                .bind(contact.id)
+                                .bind(None::<String>)
+                                .bind(&contact.phone)
+                                .bind("claim")
+                                .bind(false)
+                                .bind("do_not_call")
+                                .bind("the number is on the organization's do-not-call list")
+                                .bind(None::<String>)
+                                .bind(None::<String>)
+                                .bind(None::<DateTime<Utc>>)
+                                .bind(now_t)
+                                .execute(&mut *tx)
+                                .await?;
                             out.do_not_call += 1;
                             continue;
                         }
                         if out.contacts.len() as i64 >= free {
                             continue;
                         }
-                        match (claim.decide)(&contact) {
+                        let since = now_t.checked_sub_signed(chrono::Duration::days(30)).unwrap_or(now_t);
+                        let calls = sqlx::query(NUMBER_HISTORY)
+                            .bind(contact.org_id)
+                            .bind(&contact.phone)
+                            .bind(true)
+                            .bind(since)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        let history = crate::dialer::compliance::History {
+                            calls: calls
+                                .iter()
+                                .map(|r| Ok((r.time("at")?, r.opt_int("campaign_id")?)))
+                                .collect::<Result<_>>()?,
+                        };
+                        match (claim.decide)(&contact, &history) {
+                            Decision::Refuse(refusal) => {
+                                sqlx::query("UPDATE contacts SET status = 'pending', next_attempt_at = $1, claimed_by = NULL, claim_expires_at = NULL, updated_at = $2 WHERE id = $3")
+                                    .bind(refusal.not_before)
+                                    .bind(now_t)
+                                    .bind(contact.id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                sqlx::query(INSERT_CHECK)
+                                    .bind(contact.org_id)
+                                    .bind(claim.campaign_id)
+                                    .bind(contact.id)
+                                    .bind(None::<String>)
+                                    .bind(&contact.phone)
+                                    .bind("claim")
+                                    .bind(false)
+                                    .bind(refusal.reason)
+                                    .bind(&refusal.detail)
+                                    .bind(refusal.region.as_deref())
+                                    .bind(&refusal.local_time)
+                                    .bind(refusal.not_before)
+                                    .bind(now_t)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                out.deferred += 1;
+                                *out.refused.entry(refusal.reason).or_default() += 1;
+                            }
                             Decision::Later(at) => {
                                 sqlx::query("UPDATE contacts SET status = 'pending', next_attempt_at = $1, claimed_by = NULL, claim_expires_at = NULL, updated_at = $2 WHERE id = $3")
                                     .bind(at)

@@ -34,8 +34,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlSafeStr};
 
 pub mod agents;
+pub mod audit;
 pub mod calls;
 pub mod campaigns;
+pub mod compliance;
 pub mod contacts;
 pub mod daemons;
 pub mod dnc;
@@ -274,6 +276,8 @@ impl Store {
                 (6, "tools", include_str!("../../migrations/sqlite/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/sqlite/0008_stream.sql")),
                 (9, "analysis", include_str!("../../migrations/sqlite/0009_analysis.sql")),
+                (11, "compliance", include_str!("../../migrations/sqlite/0011_compliance.sql")),
+                (12, "audit", include_str!("../../migrations/sqlite/0012_audit.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -284,6 +288,8 @@ impl Store {
                 (6, "tools", include_str!("../../migrations/postgres/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/postgres/0008_stream.sql")),
                 (9, "analysis", include_str!("../../migrations/postgres/0009_analysis.sql")),
+                (11, "compliance", include_str!("../../migrations/postgres/0011_compliance.sql")),
+                (12, "audit", include_str!("../../migrations/postgres/0012_audit.sql")),
             ],
         };
         let migrations = files
