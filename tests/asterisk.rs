@@ -706,7 +706,7 @@ async fn a_campaign_dials_each_answering_contact_once() {
         .json(&serde_json::json!({"name": "spring", "settings": {
             "max_concurrent": 2,
             "timezone": afternoon_somewhere(),
-            "ring_timeout": "10s",
+            "ring_timeout": "15s",
             "retries": {"busy": {"attempts": 1, "delay": "1s"}, "no_answer": {"attempts": 0, "delay": "1s"}, "failed": {"attempts": 0, "delay": "1s"}},
         }}))
         .send()

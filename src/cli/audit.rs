@@ -83,14 +83,13 @@ pub(crate) fn changes(argv: &[String]) -> Option<(String, Vec<String>)> {
     let changing = match command.as_str() {
         "call" => true,
         "campaign" | "agent" | "dnc" | "token" | "org" => sub.as_deref().is_some_and(|s| !READ_ONLY.contains(&s)),
-        "purge" => !rest.iter().any(|w| w == "--dry-run"),
         _ => false,
     };
     if !changing {
         return None;
     }
     let action = match (command.as_str(), &sub) {
-        ("call" | "purge", _) | (_, None) => command.clone(),
+        ("call", _) | (_, None) => command.clone(),
         (_, Some(sub)) => format!("{command} {sub}"),
     };
     let target = rest.into_iter().filter(|w| Some(w) != sub.as_ref() || command == "call").collect();
@@ -165,9 +164,7 @@ mod tests {
             Some(("dnc add".into(), vec!["+15551230000".into(), "--org".into(), "acme".into()]))
         );
         assert_eq!(changes(&argv("call +15551230000")), Some(("call".into(), vec!["+15551230000".into()])));
-        for read in
-            ["campaign list", "campaign status 3", "dnc list", "calls list", "audit", "purge --dry-run", "agent show x"]
-        {
+        for read in ["campaign list", "campaign status 3", "dnc list", "calls list", "audit", "agent show x"] {
             assert_eq!(changes(&argv(read)), None, "{read}");
         }
     }

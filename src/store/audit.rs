@@ -1,5 +1,5 @@
 //! The audit log: every action by a token or the CLI (calls placed, campaigns created, started
-//! or changed, do-not-call entries added or removed, agents changed, tokens, purges), who did it,
+//! or changed, do-not-call entries added or removed, agents changed, tokens), who did it,
 //! when and from where. Append-only: the database's triggers refuse updates and deletes.
 
 use chrono::{DateTime, Utc};
