@@ -92,9 +92,11 @@ impl Operation {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        // `/v1/calls/{id}` is tagged `calls`; the rest (health, the page, this document) `daemon`.
+        // `/v1/calls/{id}` is tagged `calls`, the page and its files `monitor`, the rest (health,
+        // metrics, this document) `daemon`.
         let tag = match path.strip_prefix("/v1/").and_then(|rest| rest.split('/').next()) {
             Some(resource) if resource != "openapi.json" => resource,
+            _ if path == "/" || path.starts_with("/ui/") => "monitor",
             _ => "daemon",
         };
         Operation {
@@ -153,9 +155,11 @@ impl Operation {
         self
     }
 
-    fn answer_as(mut self, status: u16, description: &str, content_type: &str) -> Self {
-        self.spec["responses"][status.to_string()] =
-            json!({"description": description, "content": {content_type: {"schema": {"type": "string"}}}});
+    /// An answer that is not JSON: text of one of `content_types`.
+    fn answer_as(mut self, status: u16, description: &str, content_types: &[&str]) -> Self {
+        let content: Map<String, Value> =
+            content_types.iter().map(|t| ((*t).to_owned(), json!({"schema": {"type": "string"}}))).collect();
+        self.spec["responses"][status.to_string()] = json!({"description": description, "content": content});
         self
     }
 
@@ -235,14 +239,14 @@ pub fn operations() -> Vec<Operation> {
             .error(503, "The database does not answer, or a supervised task failed within the last minute"),
         Operation::new(M::Get, "/metrics", None, "metrics", health::metrics)
             .summary("Prometheus metrics", "")
-            .answer_as(200, "Prometheus text exposition", "text/plain"),
+            .answer_as(200, "Prometheus text exposition", &["text/plain"]),
         Operation::new(M::Get, "/", None, "monitorPage", monitor::index)
             .summary("The supervisors' monitor page", "")
-            .answer_as(200, "The page", "text/html"),
+            .answer_as(200, "The page", &["text/html"]),
         Operation::new(M::Get, "/ui/{file}", None, "monitorFile", monitor::asset)
             .summary("A file of the monitor page", "")
             .path_param("file", one_of(&monitor::file_names()), "One of the page's ES modules or its style sheet.")
-            .answer_as(200, "The file (JavaScript or CSS)", "text/javascript")
+            .answer_as(200, "The file: an ES module or the style sheet", &["text/javascript", "text/css"])
             .error(404, "No such file"),
         Operation::new(M::Get, "/v1/openapi.json", None, "openapi", document_handler)
             .summary("This document", "OpenAPI 3.1. No token: it describes the API and holds no organization's data.")
