@@ -14,6 +14,10 @@
 //! | `GET /v1/stats` | token | the day's figures: calls, answer rate, outcomes, latency per stage |
 //! | `/v1/agents…` | token | the organization's agents and their versions (see [`agents`]) |
 //! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::subscriber`]) |
+//! | `GET /v1/openapi.json` | none | the OpenAPI 3.1 document of every route (see [`openapi`]) |
+//!
+//! Every route is one entry of [`openapi::operations`], the table both [`router`] and the
+//! OpenAPI document are built from.
 //!
 //! A token is sent as `Authorization: Bearer <token>` (the feed's WebSocket upgrade also takes
 //! `?token=`, since a browser cannot set headers there, and no other route does); it selects the
@@ -30,7 +34,6 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +54,7 @@ pub mod extract;
 mod feed;
 mod health;
 pub mod monitor;
+pub mod openapi;
 
 pub use error::ApiError;
 
@@ -161,43 +165,24 @@ impl AppState {
     }
 }
 
-/// The router.
+/// The router: exactly the routes of [`openapi::operations`], each with its body limit. Add a
+/// route there, never here, so that `/v1/openapi.json` describes every route there is.
 pub fn router(state: AppState) -> Router {
     let limits = state.inner.limits.clone();
-    let (body, import) = (limits.max_body_bytes, limits.max_import_bytes);
-    Router::new()
-        .route("/", get(monitor::index))
-        .route("/ui/{file}", get(monitor::asset))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/v1/calls", get(api::list_calls).post(dialer::place_call))
-        .route("/v1/calls/{id}", get(api::get_call))
-        .route("/v1/stats", get(api::stats))
-        .route("/v1/campaigns", get(dialer::list_campaigns).post(dialer::create_campaign))
-        .route("/v1/campaigns/{id}", get(dialer::get_campaign))
-        .route("/v1/campaigns/{id}/{action}", axum::routing::post(dialer::campaign_action))
-        .route("/v1/campaigns/{id}/stats", get(compliance::campaign_stats))
-        .route("/v1/campaigns/{id}/compliance", get(compliance::compliance_report))
-        .route("/v1/audit", get(compliance::audit_log))
-        .route("/v1/agents", get(agents::list).post(agents::create))
-        .route("/v1/agents/{name}", get(agents::get).put(agents::update))
-        .route("/v1/agents/{name}/versions", get(agents::versions))
-        .route("/v1/agents/{name}/versions/{version}", get(agents::version))
-        .route("/v1/agents/{name}/rollback", axum::routing::post(agents::rollback))
-        .route("/v1/agents/{name}/default", axum::routing::post(agents::make_default))
-        .route("/v1/dnc", get(dialer::list_dnc).post(dialer::add_dnc))
-        .route("/v1/dnc/{number}", axum::routing::delete(dialer::remove_dnc))
-        .route("/v1/feed", get(feed::feed))
-        // Every route above: `http.max_body_bytes`.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(body))
-        .layer(axum::extract::DefaultBodyLimit::max(body))
-        .route(
-            "/v1/campaigns/{id}/contacts",
-            axum::routing::post(dialer::import_contacts)
-                .layer::<_, std::convert::Infallible>(tower_http::limit::RequestBodyLimitLayer::new(import))
-                .layer(axum::extract::DefaultBodyLimit::max(import)),
-        )
+    let mut router = Router::new();
+    for operation in openapi::operations() {
+        let max = match operation.limit {
+            openapi::BodyLimit::Default => limits.max_body_bytes,
+            openapi::BodyLimit::Import => limits.max_import_bytes,
+        };
+        let handler = operation
+            .handler
+            .layer::<_, std::convert::Infallible>(tower_http::limit::RequestBodyLimitLayer::new(max))
+            .layer(axum::extract::DefaultBodyLimit::max(max));
+        // Several methods on one path merge into one route.
+        router = router.route(operation.path, handler);
+    }
+    router
         // Every change a token makes goes to the audit log (after routing: the route's template).
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), compliance::audit))
         .fallback(not_found)

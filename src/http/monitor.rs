@@ -34,6 +34,11 @@ const FILES: &[(&str, &str, &str)] = &[
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The names [`asset`] serves.
+pub fn file_names() -> Vec<&'static str> {
+    FILES.iter().map(|(name, _, _)| *name).collect()
+}
+
 fn file(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
