@@ -161,32 +161,45 @@ impl Store {
     /// `campaign_status_update` in the same transaction. Returns false (and changes nothing)
     /// when the campaign is not running any more (someone else paused it first).
     pub async fn pause_campaign(&self, id: i64, reason: &str) -> Result<bool> {
+        let sql = "UPDATE campaigns SET status = 'paused', status_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'running'";
+        self.change_running_campaign(
+            id,
+            sql,
+            reason,
+            |name| serde_json::json!({"status": "paused", "previous": "running", "reason": reason, "name": name}),
+        )
+        .await
+    }
+
+    /// Runs `sql` (an UPDATE of campaign `$3` while it is running; `$1` the reason, `$2` the
+    /// time) and, when it changed the campaign, publishes `campaign_status_update` with
+    /// `data(name)` in the same transaction. Returns whether it changed.
+    pub(super) async fn change_running_campaign(
+        &self,
+        id: i64,
+        sql: &'static str,
+        reason: &str,
+        data: impl FnOnce(&str) -> serde_json::Value,
+    ) -> Result<bool> {
         let at = now();
         let Some(campaign) = self.campaign_any(id).await? else { return Ok(false) };
-        let paused = write_tx!(self, tx, pg => {
-            let changed = sqlx::query(
-                "UPDATE campaigns SET status = 'paused', status_reason = $1, updated_at = $2 WHERE id = $3 AND status = 'running'",
-            )
-            .bind(reason)
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let data = data(&campaign.name);
+        let changed = write_tx!(self, tx, pg => {
+            let changed = sqlx::query(sql).bind(reason).bind(at).bind(id).execute(&mut *tx).await?.rows_affected();
             if changed > 0 {
                 let event = NewEvent {
                     org_id: campaign.org_id,
                     call_id: None,
                     campaign_id: Some(id),
                     kind: EventKind::CampaignStatusUpdate,
-                    data: serde_json::json!({"status": "paused", "previous": "running", "reason": reason, "name": campaign.name}),
+                    data: data.clone(),
                     at,
                 };
                 append_event!(tx, pg, &event);
             }
             changed > 0
         });
-        Ok(paused)
+        Ok(changed)
     }
 
     /// Replaces a campaign's settings.

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::contacts::{INSERT_CHECK, NUMBER_HISTORY};
-use super::events::{EventKind, NewEvent, append_event};
 use super::{Result, RowExt, Store, with_pool, write_tx};
 use crate::dialer::compliance::History;
 
@@ -218,32 +217,11 @@ impl Store {
     /// `campaign_status_update` (`slowed: true`). Returns false when it is slowed already or
     /// not running. Timed by the database's clock, like the answers it is compared with.
     pub async fn slow_campaign(&self, id: i64, reason: &str) -> Result<bool> {
-        let at = super::now();
-        let Some(campaign) = self.campaign_any(id).await? else { return Ok(false) };
-        let slowed = write_tx!(self, tx, pg => {
-            let changed = sqlx::query(
-                "UPDATE campaigns SET slowed_at = $1, slowed_reason = $2 WHERE id = $3 AND status = 'running' AND slowed_at IS NULL",
-            )
-            .bind(at)
-            .bind(reason)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed > 0 {
-                let event = NewEvent {
-                    org_id: campaign.org_id,
-                    call_id: None,
-                    campaign_id: Some(id),
-                    kind: EventKind::CampaignStatusUpdate,
-                    data: serde_json::json!({"status": "running", "previous": "running", "slowed": true, "reason": reason, "name": campaign.name}),
-                    at,
-                };
-                append_event!(tx, pg, &event);
-            }
-            changed > 0
-        });
-        Ok(slowed)
+        let sql = "UPDATE campaigns SET slowed_at = $2, slowed_reason = $1 WHERE id = $3 AND status = 'running' AND slowed_at IS NULL";
+        self.change_running_campaign(id, sql, reason, |name| {
+            serde_json::json!({"status": "running", "previous": "running", "slowed": true, "reason": reason, "name": name})
+        })
+        .await
     }
 }
 
