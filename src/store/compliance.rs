@@ -161,7 +161,10 @@ impl Store {
             match row {
                 Some(row) if row.opt_time("first_audio_at")?.is_none() => {
                     let answered = row.opt_time("answered_at")?;
-                    let waited = answered.map(|a| (at - a).num_milliseconds().max(0));
+                    // `answered_at` is stamped when the answer is written, which can come a
+                    // moment after the greeting started playing: audio never precedes the answer.
+                    let at = answered.map_or(at, |a| at.max(a));
+                    let waited = answered.map(|a| (at - a).num_milliseconds());
                     sqlx::query("UPDATE calls SET first_audio_at = $1, answer_to_audio_ms = $2 WHERE org_id = $3 AND id = $4 AND first_audio_at IS NULL")
                         .bind(at)
                         .bind(waited)
