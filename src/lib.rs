@@ -88,6 +88,7 @@
 //! * [`supervise`]: the long-lived tasks (hub, ARI stream, campaign runner, spool replay),
 //!   restarted with backoff; [`systemd`]: readiness and the watchdog; [`logging`]: text or JSON.
 //! * [`demo`]: the simulated caller behind `asterai demo`.
+//! * [`tls`]: the one TLS client set-up (rustls) for ARI, media and `asterai feed`.
 //!
 //! # Being added
 //!
@@ -110,8 +111,8 @@
 //! config                        agi, ari, speech, store, types (it builds their settings)
 //! feed, auth                    store
 //! media                         ari (to read the errors of Asterisk's HTTP server)
-//! agi   ari   speech   store    nothing of each other (ari: types; store: phone)
-//! types   phone   systemd   telemetry    nothing of asterai
+//! agi   ari   speech   store    nothing of each other (ari: types, tls; store: phone)
+//! types   phone   systemd   telemetry   tls    nothing of asterai
 //! ```
 //!
 //! `agi`, `ari`, `speech` and `store` never read the config: [`config`] turns its sections into
@@ -142,4 +143,5 @@ pub mod store;
 pub mod supervise;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 pub mod types;

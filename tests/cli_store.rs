@@ -208,3 +208,67 @@ async fn feed_command_reconnects_and_resumes() {
     assert!(stderr.contains("refused the token (403)") && stderr.contains("`monitor` scope"), "{stderr}");
     back.stop().await;
 }
+
+/// `asterai feed --url wss://…` through a TLS proxy whose certificate a private CA signed: with
+/// `--ca-file` it follows the feed; without it, or with another CA, it stops at once and says
+/// which flag fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_command_over_tls_with_a_private_ca() {
+    support::init();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.migrate().await.unwrap();
+    let daemon = TestDaemon::start(store.clone()).await;
+    let token = daemon.token("acme").await;
+    let acme = store.org_by_slug("acme").await.unwrap().unwrap().id;
+    let certs = tempfile::tempdir().unwrap();
+    support::tls::certificates(certs.path());
+    let proxy = support::tls::terminating_proxy(certs.path(), daemon.addr).await;
+    let url = format!("wss://{proxy}");
+    let ca = certs.path().join("ca.pem");
+
+    let mut child = Command::new(support::daemon::binary())
+        .args(["feed", "--json", "--since", "0", "--url", &url, "--ca-file", ca.to_str().unwrap()])
+        .env("ASTERAI_TOKEN", &token)
+        .env("ASTERAI_DAEMON_DATA_DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (call, event) = daemon.publish(acme, "+15551230000").await;
+    let line = rx.recv_timeout(Duration::from_secs(20)).expect("a feed line over TLS");
+    let seen: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((seen["id"].as_i64(), seen["call_id"].as_str()), (Some(event), Some(call.as_str())), "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Without the CA the public roots refuse the certificate: one clear error, exit 1.
+    let refused = |extra: &[&str]| {
+        let out = Command::new(support::daemon::binary())
+            .args([&["feed", "--token", &token, "--url", &url][..], extra].concat())
+            .env("ASTERAI_DAEMON_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(&[]);
+    assert!(stderr.contains("not trusted by the public web roots") && stderr.contains("--ca-file"), "{stderr}");
+    // Another CA does not vouch for it either.
+    let other = tempfile::tempdir().unwrap();
+    support::tls::certificates(other.path());
+    let other_ca = other.path().join("ca.pem");
+    let stderr = refused(&["--ca-file", other_ca.to_str().unwrap()]);
+    assert!(stderr.contains("not signed by --ca-file"), "{stderr}");
+    // A file that holds no certificate is named.
+    let stderr = refused(&["--ca-file", certs.path().join("server.ext").to_str().unwrap()]);
+    assert!(stderr.contains("server.ext: no PEM certificate in it"), "{stderr}");
+    daemon.stop().await;
+}

@@ -104,47 +104,6 @@ exten => s,1,Answer()
  same => n,Hangup()
 ";
 
-/// A certificate authority and a certificate for 127.0.0.1 it signed (openssl), in `dir`:
-/// `ca.pem`, `server.pem`, `server.key`.
-fn certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=asterai test CA"],
-        ]
-        .concat(),
-    );
-    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-}
-
 impl Asterisk {
     async fn start() -> Asterisk {
         Asterisk::start_with(false).await
@@ -174,7 +133,7 @@ impl Asterisk {
         let mut http = format!("[general]\nenabled = yes\nbindaddr = 127.0.0.1\nbindport = {port}\n");
         let tls_port = tls.then(|| {
             let tls_port = free_port();
-            certificates(dir.path());
+            support::tls::certificates(dir.path());
             let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
             http.push_str(&format!(
                 "tlsenable = yes\ntlsbindaddr = 127.0.0.1:{tls_port}\ntlscertfile = {}\ntlsprivatekey = {}\n",

@@ -86,26 +86,10 @@ impl AriSettings {
     /// The TLS client configuration for `ca_file`: only its certificates are trusted. None
     /// without `ca_file` (the public web roots apply).
     pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, AriError> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
         let Some(path) = &self.ca_file else { return Ok(None) };
-        let shown = path.display();
-        let invalid = |why: String| AriError::Invalid(format!("ari.ca_file {shown}: {why}"));
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(path).map_err(|e| invalid(e.to_string()))? {
-            let cert = cert.map_err(|e| invalid(e.to_string()))?;
-            roots.add(cert).map_err(|e| invalid(format!("not a usable CA certificate: {e}")))?;
-        }
-        if roots.is_empty() {
-            return Err(invalid("no PEM certificate in it".into()));
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Some(std::sync::Arc::new(config)))
+        crate::tls::trusting_only(path)
+            .map(Some)
+            .map_err(|why| AriError::Invalid(format!("ari.ca_file {}: {why}", path.display())))
     }
 
     /// The base of every REST path: `http://host:8088/ari`.

@@ -19,9 +19,14 @@ pub struct Args {
     /// API token (`asterai token create`).
     #[arg(long, env = "ASTERAI_TOKEN", hide_env_values = true)]
     token: String,
-    /// The daemon's HTTP address. Default: http.listen from the configuration.
+    /// The daemon's address: `http://host:port`, or `https://`/`wss://` through a TLS proxy in
+    /// front of it. Default: http.listen from the configuration.
     #[arg(long, env = "ASTERAI_FEED_URL")]
     url: Option<String>,
+    /// PEM file of the certificate authority a `https://`/`wss://` address's certificate must
+    /// chain to (a private CA); only it is trusted. Default: the public web roots.
+    #[arg(long, env = "ASTERAI_FEED_CA_FILE", value_name = "PEM")]
+    ca_file: Option<std::path::PathBuf>,
     /// Start after this event id (0 replays everything); default: from now.
     #[arg(long)]
     since: Option<i64>,
@@ -37,10 +42,12 @@ fn feed_url(base: &str, since: Option<i64>, call: Option<&str>) -> anyhow::Resul
     let base = base.trim_end_matches('/');
     let base = if let Some(rest) = base.strip_prefix("http://") {
         format!("ws://{rest}")
-    } else if base.starts_with("https://") || base.starts_with("wss://") {
-        anyhow::bail!("{base}: TLS is not supported by `asterai feed`; connect to the daemon's plain HTTP listener")
-    } else if base.starts_with("ws://") {
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if base.starts_with("ws://") || base.starts_with("wss://") {
         base.to_owned()
+    } else if let Some((scheme, _)) = base.split_once("://") {
+        anyhow::bail!("--url {base}: unknown scheme {scheme}:// (expected http, https, ws or wss)")
     } else {
         format!("ws://{base}")
     };
@@ -131,6 +138,12 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
 }
 
 async fn tail(args: Args, base: String) -> anyhow::Result<()> {
+    let tls = match &args.ca_file {
+        Some(path) => Some(
+            crate::tls::trusting_only(path).map_err(|why| anyhow::anyhow!("--ca-file {}: {why}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut since = args.since;
     let mut delay = Duration::from_millis(500);
     loop {
@@ -139,8 +152,20 @@ async fn tail(args: Args, base: String) -> anyhow::Result<()> {
         request.headers_mut().insert("authorization", format!("Bearer {}", args.token).parse()?);
         // A small read buffer: tungstenite zero-fills it on every read (128 KiB by default).
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
-        let (mut socket, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
+        let connector = tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector);
+        let (mut socket, _) = match connecting.await {
             Ok(connected) => connected,
+            // A certificate refused stays refused: say which setting fixes it, do not retry.
+            Err(WsError::Io(e)) if crate::tls::is_certificate_error(&e) => match &args.ca_file {
+                Some(path) => {
+                    anyhow::bail!("{base}: the certificate is not signed by --ca-file {}: {e}", path.display())
+                }
+                None => anyhow::bail!(
+                    "{base}: the certificate is not trusted by the public web roots ({e}); pass --ca-file with the \
+                     certificate authority that signed it"
+                ),
+            },
             Err(WsError::Http(response))
                 if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
             {
@@ -217,6 +242,11 @@ mod tests {
             feed_url("127.0.0.1:4574/", None, Some("a b")).unwrap(),
             "ws://127.0.0.1:4574/v1/feed?call_id=a%20b"
         );
-        assert!(feed_url("https://x", None, None).is_err());
+        assert_eq!(
+            feed_url("https://monitor.example:8443/", None, None).unwrap(),
+            "wss://monitor.example:8443/v1/feed"
+        );
+        assert_eq!(feed_url("wss://x", Some(0), None).unwrap(), "wss://x/v1/feed?since=0");
+        assert!(feed_url("ftp://x", None, None).unwrap_err().to_string().contains("unknown scheme ftp://"));
     }
 }

@@ -4,8 +4,14 @@
 use super::{Config, ConfigError};
 
 /// `ASTERAI_*` variables that are command-line options rather than config keys.
-pub const CLI_ENV: &[&str] =
-    &["ASTERAI_CONFIG", "ASTERAI_TOKEN", "ASTERAI_FEED_URL", "ASTERAI_LOG_FORMAT", "ASTERAI_LOG_LEVEL"];
+pub const CLI_ENV: &[&str] = &[
+    "ASTERAI_CONFIG",
+    "ASTERAI_TOKEN",
+    "ASTERAI_FEED_URL",
+    "ASTERAI_FEED_CA_FILE",
+    "ASTERAI_LOG_FORMAT",
+    "ASTERAI_LOG_LEVEL",
+];
 
 impl Config {
     /// Every key of the config, with its environment variable and type, derived from the defaults.

@@ -17,6 +17,7 @@ pub mod logs;
 pub mod mocks;
 pub mod proxy;
 pub mod seed;
+pub mod tls;
 pub mod transcript;
 
 /// Process-wide set-up every test needs: one TLS provider for reqwest and sqlx.
