@@ -151,6 +151,21 @@ impl Browser {
         self.call(None, "Browser.setDownloadBehavior", params).await;
     }
 
+    /// Chromium's counters of the page's work (`Performance.getMetrics`: `LayoutCount`,
+    /// `RecalcStyleCount`, `TaskDuration`, `ScriptDuration`, `Nodes`, …), by name. Counts are
+    /// what a test may assert on; durations are for the record.
+    pub async fn metrics(&mut self) -> std::collections::HashMap<String, f64> {
+        self.page("Performance.enable", json!({})).await;
+        let reply = self.page("Performance.getMetrics", json!({})).await;
+        let mut metrics = std::collections::HashMap::new();
+        for metric in reply["metrics"].as_array().into_iter().flatten() {
+            if let (Some(name), Some(value)) = (metric["name"].as_str(), metric["value"].as_f64()) {
+                metrics.insert(name.to_owned(), value);
+            }
+        }
+        metrics
+    }
+
     /// Saves a PNG of the page's viewport.
     pub async fn screenshot(&mut self, path: &Path) {
         let shot = self.page("Page.captureScreenshot", json!({"format": "png"})).await;

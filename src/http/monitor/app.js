@@ -23,7 +23,7 @@ import { ApiError, api as request, fetchSnapshot, watchReachability } from './ap
 import { createDashboard } from './dashboard.js';
 import {
   agentText, campaignText, contactText, dirText, el, fmtClock, fmtDateTime, fmtShortDateTime, human,
-  isActive, matchesSearch, remoteNumber, setOutcome, setStatus, setText, shownNumber,
+  isActive, matchesSearch, remoteNumber, setOutcome, setProp, setStatus, setText, shownNumber,
 } from './format.js';
 
 // ---- Constants -------------------------------------------------------------------------------
@@ -528,7 +528,7 @@ function fmtDuration(c) {
 
 function setDir(node, c) {
   setText(node, dirText(c));
-  node.title = c.direction || 'direction unknown';
+  setProp(node, 'title', c.direction || 'direction unknown');
 }
 
 /** The two numbers of a row: the remote party's is a button (masked until clicked). */
@@ -540,7 +540,7 @@ function setNumbers(r, c) {
     const isRemote = !!c[which] && c[which] === remote;
     node.classList.toggle('number', isRemote);
     node.classList.toggle('ours', !isRemote);
-    node.title = isRemote ? 'Show or hide the full number' : (which === 'to' ? 'the number called' : '');
+    setProp(node, 'title', isRemote ? 'Show or hide the full number' : (which === 'to' ? 'the number called' : ''));
   }
 }
 
@@ -569,9 +569,9 @@ function upsertActiveRow(c) {
   setText(r.duration, fmtDuration(c));
   setText(r.mood, moodText(c));
   setStatus(r.status, c.status);
-  r.waiting.hidden = !c.waiting;
+  setProp(r.waiting, 'hidden', !c.waiting);
   if (c.waiting) setText(r.waiting, waitingText(c.waiting));
-  r.row.hidden = !matchesSearch(c, activeView.filter);
+  setProp(r.row, 'hidden', !matchesSearch(c, activeView.filter));
   return added;
 }
 

@@ -103,6 +103,10 @@ export function el(tag, className, text) {
 /** Write text only when it changed (cheap and avoids needless layout work). */
 export function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
 
+/** Sets a property (`title`, `hidden`, …) only when it changes: a write of the same value still
+ *  costs the browser a mutation and a style check, for every row on every event. */
+export function setProp(node, name, value) { if (node[name] !== value) node[name] = value; }
+
 export function setStatus(node, status) {
   setText(node, statusLabel(status));
   if (node.dataset.status !== status) node.dataset.status = status || '';
