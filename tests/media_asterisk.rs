@@ -805,6 +805,9 @@ async fn a_recorded_streaming_call_against_the_real_asterisk() {
     let asterisk = Asterisk::start().await;
     let rig = stream_rig(&asterisk, &["How much does it cost?"], vec![sse(&["It is twenty dollars a month."])]).await;
     espeak(&asterisk.mix_dir(), "ask", "How much does it cost?");
+    // Where Asterisk stores ARI recordings (`<astspooldir>/recording`, which Asterisk's own
+    // install creates; this private tree has only the spool).
+    std::fs::create_dir_all(asterisk.mix_dir().with_file_name("spool").join("recording")).unwrap();
     let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
     let spec = "name = \"recorder\"\n[recording]\nenabled = true\nconsent_announcement = \"This call is recorded.\"\n";
     asterai::agent::create(&rig.db.store, acme.id, &asterai::agent::AgentSpec::parse(spec).unwrap(), true)
