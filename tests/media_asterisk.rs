@@ -750,6 +750,69 @@ async fn an_outbound_streaming_call_against_the_real_asterisk() {
     assert!(!asterisk.console().contains("s@talker:1"), "the call went to the dialplan");
 }
 
+/// A recorded outbound streaming call: the agent's consent announcement, then the bridge's
+/// recording (`POST /bridges/{id}/record`); after the call asterai fetches the file over ARI
+/// into its own directory, a WAV that plays, and deletes Asterisk's copy.
+#[tokio::test]
+async fn a_recorded_streaming_call_against_the_real_asterisk() {
+    use asterai::dialer::{CallMedia, CallRequest, DialSettings, Dialer};
+    use asterai::store::{RecordingStatus, RecordingVia};
+    use support::mocks::sse;
+
+    support::init();
+    let _ = tracing_subscriber::fmt().with_env_filter("asterai=debug").with_test_writer().try_init();
+    let asterisk = Asterisk::start().await;
+    let rig = stream_rig(&asterisk, &["How much does it cost?"], vec![sse(&["It is twenty dollars a month."])]).await;
+    espeak(&asterisk.mix_dir(), "ask", "How much does it cost?");
+    // Where Asterisk stores ARI recordings (`<astspooldir>/recording`, which Asterisk's own
+    // install creates; this private tree has only the spool).
+    std::fs::create_dir_all(asterisk.mix_dir().with_file_name("spool").join("recording")).unwrap();
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    let spec = "name = \"recorder\"\n[recording]\nenabled = true\nconsent_announcement = \"This call is recorded.\"\n";
+    asterai::agent::create(&rig.db.store, acme.id, &asterai::agent::AgentSpec::parse(spec).unwrap(), true)
+        .await
+        .unwrap();
+    let settings = DialSettings {
+        endpoint: "Local/s@callee/n".into(),
+        app: APP.into(),
+        caller_id: "Acme <+15550000000>".into(),
+        ring_timeout: Duration::from_secs(30),
+        media: CallMedia::Agi,
+    };
+    let dialer = Dialer::new(rig.daemon.publisher.clone(), asterisk.client(), settings, Some(rig.tracker.clone()));
+    let request = CallRequest { to: "+15551230000".into(), media: Some("stream".into()), ..Default::default() };
+    let placed = dialer.place_call(&acme, &request).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let recording = loop {
+        let recordings = rig.db.store.call_recordings(acme.id, &placed.id).await.unwrap();
+        if let Some(r) = recordings.first().filter(|r| r.status != RecordingStatus::Recording) {
+            break r.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no settled recording: {recordings:#?}\n{}",
+            asterisk.console()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    rig.stop.cancel();
+    assert_eq!(recording.status, RecordingStatus::Available, "{recording:#?}\n{}", asterisk.console());
+    assert_eq!(recording.via, RecordingVia::Bridge);
+    assert!(recording.consent_announced && !recording.consent_required, "{recording:#?}");
+    let bytes = std::fs::read(&recording.path).expect("the recording, fetched into asterai's directory");
+    assert_eq!(recording.size_bytes, Some(bytes.len() as i64));
+    let reader = hound::WavReader::new(std::io::Cursor::new(&bytes)).expect("a WAV hound reads");
+    assert_eq!(reader.spec().channels, 1);
+    let samples: Vec<i16> = reader.into_samples::<i16>().map(Result::unwrap).collect();
+    assert!(!samples.is_empty() && recording.duration_ms.unwrap() > 0, "{recording:#?}");
+    // The agent's greeting and answer are in it.
+    assert!(!asterai::speech::audio::is_silence(&samples, -45.0), "the recording holds the conversation");
+    // Asterisk's copy is gone.
+    let stored = asterisk.client().stored_recordings().await.unwrap();
+    assert!(!stored.iter().any(|s| s.name == recording.name), "{stored:?}");
+}
+
 /// ARI over TLS (`ari.url = "https://…"`, `ari.ca_file`): REST, the event WebSocket (`wss://`)
 /// and a chan_websocket media connection (`wss://…/media/<id>`) against the real Asterisk's
 /// TLS listener; without the CA the certificate is refused.

@@ -350,6 +350,9 @@ pub struct AgentSpec {
     /// What is made of each call once it ended.
     #[serde(default, skip_serializing_if = "AnalysisSpec::is_empty")]
     pub analysis: AnalysisSpec,
+    /// Whole-call recording (a campaign's `recording` setting overrides it).
+    #[serde(default, skip_serializing_if = "RecordingSpec::is_empty")]
+    pub recording: RecordingSpec,
     #[serde(default, skip_serializing_if = "Phrases::is_empty")]
     pub phrases: Phrases,
     #[serde(default, skip_serializing_if = "Limits::is_empty")]
@@ -402,6 +405,54 @@ impl AnalysisSpec {
         }
         if let Some(schema) = &self.data_schema {
             schema::check_arguments_schema(schema).map_err(|e| format!("analysis.data_schema.{e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whole-call recording: an agent's `[recording]`, or a campaign's `recording` setting (which
+/// overrides the agent's, key by key). Off unless `enabled`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSpec {
+    /// Record the whole call (MixMonitor on the FastAGI path, the bridge on the streaming path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Played before the recording starts ("This call is recorded for quality."), a template
+    /// like the greeting. Required where the contact's region wants every party's consent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_announcement: Option<String>,
+}
+
+impl RecordingSpec {
+    pub fn is_empty(&self) -> bool {
+        all_none!(self: enabled, consent_announcement)
+    }
+
+    /// `self` (a campaign's) over `base` (the agent's), key by key.
+    pub fn over(&self, base: &RecordingSpec) -> RecordingSpec {
+        RecordingSpec {
+            enabled: self.enabled.or(base.enabled),
+            consent_announcement: self.consent_announcement.clone().or_else(|| base.consent_announcement.clone()),
+        }
+    }
+
+    /// Whether the call is recorded.
+    pub fn records(&self) -> bool {
+        self.enabled == Some(true)
+    }
+
+    /// The announcement, when it says something.
+    pub fn announcement(&self) -> Option<&str> {
+        self.consent_announcement.as_deref().filter(|a| !a.trim().is_empty())
+    }
+
+    /// Checks the announcement's length; `at` names the key (`recording`, `campaign settings: recording`).
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        if let Some(text) = &self.consent_announcement
+            && text.chars().count() > 1000
+        {
+            return Err(format!("{at}.consent_announcement: at most 1000 characters"));
         }
         Ok(())
     }
@@ -636,6 +687,7 @@ impl AgentSpec {
             }
         }
         self.analysis.validate()?;
+        self.recording.validate("recording")?;
         if self.http_tools.len() > MAX_HTTP_TOOLS {
             return Err(format!("http_tools: at most {MAX_HTTP_TOOLS}, got {}", self.http_tools.len()));
         }
@@ -695,6 +747,7 @@ impl AgentSpec {
             ("greeting_outbound", &self.greeting_outbound),
             ("disclosure", &self.disclosure),
             ("voicemail_message", &self.voicemail_message),
+            ("recording.consent_announcement", &self.recording.consent_announcement),
             ("phrases.fallback", &p.fallback),
             ("phrases.reprompt", &p.reprompt),
             ("phrases.goodbye", &p.goodbye),

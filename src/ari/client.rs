@@ -484,23 +484,14 @@ impl AriClient {
 
     /// `POST /channels/{id}/record`.
     pub async fn record(&self, id: &str, record: &Record) -> Result<LiveRecording, AriError> {
-        let mut query = vec![("name", record.name.clone()), ("format", record.format.clone())];
-        if let Some(s) = record.max_duration_s {
-            query.push(("maxDurationSeconds", s.to_string()));
-        }
-        if let Some(s) = record.max_silence_s {
-            query.push(("maxSilenceSeconds", s.to_string()));
-        }
-        if let Some(mode) = &record.if_exists {
-            query.push(("ifExists", mode.clone()));
-        }
-        if let Some(beep) = record.beep {
-            query.push(("beep", beep.to_string()));
-        }
-        if let Some(digits) = &record.terminate_on {
-            query.push(("terminateOn", digits.clone()));
-        }
+        let query = record_query(record);
         self.json(reqwest::Method::POST, &format!("/channels/{}/record", segment(id)?), &query, None).await
+    }
+
+    /// `POST /bridges/{id}/record`: records the bridge's mixed audio (a whole call).
+    pub async fn record_bridge(&self, id: &str, record: &Record) -> Result<LiveRecording, AriError> {
+        let query = record_query(record);
+        self.json(reqwest::Method::POST, &format!("/bridges/{}/record", segment(id)?), &query, None).await
     }
 
     /// `POST /channels/{id}/snoop`: returns the snooping channel.
@@ -644,6 +635,27 @@ impl AriClient {
     pub async fn delete_stored_recording(&self, name: &str) -> Result<(), AriError> {
         self.send(reqwest::Method::DELETE, &format!("/recordings/stored/{}", segment(name)?), &[], None).await.map(drop)
     }
+}
+
+/// The query of `POST /channels/{id}/record` and `POST /bridges/{id}/record` (same parameters).
+fn record_query(record: &Record) -> Vec<(&'static str, String)> {
+    let mut query = vec![("name", record.name.clone()), ("format", record.format.clone())];
+    if let Some(s) = record.max_duration_s {
+        query.push(("maxDurationSeconds", s.to_string()));
+    }
+    if let Some(s) = record.max_silence_s {
+        query.push(("maxSilenceSeconds", s.to_string()));
+    }
+    if let Some(mode) = &record.if_exists {
+        query.push(("ifExists", mode.clone()));
+    }
+    if let Some(beep) = record.beep {
+        query.push(("beep", beep.to_string()));
+    }
+    if let Some(digits) = &record.terminate_on {
+        query.push(("terminateOn", digits.clone()));
+    }
+    query
 }
 
 /// Channel ids for `?channel=a,b`: none empty, none with a comma (which would split it).

@@ -127,9 +127,19 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
             Command::Show { id, json } => {
                 let call = store.call_any(&id).await?.ok_or_else(|| anyhow::anyhow!("no call {id:?}"))?;
                 let turns = store.turns(call.org_id, &call.id).await?;
+                let recordings = store.call_recordings(call.org_id, &call.id).await?;
                 if json {
                     let mut body = serde_json::to_value(&call)?;
                     body["turns"] = serde_json::to_value(&turns)?;
+                    body["recording_url"] = serde_json::json!(crate::http::recording_url(&call.id, &recordings));
+                    // The CLI runs beside the files: their paths too.
+                    let mut listed = serde_json::to_value(&recordings)?;
+                    if let Some(items) = listed.as_array_mut() {
+                        for (item, recording) in items.iter_mut().zip(&recordings) {
+                            item["path"] = serde_json::json!(recording.path);
+                        }
+                    }
+                    body["recordings"] = listed;
                     println!("{}", serde_json::to_string_pretty(&body)?);
                 } else {
                     println!("call      {} ({} {} → {})", call.id, call.direction, call.from, call.to);
@@ -156,6 +166,19 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                     );
                     if let Some(d) = call.duration_s {
                         println!("duration  {d:.1} s");
+                    }
+                    for r in &recordings {
+                        let consent = match (r.consent_required, r.consent_announced) {
+                            (_, true) => "consent announced",
+                            (true, false) => "consent required, not announced",
+                            (false, false) => "no consent announcement",
+                        };
+                        let size = match (r.size_bytes, r.duration_ms) {
+                            (Some(bytes), Some(ms)) => format!(", {bytes} bytes, {:.1} s", ms as f64 / 1000.0),
+                            _ => String::new(),
+                        };
+                        let reason = r.status_reason.as_deref().map(|why| format!(" ({why})")).unwrap_or_default();
+                        println!("recording {} {}{reason}{size}, {consent}: {}", r.via, r.status, r.path);
                     }
                     println!();
                     for t in &turns {

@@ -124,6 +124,7 @@ pub async fn checks(config: &Config, source: &ConfigSource, asterisk_conf: &Path
     checks.push(asterisk.check());
     checks.push(directory("media", &config.media_dir(), "media.dir", &asterisk));
     checks.push(directory("recordings", &config.recordings_dir(), "media.recordings_dir", &asterisk));
+    checks.push(directory("call recordings", &config.call_recordings_dir(), "media.call_recordings_dir", &asterisk));
     checks.extend(providers(config, timeout).await);
     if config.tts.provider == "espeak" {
         checks.push(espeak(&config.tts.espeak_program).await);

@@ -375,6 +375,8 @@ pub fn conversations_with(
     supervisor: &Supervisor,
     transferer: Option<Arc<dyn Transferer>>,
 ) -> anyhow::Result<Conversations> {
+    // media.call_recordings_dir is created when a call first records (see
+    // conversation::call_recording::ensure_dir), with its parent's permissions.
     for (key, dir) in [("media.dir", config.media_dir()), ("media.recordings_dir", config.recordings_dir())] {
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {} ({key})", dir.display()))?;
     }

@@ -196,4 +196,8 @@ pub struct MediaConfig {
     pub recordings_dir: String,
     /// Keep each call's recordings instead of deleting them once transcribed.
     pub keep_recordings: bool,
+    /// Whole-call recordings (an agent's or campaign's `recording`): MixMonitor writes them
+    /// there on the FastAGI path, asterai on the streaming path; asterai serves them. Empty:
+    /// `<recordings_dir>/calls`.
+    pub call_recordings_dir: String,
 }

@@ -39,6 +39,16 @@ impl Config {
         }
     }
 
+    /// The whole-call recordings directory: `media.call_recordings_dir`, or
+    /// `<recordings_dir>/calls`.
+    pub fn call_recordings_dir(&self) -> PathBuf {
+        if self.media.call_recordings_dir.is_empty() {
+            self.recordings_dir().join("calls")
+        } else {
+            PathBuf::from(&self.media.call_recordings_dir)
+        }
+    }
+
     /// Where the database is: `database.url`, or the SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         match self.database.url.expose() {

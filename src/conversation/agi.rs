@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::call_recording::Collect;
 use super::core::{CALLER_HUNG_UP, CallStart, Conversation, Heard, MediaPath, RouteParams, Utterance};
 use super::speak::{self, Speech};
 use super::{Inner, Profile};
@@ -21,7 +22,7 @@ use crate::agi::{AgiSession, HandlerResult};
 use crate::speech::audio;
 use crate::speech::llm::ChunkStream;
 use crate::speech::stt::SttRequest;
-use crate::store::Outcome;
+use crate::store::{Outcome, RecordingVia};
 
 /// How long to wait for Asterisk's `HANGUP` line after a reply that showed the hang-up.
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
@@ -69,6 +70,7 @@ pub(super) async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult
         session: &session,
         call_id: String::new(),
         recordings: 0,
+        mixmonitor: None,
     };
     metrics::gauge!("asterai_conversations_active").increment(1.0);
     Conversation::start(&inner, media, start, org).await.converse().await;
@@ -85,6 +87,28 @@ struct AgiPath<'a> {
     /// The call's id, for the recordings' file names.
     call_id: String,
     recordings: u32,
+    /// The whole-call recording's MixMonitor id (`i(...)`), while it runs.
+    mixmonitor: Option<String>,
+}
+
+/// The channel variable MixMonitor stores its id in (`i(<variable>)`), for `StopMixMonitor`.
+const MIXMONITOR_ID: &str = "ASTERAI_MIXMONITOR_ID";
+
+/// The MixMonitor argument for `path`: `<path>,i(ASTERAI_MIXMONITOR_ID)`. Refuses what
+/// Asterisk's application argument parser would read as something else (`,` separates
+/// arguments, `|` too in old dialplans, `$`/`{` start substitutions, `(`/`)` option values,
+/// `"`/`\` quoting), so the path reaches MixMonitor as written.
+pub(crate) fn mixmonitor_args(path: &Path) -> Result<String, String> {
+    let text = path.to_str().ok_or_else(|| format!("{} is not UTF-8", path.display()))?;
+    if let Some(c) = text
+        .chars()
+        .find(|c| matches!(c, ',' | '|' | '$' | '{' | '}' | '(' | ')' | '"' | '\\' | '\'') || c.is_control())
+    {
+        return Err(format!(
+            "media.call_recordings_dir: MixMonitor cannot write to {text:?} (it holds {c:?}); choose a directory without , | $ {{ }} ( ) quotes or backslashes"
+        ));
+    }
+    Ok(format!("{text},i({MIXMONITOR_ID})"))
 }
 
 impl MediaPath for AgiPath<'_> {
@@ -211,11 +235,40 @@ impl MediaPath for AgiPath<'_> {
         self.session.send(Exec::new("SendDTMF", digits)).await.map(drop).map_err(|e| e.to_string())
     }
 
+    fn recording_via(&self) -> RecordingVia {
+        RecordingVia::MixMonitor
+    }
+
+    async fn start_recording(&mut self, name: &str, dir: &Path) -> Result<Collect, String> {
+        self.mixmonitor(name, dir).await
+    }
+
+    async fn recording_note(&self, state: &str, why: &str) {
+        let session = self.session;
+        if session.is_closed() || session.is_hung_up() {
+            return;
+        }
+        let _ = session.send(SetVariable::new("ASTERAI_RECORDING", state)).await;
+        if state != "on" {
+            let line = format!("asterai: call recording {state}: {why}");
+            let _ = session.send(Verbose::new(line.replace(|c: char| c.is_control(), " "), 1)).await;
+        }
+    }
+
     async fn finish(&mut self, outcome: Outcome, hang_up: bool) {
         let session = self.session;
         if !session.is_closed() {
             let _ = session.send(SetVariable::new("ASTERAI_OUTCOME", outcome.as_str())).await;
             let _ = session.send(SetVariable::new("ASTERAI_STATUS", "ok")).await;
+            // Back to the dialplan (a transfer, hangup_at_end = false): the recording covers
+            // the conversation with the agent and stops here. A hang-up stops it anyway.
+            if let Some(id) = self.mixmonitor.take()
+                && !hang_up
+                && !session.is_hung_up()
+                && let Err(e) = session.send(Exec::new("StopMixMonitor", id)).await
+            {
+                tracing::warn!(call_id = %self.call_id, "cannot stop the call's recording: {e}");
+            }
             if hang_up && !session.is_hung_up() {
                 let _ = session.send(Hangup::default()).await;
             }
@@ -223,6 +276,28 @@ impl MediaPath for AgiPath<'_> {
         if !self.inner.settings.keep_recordings {
             remove_call_recordings(&self.inner.settings.recordings_dir, &file_safe(&self.call_id)).await;
         }
+    }
+}
+
+impl AgiPath<'_> {
+    /// `EXEC MixMonitor <dir>/<name>.wav,i(ASTERAI_MIXMONITOR_ID)`: both directions of the
+    /// channel, mixed, into a file asterai reads; then the id, for `StopMixMonitor`.
+    async fn mixmonitor(&mut self, name: &str, dir: &Path) -> Result<Collect, String> {
+        super::call_recording::ensure_dir(dir).await?;
+        let path = dir.join(format!("{name}.wav"));
+        let args = mixmonitor_args(&path)?;
+        match self.session.send(Exec::new("MixMonitor", args)).await {
+            Ok(0) => {}
+            Ok(n) => return Err(format!("MixMonitor refused to record into {} (result {n})", path.display())),
+            Err(e) => return Err(format!("MixMonitor: {e}")),
+        }
+        let id = match self.session.send(GetVariable::new(MIXMONITOR_ID)).await {
+            Ok(Some(id)) if !id.is_empty() => id,
+            // Asterisk too old to set it: StopMixMonitor then stops the channel's first one.
+            _ => String::new(),
+        };
+        self.mixmonitor = Some(id);
+        Ok(Collect::LocalFile { path })
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::analysis::{self, TurnAnalysis};
+use super::call_recording::{self, Collect, RecordingPlan, RecordingStart};
 use super::record::{Change, Recorder};
 use super::speak::Speech;
 use super::tools::{HttpTool, callback_time, valid_dtmf};
@@ -25,7 +26,9 @@ use crate::config::conversation::TOOL_FILLER_AFTER;
 use crate::speech::llm::{Action, ChunkStream, Message, ResponseRequest, Role};
 use crate::speech::rules::render;
 use crate::speech::{BoxFuture, SpeechError};
-use crate::store::{CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Org, Outcome, ToolUse};
+use crate::store::{
+    CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Org, Outcome, RecordingStatus, RecordingVia, ToolUse,
+};
 
 /// The parameters of the `ai` route (`ai?org=acme&campaign=7&contact=12&call_id=…&amd=…`), read
 /// from the FastAGI script or the Stasis argument by the same code ([`crate::agi::env`]).
@@ -136,8 +139,20 @@ pub trait MediaPath: Send + Sync {
     /// says why not.
     fn send_dtmf(&self, digits: &str) -> impl Future<Output = Result<(), String>> + Send;
     /// The call is over: tell the dialplan the outcome, and hang up when `hang_up` (and the
-    /// caller is still there).
+    /// caller is still there). A whole-call recording still running is stopped.
     fn finish(&mut self, outcome: Outcome, hang_up: bool) -> impl Future<Output = ()> + Send;
+    /// Which whole-call recording this path makes (MixMonitor, the bridge's).
+    fn recording_via(&self) -> RecordingVia;
+    /// Starts recording the whole call as `name` (asterai's own name, no extension) into `dir`;
+    /// returns how to collect the file once the call ended, or why it could not start.
+    fn start_recording(
+        &mut self,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> impl Future<Output = Result<Collect, String>> + Send;
+    /// Tells the channel (`ASTERAI_RECORDING`) and Asterisk's log where recording stands:
+    /// `on`, `refused` or `failed`, with why.
+    fn recording_note(&self, state: &str, why: &str) -> impl Future<Output = ()> + Send;
 }
 
 /// How the conversation ended.
@@ -187,6 +202,10 @@ pub(super) struct Conversation<'a, M: MediaPath> {
     callback_booked: bool,
     /// The agent's first audio was recorded (answer → first audio, for abandonment).
     heard_agent: bool,
+    /// Whether and how the call is recorded whole (see [`super::call_recording`]).
+    recording: RecordingPlan,
+    /// The whole-call recording, once started.
+    active_recording: Option<call_recording::Active>,
 }
 
 /// The contact a callback is booked for.
@@ -196,6 +215,53 @@ struct CallbackTarget {
     campaign_id: i64,
     /// The contact's timezone, if known (else the campaign's).
     timezone: Option<String>,
+}
+
+/// Whether and how a call is recorded: the campaign's `recording` over the agent's, and whether
+/// the contact's region needs every party's consent. A campaign the database cannot read
+/// leaves the agent's choice.
+#[allow(clippy::too_many_arguments)]
+async fn recording_plan(
+    inner: &Inner,
+    org: &Org,
+    profile: &Profile,
+    campaign: Option<crate::store::campaigns::Campaign>,
+    campaign_id: Option<i64>,
+    existing_campaign: &Option<i64>,
+    contact: Option<&crate::store::contacts::Contact>,
+    number: &str,
+) -> RecordingPlan {
+    let agent = profile.settings.recording.clone();
+    let campaign = match (campaign, campaign_id.or(*existing_campaign)) {
+        (Some(campaign), _) => Some(campaign),
+        (None, Some(id)) => match inner.lookup("the campaign", inner.publisher.store().campaign(org.id, id)).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(campaign = id, "{e}; the call is recorded as its agent says");
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let spec = match campaign.map(|c| crate::dialer::campaign::CampaignSettings::from_json(&c.settings)) {
+        Some(Ok(settings)) => settings.recording.over(&agent),
+        Some(Err(e)) => {
+            tracing::warn!(org = %org.slug, "{e}; the call is recorded as its agent says");
+            agent
+        }
+        None => agent,
+    };
+    let place = crate::dialer::compliance::Place::of(
+        number,
+        contact.and_then(|c| c.state.as_deref()),
+        None,
+        chrono_tz::Tz::UTC,
+    );
+    let consent_required = place
+        .region
+        .as_deref()
+        .is_some_and(|region| inner.settings.compliance.for_org(&org.slug).needs_all_party_consent(region));
+    RecordingPlan { spec, region: place.region, consent_required }
 }
 
 impl<'a, M: MediaPath> Conversation<'a, M> {
@@ -230,9 +296,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             },
             None => None,
         };
+        let mut campaign = None;
         if let Some(id) = campaign_id {
             match inner.lookup("the campaign", store.campaign(org.id, id)).await {
-                Ok(Some(_)) => {}
+                Ok(Some(found)) => campaign = Some(found),
                 Ok(None) => {
                     tracing::warn!(campaign = id, org = %org.slug, "the route's campaign is not the organization's; ignored");
                     campaign_id = None;
@@ -280,6 +347,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
 
         let callerid = call.caller_id.clone();
         let existing_to = existing.as_ref().map(|e| e.to.clone());
+        let existing_campaign =
+            existing.as_ref().and_then(|e| e.campaign_id).or(contact.as_ref().and_then(|c| c.campaign_id));
         let (call_id, direction, number, start) = match existing {
             Some(existing) => {
                 let number =
@@ -321,6 +390,9 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         values.insert("called_number".into(), called.clone());
         prompt_values.insert("called_number".into(), called);
         let system_prompt = render(&system_prompt_template, &prompt_values);
+        let recording =
+            recording_plan(inner, &org, &profile, campaign, campaign_id, &existing_campaign, contact.as_ref(), &number)
+                .await;
         let mut recorder = inner.records.recorder(org.id, call_id.clone());
         match start {
             Some(new) => recorder.push(Change::Start(new)).await,
@@ -355,6 +427,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             callback,
             callback_booked: false,
             heard_agent: false,
+            recording,
+            active_recording: None,
         }
     }
 
@@ -383,6 +457,79 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         !self.media.say(text).await.hung_up
     }
 
+    /// Starts the whole-call recording when the call is recorded: the consent announcement
+    /// first (mandatory where the contact's region needs every party's consent), then the
+    /// recording. Returns an ending when the caller hung up during the announcement.
+    async fn begin_recording(&mut self) -> Option<Ending> {
+        let plan = self.recording.clone();
+        if !plan.spec.records() {
+            return None;
+        }
+        let announcement = plan.spec.announcement().map(|text| self.phrase(text));
+        let mut announced = false;
+        if let Some(text) = &announcement {
+            let spoken = self.media.say(text).await;
+            self.first_audio(&spoken).await;
+            if spoken.hung_up {
+                return Some(self.gone("caller hung up during the recording's consent announcement"));
+            }
+            announced = spoken.played > 0 && spoken.tts_failures == 0;
+        }
+        let name = call_recording::recording_name(&self.call_id);
+        let dir = self.inner.settings.call_recordings_dir.clone();
+        let path = dir.join(format!("{name}.wav"));
+        let mut start = RecordingStart {
+            via: self.media.recording_via(),
+            name: name.clone(),
+            path: path.to_string_lossy().into_owned(),
+            format: "wav".into(),
+            region: plan.region.clone(),
+            consent_required: plan.consent_required,
+            consent_announced: announced,
+            status: RecordingStatus::Recording,
+            reason: None,
+        };
+        if plan.consent_required && !announced {
+            let region = plan.region.as_deref().unwrap_or("the contact's region");
+            let why = match &announcement {
+                None => format!(
+                    "{region} requires every party's consent to record and the agent (or campaign) has no recording.consent_announcement; the call is not recorded"
+                ),
+                Some(_) => format!(
+                    "{region} requires every party's consent to record and the consent announcement could not be played; the call is not recorded"
+                ),
+            };
+            tracing::warn!(call_id = %self.call_id, org = %self.org.slug, "{why}");
+            self.media.recording_note("refused", &why).await;
+            start.status = RecordingStatus::Refused;
+            start.reason = Some(why);
+            self.recorder.push(Change::RecordingStarted(start)).await;
+            return None;
+        }
+        // The row first: a file never exists without its row.
+        self.recorder.push(Change::RecordingStarted(start)).await;
+        match self.media.start_recording(&name, &dir).await {
+            Ok(collect) => {
+                tracing::info!(call_id = %self.call_id, recording = %name, consent_announced = announced, "recording the call");
+                self.media.recording_note("on", &name).await;
+                self.active_recording = Some(call_recording::Active { name, collect });
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %self.call_id, recording = %name, "cannot record the call: {e}");
+                self.media.recording_note("failed", &e).await;
+                let failed = call_recording::RecordingResult {
+                    name,
+                    status: RecordingStatus::Failed,
+                    reason: Some(e),
+                    size_bytes: None,
+                    duration_ms: None,
+                };
+                self.recorder.push(Change::RecordingEnded(failed)).await;
+            }
+        }
+        None
+    }
+
     /// Holds the call from answering to the end, then finishes it.
     pub(super) async fn converse(mut self) {
         let ending = self.talk().await;
@@ -399,6 +546,9 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
 
         if self.machine {
             return self.leave_voicemail().await;
+        }
+        if let Some(ending) = self.begin_recording().await {
+            return ending;
         }
 
         // The greeting, as turn 0.
@@ -1021,6 +1171,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             callback_booked,
             profile,
             history,
+            active_recording,
             ..
         } = self;
         if let Some(when) = ending.reason.strip_prefix(CALLER_HUNG_UP) {
@@ -1049,18 +1200,60 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         // The writer finishes the record on its own; the channel does not wait for it. The
         // after-call analysis (of a call where the caller spoke) runs after the channel is
         // released, and its result goes through the same writer, after the call's end.
-        match profile.settings.analysis.clone().filter(|_| caller_spoke) {
-            Some(spec) => {
-                let responder = profile.providers.responder.clone();
-                let transcript = super::after_call::transcript(&history);
-                tokio::spawn(async move {
-                    let analysis = super::after_call::analyse(&*responder, &spec, &transcript).await;
-                    recorder.push(Change::Analysis(analysis)).await;
-                    recorder.close();
-                });
-            }
-            None => recorder.close(),
+        // The whole-call recording's file is collected the same way (Asterisk finishes it
+        // once the channel is gone).
+        let analysis = profile.settings.analysis.clone().filter(|_| caller_spoke);
+        if analysis.is_none() && active_recording.is_none() {
+            recorder.close();
+            return;
         }
+        let responder = profile.providers.responder.clone();
+        let transcript = super::after_call::transcript(&history);
+        tokio::spawn(async move {
+            let collected = async {
+                match active_recording {
+                    Some(active) => {
+                        let result = call_recording::collect(active.name, active.collect).await;
+                        match &result.reason {
+                            Some(reason) => {
+                                tracing::warn!(call_id = %call_id, recording = %result.name, "the call's recording failed: {reason}")
+                            }
+                            None => {
+                                tracing::info!(call_id = %call_id, recording = %result.name, bytes = ?result.size_bytes, duration_ms = ?result.duration_ms, "the call's recording is available")
+                            }
+                        }
+                        Some(result)
+                    }
+                    None => None,
+                }
+            };
+            let analysed = async {
+                match analysis {
+                    Some(spec) => Some(super::after_call::analyse(&*responder, &spec, &transcript).await),
+                    None => None,
+                }
+            };
+            // Each is written as soon as it is known.
+            tokio::pin!(collected, analysed);
+            let (mut collected_done, mut analysed_done) = (false, false);
+            while !(collected_done && analysed_done) {
+                tokio::select! {
+                    result = &mut collected, if !collected_done => {
+                        collected_done = true;
+                        if let Some(result) = result {
+                            recorder.push(Change::RecordingEnded(result)).await;
+                        }
+                    }
+                    analysis = &mut analysed, if !analysed_done => {
+                        analysed_done = true;
+                        if let Some(analysis) = analysis {
+                            recorder.push(Change::Analysis(analysis)).await;
+                        }
+                    }
+                }
+            }
+            recorder.close();
+        });
     }
 }
 

@@ -57,6 +57,7 @@ use crate::store::Org;
 pub mod after_call;
 pub mod agi;
 pub mod analysis;
+pub mod call_recording;
 pub mod core;
 pub mod providers;
 pub mod record;
@@ -117,6 +118,13 @@ pub struct Settings {
     pub http_tools: Vec<Arc<tools::HttpTool>>,
     /// The agent's after-call analysis, if it wants one.
     pub analysis: Option<crate::agent::AnalysisSpec>,
+    /// The agent's whole-call recording (`[recording]`); a campaign's setting overrides it.
+    pub recording: crate::agent::RecordingSpec,
+    /// Where whole-call recordings go (`media.call_recordings_dir`).
+    pub call_recordings_dir: PathBuf,
+    /// The organizations' compliance policies (`dialer.compliance`): which regions need every
+    /// party's consent to record.
+    pub compliance: Arc<crate::dialer::compliance::Compliance>,
 }
 
 impl Settings {
@@ -134,6 +142,14 @@ impl Settings {
             transfer_targets: Vec::new(),
             http_tools: Vec::new(),
             analysis: None,
+            recording: crate::agent::RecordingSpec::default(),
+            call_recordings_dir: config.call_recordings_dir(),
+            compliance: Arc::new(
+                crate::dialer::compliance::Compliance::load(&config.dialer.compliance).unwrap_or_else(|e| {
+                    tracing::error!("{e}; recordings use the shipped all-party consent regions");
+                    crate::dialer::compliance::Compliance::default()
+                }),
+            ),
         }
     }
 }
@@ -311,6 +327,7 @@ impl Inner {
                 .collect(),
             http_tools,
             analysis: spec.analysis.wanted().then(|| spec.analysis.clone()),
+            recording: spec.recording.clone(),
             transfer_targets: spec
                 .transfer_targets
                 .iter()

@@ -67,6 +67,10 @@ pub enum Change {
     },
     /// The agent's first audio reached the call (for abandonment; only the first counts).
     FirstAudio(chrono::DateTime<chrono::Utc>),
+    /// The whole-call recording started, or was refused (see [`super::call_recording`]).
+    RecordingStarted(super::call_recording::RecordingStart),
+    /// The whole-call recording's file was collected, or could not be.
+    RecordingEnded(super::call_recording::RecordingResult),
 }
 
 /// Changes a call may queue before the conversation waits for its writer to take one. The
@@ -359,6 +363,35 @@ impl Writer {
                 publisher.store().set_call_agent(org, &self.call_id, name, *version).await
             }
             Change::FirstAudio(at) => publisher.store().record_first_audio(org, &self.call_id, *at).await.map(drop),
+            Change::RecordingStarted(start) => {
+                let new = crate::store::NewRecording {
+                    org_id: org,
+                    call_id: &self.call_id,
+                    via: start.via,
+                    name: &start.name,
+                    path: &start.path,
+                    format: &start.format,
+                    region: start.region.as_deref(),
+                    consent_required: start.consent_required,
+                    consent_announced: start.consent_announced,
+                    status: start.status,
+                    reason: start.reason.as_deref(),
+                };
+                match publisher.store().start_recording(&new).await {
+                    // Applied before (a replay after a partial write).
+                    Err(StoreError::Conflict(_)) => Ok(()),
+                    other => other.map(drop),
+                }
+            }
+            Change::RecordingEnded(end) => {
+                let result = crate::store::RecordingEnd {
+                    status: end.status,
+                    reason: end.reason.as_deref(),
+                    size_bytes: end.size_bytes,
+                    duration_ms: end.duration_ms,
+                };
+                publisher.store().finish_recording(org, &end.name, &result).await.map(drop)
+            }
         }
     }
 

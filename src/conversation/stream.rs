@@ -38,6 +38,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::call_recording::Collect;
 use super::core::{CallStart, Conversation, Heard, MediaPath, RouteParams, Utterance};
 use super::speak::Speech;
 use super::{Conversations, Inner, Profile};
@@ -52,7 +53,7 @@ use crate::speech::llm::{Chunk, ChunkStream, SentenceSplitter};
 use crate::speech::stt::SpeechToText;
 use crate::speech::stt_stream::{TurnStt, UtteranceStt};
 use crate::speech::vad::{VadEvent, VadState, VoiceActivity};
-use crate::store::{CallStatus, Outcome};
+use crate::store::{CallStatus, Outcome, RecordingVia};
 
 /// The id prefix of the external media channels asterai creates.
 pub const MEDIA_CHANNEL_PREFIX: &str = "asterai-media-";
@@ -279,7 +280,8 @@ async fn run_call(inner: &StreamInner, channel: Channel, params: RouteParams, go
         channel: channel.name.clone(),
         uniqueid: channel.id.clone(),
     };
-    let path = StreamPath::new(conversations, inner, session, gone.subscribe(), channel.id.clone());
+    let mut path = StreamPath::new(conversations, inner, session, gone.subscribe(), channel.id.clone());
+    path.bridge = bridge.clone();
     metrics::gauge!("asterai_conversations_active").increment(1.0);
     metrics::gauge!("asterai_stream_calls_active").increment(1.0);
     Conversation::start(conversations, path, start, org).await.converse().await;
@@ -469,6 +471,9 @@ pub struct StreamPath<'a> {
     gone: watch::Receiver<Option<String>>,
     shared: Arc<Shared>,
     caller_channel: String,
+    /// The call's mixing bridge (the caller and the agent's media channel), which a whole-call
+    /// recording records.
+    bridge: String,
     answers: std::sync::atomic::AtomicU64,
     /// The agent the call runs (the built-in one until the core says).
     profile: Arc<Profile>,
@@ -534,6 +539,7 @@ impl<'a> StreamPath<'a> {
             gone,
             shared,
             caller_channel,
+            bridge: String::new(),
             answers: std::sync::atomic::AtomicU64::new(0),
             profile: inner.builtin.clone(),
             stt,
@@ -840,6 +846,38 @@ impl MediaPath for StreamPath<'_> {
 
     async fn send_dtmf(&self, digits: &str) -> Result<(), String> {
         self.stream.client.send_dtmf(&self.caller_channel, digits).await.map_err(|e| e.to_string())
+    }
+
+    fn recording_via(&self) -> RecordingVia {
+        RecordingVia::Bridge
+    }
+
+    async fn start_recording(&mut self, name: &str, dir: &std::path::Path) -> Result<Collect, String> {
+        if self.bridge.is_empty() {
+            return Err("the call has no bridge to record".into());
+        }
+        super::call_recording::ensure_dir(dir).await?;
+        let record = crate::ari::Record {
+            if_exists: Some("fail".into()),
+            terminate_on: Some("none".into()),
+            ..crate::ari::Record::wav(name)
+        };
+        let client = &self.stream.client;
+        client
+            .record_bridge(&self.bridge, &record)
+            .await
+            .map_err(|e| format!("Asterisk refused to record the bridge: {e}"))?;
+        Ok(Collect::Ari { client: client.clone(), name: name.to_owned(), path: dir.join(format!("{name}.wav")) })
+    }
+
+    async fn recording_note(&self, state: &str, why: &str) {
+        if self.gone_now() {
+            return;
+        }
+        let _ = self.stream.client.set_variable(&self.caller_channel, "ASTERAI_RECORDING", state).await;
+        if state != "on" {
+            tracing::info!(channel = %self.caller_channel, "call recording {state}: {why}");
+        }
     }
 
     async fn finish(&mut self, outcome: Outcome, hang_up: bool) {

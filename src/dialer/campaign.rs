@@ -18,6 +18,7 @@ use chrono::{DateTime, Datelike, Duration as Span, NaiveTime, TimeZone, Utc, Wee
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
+use crate::agent::RecordingSpec;
 use crate::store::CallStatus;
 use crate::types::Dur;
 
@@ -129,6 +130,10 @@ pub struct CampaignSettings {
     /// organization's holidays.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub holidays: Vec<String>,
+    /// Whole-call recording of the campaign's calls: `enabled`, `consent_announcement`; each key
+    /// set overrides the agent's `[recording]`.
+    #[serde(skip_serializing_if = "RecordingSpec::is_empty")]
+    pub recording: RecordingSpec,
 }
 
 impl Default for CampaignSettings {
@@ -143,6 +148,7 @@ impl Default for CampaignSettings {
             agent: None,
             media: None,
             holidays: Vec::new(),
+            recording: RecordingSpec::default(),
         }
     }
 }
@@ -204,6 +210,7 @@ impl CampaignSettings {
             return Err(field(format!("holidays: expected at most 1000 dates, got {}", self.holidays.len())));
         }
         super::compliance::parse_dates("campaign settings: holidays", &self.holidays)?;
+        self.recording.validate("campaign settings: recording")?;
         self.calling_window()?;
         Ok(())
     }

@@ -262,6 +262,10 @@ pub struct OrgSpec {
     pub abandon: Option<AbandonPolicy>,
     /// Replace the shipped rule of the same region, or add one.
     pub rules: Vec<RuleSpec>,
+    /// Regions where recording a call needs every party's consent (`CA`, `US-FL`, `Florida`):
+    /// replaces the shipped list (`[]`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_party_consent_regions: Option<Vec<String>>,
 }
 
 /// The compliance file (`dialer.compliance`).
@@ -276,18 +280,46 @@ pub struct ComplianceFile {
 #[serde(deny_unknown_fields)]
 struct Shipped {
     rule: Vec<RuleSpec>,
+    all_party_consent_regions: Vec<String>,
+}
+
+fn shipped() -> Result<Shipped, String> {
+    toml::from_str::<Shipped>(SHIPPED_RULES).map_err(|e| e.to_string())
+}
+
+/// The shipped regions whose calls are recorded only with every party's consent.
+pub fn shipped_consent_regions() -> Vec<String> {
+    shipped().and_then(|s| consent_regions("data/calling_rules.toml", &s.all_party_consent_regions)).unwrap_or_else(
+        |e| {
+            tracing::error!("the shipped all-party consent regions are unreadable: {e}");
+            Vec::new()
+        },
+    )
+}
+
+/// Regions as `US-FL` (a US state, or an ISO 3166-2 code; a bare country `US` is kept).
+fn consent_regions(at: &str, regions: &[String]) -> Result<Vec<String>, String> {
+    regions
+        .iter()
+        .map(|r| {
+            let upper = r.trim().to_ascii_uppercase();
+            if upper.len() == 2 && upper.bytes().all(|b| b.is_ascii_uppercase()) && region_of_state(&upper).is_err() {
+                return Ok(upper);
+            }
+            region_of_state(r).map_err(|e| format!("{at}.all_party_consent_regions: {e}"))
+        })
+        .collect()
 }
 
 /// The shipped rules, parsed.
 pub fn shipped_rules() -> Vec<Rule> {
     // The file is part of the binary and checked by a test; a broken one is a build mistake.
-    toml::from_str::<Shipped>(SHIPPED_RULES)
-        .map_err(|e| e.to_string())
-        .and_then(|s| s.rule.iter().map(|r| Rule::parse(r, "data/calling_rules.toml")).collect())
-        .unwrap_or_else(|e| {
+    shipped().and_then(|s| s.rule.iter().map(|r| Rule::parse(r, "data/calling_rules.toml")).collect()).unwrap_or_else(
+        |e| {
             tracing::error!("the shipped calling rules are unreadable: {e}");
             Vec::new()
-        })
+        },
+    )
 }
 
 /// Every organization's rules: the shipped ones with the compliance file on top.
@@ -300,7 +332,11 @@ pub struct Compliance {
 impl Default for Compliance {
     fn default() -> Self {
         Compliance::from_file(&ComplianceFile::default()).unwrap_or_else(|_| Compliance {
-            defaults: Policy { rules: shipped_rules(), ..Policy::default() },
+            defaults: Policy {
+                rules: shipped_rules(),
+                all_party_consent: shipped_consent_regions(),
+                ..Policy::default()
+            },
             orgs: HashMap::new(),
         })
     }
@@ -324,8 +360,9 @@ impl Compliance {
     }
 
     pub fn from_file(file: &ComplianceFile) -> Result<Compliance, String> {
-        let defaults =
-            Policy::build(&Policy { rules: shipped_rules(), ..Policy::default() }, &file.defaults, "defaults")?;
+        let shipped =
+            Policy { rules: shipped_rules(), all_party_consent: shipped_consent_regions(), ..Policy::default() };
+        let defaults = Policy::build(&shipped, &file.defaults, "defaults")?;
         let mut orgs = HashMap::new();
         for (slug, spec) in &file.orgs {
             orgs.insert(slug.clone(), Policy::build(&defaults, spec, &format!("orgs.{slug}"))?);
@@ -346,6 +383,8 @@ pub struct Policy {
     pub caps: Caps,
     pub holidays: Vec<NaiveDate>,
     pub abandon: AbandonPolicy,
+    /// Regions (`US-FL`, or a country `DE`) where recording needs every party's consent.
+    pub all_party_consent: Vec<String>,
 }
 
 /// `YYYY-MM-DD` dates; the error names `field`.
@@ -360,6 +399,14 @@ pub fn parse_dates(field: &str, dates: &[String]) -> Result<Vec<NaiveDate>, Stri
 }
 
 impl Policy {
+    /// Whether recording a call to `region` needs every party's consent: the region is listed,
+    /// or its country is (`DE` covers `DE-BY`).
+    pub fn needs_all_party_consent(&self, region: &str) -> bool {
+        self.all_party_consent
+            .iter()
+            .any(|listed| listed == region || region.split_once('-').is_some_and(|(country, _)| country == listed))
+    }
+
     fn build(base: &Policy, spec: &OrgSpec, at: &str) -> Result<Policy, String> {
         let mut rules = base.rules.clone();
         for spec in &spec.rules {
@@ -380,7 +427,11 @@ impl Policy {
         }
         let mut holidays = base.holidays.clone();
         holidays.extend(parse_dates(&format!("{at}.holidays"), &spec.holidays)?);
-        Ok(Policy { rules, caps, holidays, abandon })
+        let all_party_consent = match &spec.all_party_consent_regions {
+            Some(regions) => consent_regions(at, regions)?,
+            None => base.all_party_consent.clone(),
+        };
+        Ok(Policy { rules, caps, holidays, abandon, all_party_consent })
     }
 }
 

@@ -1,6 +1,7 @@
 //! A campaign's compliance report (`GET /v1/campaigns/{id}/compliance`, JSON or CSV): every
 //! attempt per contact with its time in UTC and locally, the checks it passed, every refusal and
-//! why, and the abandon rate. Built from what the store holds (`compliance_checks`, `calls`).
+//! why, the abandon rate, and each call's recording and consent. Built from what the store
+//! holds (`compliance_checks`, `calls`, `call_recordings`).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,18 @@ pub struct Attempt {
     /// The call's status and outcome as stored.
     pub status: Option<String>,
     pub outcome: Option<String>,
+    /// The call's whole-call recording, when it was to be recorded: its status (`available`,
+    /// `refused`, …) and whether consent was required and announced.
+    pub recording: Option<AttemptRecording>,
+}
+
+/// What an attempt's recording says about consent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecording {
+    pub status: String,
+    pub reason: Option<String>,
+    pub consent_required: bool,
+    pub consent_announced: bool,
 }
 
 /// One refusal, at claim or at dial.
@@ -75,6 +88,21 @@ impl Report {
         now: DateTime<Utc>,
     ) -> Result<Report, StoreError> {
         let checks = store.campaign_checks(campaign.org_id, campaign.id).await?;
+        // Each call's last recording (a call records once; a retry is another call).
+        let recordings: BTreeMap<String, AttemptRecording> = store
+            .campaign_recordings(campaign.org_id, campaign.id)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let recording = AttemptRecording {
+                    status: r.status.as_str().to_owned(),
+                    reason: r.status_reason,
+                    consent_required: r.consent_required,
+                    consent_announced: r.consent_announced,
+                };
+                (r.call_id, recording)
+            })
+            .collect();
         let mut contacts: BTreeMap<(Option<i64>, String), ContactReport> = BTreeMap::new();
         let mut refused: BTreeMap<String, usize> = BTreeMap::new();
         let mut attempts = 0;
@@ -106,13 +134,14 @@ impl Report {
                 };
                 attempts += 1;
                 contact.attempts.push(Attempt {
-                    call_id,
                     at,
                     local_time,
                     region,
                     checks: detail,
                     status: call.as_ref().map(|c| c.status.as_str().to_owned()),
                     outcome: call.and_then(|c| c.outcome.map(|o| o.as_str().to_owned())),
+                    recording: call_id.as_ref().and_then(|id| recordings.get(id)).cloned(),
+                    call_id,
                 });
             } else {
                 let reason = reason.unwrap_or_default();
@@ -151,6 +180,8 @@ impl Report {
             "call_id",
             "call_status",
             "call_outcome",
+            "recording",
+            "consent_announced",
         ];
         out.write_record(header).map_err(|e| e.to_string())?;
         let summary = format!(
@@ -166,11 +197,15 @@ impl Report {
             NOTE
         );
         let generated = self.generated_at.to_rfc3339();
-        out.write_record(["summary", "", "", &generated, "", "", "", "", &summary, "", "", "", ""])
+        out.write_record(["summary", "", "", &generated, "", "", "", "", &summary, "", "", "", "", "", ""])
             .map_err(|e| e.to_string())?;
         for contact in &self.contacts {
             let id = contact.contact_id.map(|i| i.to_string()).unwrap_or_default();
             for a in &contact.attempts {
+                let (recording, announced) = match &a.recording {
+                    Some(r) => (r.status.as_str(), if r.consent_announced { "true" } else { "false" }),
+                    None => ("", ""),
+                };
                 out.write_record([
                     "attempt",
                     &id,
@@ -185,6 +220,8 @@ impl Report {
                     a.call_id.as_deref().unwrap_or(""),
                     a.status.as_deref().unwrap_or(""),
                     a.outcome.as_deref().unwrap_or(""),
+                    recording,
+                    announced,
                 ])
                 .map_err(|e| e.to_string())?;
             }
@@ -200,6 +237,8 @@ impl Report {
                     &r.reason,
                     &r.detail,
                     &r.not_before.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    "",
+                    "",
                     "",
                     "",
                     "",

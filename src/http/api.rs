@@ -108,7 +108,25 @@ pub async fn get_call(
     let mut body = serde_json::to_value(&call).unwrap_or_default();
     body["turns"] = serde_json::to_value(&turns).unwrap_or_default();
     body["transcript"] = json!(transcript);
+    let recordings = state.store().call_recordings(principal.org_id, &call.id).await?;
+    body["recording_url"] = json!(recording_url(&call.id, &recordings));
+    body["recordings"] = serde_json::to_value(&recordings).unwrap_or_default();
     Ok(Json(body))
+}
+
+/// Where a call's recording downloads (`/v1/calls/<id>/recording`, the id percent-encoded),
+/// when one is available.
+pub fn recording_url(call_id: &str, recordings: &[crate::store::Recording]) -> Option<String> {
+    recordings.iter().any(|r| r.status == crate::store::RecordingStatus::Available).then(|| {
+        let id: String = call_id
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("/v1/calls/{id}/recording")
+    })
 }
 
 /// `GET /v1/stats?since=&until=`: the organization's figures for the calls started in the window

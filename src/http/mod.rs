@@ -55,6 +55,9 @@ mod feed;
 mod health;
 pub mod monitor;
 pub mod openapi;
+pub mod recordings;
+
+pub use api::recording_url;
 
 pub use error::ApiError;
 

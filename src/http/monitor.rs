@@ -31,8 +31,11 @@ const FILES: &[(&str, &str, &str)] = &[
 /// Same-origin only. `connect-src 'self'` covers the feed's WebSocket to this host and port:
 /// CSP Level 3 matches `ws:`/`wss:` against `'self'` (Chromium since 2017, Firefox and Safari
 /// too; `tests/monitor.rs` checks it in Chromium). No other host, and no blanket `ws:`.
+/// `media-src blob:`: a call's recording is fetched with the token in a header and played from
+/// a `blob:` URL (its route never takes `?token=`, so an `<audio src>` could not load it).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+                   media-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'";
 
 /// The names [`asset`] serves.
 pub fn file_names() -> Vec<&'static str> {

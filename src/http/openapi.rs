@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::{Map, Value, json};
 
-use super::{AppState, agents, api, compliance, dialer, feed, health, monitor};
+use super::{AppState, agents, api, compliance, dialer, feed, health, monitor, recordings};
 use crate::auth::Scope;
 use crate::store::{CallStatus, Direction, Outcome};
 
@@ -294,6 +294,19 @@ pub fn operations() -> Vec<Operation> {
             .path_param("id", string(), "The call's id.")
             .answer(200, "The call", Some(schema("CallDetail")))
             .error(404, "No such call in the organization"),
+        Operation::new(M::Get, "/v1/calls/{id}/recording", Some(Monitor), "getCallRecording", recordings::download)
+            .summary(
+                "The call's whole-call recording (WAV)",
+                "Streams the call's available recording; one byte range with `Range: bytes=<first>-<last>` \
+                 (206 with `Content-Range`). The token in the `Authorization` header only: `?token=` is refused.",
+            )
+            .path_param("id", string(), "The call's id.")
+            .param("header", "Range", string(), "One byte range: `bytes=0-1023`, `bytes=1024-` or `bytes=-1024`.")
+            .answer_as(200, "The whole file", &["audio/wav"])
+            .answer_as(206, "The range asked for, with `Content-Range`", &["audio/wav"])
+            .error(400, "A query parameter (`?token=` included)")
+            .error(404, "No such call in the organization, or no available recording (the message says why)")
+            .error(416, "A malformed range, several ranges, or a range outside the file (`Content-Range: bytes */<size>`)"),
         Operation::new(M::Get, "/v1/stats", Some(Monitor), "stats", api::stats)
             .summary(
                 "The organization's figures for the calls started in a window",
@@ -614,8 +627,42 @@ fn schemas() -> Value {
         )],
     );
     // `GET /v1/calls/{id}`: the call, with `turns` the turns themselves rather than their count.
-    let mut call_detail = with_properties(&call, &[("turns", array(schema("Turn"))), ("transcript", string())]);
-    call_detail["description"] = json!("A call with its turns and its transcript (one line per utterance).");
+    let mut call_detail = with_properties(
+        &call,
+        &[
+            ("turns", array(schema("Turn"))),
+            ("transcript", string()),
+            ("recordings", array(schema("Recording"))),
+            ("recording_url", opt_string()),
+        ],
+    );
+    call_detail["description"] = json!(
+        "A call with its turns, its transcript (one line per utterance) and its whole-call recordings; \
+         `recording_url` is where the available one downloads (null: none)."
+    );
+    let recording_statuses: Vec<&str> = crate::store::RecordingStatus::ALL.iter().map(|s| s.as_str()).collect();
+    let recording_vias: Vec<&str> = crate::store::RecordingVia::ALL.iter().map(|s| s.as_str()).collect();
+    // crate::store::Recording
+    let recording = object(
+        &[
+            ("id", integer()),
+            ("call_id", string()),
+            ("via", one_of(&recording_vias)),
+            ("name", string()),
+            ("format", string()),
+            ("size_bytes", opt_integer()),
+            ("duration_ms", opt_integer()),
+            ("region", opt_string()),
+            ("consent_required", boolean()),
+            ("consent_announced", boolean()),
+            ("status", one_of(&recording_statuses)),
+            ("status_reason", opt_string()),
+            ("started_at", time()),
+            ("ended_at", opt_time()),
+            ("purged_at", opt_time()),
+        ],
+        &[],
+    );
     // crate::store::stats::CallFigures, flattened into both kinds of figures.
     let figures = [
         ("calls", integer()),
@@ -650,6 +697,7 @@ fn schemas() -> Value {
         "Ready": object(&[("status", string()), ("database", string()), ("tasks", nullable(free_object("Each supervised task's state")))], &[]),
         "Call": call,
         "CallDetail": call_detail,
+        "Recording": recording,
         "CallPage": object(&[("calls", array(schema("Call"))), ("next_cursor", opt_string()), ("last_event_id", integer())], &[]),
         "Turn": object(
             &[

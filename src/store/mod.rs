@@ -43,6 +43,7 @@ pub mod daemons;
 pub mod dnc;
 pub mod events;
 pub mod orgs;
+pub mod recordings;
 pub mod stats;
 mod string_enum;
 
@@ -53,6 +54,7 @@ pub use calls::{
 };
 pub use events::{Event, EventKind, EventPage};
 pub use orgs::{Org, TokenRecord};
+pub use recordings::{NewRecording, Recording, RecordingEnd, RecordingStatus, RecordingVia};
 pub use stats::{CampaignStats, DayStats};
 
 /// The PostgreSQL channel that carries "new events" notifications between daemons.
@@ -278,6 +280,7 @@ impl Store {
                 (9, "analysis", include_str!("../../migrations/sqlite/0009_analysis.sql")),
                 (11, "compliance", include_str!("../../migrations/sqlite/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/sqlite/0012_audit.sql")),
+                (13, "recordings", include_str!("../../migrations/sqlite/0013_recordings.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -290,6 +293,7 @@ impl Store {
                 (9, "analysis", include_str!("../../migrations/postgres/0009_analysis.sql")),
                 (11, "compliance", include_str!("../../migrations/postgres/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/postgres/0012_audit.sql")),
+                (13, "recordings", include_str!("../../migrations/postgres/0013_recordings.sql")),
             ],
         };
         let migrations = files

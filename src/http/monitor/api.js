@@ -53,3 +53,25 @@ export async function fetchSnapshot(token) {
   }
   return { calls, lastEventId: lastId ?? 0 };
 }
+
+/** A file of this origin as a Blob, with the token in the Authorization header (the recording
+ *  route never takes ?token=, so an <audio src> cannot fetch it). Throws ApiError like api(). */
+export async function fetchBlob(path, { token, signal } = {}) {
+  let res;
+  try {
+    res = await fetch(path, {
+      headers: { Authorization: 'Bearer ' + token },
+      cache: 'no-store', credentials: 'omit', signal,
+    });
+  } catch (e) {
+    if (e && e.name === 'AbortError') throw e;
+    throw new ApiError('network', 0, 'daemon unreachable');
+  }
+  if (res.status === 401) throw new ApiError('unauthorized', 401, 'token refused');
+  if (!res.ok) {
+    let message = 'HTTP ' + res.status;
+    try { message = (await res.json()).error.message || message; } catch (e) { /* not JSON */ }
+    throw new ApiError(res.status === 403 ? 'forbidden' : 'http', res.status, message);
+  }
+  return res.blob();
+}

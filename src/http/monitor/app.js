@@ -19,7 +19,7 @@
  * lives in sessionStorage and is sent to this origin only.
  */
 
-import { ApiError, api as request, fetchSnapshot, watchReachability } from './api.js';
+import { ApiError, api as request, fetchBlob, fetchSnapshot, watchReachability } from './api.js';
 import { createDashboard } from './dashboard.js';
 import {
   agentText, campaignText, contactText, dirText, el, fmtClock, fmtDateTime, fmtShortDateTime, human,
@@ -47,7 +47,7 @@ const SEGMENTS = [
 const CALL_FIELDS = ['id', 'org', 'direction', 'from', 'to', 'channel', 'campaign_id',
   'contact_id', 'contact_name', 'campaign_name', 'status', 'status_reason', 'outcome',
   'outcome_reason', 'started_at', 'answered_at', 'ended_at', 'duration_s', 'transcript',
-  'emotion', 'intent_score', 'agent', 'agent_version'];
+  'emotion', 'intent_score', 'agent', 'agent_version', 'recordings', 'recording_url'];
 
 // ---- State ----------------------------------------------------------------------------------
 // Reset in place on sign-out, never replaced.
@@ -84,6 +84,8 @@ function newCall(id) {
     status: 'initiated', status_reason: null, outcome: null, outcome_reason: null,
     started_at: null, answered_at: null, ended_at: null, duration_s: null,
     transcript: null, emotion: null, intent_score: null, agent: null, agent_version: null,
+    recordings: null,     // the whole-call recordings (GET v1/calls/{id})
+    recording_url: null,  // where the available one downloads
     intent: null,         // intent of the newest turn
     waiting: null,        // 'stt' | 'responder' | 'tts' | null
     turnCount: 0,
@@ -909,7 +911,68 @@ async function loadCallDetail(id, epoch) {
   }
 }
 
+// ---- Recording ------------------------------------------------------------------------------
+// The file needs the token in a header, so it is fetched, then played from a blob: URL (the CSP
+// allows media-src blob:). One at a time: the URL is revoked when another call opens.
+
+const recording = { url: null, callId: null, epoch: 0 };
+
+function recordingText(c) {
+  const list = Array.isArray(c.recordings) ? c.recordings : [];
+  if (!list.length) return c.turnsLoaded ? 'none' : '—';
+  const r = list[list.length - 1];
+  const consent = r.consent_announced ? 'consent announced'
+    : r.consent_required ? 'consent required, not announced' : 'no consent announcement';
+  const size = typeof r.duration_ms === 'number' ? ' · ' + (r.duration_ms / 1000).toFixed(1) + ' s' : '';
+  const why = r.status_reason ? ' (' + r.status_reason + ')' : '';
+  return human(r.status) + why + size + ' · ' + consent;
+}
+
+function resetRecording() {
+  recording.epoch++;
+  if (recording.url) URL.revokeObjectURL(recording.url);
+  recording.url = null;
+  recording.callId = null;
+  ui.recordingAudio.pause();
+  ui.recordingAudio.removeAttribute('src');
+  ui.recordingAudio.hidden = true;
+  ui.recordingStatus.textContent = '';
+}
+
+function renderRecording(c) {
+  setText(ui.cvRecording, recordingText(c));
+  const playable = typeof c.recording_url === 'string' && c.recording_url.startsWith('/v1/calls/');
+  if (recording.callId !== null && recording.callId !== c.id) resetRecording();
+  ui.recordingBox.hidden = !playable;
+  ui.recordingLoad.hidden = !playable || recording.callId === c.id;
+}
+
+async function loadRecording() {
+  const c = session.openId && state.calls.get(session.openId);
+  if (!c || typeof c.recording_url !== 'string') return;
+  resetRecording();
+  const epoch = recording.epoch;
+  recording.callId = c.id;
+  ui.recordingLoad.hidden = true;
+  ui.recordingStatus.textContent = 'Loading the recording…';
+  try {
+    const blob = await fetchBlob(c.recording_url.slice(1), { token: session.token });
+    if (epoch !== recording.epoch) return;
+    recording.url = URL.createObjectURL(blob);
+    ui.recordingAudio.src = recording.url;
+    ui.recordingAudio.hidden = false;
+    ui.recordingStatus.textContent = '';
+  } catch (e) {
+    if (epoch !== recording.epoch) return;
+    recording.callId = null;
+    ui.recordingLoad.hidden = false;
+    ui.recordingStatus.textContent = 'The recording could not be loaded (' + e.message + ').';
+    if (e.kind === 'network' || e.kind === 'unauthorized') restFailed(e);
+  }
+}
+
 function closeCall() {
+  resetRecording();
   session.openId = null;
   session.openEpoch++;
   view.turnEls.clear();
@@ -944,6 +1007,7 @@ function renderCallHead(c) {
   // The outcome's reason and the status's are often the same words: say them once.
   const reasons = [...new Set([c.outcome_reason, c.status_reason].filter(Boolean))];
   setText(ui.cvReason, reasons.length ? reasons.join(' · ') : '—');
+  renderRecording(c);
   // Exports need the turns, so wait for the detail (an active call's may still grow).
   ui.exportJson.disabled = ui.exportText.disabled = !c.turnsLoaded;
 }
@@ -1063,6 +1127,8 @@ function callForExport(c) {
   const out = {};
   for (const k of CALL_FIELDS) out[k] = c[k];
   out.turns = c.turnNumbers.map((n) => c.turns.get(n));
+  // A reference, not the audio: it downloads with a monitor token in the header.
+  if (c.recording_url) out.recording_url = location.origin + c.recording_url;
   return out;
 }
 
@@ -1083,6 +1149,7 @@ function callAsText(c) {
     'Duration: ' + (typeof c.duration_s === 'number' ? c.duration_s + ' s' : '—'),
     'Status: ' + withReason(c.status, c.status_reason),
     'Outcome: ' + withReason(c.outcome, c.outcome_reason),
+    'Recording: ' + (c.recording_url ? location.origin + c.recording_url : recordingText(c)),
     '',
   ];
   for (const n of c.turnNumbers) {
@@ -1192,6 +1259,9 @@ function init() {
     cvDuration: $('cv-duration'), cvOutcome: $('cv-outcome'), cvReason: $('cv-reason'),
     turns: $('turns'), newTurns: $('new-turns'), turnsStatus: $('turns-status'),
     exportJson: $('export-json'), exportText: $('export-text'), closeCall: $('close-call'),
+    cvRecording: $('cv-recording'), recordingBox: $('recording-box'),
+    recordingLoad: $('recording-load'), recordingAudio: $('recording-audio'),
+    recordingStatus: $('recording-status'),
   };
 
   ui.signin.addEventListener('submit', onSignIn);
@@ -1200,6 +1270,7 @@ function init() {
   wireList(ui.history, '.history-row');
   ui.cvNumber.addEventListener('click', () => session.openId && toggleReveal(session.openId));
   ui.closeCall.addEventListener('click', closeCall);
+  ui.recordingLoad.addEventListener('click', loadRecording);
   ui.exportJson.addEventListener('click', () => exportOpen('json'));
   ui.exportText.addEventListener('click', () => exportOpen('text'));
   ui.turns.addEventListener('scroll', onTurnsScroll, { passive: true });
