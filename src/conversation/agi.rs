@@ -15,7 +15,8 @@ use super::core::{CALLER_HUNG_UP, CallStart, Conversation, Heard, MediaPath, Rou
 use super::speak::{self, Speech};
 use super::{Inner, Profile};
 use crate::agi::command::{
-    Answer, ChannelState, ChannelStatus, Exec, GetVariable, Hangup, RecordEnd, RecordFile, SetVariable, Verbose,
+    Answer, ChannelState, ChannelStatus, Exec, GetVariable, Hangup, RecordEnd, RecordFile, SetMusic, SetVariable,
+    Verbose,
 };
 use crate::agi::{AgiSession, HandlerResult};
 use crate::speech::audio;
@@ -209,6 +210,13 @@ impl MediaPath for AgiPath<'_> {
     /// machinery refuses CR, LF and NUL), after [`super::tools::valid_dtmf`] checked them.
     async fn send_dtmf(&self, digits: &str) -> Result<(), String> {
         self.session.send(Exec::new("SendDTMF", digits)).await.map(drop).map_err(|e| e.to_string())
+    }
+
+    /// `SET MUSIC ON`: Asterisk plays music on hold while the session waits for the next
+    /// command; `SET MUSIC OFF` ends it. A recording still running (a pause that came while
+    /// listening) ends first: its reply is awaited before the next command.
+    async fn hold(&self, on: bool) -> Result<(), String> {
+        self.session.send(SetMusic { on, class: None }).await.map_err(|e| e.to_string())
     }
 
     async fn finish(&mut self, outcome: Outcome, hang_up: bool) {

@@ -138,6 +138,18 @@ pub trait MediaPath: Send + Sync {
     /// The call is over: tell the dialplan the outcome, and hang up when `hang_up` (and the
     /// caller is still there).
     fn finish(&mut self, outcome: Outcome, hang_up: bool) -> impl Future<Output = ()> + Send;
+    /// The path's name for supervisors: `agi` or `stream`.
+    fn kind(&self) -> &'static str {
+        "agi"
+    }
+    /// Holds the caller (`on`: music on hold, nothing heard or answered) or ends the hold, for
+    /// a supervisor who paused the AI. The error says why the music could not start or stop.
+    fn hold(&self, on: bool) -> impl Future<Output = Result<(), String>> + Send {
+        async move {
+            let _ = on;
+            Err("this media path cannot hold the caller".to_owned())
+        }
+    }
 }
 
 /// How the conversation ended.
@@ -187,6 +199,8 @@ pub(super) struct Conversation<'a, M: MediaPath> {
     callback_booked: bool,
     /// The agent's first audio was recorded (answer → first audio, for abandonment).
     heard_agent: bool,
+    /// The call's place among the live calls, which supervisors act on.
+    live: super::live::Registration,
 }
 
 /// The contact a callback is booked for.
@@ -331,6 +345,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         }
         let agent = profile.agent.as_ref().map_or_else(|| "built-in".to_owned(), |(n, v)| format!("{n} v{v}"));
         tracing::info!(call_id = %call_id, org = %org.slug, ?direction, number = %crate::phone::mask(&number), %agent, "conversation started");
+        let live = inner.live.register(&call_id, org.id, &call.uniqueid, media.kind());
         Conversation {
             inner,
             profile,
@@ -355,6 +370,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             callback,
             callback_booked: false,
             heard_agent: false,
+            live,
         }
     }
 
@@ -446,8 +462,20 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 );
             };
 
-            // Listen.
-            let utterance = match self.media.listen(left).await {
+            if self.live.call().state() == super::live::AiState::Paused {
+                match self.hold().await {
+                    Some(ending) => return ending,
+                    None => continue,
+                }
+            }
+
+            // Listen (a supervisor's pause stops it at once).
+            let live = self.live.call().clone();
+            let heard = tokio::select! {
+                heard = self.media.listen(left) => heard,
+                _ = live.paused() => continue,
+            };
+            let utterance = match heard {
                 Heard::Utterance(utterance) => utterance,
                 Heard::HungUp => return self.gone("caller hung up"),
                 Heard::Gone(reason) => return self.gone(&reason),
@@ -523,6 +551,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             let mut last_heard = String::new();
             let mut rounds = 0;
             let (tools, last_round) = loop {
+                self.take_coaching();
                 let request = ResponseRequest {
                     system: &self.system_prompt,
                     history: &self.history,
@@ -742,6 +771,46 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 }
             }
         }
+    }
+
+    /// Gives the model the supervisors' instructions waiting for its next answer: each a system
+    /// message in the history, so later answers keep following it (never in the transcript).
+    fn take_coaching(&mut self) {
+        for text in self.live.call().take_coaching() {
+            tracing::info!(call_id = %self.call_id, "a supervisor's instruction goes to the model");
+            self.history.push(Message::new(Role::System, super::live::coaching_message(&text)));
+        }
+    }
+
+    /// A supervisor paused the AI: the caller hears music on hold until the AI is resumed.
+    /// `Some` ends the call (the caller hung up, or asterai is shutting down).
+    async fn hold(&mut self) -> Option<Ending> {
+        let live = self.live.call().clone();
+        tracing::info!(call_id = %self.call_id, "a supervisor paused the AI: the caller is on hold");
+        if let Err(e) = self.media.hold(true).await {
+            tracing::warn!(call_id = %self.call_id, "music on hold could not start ({e}); the caller hears silence");
+        }
+        let ending = loop {
+            tokio::select! {
+                _ = live.resumed() => break None,
+                _ = self.media.hung_up() => break Some(self.gone("caller hung up while on hold")),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if self.media.is_gone() {
+                        break Some(self.gone("caller hung up while on hold"));
+                    }
+                    if self.media.is_wrapping_up() {
+                        break Some(Ending::completed("asterai is shutting down", None));
+                    }
+                }
+            }
+        };
+        if ending.is_none() {
+            tracing::info!(call_id = %self.call_id, "a supervisor resumed the AI");
+            if let Err(e) = self.media.hold(false).await {
+                tracing::warn!(call_id = %self.call_id, "music on hold could not stop: {e}");
+            }
+        }
+        ending
     }
 
     /// An answering machine took the call (the dialplan waited for its greeting to end): leave

@@ -58,6 +58,8 @@ pub mod after_call;
 pub mod agi;
 pub mod analysis;
 pub mod core;
+pub mod listen;
+pub mod live;
 pub mod providers;
 pub mod record;
 pub mod speak;
@@ -65,6 +67,7 @@ pub mod stream;
 pub mod tools;
 
 pub use self::core::{CallStart, Heard, MediaPath, RouteParams, Utterance};
+pub use live::{AiState, LiveCall, LiveCalls};
 pub use providers::Providers;
 use record::{Change, Recorder, Records};
 pub use stream::{StreamCalls, StreamOptions};
@@ -194,6 +197,8 @@ struct Inner {
     orgs: Mutex<HashMap<String, Org>>,
     /// Until when reads are skipped: the database failed one recently.
     down_until: Mutex<Option<Instant>>,
+    /// The calls in conversation, for the supervisors' console.
+    live: LiveCalls,
 }
 
 /// Why a read on a call's path gave nothing.
@@ -331,6 +336,7 @@ impl Conversations {
     ) -> Self {
         let records = Records::new(publisher.clone(), settings.spool_dir.clone());
         let builtin = Arc::new(Profile { agent: None, settings: settings.clone(), providers: providers.clone() });
+        let live = LiveCalls::new(publisher.daemon());
         Conversations {
             inner: Arc::new(Inner {
                 publisher,
@@ -342,6 +348,7 @@ impl Conversations {
                 records,
                 orgs: Mutex::new(HashMap::new()),
                 down_until: Mutex::new(None),
+                live,
             }),
         }
     }
@@ -355,6 +362,11 @@ impl Conversations {
             known.insert(org.slug.clone(), org.clone());
         }
         Ok(orgs.len())
+    }
+
+    /// The calls in conversation on this daemon, which supervisors act on (see [`live`]).
+    pub fn live(&self) -> LiveCalls {
+        self.inner.live.clone()
     }
 
     /// The calls' record-keeping: tell it when the daemon stops, and wait for it before exit.

@@ -1,0 +1,433 @@
+//! The supervisors' console on live calls: the `supervise` scope, coaching that reaches the
+//! model's next request, pausing (music on hold) and resuming, the events on the feed with the
+//! token's name, the audit log, organizations kept apart, and a call another daemon holds.
+//!
+//! The calls run through the real FastAGI listener and conversation core, with the providers
+//! mocked in the OpenAI shapes and Asterisk played command by command by the test.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use asterai::agi::command::split_args;
+use asterai::agi::{Router, ServerConfig};
+use asterai::auth::{Scopes, create_token};
+use asterai::config::{Config, Dur, Secret};
+use asterai::conversation::{Conversations, Providers, Settings};
+use asterai::feed::{Hub, Publisher};
+use asterai::http::{AppState, HttpParts};
+use asterai::store::{Direction, EventKind, NewCall, Store};
+use support::agi::{TestServer, env_block};
+use support::db::{Backend, TestDb};
+use support::fake_asterisk::FakeAsterisk;
+use support::http::{FeedClient, feed_config};
+use support::mocks::{Sequence, sse, wav_24k};
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The daemon's HTTP side and conversations in-process, on a database with `acme` and `globex`.
+struct Rig {
+    _db: TestDb,
+    store: Store,
+    hub: std::sync::Arc<Hub>,
+    http: SocketAddr,
+    agi: TestServer,
+    llm: MockServer,
+    stt: MockServer,
+    _tts: MockServer,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(backend: Backend, daemon: &str) -> Rig {
+    support::init();
+    let db = TestDb::new(backend).await;
+    let store = db.store.clone();
+    store.create_org("acme", "Acme Inc.").await.unwrap();
+    store.create_org("globex", "Globex").await.unwrap();
+    let hub = Hub::new();
+    hub.prime(&store).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(hub.clone().run(
+        store.clone(),
+        Duration::from_millis(200),
+        Duration::from_millis(10),
+        stop.child_token(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    let state = AppState::new(HttpParts {
+        store: store.clone(),
+        hub: hub.clone(),
+        feed: feed_config(),
+        metrics: asterai::telemetry::install(),
+        shutdown: CancellationToken::new(),
+        limits: Default::default(),
+        supervisor: None,
+        dialer: None,
+    });
+    let (stt, llm, tts) = (MockServer::start().await, MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/speech"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(wav_24k(400), "audio/wav"))
+        .mount(&tts)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.daemon.data_dir = dir.path().display().to_string();
+    config.stt.provider = "openai".into();
+    config.stt.url = format!("{}/v1", stt.uri());
+    config.stt.api_key = Secret::new("sk-stt");
+    config.responder.provider = "openai".into();
+    config.responder.url = format!("{}/v1", llm.uri());
+    config.responder.api_key = Secret::new("sk-llm");
+    config.tts.provider = "openai".into();
+    config.tts.url = format!("{}/v1", tts.uri());
+    config.conversation.turn_budget = Dur::secs(5);
+    config.conversation.max_duration = Dur::secs(600);
+    std::fs::create_dir_all(config.recordings_dir()).unwrap();
+    let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(daemon);
+    let conversations =
+        Conversations::new(publisher, Providers::from_config(&config).unwrap(), Settings::from_config(&config), None);
+    state.set_live_calls(conversations.live());
+    tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
+    let agi = TestServer::start(Router::new().route("ai", conversations.handler()), ServerConfig::default()).await;
+    Rig { _db: db, store, hub, http, agi, llm, stt, _tts: tts, stop, _dir: dir }
+}
+
+impl Rig {
+    async fn token(&self, org: &str, name: &str, scopes: &str) -> String {
+        let org = self.store.org_by_slug(org).await.unwrap().unwrap();
+        create_token(&self.store, org.id, name, Scopes::parse(scopes).unwrap()).await.unwrap().token
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().post(format!("http://{}{path}", self.http)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+}
+
+/// Asterisk's side of one AGI call, played by the test.
+struct Phone {
+    fake: FakeAsterisk,
+    call_id: Option<String>,
+}
+
+fn default_reply(command: &str) -> String {
+    let upper = command.to_ascii_uppercase();
+    let reply = if upper.starts_with("ANSWER") {
+        "200 result=0"
+    } else if upper.starts_with("CHANNEL STATUS") {
+        "200 result=6"
+    } else if upper.starts_with("SET VARIABLE") || upper.starts_with("VERBOSE") {
+        "200 result=1"
+    } else if upper.starts_with("STREAM FILE") {
+        "200 result=0 endpos=8000"
+    } else if upper.starts_with("SET MUSIC") {
+        "200 result=0"
+    } else if upper.starts_with("GET VARIABLE") {
+        "200 result=1 (16)"
+    } else if upper.starts_with("HANGUP") {
+        "200 result=1\nHANGUP"
+    } else {
+        "510 Invalid or unknown command"
+    };
+    format!("{reply}\n")
+}
+
+impl Phone {
+    async fn dial(addr: SocketAddr) -> Phone {
+        let mut fake = FakeAsterisk::connect(addr).await;
+        let uniqueid = format!("{}.{}", chrono::Utc::now().timestamp(), rand::random::<u32>());
+        fake.write(env_block("ai?org=acme", &uniqueid).as_bytes()).await.unwrap();
+        Phone { fake, call_id: None }
+    }
+
+    /// Answers the daemon's commands as Asterisk would until one that `stop` picks, which is
+    /// returned unanswered.
+    async fn until(&mut self, stop: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self.fake.read_line().await.unwrap().expect("the daemon closed the call");
+            let args = split_args(&line);
+            if line.to_ascii_uppercase().starts_with("SET VARIABLE")
+                && args.get(2).map(String::as_str) == Some("ASTERAI_CALL_ID")
+            {
+                self.call_id = args.get(3).cloned();
+            }
+            if stop(&line) {
+                return line;
+            }
+            self.fake.write(default_reply(&line).as_bytes()).await.unwrap();
+        }
+    }
+
+    async fn next_recording(&mut self) -> String {
+        self.until(|c| c.to_ascii_uppercase().starts_with("RECORD FILE")).await
+    }
+
+    /// Answers a `RECORD FILE` with the caller's speech (a tone) or silence, as Asterisk does
+    /// when silence ends the recording.
+    async fn recorded(&mut self, command: &str, speech: bool) {
+        let base = split_args(command)[2].clone();
+        let samples: Vec<i16> = (0..8000)
+            .map(|i| {
+                if speech {
+                    (8000.0 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin()) as i16
+                } else {
+                    0
+                }
+            })
+            .collect();
+        std::fs::write(format!("{base}.wav"), asterai::speech::audio::encode_wav(&samples)).unwrap();
+        self.fake.write(b"200 result=1200 (timeout) endpos=8000\n").await.unwrap();
+    }
+
+    /// The caller hangs up during `command` (a recording); the daemon's last commands are
+    /// answered until it closes.
+    async fn hang_up(&mut self) {
+        self.fake.write(b"200 result=-1 (hangup) endpos=0\nHANGUP\n").await.unwrap();
+        while let Ok(Some(line)) = self.fake.read_line().await {
+            let reply = if line.to_ascii_uppercase().starts_with("GET VARIABLE") {
+                "200 result=1 (16)\n".to_owned()
+            } else if line.to_ascii_uppercase().starts_with("SET VARIABLE") {
+                "200 result=1\n".to_owned()
+            } else {
+                "511 Command Not Permitted on a dead channel or intercept routine\n".to_owned()
+            };
+            if self.fake.write(reply.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+async fn mount_stt(server: &MockServer, texts: &[&str]) {
+    let templates =
+        texts.iter().map(|t| ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": t}))).collect();
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(Sequence::new(templates))
+        .mount(server)
+        .await;
+}
+
+async fn mount_llm(server: &MockServer, answers: &[&[&str]]) {
+    let templates = answers.iter().map(|pieces| sse(pieces)).collect();
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Sequence::new(templates))
+        .mount(server)
+        .await;
+}
+
+/// The system messages of the model's requests, in order.
+async fn system_messages(llm: &MockServer) -> Vec<Vec<String>> {
+    llm.received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "system")
+                .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_monitor_token_cannot_supervise_and_a_supervise_token_can() {
+    let rig = rig(Backend::Sqlite, "daemon-a").await;
+    let monitor = rig.token("acme", "wallboard", "monitor,dial,admin").await;
+    let supervise = rig.token("acme", "alice", "supervise").await;
+    let client = reqwest::Client::new();
+    for (verb, route) in [("POST", "coach"), ("POST", "pause"), ("POST", "resume"), ("GET", "listen")] {
+        let url = format!("http://{}/v1/calls/nope/{route}", rig.http);
+        let request = |token: &str| {
+            let builder = if verb == "POST" {
+                client.post(&url).json(&serde_json::json!({"text": "x"}))
+            } else {
+                client.get(&url)
+            };
+            builder.bearer_auth(token.to_owned())
+        };
+        let refused = request(&monitor).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), 403, "{verb} {route} with every scope but supervise");
+        let body = refused.text().await.unwrap();
+        assert!(body.contains("`supervise`"), "the 403 names the scope: {body}");
+        let allowed = request(&supervise).send().await.unwrap();
+        let status = allowed.status().as_u16();
+        // Past the scope check: an unknown call (404), or not a WebSocket upgrade (426).
+        assert!(status == 404 || status == 426, "{verb} {route} with supervise: {status}");
+    }
+    rig.stop.cancel();
+}
+
+#[tokio::test]
+async fn coaching_reaches_the_models_next_request_and_pause_holds_the_caller_until_resumed() {
+    let rig = rig(Backend::Sqlite, "daemon-a").await;
+    let alice = rig.token("acme", "alice", "monitor,supervise").await;
+    let outsider = rig.token("globex", "mallory", "supervise").await;
+    mount_stt(&rig.stt, &["How much is it?", "And per year?"]).await;
+    mount_llm(&rig.llm, &[&["It is 20 dollars ", "a month."], &["240 dollars a year."]]).await;
+
+    let mut phone = Phone::dial(rig.agi.addr).await;
+    // The greeting plays; the AI listens for the caller's first words.
+    let recording = phone.next_recording().await;
+    let call_id = phone.call_id.clone().expect("the daemon told the dialplan the call's id");
+
+    // Another organization does not see the call; a supervisor of this one coaches it.
+    let (status, body) =
+        rig.post(&outsider, &format!("/v1/calls/{call_id}/coach"), Some(serde_json::json!({"text": "hi"}))).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) =
+        rig.post(&alice, &format!("/v1/calls/{call_id}/coach"), Some(serde_json::json!({"text": ""}))).await;
+    assert_eq!(status, 400, "empty coaching: {body}");
+    let (status, body) = rig
+        .post(
+            &alice,
+            &format!("/v1/calls/{call_id}/coach"),
+            Some(serde_json::json!({"text": "Offer the annual plan."})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["ai"].as_str(), body["media"].as_str(), body["pending_coaching"].as_i64()),
+        (Some("active"), Some("agi"), Some(1))
+    );
+    assert!(system_messages(&rig.llm).await.is_empty(), "nothing asked of the model yet");
+
+    // The caller speaks: the model's request carries the instruction as a system message.
+    phone.recorded(&recording, true).await;
+    let recording = phone.next_recording().await;
+    let requests = system_messages(&rig.llm).await;
+    assert_eq!(requests.len(), 1, "one answer so far");
+    assert!(
+        requests[0].iter().any(|m| m.contains("Offer the annual plan.") && m.contains("never read it out")),
+        "the model's next request carries the instruction: {requests:?}"
+    );
+    let spoken: Vec<String> = phone.fake.received.iter().filter(|l| l.contains("annual plan")).cloned().collect();
+    assert!(spoken.is_empty(), "the instruction never reaches Asterisk: {spoken:?}");
+
+    // Paused while listening: the recording under way ends, then the caller hears music.
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("paused")), "{body}");
+    let (status, _) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
+    assert_eq!(status, 200, "pausing twice is no error");
+    phone.recorded(&recording, true).await;
+    let music = phone.until(|_| true).await;
+    assert_eq!(music.to_ascii_uppercase(), "SET MUSIC ON", "the caller is put on hold");
+    phone.fake.write(b"200 result=0\n").await.unwrap();
+    // On hold, nothing is recorded or played until the AI is resumed.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), phone.fake.read_line()).await;
+    assert!(quiet.is_err(), "no command while on hold: {quiet:?}");
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/resume"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("active")), "{body}");
+    let music = phone.until(|_| true).await;
+    assert_eq!(music.to_ascii_uppercase(), "SET MUSIC OFF", "the hold ends");
+    phone.fake.write(b"200 result=0\n").await.unwrap();
+    let recording = phone.next_recording().await;
+
+    // The caller speaks again: the instruction is still in the model's context.
+    phone.recorded(&recording, true).await;
+    let _recording = phone.next_recording().await;
+    let requests = system_messages(&rig.llm).await;
+    assert_eq!(requests.len(), 2, "the utterance cut by the pause was not answered");
+    assert!(requests[1].iter().any(|m| m.contains("Offer the annual plan.")), "{requests:?}");
+    phone.hang_up().await;
+
+    // Each action is on the feed with the token's name, and in the audit log.
+    let acme = rig.store.org_by_slug("acme").await.unwrap().unwrap();
+    let mut feed = FeedClient::connect(rig.http, &alice, &format!("?since=0&call_id={call_id}")).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = feed.event(WAIT).await;
+        if matches!(event.kind, EventKind::Coached | EventKind::AiPaused | EventKind::AiResumed) {
+            assert_eq!(event.data["supervisor"], "alice", "{event:?}");
+            seen.push(event.kind);
+        }
+    }
+    assert_eq!(seen, vec![EventKind::Coached, EventKind::AiPaused, EventKind::AiResumed]);
+    let coached =
+        rig.store.call_events(&call_id).await.unwrap().into_iter().find(|e| e.kind == EventKind::Coached).unwrap();
+    assert_eq!(coached.data["text"], "Offer the annual plan.");
+    let audit = rig.store.audit_log(Some(acme.id), 0, 100).await.unwrap();
+    let actions: Vec<&str> = audit.iter().filter(|a| a.actor.contains("alice")).map(|a| a.action.as_str()).collect();
+    for action in ["call.coached", "call.ai_paused", "call.ai_resumed"] {
+        assert!(actions.contains(&action), "{action} in the audit log: {actions:?}");
+    }
+    let transcript = loop {
+        let call = rig.store.call(acme.id, &call_id).await.unwrap().unwrap();
+        if call.ended_at.is_some() {
+            break call.transcript.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!transcript.contains("annual plan"), "the instruction is not in the transcript: {transcript}");
+    // The call is over: nothing to act on.
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("has ended"), "{body}");
+    rig.stop.cancel();
+}
+
+/// In a fleet only the daemon holding a call acts on it: another answers 409 naming the holder.
+async fn a_call_held_elsewhere_is_409_naming_its_daemon(backend: Backend) {
+    let rig = rig(backend, "daemon-a").await;
+    let alice = rig.token("acme", "alice", "supervise").await;
+    let acme = rig.store.org_by_slug("acme").await.unwrap().unwrap();
+    let elsewhere = Publisher::new(rig.store.clone(), rig.hub.clone()).with_daemon("daemon-b");
+    let call = elsewhere
+        .call_started(&NewCall {
+            id: None,
+            org_id: acme.id,
+            direction: Direction::Inbound,
+            from: "+15550001111".into(),
+            to: "5550100".into(),
+            channel: None,
+            campaign_id: None,
+            contact_id: None,
+        })
+        .await
+        .unwrap();
+    for action in ["coach", "pause", "resume"] {
+        let (status, body) =
+            rig.post(&alice, &format!("/v1/calls/{}/{action}", call.id), Some(serde_json::json!({"text": "x"}))).await;
+        assert_eq!(status, 409, "{action}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("daemon-b"), "{action} names the holder: {body}");
+    }
+    // The store writes supervisors' events for the organization's calls only.
+    let globex = rig.store.org_by_slug("globex").await.unwrap().unwrap();
+    let refused = rig.store.supervisor_event(globex.id, &call.id, EventKind::Coached, serde_json::json!({})).await;
+    assert!(refused.is_err(), "another organization's call is not found");
+    let event = rig
+        .store
+        .supervisor_event(acme.id, &call.id, EventKind::AiPaused, serde_json::json!({"supervisor": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!((event.kind, event.call_id.as_deref()), (EventKind::AiPaused, Some(call.id.as_str())));
+    rig.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_call_held_elsewhere_is_409_sqlite() {
+    a_call_held_elsewhere_is_409_naming_its_daemon(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_call_held_elsewhere_is_409_postgres() {
+    a_call_held_elsewhere_is_409_naming_its_daemon(Backend::Postgres).await;
+}
