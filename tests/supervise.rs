@@ -431,3 +431,107 @@ async fn a_call_held_elsewhere_is_409_sqlite() {
 async fn a_call_held_elsewhere_is_409_postgres() {
     a_call_held_elsewhere_is_409_naming_its_daemon(Backend::Postgres).await;
 }
+
+/// Listening against the real Asterisk: `asterai serve` (ARI configured) holds an AGI call; a
+/// supervisor's WebSocket on `GET /v1/calls/{id}/listen` gets the call's audio (an ARI snoop,
+/// bridged with a chan_websocket channel), which is not silent while the caller speaks; the
+/// feed says who joined and left.
+#[tokio::test]
+async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
+    use futures_util::StreamExt;
+    use support::asterisk::{Asterisk, Script, unique};
+    use support::live::Agent;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let asterisk = Asterisk::shared().await;
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["Can you hear me?"]).await;
+    agent.answers(&[&["Yes, I can hear you."]]).await;
+    let key = unique().to_string();
+    let speech =
+        asterisk.utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
+    let script = Script::new().wait_for_agent().quiet(3).say(&speech).wait_for_agent().quiet(10);
+    asterisk.put_script(&key, None, &script).await;
+    let person = agent.call_in(asterisk, &key).await;
+    let call_id = agent.call_on(&person.other_leg()).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token =
+        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let mut feed = FeedClient::connect(agent.http, &token, &format!("?since=0&call_id={call_id}")).await.unwrap();
+
+    // The call is in conversation a moment after it is stored.
+    let url = format!("ws://{}/v1/calls/{call_id}/listen?token={token}", agent.http);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => break ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 409 => {}
+            Err(e) => panic!("cannot listen: {e}; daemon log:\n{}", agent.log().join("\n")),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let start = match tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Text(text) => serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        other => panic!("expected listen.start, got {other:?}"),
+    };
+    assert_eq!(
+        (start["type"].as_str(), start["rate"].as_i64(), start["format"].as_str()),
+        (Some("listen.start"), Some(16000), Some("s16le"))
+    );
+
+    // The caller's words reach the listener: frames of real sound, not silence.
+    let (mut frames, mut voiced) = (0, 0);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while voiced < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{voiced} voiced of {frames} frames; daemon log:\n{}",
+            agent.log().join("\n")
+        );
+        let message = tokio::time::timeout(WAIT, ws.next()).await.expect("frames keep coming").expect("open").unwrap();
+        let Message::Binary(pcm) = message else { continue };
+        assert_eq!(pcm.len() % 2, 0);
+        frames += 1;
+        let samples: Vec<f64> = pcm.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f64).collect();
+        let rms = (samples.iter().map(|s| s * s).sum::<f64>() / samples.len().max(1) as f64).sqrt();
+        if rms > 300.0 {
+            voiced += 1;
+        }
+    }
+    ws.close(None).await.unwrap();
+
+    let mut kinds = Vec::new();
+    while !kinds.contains(&EventKind::SupervisorLeft) {
+        let event = feed.event(WAIT).await;
+        if matches!(event.kind, EventKind::SupervisorJoined | EventKind::SupervisorLeft) {
+            assert_eq!(event.data["supervisor"], "alice", "{event:?}");
+            kinds.push(event.kind);
+        }
+    }
+    assert_eq!(kinds, vec![EventKind::SupervisorJoined, EventKind::SupervisorLeft]);
+    let audit = agent.store.audit_log(Some(org.id), 0, 100).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert!(actions.contains(&"call.listen_started") && actions.contains(&"call.listen_ended"), "{actions:?}");
+    agent.finished(&call_id).await;
+    // The tap's channels are gone with the call.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (user, password) = support::asterisk::ari_credentials();
+        let channels: Vec<serde_json::Value> = reqwest::Client::new()
+            .get(format!("{}/ari/channels", asterisk.ari_url()))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = channels.iter().filter_map(|c| c["id"].as_str()).collect();
+        if !ids.iter().any(|id| id.starts_with("asterai-snoop-") || id.contains("listen-")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "tap channels left behind: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
