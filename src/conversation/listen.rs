@@ -56,7 +56,8 @@ pub struct Frame {
 
 /// A call's audio, fanned out to its listeners.
 pub struct Tap {
-    frames: broadcast::Sender<Frame>,
+    /// Taken (so listeners see the end) when the tap stops.
+    frames: Mutex<Option<broadcast::Sender<Frame>>>,
     /// Sample rate of the frames.
     pub rate: u32,
     listeners: Mutex<usize>,
@@ -90,9 +91,14 @@ impl Tap {
         cleanup: impl Future<Output = ()> + Send + 'static,
     ) -> Listener {
         let (sender, receiver) = broadcast::channel(LISTENER_QUEUE);
-        let tap =
-            Arc::new(Tap { frames: sender.clone(), rate, listeners: Mutex::new(1), stop: CancellationToken::new() });
+        let tap = Arc::new(Tap {
+            frames: Mutex::new(Some(sender.clone())),
+            rate,
+            listeners: Mutex::new(1),
+            stop: CancellationToken::new(),
+        });
         let stop = tap.stop.clone();
+        let running = tap.clone();
         tokio::spawn(async move {
             let mut bytes = Vec::with_capacity(1280);
             loop {
@@ -113,7 +119,9 @@ impl Tap {
                 let _ = sender.send(Frame { pcm: bytes::Bytes::copy_from_slice(&bytes), at });
             }
             stop.cancel();
-            // Listeners see the channel close once the sender (and the tap's) is gone.
+            // Listeners see the channel close once every sender is gone.
+            running.frames.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(running);
             drop(sender);
             cleanup.await;
         });
@@ -121,13 +129,14 @@ impl Tap {
     }
 
     /// A new listener, unless the tap is being taken down.
-    fn join(self: &Arc<Tap>) -> Option<Listener> {
+    pub fn join(self: &Arc<Tap>) -> Option<Listener> {
         let mut listeners = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let frames = self.frames.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.subscribe();
         if self.stop.is_cancelled() {
             return None;
         }
         *listeners += 1;
-        Some(Listener { frames: self.frames.subscribe(), tap: self.clone() })
+        Some(Listener { frames, tap: self.clone() })
     }
 
     /// Listeners now.
@@ -311,5 +320,47 @@ where
                 return "asterai is stopping".into();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn listeners_share_frames_and_see_the_end_of_the_call() {
+        let (tx, rx) = mpsc::channel(8);
+        let ended = CancellationToken::new();
+        let (cleaned, mut cleaned_rx) = mpsc::channel::<()>(1);
+        let mut first = Tap::start(16_000, rx, ended.clone(), async move {
+            let _ = cleaned.send(()).await;
+        });
+        let mut second = first.tap.join().expect("the tap runs");
+        assert_eq!(first.tap.listeners(), 2);
+        tx.send(vec![1, -2]).await.unwrap();
+        for listener in [&mut first, &mut second] {
+            let frame = listener.frames.recv().await.unwrap();
+            assert_eq!(&frame.pcm[..], &[1, 0, 0xfe, 0xff]);
+        }
+        ended.cancel();
+        for listener in [&mut first, &mut second] {
+            assert!(matches!(listener.frames.recv().await, Err(broadcast::error::RecvError::Closed)));
+        }
+        cleaned_rx.recv().await.expect("the tap's channels are taken down");
+        assert!(first.tap.join().is_none(), "a stopped tap takes no listener");
+    }
+
+    #[tokio::test]
+    async fn the_last_listener_leaving_stops_the_tap() {
+        let (_tx, rx) = mpsc::channel::<Vec<i16>>(8);
+        let (cleaned, mut cleaned_rx) = mpsc::channel::<()>(1);
+        let first = Tap::start(8_000, rx, CancellationToken::new(), async move {
+            let _ = cleaned.send(()).await;
+        });
+        let second = first.tap.join().unwrap();
+        drop(first);
+        assert!(!second.tap.stop.is_cancelled(), "one listener is left");
+        drop(second);
+        cleaned_rx.recv().await.expect("taken down once nobody listens");
     }
 }
