@@ -535,3 +535,70 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The page's console in headless Chromium against the real Asterisk: a supervisor opens a live
+/// AGI call, clicks Listen, and the AudioWorklet plays the call's audio (it reports sound out);
+/// Stop listening closes the socket.
+#[tokio::test]
+async fn the_page_plays_a_live_call_against_the_real_asterisk() {
+    use support::asterisk::{Asterisk, Script, unique};
+    use support::browser::{Browser, output_dir};
+    use support::live::Agent;
+
+    let asterisk = Asterisk::shared().await;
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["Can you hear me?"]).await;
+    agent.answers(&[&["Yes, I can hear you."]]).await;
+    let key = unique().to_string();
+    let speech = asterisk.utterance("Hello, hello. I am talking so that the supervisor can hear me in the browser.");
+    let script = Script::new().wait_for_agent().quiet(2).say(&speech).say(&speech).wait_for_agent().quiet(10);
+    asterisk.put_script(&key, None, &script).await;
+    let person = agent.call_in(asterisk, &key).await;
+    let call_id = agent.call_on(&person.other_leg()).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token =
+        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+
+    let mut browser = Browser::start(1280, 800).await;
+    browser.goto(&format!("http://{}/", agent.http)).await;
+    browser.wait_for("document.querySelector('#signin')", "the sign-in form shows").await;
+    browser
+        .eval(&format!(
+            "document.querySelector('#token').value = {}; document.querySelector('#signin').requestSubmit(); true",
+            serde_json::Value::from(token.as_str())
+        ))
+        .await;
+    let row = format!("document.querySelector('#active .call-row[data-call-id=\"{call_id}\"]')");
+    browser.wait_for(&row, "the live call is listed").await;
+    browser.eval(&format!("{row}.click(); true")).await;
+    browser
+        .wait_for(
+            "!document.querySelector('#console').hidden && !document.querySelector('#listen').disabled",
+            "the console shows",
+        )
+        .await;
+    browser.eval_as_user("document.querySelector('#listen').click(); true").await;
+    browser
+        .wait_for("Number(document.querySelector('#listen').dataset.frames || 0) > 50", "frames reach the page")
+        .await;
+    browser
+        .wait_for("Number(document.querySelector('#listen').dataset.heard || 0) > 0", "the worklet plays sound")
+        .await;
+    let status = browser.eval("document.querySelector('#console-status').textContent").await;
+    assert_eq!(status, "Listening.");
+    browser.screenshot(&output_dir().join("console-listening.png")).await;
+    browser.eval_as_user("document.querySelector('#listen').click(); true").await;
+    browser.wait_for("document.querySelector('#listen').textContent === 'Listen'", "listening stops").await;
+    // The daemon saw the supervisor join and leave.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
+        if kinds.contains(&EventKind::SupervisorLeft) {
+            assert!(kinds.contains(&EventKind::SupervisorJoined), "{kinds:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no supervisor_left: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.finished(&call_id).await;
+}

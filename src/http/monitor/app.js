@@ -20,6 +20,7 @@
  */
 
 import { ApiError, api as request, fetchSnapshot, watchReachability } from './api.js';
+import { createConsole } from './console.js';
 import { createDashboard } from './dashboard.js';
 import {
   agentText, campaignText, contactText, dirText, el, fmtClock, fmtDateTime, fmtShortDateTime, human,
@@ -253,7 +254,7 @@ async function fillCall(id) {
 // ---- REST ------------------------------------------------------------------------------------
 
 /** GET (or POST) with this session's token (see api.js). */
-const api = (path, { token = session.token, signal, method } = {}) => request(path, { token, signal, method });
+const api = (path, { token = session.token, signal, method, body } = {}) => request(path, { token, signal, method, body });
 watchReachability((up) => setRestDown(!up));
 
 /** Common handling of a failed REST request made while signed in. */
@@ -269,6 +270,7 @@ function restFailed(err) {
 
 const $ = (id) => document.getElementById(id);
 let ui; // element references, filled in init()
+let supervision = null; // the console on the open call (console.js)
 
 async function onSignIn(ev) {
   ev.preventDefault();
@@ -910,6 +912,7 @@ async function loadCallDetail(id, epoch) {
 }
 
 function closeCall() {
+  if (supervision) supervision.show(null, false);
   session.openId = null;
   session.openEpoch++;
   view.turnEls.clear();
@@ -946,6 +949,7 @@ function renderCallHead(c) {
   setText(ui.cvReason, reasons.length ? reasons.join(' · ') : '—');
   // Exports need the turns, so wait for the detail (an active call's may still grow).
   ui.exportJson.disabled = ui.exportText.disabled = !c.turnsLoaded;
+  if (supervision) supervision.show(c.id, isActive(c));
 }
 
 /** Insert turns (by number) into the open conversation, keeping turn-number order. */
@@ -1233,6 +1237,14 @@ function init() {
   }
   document.addEventListener('keydown', onGlobalKey);
   dashboard = createDashboard({ request: (path, opts = {}) => api(path, opts), failed: restFailed });
+  supervision = createConsole({
+    ui: {
+      panel: $('console'), coachForm: $('console'), listen: $('listen'), pause: $('pause-ai'),
+      resume: $('resume-ai'), coachText: $('coach-text'), coachSend: $('coach-send'), status: $('console-status'),
+    },
+    request: (path, opts = {}) => api(path, opts),
+    token: () => session.token,
+  });
 
   setInterval(tick, 1000);
   renderCount();
