@@ -602,3 +602,76 @@ async fn the_page_plays_a_live_call_against_the_real_asterisk() {
     }
     agent.finished(&call_id).await;
 }
+
+/// Pausing a streaming call against the real Asterisk: the dialer places it with
+/// `media = "stream"`; paused during the greeting, the AI holds the caller (ARI music on hold on
+/// the bridged channel, accepted) and does not hear what the caller says meanwhile; resumed, it
+/// hears and answers the caller's next words.
+#[tokio::test]
+async fn pausing_a_streaming_call_against_the_real_asterisk() {
+    use support::asterisk::{Asterisk, Script, unique};
+    use support::live::Agent;
+
+    let asterisk = Asterisk::shared().await;
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["I am back."]).await;
+    agent.answers(&[&["Welcome back."]]).await;
+    let digits = format!("15550{:06}", unique());
+    let script = Script::new()
+        .answer()
+        .wait_for_agent()
+        .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
+        .step(format!("Set(DB(asterai-test/{digits}-said)=1)"))
+        .step("Wait(8)")
+        .say(&asterisk.utterance("I am back."))
+        .wait_for_agent()
+        .quiet(10);
+    asterisk.put_script(&digits, None, &script).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token = create_token(&agent.store, org.id, "alice", Scopes::all()).await.unwrap().token;
+    let client = reqwest::Client::new();
+    let placed: serde_json::Value = client
+        .post(format!("http://{}/v1/calls", agent.http))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": format!("+{digits}"), "media": "stream"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let call_id = placed["id"].as_str().expect("the call is placed").to_owned();
+    let post = |action: &str| {
+        client.post(format!("http://{}/v1/calls/{call_id}/{action}", agent.http)).bearer_auth(&token).send()
+    };
+    // Paused as soon as the call is in conversation (during the greeting).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let paused: serde_json::Value = loop {
+        let response = post("pause").await.unwrap();
+        if response.status() == 200 {
+            break response.json().await.unwrap();
+        }
+        assert_eq!(response.status(), 409, "{}", response.text().await.unwrap());
+        assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((paused["media"].as_str(), paused["ai"].as_str()), (Some("stream"), Some("paused")), "{paused}");
+
+    // The caller talks while the AI is paused: nothing is transcribed or answered.
+    asterisk.wait_for_db("asterai-test", &format!("{digits}-said")).await;
+    let transcribed = agent.stt.received_requests().await.unwrap_or_default().len();
+    assert_eq!(transcribed, 0, "the AI heard nothing while paused");
+    let response = post("resume").await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Resumed: the caller's next words are heard and answered.
+    let call = agent.finished(&call_id).await;
+    let turns = agent.turns(&call_id).await;
+    let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
+    assert!(said.contains(&("I am back.", "Welcome back.")), "{said:?}\n{call:?}\n{}", agent.log().join("\n"));
+    assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 1, "{said:?}");
+    let warnings = agent.warnings();
+    assert!(!warnings.iter().any(|w| w.contains("music on hold")), "ARI took the music on hold: {warnings:#?}");
+    let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventKind::AiPaused) && kinds.contains(&EventKind::AiResumed), "{kinds:?}");
+}
