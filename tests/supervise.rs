@@ -675,3 +675,67 @@ async fn pausing_a_streaming_call_against_the_real_asterisk() {
     let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&EventKind::AiPaused) && kinds.contains(&EventKind::AiResumed), "{kinds:?}");
 }
+
+/// Pausing an AGI call against the real Asterisk: `SET MUSIC on` while paused (Asterisk
+/// accepts it), nothing recorded or transcribed meanwhile, `SET MUSIC off` and the AI answers
+/// again once resumed.
+#[tokio::test]
+async fn pausing_an_agi_call_against_the_real_asterisk() {
+    use support::asterisk::{Asterisk, Script, unique};
+    use support::live::Agent;
+
+    let asterisk = Asterisk::shared().await;
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["I am back."]).await;
+    agent.answers(&[&["Welcome back."]]).await;
+    let key = unique().to_string();
+    let script = Script::new()
+        .wait_for_agent()
+        .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
+        .step(format!("Set(DB(asterai-test/{key}-said)=1)"))
+        .step("Wait(8)")
+        .say(&asterisk.utterance("I am back."))
+        .wait_for_agent()
+        .quiet(10);
+    asterisk.put_script(&key, None, &script).await;
+    let mark = asterisk.log_mark();
+    let person = agent.call_in(asterisk, &key).await;
+    let channel = person.other_leg();
+    let call_id = agent.call_on(&channel).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token = create_token(&agent.store, org.id, "alice", Scopes::parse("supervise").unwrap()).await.unwrap().token;
+    let client = reqwest::Client::new();
+    let post = |action: &str| {
+        client.post(format!("http://{}/v1/calls/{call_id}/{action}", agent.http)).bearer_auth(&token).send()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let response = post("pause").await.unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 409, "{}", response.text().await.unwrap());
+        assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    asterisk.wait_for_db("asterai-test", &format!("{key}-said")).await;
+    assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 0, "nothing heard while paused");
+    assert_eq!(post("resume").await.unwrap().status(), 200);
+
+    agent.finished(&call_id).await;
+    let exchange = asterisk.finished_agi(mark, &channel).await;
+    let music = exchange.named("SET MUSIC");
+    assert_eq!(
+        music,
+        [
+            ("SET MUSIC on".to_owned(), Some("200 result=0".to_owned())),
+            ("SET MUSIC off".to_owned(), Some("200 result=0".to_owned()))
+        ],
+        "{:#?}",
+        exchange.commands()
+    );
+    let turns = agent.turns(&call_id).await;
+    let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
+    assert!(said.contains(&("I am back.", "Welcome back.")), "{said:?}");
+    assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 1, "{said:?}");
+}
