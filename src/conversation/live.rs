@@ -2,7 +2,7 @@
 //! acts on (`/v1/calls/{id}/coach`, `/pause`, `/resume`, `/listen`, see [`crate::http`]).
 //!
 //! The conversation core registers each call once its id is settled and removes it when the
-//! call ends ([`Registration`] does both, also on an early return). A [`LiveCall`] carries what
+//! call ends (`Registration` does both, also on an early return). A [`LiveCall`] carries what
 //! a supervisor can change while the call runs:
 //! * **Coaching:** instructions the core adds to the model's context (a system message, never
 //!   spoken as it is) before its next request, on either media path.

@@ -11,7 +11,7 @@
 //! | `POST /v1/calls` | token | places an outbound call (see [`dialer`]) |
 //! | `/v1/campaigns…`, `/v1/dnc…` | token | campaigns and the do-not-call list (see [`dialer`]) |
 //! | `GET /v1/calls/{id}` | token | one call with its turns and transcript |
-//! | `POST /v1/calls/{id}/coach`, `/pause`, `/resume`; `GET …/listen` | token | the supervisors' console on a live call (see [`supervise`]) |
+//! | `POST /v1/calls/{id}/coach`, `/pause`, `/resume`; `GET …/listen` | token | the supervisors' console on a live call (see `supervise.rs`, [`crate::conversation::live`]) |
 //! | `GET /v1/stats` | token | the day's figures: calls, answer rate, outcomes, latency per stage |
 //! | `/v1/agents…` | token | the organization's agents and their versions (see [`agents`]) |
 //! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::subscriber`]) |
