@@ -58,16 +58,19 @@ pub enum Scope {
     Dial,
     /// Remove numbers from the do-not-call list, and settings.
     Admin,
+    /// Step into live calls: listen, coach the AI, pause it (the supervisors' console).
+    Supervise,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Monitor, Scope::Dial, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Monitor, Scope::Dial, Scope::Admin, Scope::Supervise];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Monitor => "monitor",
             Scope::Dial => "dial",
             Scope::Admin => "admin",
+            Scope::Supervise => "supervise",
         }
     }
 
@@ -88,7 +91,7 @@ impl std::str::FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|s| s.as_str() == text.trim())
-            .ok_or_else(|| format!("unknown scope {text:?}; expected monitor, dial or admin"))
+            .ok_or_else(|| format!("unknown scope {text:?}; expected monitor, dial, admin or supervise"))
     }
 }
 
@@ -169,7 +172,7 @@ pub enum AuthError {
     #[error("missing token: send `Authorization: Bearer <token>`")]
     Missing,
     #[error(
-        "a token in the URL (?token=) is accepted only by the feed's WebSocket upgrade (GET /v1/feed); send `Authorization: Bearer <token>`"
+        "a token in the URL (?token=) is accepted only by the feed's WebSocket upgrade (GET /v1/feed) and listening (GET /v1/calls/{{id}}/listen); send `Authorization: Bearer <token>`"
     )]
     InQuery,
     #[error("malformed token: expected ast_<id>_<secret>")]
@@ -258,7 +261,7 @@ fn split(token: &str) -> Result<(&str, &str), AuthError> {
 /// only copy.
 pub async fn create_token(store: &Store, org_id: i64, name: &str, scopes: Scopes) -> Result<NewToken, StoreError> {
     if scopes.is_empty() {
-        return Err(StoreError::Invalid("a token needs at least one scope: monitor, dial or admin".into()));
+        return Err(StoreError::Invalid("a token needs at least one scope: monitor, dial, admin or supervise".into()));
     }
     let id = hex(&random_bytes::<8>());
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());

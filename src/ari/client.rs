@@ -494,6 +494,18 @@ impl AriClient {
         self.json(reqwest::Method::POST, &format!("/bridges/{}/record", segment(id)?), &query, None).await
     }
 
+    /// `POST /channels/{id}/moh`: music on hold to the channel (`class`: the default when
+    /// `None`), until [`AriClient::stop_moh`].
+    pub async fn start_moh(&self, id: &str, class: Option<&str>) -> Result<(), AriError> {
+        let query: Vec<(&str, String)> = class.map(|c| ("mohClass", c.to_owned())).into_iter().collect();
+        self.send(reqwest::Method::POST, &format!("/channels/{}/moh", segment(id)?), &query, None).await.map(drop)
+    }
+
+    /// `DELETE /channels/{id}/moh`.
+    pub async fn stop_moh(&self, id: &str) -> Result<(), AriError> {
+        self.send(reqwest::Method::DELETE, &format!("/channels/{}/moh", segment(id)?), &[], None).await.map(drop)
+    }
+
     /// `POST /channels/{id}/snoop`: returns the snooping channel.
     pub async fn snoop(&self, id: &str, snoop: &Snoop) -> Result<Channel, AriError> {
         let mut query =

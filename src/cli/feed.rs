@@ -119,6 +119,11 @@ pub fn human(event: &Event) -> String {
             let error = d["error"].as_str().map(|e| format!(" (error: {e})")).unwrap_or_default();
             format!("{head}  call analyzed: {success}: {}{error}", d["summary"].as_str().unwrap_or("-"))
         }
+        EventKind::SupervisorJoined => format!("{head}  supervisor {} listens", s("supervisor")),
+        EventKind::SupervisorLeft => format!("{head}  supervisor {} stopped listening", s("supervisor")),
+        EventKind::Coached => format!("{head}  supervisor {} coached the AI: {}", s("supervisor"), s("text")),
+        EventKind::AiPaused => format!("{head}  supervisor {} paused the AI (caller on hold)", s("supervisor")),
+        EventKind::AiResumed => format!("{head}  supervisor {} resumed the AI", s("supervisor")),
         EventKind::CampaignStatusUpdate => {
             let reason = d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
             format!(

@@ -119,10 +119,18 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     state.set_compliance(Arc::new(
         crate::dialer::compliance::Compliance::load(&config.dialer.compliance).map_err(anyhow::Error::msg)?,
     ));
-    let http = tokio::spawn(crate::http::serve(http_listener, state, stop.clone()));
+    let http = tokio::spawn(crate::http::serve(http_listener, state.clone(), stop.clone()));
 
     let transferer = ari.as_ref().and_then(|ari| ari.transferer.clone());
     let conversations = conversations_with(&config, publisher, &supervisor, transferer)?;
+    // The supervisors' console acts on the calls in conversation; listening taps them via ARI.
+    state.set_live_calls(conversations.live());
+    if let Some(ari) = &ari {
+        conversations.live().enable_listen(crate::conversation::listen::ListenSetup {
+            client: ari.client.clone(),
+            app: config.ari.app.clone(),
+        });
+    }
     if let Err(e) = conversations.preload_orgs().await {
         tracing::warn!("cannot read the organizations ahead of calls: {e}");
     }

@@ -16,7 +16,8 @@ use super::core::{CALLER_HUNG_UP, CallStart, Conversation, Heard, MediaPath, Rou
 use super::speak::{self, Speech};
 use super::{Inner, Profile};
 use crate::agi::command::{
-    Answer, ChannelState, ChannelStatus, Exec, GetVariable, Hangup, RecordEnd, RecordFile, SetVariable, Verbose,
+    Answer, ChannelState, ChannelStatus, Exec, GetVariable, Hangup, RecordEnd, RecordFile, SetMusic, SetVariable,
+    Verbose,
 };
 use crate::agi::{AgiSession, HandlerResult};
 use crate::speech::audio;
@@ -253,6 +254,13 @@ impl MediaPath for AgiPath<'_> {
             let line = format!("asterai: call recording {state}: {why}");
             let _ = session.send(Verbose::new(line.replace(|c: char| c.is_control(), " "), 1)).await;
         }
+    }
+
+    /// `SET MUSIC ON`: Asterisk plays music on hold while the session waits for the next
+    /// command; `SET MUSIC OFF` ends it. A recording still running (a pause that came while
+    /// listening) ends first: its reply is awaited before the next command.
+    async fn hold(&self, on: bool) -> Result<(), String> {
+        self.session.send(SetMusic { on, class: None }).await.map_err(|e| e.to_string())
     }
 
     async fn finish(&mut self, outcome: Outcome, hang_up: bool) {

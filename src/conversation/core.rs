@@ -153,6 +153,18 @@ pub trait MediaPath: Send + Sync {
     /// Tells the channel (`ASTERAI_RECORDING`) and Asterisk's log where recording stands:
     /// `on`, `refused` or `failed`, with why.
     fn recording_note(&self, state: &str, why: &str) -> impl Future<Output = ()> + Send;
+    /// The path's name for supervisors: `agi` or `stream`.
+    fn kind(&self) -> &'static str {
+        "agi"
+    }
+    /// Holds the caller (`on`: music on hold, nothing heard or answered) or ends the hold, for
+    /// a supervisor who paused the AI. The error says why the music could not start or stop.
+    fn hold(&self, on: bool) -> impl Future<Output = Result<(), String>> + Send {
+        async move {
+            let _ = on;
+            Err("this media path cannot hold the caller".to_owned())
+        }
+    }
 }
 
 /// How the conversation ended.
@@ -206,6 +218,8 @@ pub(super) struct Conversation<'a, M: MediaPath> {
     recording: RecordingPlan,
     /// The whole-call recording, once started.
     active_recording: Option<call_recording::Active>,
+    /// The call's place among the live calls, which supervisors act on.
+    live: super::live::Registration,
 }
 
 /// The contact a callback is booked for.
@@ -403,6 +417,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         }
         let agent = profile.agent.as_ref().map_or_else(|| "built-in".to_owned(), |(n, v)| format!("{n} v{v}"));
         tracing::info!(call_id = %call_id, org = %org.slug, ?direction, number = %crate::phone::mask(&number), %agent, "conversation started");
+        let live = inner.live.register(&call_id, org.id, &call.uniqueid, media.kind());
         Conversation {
             inner,
             profile,
@@ -429,6 +444,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             heard_agent: false,
             recording,
             active_recording: None,
+            live,
         }
     }
 
@@ -596,8 +612,20 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 );
             };
 
-            // Listen.
-            let utterance = match self.media.listen(left).await {
+            if self.live.call().state() == super::live::AiState::Paused {
+                match self.hold().await {
+                    Some(ending) => return ending,
+                    None => continue,
+                }
+            }
+
+            // Listen (a supervisor's pause stops it at once).
+            let live = self.live.call().clone();
+            let heard = tokio::select! {
+                heard = self.media.listen(left) => heard,
+                _ = live.paused() => continue,
+            };
+            let utterance = match heard {
                 Heard::Utterance(utterance) => utterance,
                 Heard::HungUp => return self.gone("caller hung up"),
                 Heard::Gone(reason) => return self.gone(&reason),
@@ -673,6 +701,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             let mut last_heard = String::new();
             let mut rounds = 0;
             let (tools, last_round) = loop {
+                self.take_coaching();
                 let request = ResponseRequest {
                     system: &self.system_prompt,
                     history: &self.history,
@@ -892,6 +921,46 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 }
             }
         }
+    }
+
+    /// Gives the model the supervisors' instructions waiting for its next answer: each a system
+    /// message in the history, so later answers keep following it (never in the transcript).
+    fn take_coaching(&mut self) {
+        for text in self.live.call().take_coaching() {
+            tracing::info!(call_id = %self.call_id, "a supervisor's instruction goes to the model");
+            self.history.push(Message::new(Role::System, super::live::coaching_message(&text)));
+        }
+    }
+
+    /// A supervisor paused the AI: the caller hears music on hold until the AI is resumed.
+    /// `Some` ends the call (the caller hung up, or asterai is shutting down).
+    async fn hold(&mut self) -> Option<Ending> {
+        let live = self.live.call().clone();
+        tracing::info!(call_id = %self.call_id, "a supervisor paused the AI: the caller is on hold");
+        if let Err(e) = self.media.hold(true).await {
+            tracing::warn!(call_id = %self.call_id, "music on hold could not start ({e}); the caller hears silence");
+        }
+        let ending = loop {
+            tokio::select! {
+                _ = live.resumed() => break None,
+                _ = self.media.hung_up() => break Some(self.gone("caller hung up while on hold")),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if self.media.is_gone() {
+                        break Some(self.gone("caller hung up while on hold"));
+                    }
+                    if self.media.is_wrapping_up() {
+                        break Some(Ending::completed("asterai is shutting down", None));
+                    }
+                }
+            }
+        };
+        if ending.is_none() {
+            tracing::info!(call_id = %self.call_id, "a supervisor resumed the AI");
+            if let Err(e) = self.media.hold(false).await {
+                tracing::warn!(call_id = %self.call_id, "music on hold could not stop: {e}");
+            }
+        }
+        ending
     }
 
     /// An answering machine took the call (the dialplan waited for its greeting to end): leave

@@ -59,6 +59,8 @@ pub mod agi;
 pub mod analysis;
 pub mod call_recording;
 pub mod core;
+pub mod listen;
+pub mod live;
 pub mod providers;
 pub mod record;
 pub mod speak;
@@ -66,6 +68,7 @@ pub mod stream;
 pub mod tools;
 
 pub use self::core::{CallStart, Heard, MediaPath, RouteParams, Utterance};
+pub use live::{AiState, LiveCall, LiveCalls};
 pub use providers::Providers;
 use record::{Change, Recorder, Records};
 pub use stream::{StreamCalls, StreamOptions};
@@ -210,6 +213,8 @@ struct Inner {
     orgs: Mutex<HashMap<String, Org>>,
     /// Until when reads are skipped: the database failed one recently.
     down_until: Mutex<Option<Instant>>,
+    /// The calls in conversation, for the supervisors' console.
+    live: LiveCalls,
 }
 
 /// Why a read on a call's path gave nothing.
@@ -348,6 +353,7 @@ impl Conversations {
     ) -> Self {
         let records = Records::new(publisher.clone(), settings.spool_dir.clone());
         let builtin = Arc::new(Profile { agent: None, settings: settings.clone(), providers: providers.clone() });
+        let live = LiveCalls::new(publisher.daemon());
         Conversations {
             inner: Arc::new(Inner {
                 publisher,
@@ -359,6 +365,7 @@ impl Conversations {
                 records,
                 orgs: Mutex::new(HashMap::new()),
                 down_until: Mutex::new(None),
+                live,
             }),
         }
     }
@@ -372,6 +379,11 @@ impl Conversations {
             known.insert(org.slug.clone(), org.clone());
         }
         Ok(orgs.len())
+    }
+
+    /// The calls in conversation on this daemon, which supervisors act on (see [`live`]).
+    pub fn live(&self) -> LiveCalls {
+        self.inner.live.clone()
     }
 
     /// The calls' record-keeping: tell it when the daemon stops, and wait for it before exit.

@@ -449,6 +449,8 @@ struct Shared {
     barge: watch::Sender<Barge>,
     /// Marks the caller has heard past.
     marks: Mutex<HashSet<String>>,
+    /// A supervisor paused the AI: the ear drops what it hears.
+    held: AtomicBool,
 }
 
 /// A barge-in, as the ear saw it.
@@ -498,6 +500,7 @@ impl<'a> StreamPath<'a> {
             in_turn: AtomicBool::new(false),
             barge,
             marks: Mutex::new(HashSet::new()),
+            held: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(8);
         let options = &stream.options.stream;
@@ -880,6 +883,25 @@ impl MediaPath for StreamPath<'_> {
         }
     }
 
+    fn kind(&self) -> &'static str {
+        "stream"
+    }
+
+    /// Music on hold on the caller's channel (ARI), the agent's audio flushed, and the ear deaf
+    /// until the hold ends (what it heard meanwhile is dropped).
+    async fn hold(&self, on: bool) -> Result<(), String> {
+        self.shared.held.store(on, Ordering::SeqCst);
+        let client = &self.stream.client;
+        if on {
+            let _ = self.sender.flush().await;
+            client.start_moh(&self.caller_channel, None).await.map_err(|e| e.to_string())
+        } else {
+            let mut ear = self.ear.lock().await;
+            while ear.try_recv().is_ok() {}
+            client.stop_moh(&self.caller_channel).await.map_err(|e| e.to_string())
+        }
+    }
+
     async fn finish(&mut self, outcome: Outcome, hang_up: bool) {
         let client = &self.stream.client;
         let channel = &self.caller_channel;
@@ -932,6 +954,18 @@ impl EarTask {
             let events = tokio::select! {
                 event = self.session.recv() => match event {
                     None | Some(MediaEvent::Closed(_)) => return,
+                    Some(MediaEvent::Audio(_)) if self.shared.held.load(Ordering::SeqCst) => {
+                        // On hold: nothing is heard, and a turn begun is dropped.
+                        if in_turn {
+                            stt.cancel();
+                            stt = (self.new_stt)();
+                            in_turn = false;
+                            started = false;
+                            self.shared.in_turn.store(false, Ordering::SeqCst);
+                        }
+                        preroll.clear();
+                        continue;
+                    }
                     Some(MediaEvent::Audio(samples)) => {
                         heard_until = Instant::now();
                         if in_turn {

@@ -42,6 +42,11 @@ impl RouteScope for Dial {
 impl RouteScope for Admin {
     const SCOPE: Scope = Scope::Admin;
 }
+/// Steps into live calls: listen, coach, pause the AI.
+pub struct Supervise;
+impl RouteScope for Supervise {
+    const SCOPE: Scope = Scope::Supervise;
+}
 
 /// The caller of a REST route: the organization and scopes of the `Authorization: Bearer`
 /// token, which holds the scope `S`. Dereferences to the [`Principal`].

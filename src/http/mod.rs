@@ -11,6 +11,7 @@
 //! | `POST /v1/calls` | token | places an outbound call (see [`dialer`]) |
 //! | `/v1/campaigns…`, `/v1/dnc…` | token | campaigns and the do-not-call list (see [`dialer`]) |
 //! | `GET /v1/calls/{id}` | token | one call with its turns and transcript |
+//! | `POST /v1/calls/{id}/coach`, `/pause`, `/resume`; `GET …/listen` | token | the supervisors' console on a live call (see `supervise.rs`, [`crate::conversation::live`]) |
 //! | `GET /v1/stats` | token | the day's figures: calls, answer rate, outcomes, latency per stage |
 //! | `/v1/agents…` | token | the organization's agents and their versions (see [`agents`]) |
 //! | `GET /v1/feed` | token | WebSocket live feed (see [`crate::feed::subscriber`]) |
@@ -56,6 +57,7 @@ mod health;
 pub mod monitor;
 pub mod openapi;
 pub mod recordings;
+mod supervise;
 
 pub use api::recording_url;
 
@@ -80,6 +82,8 @@ struct AppInner {
     dialer: Option<Arc<Dialer>>,
     /// The organizations' compliance policies (`dialer.compliance`); unset: the shipped rules.
     compliance: std::sync::OnceLock<Arc<crate::dialer::compliance::Compliance>>,
+    /// The calls in conversation on this daemon, for the supervisors' console.
+    live: std::sync::OnceLock<crate::conversation::LiveCalls>,
 }
 
 /// Everything the HTTP side needs.
@@ -144,6 +148,7 @@ impl AppState {
                 supervisor: parts.supervisor,
                 dialer: parts.dialer,
                 compliance: std::sync::OnceLock::new(),
+                live: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -151,6 +156,17 @@ impl AppState {
     /// Sets the organizations' compliance policies (once; later calls change nothing).
     pub fn set_compliance(&self, compliance: Arc<crate::dialer::compliance::Compliance>) {
         let _ = self.inner.compliance.set(compliance);
+    }
+
+    /// Sets the live calls the supervisors' console acts on (once; later calls change
+    /// nothing). Without them its routes answer 503.
+    pub fn set_live_calls(&self, live: crate::conversation::LiveCalls) {
+        let _ = self.inner.live.set(live);
+    }
+
+    /// The live calls, when this daemon runs conversations.
+    pub fn live(&self) -> Option<&crate::conversation::LiveCalls> {
+        self.inner.live.get()
     }
 
     /// The organizations' compliance policies.

@@ -25,6 +25,8 @@ const FILES: &[(&str, &str, &str)] = &[
     ("format.js", include_str!("monitor/format.js"), JS),
     ("charts.js", include_str!("monitor/charts.js"), JS),
     ("dashboard.js", include_str!("monitor/dashboard.js"), JS),
+    ("console.js", include_str!("monitor/console.js"), JS),
+    ("listen-worklet.js", include_str!("monitor/listen-worklet.js"), JS),
     ("monitor.css", include_str!("monitor/monitor.css"), "text/css; charset=utf-8"),
 ];
 

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::{Map, Value, json};
 
-use super::{AppState, agents, api, compliance, dialer, feed, health, monitor, recordings};
+use super::{AppState, agents, api, compliance, dialer, feed, health, monitor, recordings, supervise};
 use crate::auth::Scope;
 use crate::store::{CallStatus, Direction, Outcome};
 
@@ -221,7 +221,7 @@ const NAME: &str = "The agent's name.";
 /// Every route of the HTTP listener, in the README's order. The router serves exactly these.
 pub fn operations() -> Vec<Operation> {
     use Method as M;
-    use Scope::{Admin, Dial, Monitor};
+    use Scope::{Admin, Dial, Monitor, Supervise};
     vec![
         // The daemon.
         Operation::new(M::Get, "/healthz", None, "healthz", health::healthz).summary("The process is up", "").answer(
@@ -307,6 +307,57 @@ pub fn operations() -> Vec<Operation> {
             .error(400, "A query parameter (`?token=` included)")
             .error(404, "No such call in the organization, or no available recording (the message says why)")
             .error(416, "A malformed range, several ranges, or a range outside the file (`Content-Range: bytes */<size>`)"),
+        // The supervisors' console on a live call.
+        Operation::new(M::Post, "/v1/calls/{id}/coach", Some(Supervise), "coachCall", supervise::coach)
+            .summary(
+                "Coaches the AI of a live call",
+                "The text goes into the model's context for its next answers (a system message, never \
+                 spoken as it is); the feed gets `coached` with the token's name.",
+            )
+            .path_param("id", string(), "The call's id.")
+            .json_body(schema("Coaching"), "The instruction")
+            .answer(200, "The live call", Some(schema("LiveCall")))
+            .error(400, "No text, or over 1,000 characters")
+            .error(404, "No such call in the organization")
+            .error(409, "The call has ended, is not in conversation yet, or another daemon holds it (named); or 10 instructions wait already")
+            .error(503, "This daemon runs no conversations"),
+        Operation::new(M::Post, "/v1/calls/{id}/pause", Some(Supervise), "pauseCall", supervise::pause)
+            .summary(
+                "Pauses the AI of a live call",
+                "The caller hears music on hold; the AI neither listens nor answers until resumed (at once \
+                 while it listens, after its answer while it speaks). `ai_paused` on the feed when it was not \
+                 paused already.",
+            )
+            .path_param("id", string(), "The call's id.")
+            .answer(200, "The live call", Some(schema("LiveCall")))
+            .error(404, "No such call in the organization")
+            .error(409, "The call has ended, is not in conversation yet, or another daemon holds it (named)")
+            .error(503, "This daemon runs no conversations"),
+        Operation::new(M::Post, "/v1/calls/{id}/resume", Some(Supervise), "resumeCall", supervise::resume)
+            .summary("Resumes the AI of a live call", "`ai_resumed` on the feed when it was paused.")
+            .path_param("id", string(), "The call's id.")
+            .answer(200, "The live call", Some(schema("LiveCall")))
+            .error(404, "No such call in the organization")
+            .error(409, "The call has ended, is not in conversation yet, or another daemon holds it (named)")
+            .error(503, "This daemon runs no conversations"),
+        Operation::new(M::Get, "/v1/calls/{id}/listen", Some(Supervise), "listenCall", supervise::listen)
+            .summary(
+                "Listens to a live call, a WebSocket",
+                "The call's audio (both sides, from an ARI snoop): first a text message \
+                 `{\"type\": \"listen.start\", \"rate\": 16000, \"format\": \"s16le\", \"channels\": 1}`, \
+                 then one binary message of 16-bit little-endian PCM per 20 ms frame. A listener that falls \
+                 behind loses frames. `supervisor_joined` and `supervisor_left` on the feed. The token may \
+                 come as `?token=`, since a browser cannot set headers on a WebSocket.",
+            )
+            .path_param("id", string(), "The call's id.")
+            .query("token", string(), "The token, for browsers (only the WebSocket routes take it in the URL).")
+            .query_token()
+            .answer(101, "Switching Protocols: the WebSocket", None)
+            .error(404, "No such call in the organization")
+            .error(409, "The call has ended, is not in conversation yet, or another daemon holds it (named)")
+            .error(426, "Not a WebSocket upgrade")
+            .error(502, "Asterisk refused the snoop or the media channel")
+            .error(503, "This daemon runs no conversations, or ARI is not configured"),
         Operation::new(M::Get, "/v1/stats", Some(Monitor), "stats", api::stats)
             .summary(
                 "The organization's figures for the calls started in a window",
@@ -501,7 +552,7 @@ pub fn document() -> Value {
             "description": "The REST API of the asterai daemon (`http.listen`). Routes under `/v1` need a token \
                 (`asterai token create`) in `Authorization: Bearer <token>`; it selects the only organization \
                 whose data the request can see (another organization's rows are \"not found\"), and each route \
-                needs the scope named in its `x-scope` (monitor, dial or admin; 403 without it). Generated from \
+                needs the scope named in its `x-scope` (monitor, dial, admin or supervise; 403 without it). Generated from \
                 the table the router is built from (src/http/openapi.rs).",
         },
         "paths": paths,
@@ -512,14 +563,15 @@ pub fn document() -> Value {
                     "scheme": "bearer",
                     "description": "A token of `asterai token create` (`ast_<id>_<secret>`). Its scopes: `monitor` \
                         reads, `dial` places calls, runs campaigns and reads and adds to the do-not-call list, \
-                        `admin` removes from it and changes agents. Each operation's `x-scope` names the one it needs.",
+                        `admin` removes from it and changes agents, `supervise` listens to, coaches and pauses live calls. \
+                        Each operation's `x-scope` names the one it needs.",
                 },
                 "queryToken": {
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "The same token in the URL: the feed's WebSocket upgrade only (any other route \
-                        answers 401 to it, since URLs end up in logs).",
+                    "description": "The same token in the URL: the WebSocket upgrades only (the feed and listening; \
+                        any other route answers 401 to it, since URLs end up in logs).",
                 },
             },
             "schemas": schemas(),
@@ -786,6 +838,17 @@ fn schemas() -> Value {
             "description": "An agent's definition: `name` and the keys of the README's \"Agents\". An unknown key is a 400 naming it.",
         },
         "Rollback": object(&[("version", integer())], &[]),
+        "Coaching": object(&[("text", json!({"type": "string", "minLength": 1, "maxLength": 1000}))], &[]),
+        "LiveCall": object(
+            &[
+                ("call_id", string()),
+                ("media", one_of(&["agi", "stream"])),
+                ("ai", one_of(&["active", "paused"])),
+                ("pending_coaching", integer()),
+                ("listeners", integer()),
+            ],
+            &[],
+        ),
         "DncEntry": object(&[("number", string()), ("reason", opt_string()), ("source", string()), ("created_at", time())], &[]),
         "DncList": object(&[("numbers", array(schema("DncEntry")))], &[]),
         "NewDnc": object(&[("number", string())], &[("reason", string())]),

@@ -5,7 +5,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{Result, RowExt, Store, with_pool};
 
-/// The event types of the live feed: five about calls, one about campaigns.
+/// The event types of the live feed: about calls, about campaigns, and what supervisors do on a
+/// live call (the supervisors' console, [`crate::conversation::live`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -17,6 +18,16 @@ pub enum EventKind {
     CampaignStatusUpdate,
     /// The after-call analysis of an ended call is stored; `data` is the analysis.
     CallAnalyzed,
+    /// A supervisor started listening to a live call; `data.supervisor` is the token's name.
+    SupervisorJoined,
+    /// A supervisor stopped listening.
+    SupervisorLeft,
+    /// A supervisor gave the AI an instruction for its next answer (`data.text`).
+    Coached,
+    /// A supervisor paused the AI: the caller is on hold.
+    AiPaused,
+    /// A supervisor resumed the AI.
+    AiResumed,
 }
 
 impl EventKind {
@@ -28,6 +39,11 @@ impl EventKind {
             EventKind::CallEnded => "call_ended",
             EventKind::CampaignStatusUpdate => "campaign_status_update",
             EventKind::CallAnalyzed => "call_analyzed",
+            EventKind::SupervisorJoined => "supervisor_joined",
+            EventKind::SupervisorLeft => "supervisor_left",
+            EventKind::Coached => "coached",
+            EventKind::AiPaused => "ai_paused",
+            EventKind::AiResumed => "ai_resumed",
         }
     }
 }

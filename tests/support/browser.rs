@@ -130,6 +130,21 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
+    /// Evaluates `expression` as if the user did it (a click that may start audio, which the
+    /// autoplay policy allows only after a user gesture).
+    pub async fn eval_as_user(&mut self, expression: &str) -> Value {
+        let result = self
+            .page(
+                "Runtime.evaluate",
+                json!({"expression": expression, "awaitPromise": true, "returnByValue": true, "userGesture": true}),
+            )
+            .await;
+        if let Some(exception) = result.get("exceptionDetails") {
+            panic!("the page threw evaluating {expression:?}: {exception}");
+        }
+        result["result"]["value"].clone()
+    }
+
     /// Polls `condition` (a JavaScript expression) until it is true. This is a deadline for a
     /// failure, never a measurement: a slow machine only takes longer to pass.
     pub async fn wait_for(&mut self, condition: &str, what: &str) {

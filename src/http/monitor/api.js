@@ -13,12 +13,15 @@ export function watchReachability(fn) { onReachable = fn; }
 
 /** Send a request to this origin with the token. Throws ApiError with kind
  *  'unauthorized' | 'forbidden' | 'network' | 'http'; re-throws AbortError. */
-export async function api(path, { token, signal, method = 'GET' } = {}) {
+export async function api(path, { token, signal, method = 'GET', body } = {}) {
   let res;
+  const headers = { Authorization: 'Bearer ' + token, Accept: 'application/json' };
+  if (body !== undefined && body !== null) headers['Content-Type'] = 'application/json';
   try {
     res = await fetch(path, {
       method,
-      headers: { Authorization: 'Bearer ' + token, Accept: 'application/json' },
+      headers,
+      body: body !== undefined && body !== null ? JSON.stringify(body) : undefined,
       cache: 'no-store', credentials: 'omit', signal,
     });
   } catch (e) {

@@ -20,6 +20,7 @@
  */
 
 import { ApiError, api as request, fetchBlob, fetchSnapshot, watchReachability } from './api.js';
+import { createConsole } from './console.js';
 import { createDashboard } from './dashboard.js';
 import {
   agentText, campaignText, contactText, dirText, el, fmtClock, fmtDateTime, fmtShortDateTime, human,
@@ -255,7 +256,7 @@ async function fillCall(id) {
 // ---- REST ------------------------------------------------------------------------------------
 
 /** GET (or POST) with this session's token (see api.js). */
-const api = (path, { token = session.token, signal, method } = {}) => request(path, { token, signal, method });
+const api = (path, { token = session.token, signal, method, body } = {}) => request(path, { token, signal, method, body });
 watchReachability((up) => setRestDown(!up));
 
 /** Common handling of a failed REST request made while signed in. */
@@ -271,6 +272,7 @@ function restFailed(err) {
 
 const $ = (id) => document.getElementById(id);
 let ui; // element references, filled in init()
+let supervision = null; // the console on the open call (console.js)
 
 async function onSignIn(ev) {
   ev.preventDefault();
@@ -973,6 +975,7 @@ async function loadRecording() {
 
 function closeCall() {
   resetRecording();
+  if (supervision) supervision.show(null, false);
   session.openId = null;
   session.openEpoch++;
   view.turnEls.clear();
@@ -1010,6 +1013,7 @@ function renderCallHead(c) {
   renderRecording(c);
   // Exports need the turns, so wait for the detail (an active call's may still grow).
   ui.exportJson.disabled = ui.exportText.disabled = !c.turnsLoaded;
+  if (supervision) supervision.show(c.id, isActive(c));
 }
 
 /** Insert turns (by number) into the open conversation, keeping turn-number order. */
@@ -1304,6 +1308,14 @@ function init() {
   }
   document.addEventListener('keydown', onGlobalKey);
   dashboard = createDashboard({ request: (path, opts = {}) => api(path, opts), failed: restFailed });
+  supervision = createConsole({
+    ui: {
+      panel: $('console'), coachForm: $('console'), listen: $('listen'), pause: $('pause-ai'),
+      resume: $('resume-ai'), coachText: $('coach-text'), coachSend: $('coach-send'), status: $('console-status'),
+    },
+    request: (path, opts = {}) => api(path, opts),
+    token: () => session.token,
+  });
 
   setInterval(tick, 1000);
   renderCount();

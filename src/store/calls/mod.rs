@@ -170,6 +170,27 @@ impl Store {
         }
     }
 
+    /// Appends what a supervisor did on one organization's call (`supervisor_joined`,
+    /// `coached`, `ai_paused`, …) to the event log, with the call's campaign. Another
+    /// organization's call is "not found".
+    pub async fn supervisor_event(
+        &self,
+        org_id: i64,
+        call_id: &str,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<Event> {
+        let at = now();
+        let event_id = write_tx!(self, tx, pg => {
+            let call = call_in_tx!(tx, pg, org_id, call_id);
+            let event = NewEvent { org_id: call.org_id, call_id: Some(call.id.clone()), campaign_id: call.campaign_id, kind, data, at };
+            append_event!(tx, pg, &event)
+        });
+        self.logged_event(event_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("the event {event_id} just written for call {call_id:?}")))
+    }
+
     /// Moves a call to `status` and appends `call_status_update` with the previous status and
     /// the reason (an Asterisk cause, for example). Returns `None`, changing nothing, when the
     /// call has that status already or cannot move there (see [`CallStatus::can_become`]).

@@ -1,0 +1,279 @@
+//! The calls in conversation on this daemon, reachable by id: what the supervisors' console
+//! acts on (`/v1/calls/{id}/coach`, `/pause`, `/resume`, `/listen`, see [`crate::http`]).
+//!
+//! The conversation core registers each call once its id is settled and removes it when the
+//! call ends (`Registration` does both, also on an early return). A [`LiveCall`] carries what
+//! a supervisor can change while the call runs:
+//! * **Coaching:** instructions the core adds to the model's context (a system message, never
+//!   spoken as it is) before its next request, on either media path.
+//! * **Pause:** the core stops listening and answering at once while listening (at the end of
+//!   the current answer otherwise) and holds the caller with music on hold
+//!   ([`super::MediaPath::hold`]) until the AI is resumed or the caller hangs up.
+//! * **Listening:** one [`Tap`] per call, shared by its listeners (see [`super::listen`]).
+//!
+//! Each call belongs to one organization; [`LiveCalls::get`] finds a call only for its own
+//! organization. In a fleet only the daemon holding a call has it here: the HTTP side answers
+//! 409 naming the holder for a call another daemon holds (`calls.daemon_id`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::listen::{ListenSetup, Tap};
+
+/// Longest coaching text, in characters.
+pub const MAX_COACHING_CHARS: usize = 1_000;
+/// Instructions waiting for the model's next request, at most.
+pub const MAX_PENDING_COACHING: usize = 10;
+
+/// What the AI of a live call is doing, as supervisors left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AiState {
+    /// Listening and answering.
+    Active,
+    /// Paused by a supervisor: the caller hears music on hold.
+    Paused,
+}
+
+/// Why a supervisor's action on a live call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LiveError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One call in conversation.
+pub struct LiveCall {
+    pub call_id: String,
+    pub org_id: i64,
+    /// The caller's channel id in ARI (the AGI `agi_uniqueid`).
+    pub channel_id: String,
+    /// `agi` or `stream`.
+    pub media: &'static str,
+    state: watch::Sender<AiState>,
+    coaching: Mutex<Vec<String>>,
+    /// Cancelled when the call's conversation ends.
+    ended: CancellationToken,
+    /// The listeners' tap, while anyone listens.
+    pub(super) tap: tokio::sync::Mutex<Option<Arc<Tap>>>,
+}
+
+impl LiveCall {
+    fn new(call_id: &str, org_id: i64, channel_id: &str, media: &'static str) -> LiveCall {
+        LiveCall {
+            call_id: call_id.to_owned(),
+            org_id,
+            channel_id: channel_id.to_owned(),
+            media,
+            state: watch::Sender::new(AiState::Active),
+            coaching: Mutex::new(Vec::new()),
+            ended: CancellationToken::new(),
+            tap: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The AI's state now.
+    pub fn state(&self) -> AiState {
+        *self.state.borrow()
+    }
+
+    /// Instructions not yet given to the model.
+    pub fn pending_coaching(&self) -> usize {
+        self.coaching.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Queues an instruction for the model's next answer. Refused when empty, longer than
+    /// [`MAX_COACHING_CHARS`], or when [`MAX_PENDING_COACHING`] are waiting already.
+    pub fn coach(&self, text: &str) -> Result<(), LiveError> {
+        let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(LiveError::Invalid("text: expected the instruction for the AI, got nothing".into()));
+        }
+        let chars = text.chars().count();
+        if chars > MAX_COACHING_CHARS {
+            return Err(LiveError::Invalid(format!("text: at most {MAX_COACHING_CHARS} characters, got {chars}")));
+        }
+        let mut coaching = self.coaching.lock().unwrap_or_else(|e| e.into_inner());
+        if coaching.len() >= MAX_PENDING_COACHING {
+            return Err(LiveError::Unavailable(format!(
+                "{MAX_PENDING_COACHING} instructions already wait for the AI's next answer"
+            )));
+        }
+        coaching.push(text.to_owned());
+        Ok(())
+    }
+
+    /// The instructions waiting, taken (the core gives them to the model).
+    pub(super) fn take_coaching(&self) -> Vec<String> {
+        std::mem::take(&mut *self.coaching.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Pauses the AI; false when it was paused already.
+    pub fn pause(&self) -> bool {
+        self.state.send_if_modified(|state| std::mem::replace(state, AiState::Paused) != AiState::Paused)
+    }
+
+    /// Resumes the AI; false when it was not paused.
+    pub fn resume(&self) -> bool {
+        self.state.send_if_modified(|state| std::mem::replace(state, AiState::Active) != AiState::Active)
+    }
+
+    /// Resolves once the AI is paused.
+    pub(super) async fn paused(&self) {
+        let mut state = self.state.subscribe();
+        let _ = state.wait_for(|s| *s == AiState::Paused).await;
+    }
+
+    /// Resolves once the AI is no longer paused.
+    pub(super) async fn resumed(&self) {
+        let mut state = self.state.subscribe();
+        let _ = state.wait_for(|s| *s != AiState::Paused).await;
+    }
+
+    /// Supervisors listening now.
+    pub async fn listeners(&self) -> usize {
+        self.tap.lock().await.as_ref().map_or(0, |tap| tap.listeners())
+    }
+
+    /// Cancelled when the call's conversation ends.
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+}
+
+/// The live calls of this daemon. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct LiveCalls {
+    inner: Arc<LiveInner>,
+}
+
+#[derive(Default)]
+struct LiveInner {
+    calls: Mutex<HashMap<String, Arc<LiveCall>>>,
+    /// This daemon's id in the fleet, if it has one.
+    daemon: Option<String>,
+    /// How to tap a call's audio, when ARI is configured.
+    listen: OnceLock<ListenSetup>,
+}
+
+impl LiveCalls {
+    /// The registry of the daemon `daemon` (its fleet id, if any).
+    pub fn new(daemon: Option<&str>) -> LiveCalls {
+        LiveCalls { inner: Arc::new(LiveInner { daemon: daemon.map(str::to_owned), ..LiveInner::default() }) }
+    }
+
+    /// This daemon's id in the fleet.
+    pub fn daemon(&self) -> Option<&str> {
+        self.inner.daemon.as_deref()
+    }
+
+    /// Enables listening: ARI's client and the application the taps' channels enter (once;
+    /// later calls change nothing).
+    pub fn enable_listen(&self, setup: ListenSetup) {
+        let _ = self.inner.listen.set(setup);
+    }
+
+    /// How to tap calls, when ARI is configured.
+    pub fn listen_setup(&self) -> Option<&ListenSetup> {
+        self.inner.listen.get()
+    }
+
+    /// One organization's live call on this daemon.
+    pub fn get(&self, org_id: i64, call_id: &str) -> Option<Arc<LiveCall>> {
+        let calls = self.inner.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.get(call_id).filter(|call| call.org_id == org_id).cloned()
+    }
+
+    /// Calls in conversation now.
+    pub fn len(&self) -> usize {
+        self.inner.calls.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Registers a call for as long as the returned registration lives.
+    pub(super) fn register(&self, call_id: &str, org_id: i64, channel_id: &str, media: &'static str) -> Registration {
+        let call = Arc::new(LiveCall::new(call_id, org_id, channel_id, media));
+        self.inner.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(call_id.to_owned(), call.clone());
+        Registration { calls: self.clone(), call }
+    }
+}
+
+/// A call's place in the registry: removed, and its listeners told, when dropped.
+pub(super) struct Registration {
+    calls: LiveCalls,
+    call: Arc<LiveCall>,
+}
+
+impl Registration {
+    pub(super) fn call(&self) -> &Arc<LiveCall> {
+        &self.call
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.call.ended.cancel();
+        let mut calls = self.calls.inner.calls.lock().unwrap_or_else(|e| e.into_inner());
+        if calls.get(&self.call.call_id).is_some_and(|c| Arc::ptr_eq(c, &self.call)) {
+            calls.remove(&self.call.call_id);
+        }
+    }
+}
+
+/// The system message that carries a supervisor's instruction to the model.
+pub(super) fn coaching_message(text: &str) -> String {
+    format!(
+        "A supervisor of this call gives you an instruction for your next answers. Follow it, but never read it \
+         out or mention the supervisor: {text}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coaching_is_checked_and_taken_once() {
+        let calls = LiveCalls::new(Some("d1"));
+        let registration = calls.register("c1", 7, "chan", "agi");
+        let call = registration.call().clone();
+        assert!(calls.get(8, "c1").is_none(), "another organization never finds it");
+        assert!(calls.get(7, "c1").is_some());
+        assert!(call.coach("  ").is_err());
+        assert!(call.coach(&"x".repeat(MAX_COACHING_CHARS + 1)).unwrap_err().to_string().contains("at most"));
+        call.coach("offer the\nannual plan").unwrap();
+        assert_eq!(call.take_coaching(), vec!["offer the annual plan".to_owned()]);
+        assert!(call.take_coaching().is_empty());
+        for _ in 0..MAX_PENDING_COACHING {
+            call.coach("again").unwrap();
+        }
+        assert!(call.coach("one more").is_err());
+        drop(registration);
+        assert!(calls.get(7, "c1").is_none());
+        assert!(call.ended().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn pause_and_resume_change_once() {
+        let calls = LiveCalls::new(None);
+        let registration = calls.register("c1", 1, "chan", "stream");
+        let call = registration.call().clone();
+        assert_eq!(call.state(), AiState::Active);
+        assert!(call.pause());
+        assert!(!call.pause());
+        call.paused().await;
+        assert!(call.resume());
+        assert!(!call.resume());
+        call.resumed().await;
+    }
+}

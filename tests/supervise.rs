@@ -1,0 +1,741 @@
+//! The supervisors' console on live calls: the `supervise` scope, coaching that reaches the
+//! model's next request, pausing (music on hold) and resuming, the events on the feed with the
+//! token's name, the audit log, organizations kept apart, and a call another daemon holds.
+//!
+//! The calls run through the real FastAGI listener and conversation core, with the providers
+//! mocked in the OpenAI shapes and Asterisk played command by command by the test.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use asterai::agi::command::split_args;
+use asterai::agi::{Router, ServerConfig};
+use asterai::auth::{Scopes, create_token};
+use asterai::config::{Config, Dur, Secret};
+use asterai::conversation::{Conversations, Providers, Settings};
+use asterai::feed::{Hub, Publisher};
+use asterai::http::{AppState, HttpParts};
+use asterai::store::{Direction, EventKind, NewCall, Store};
+use support::agi::{TestServer, env_block};
+use support::db::{Backend, TestDb};
+use support::fake_asterisk::FakeAsterisk;
+use support::http::{FeedClient, feed_config};
+use support::mocks::{Sequence, sse, wav_24k};
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The daemon's HTTP side and conversations in-process, on a database with `acme` and `globex`.
+struct Rig {
+    _db: TestDb,
+    store: Store,
+    hub: std::sync::Arc<Hub>,
+    http: SocketAddr,
+    agi: TestServer,
+    llm: MockServer,
+    stt: MockServer,
+    _tts: MockServer,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(backend: Backend, daemon: &str) -> Rig {
+    support::init();
+    let db = TestDb::new(backend).await;
+    let store = db.store.clone();
+    store.create_org("acme", "Acme Inc.").await.unwrap();
+    store.create_org("globex", "Globex").await.unwrap();
+    let hub = Hub::new();
+    hub.prime(&store).await.unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(hub.clone().run(
+        store.clone(),
+        Duration::from_millis(200),
+        Duration::from_millis(10),
+        stop.child_token(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    let state = AppState::new(HttpParts {
+        store: store.clone(),
+        hub: hub.clone(),
+        feed: feed_config(),
+        metrics: asterai::telemetry::install(),
+        shutdown: CancellationToken::new(),
+        limits: Default::default(),
+        supervisor: None,
+        dialer: None,
+    });
+    let (stt, llm, tts) = (MockServer::start().await, MockServer::start().await, MockServer::start().await);
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/speech"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(wav_24k(400), "audio/wav"))
+        .mount(&tts)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.daemon.data_dir = dir.path().display().to_string();
+    config.stt.provider = "openai".into();
+    config.stt.url = format!("{}/v1", stt.uri());
+    config.stt.api_key = Secret::new("sk-stt");
+    config.responder.provider = "openai".into();
+    config.responder.url = format!("{}/v1", llm.uri());
+    config.responder.api_key = Secret::new("sk-llm");
+    config.tts.provider = "openai".into();
+    config.tts.url = format!("{}/v1", tts.uri());
+    config.conversation.turn_budget = Dur::secs(5);
+    config.conversation.max_duration = Dur::secs(600);
+    std::fs::create_dir_all(config.recordings_dir()).unwrap();
+    let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(daemon);
+    let conversations =
+        Conversations::new(publisher, Providers::from_config(&config).unwrap(), Settings::from_config(&config), None);
+    state.set_live_calls(conversations.live());
+    tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
+    let agi = TestServer::start(Router::new().route("ai", conversations.handler()), ServerConfig::default()).await;
+    Rig { _db: db, store, hub, http, agi, llm, stt, _tts: tts, stop, _dir: dir }
+}
+
+impl Rig {
+    async fn token(&self, org: &str, name: &str, scopes: &str) -> String {
+        let org = self.store.org_by_slug(org).await.unwrap().unwrap();
+        create_token(&self.store, org.id, name, Scopes::parse(scopes).unwrap()).await.unwrap().token
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().post(format!("http://{}{path}", self.http)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+}
+
+/// Asterisk's side of one AGI call, played by the test.
+struct Phone {
+    fake: FakeAsterisk,
+    call_id: Option<String>,
+}
+
+fn default_reply(command: &str) -> String {
+    let upper = command.to_ascii_uppercase();
+    let reply = if upper.starts_with("ANSWER") {
+        "200 result=0"
+    } else if upper.starts_with("CHANNEL STATUS") {
+        "200 result=6"
+    } else if upper.starts_with("SET VARIABLE") || upper.starts_with("VERBOSE") {
+        "200 result=1"
+    } else if upper.starts_with("STREAM FILE") {
+        "200 result=0 endpos=8000"
+    } else if upper.starts_with("SET MUSIC") {
+        "200 result=0"
+    } else if upper.starts_with("GET VARIABLE") {
+        "200 result=1 (16)"
+    } else if upper.starts_with("HANGUP") {
+        "200 result=1\nHANGUP"
+    } else {
+        "510 Invalid or unknown command"
+    };
+    format!("{reply}\n")
+}
+
+impl Phone {
+    async fn dial(addr: SocketAddr) -> Phone {
+        let mut fake = FakeAsterisk::connect(addr).await;
+        let uniqueid = format!("{}.{}", chrono::Utc::now().timestamp(), rand::random::<u32>());
+        fake.write(env_block("ai?org=acme", &uniqueid).as_bytes()).await.unwrap();
+        Phone { fake, call_id: None }
+    }
+
+    /// Answers the daemon's commands as Asterisk would until one that `stop` picks, which is
+    /// returned unanswered.
+    async fn until(&mut self, stop: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self.fake.read_line().await.unwrap().expect("the daemon closed the call");
+            let args = split_args(&line);
+            if line.to_ascii_uppercase().starts_with("SET VARIABLE")
+                && args.get(2).map(String::as_str) == Some("ASTERAI_CALL_ID")
+            {
+                self.call_id = args.get(3).cloned();
+            }
+            if stop(&line) {
+                return line;
+            }
+            self.fake.write(default_reply(&line).as_bytes()).await.unwrap();
+        }
+    }
+
+    async fn next_recording(&mut self) -> String {
+        self.until(|c| c.to_ascii_uppercase().starts_with("RECORD FILE")).await
+    }
+
+    /// Answers a `RECORD FILE` with the caller's speech (a tone) or silence, as Asterisk does
+    /// when silence ends the recording.
+    async fn recorded(&mut self, command: &str, speech: bool) {
+        let base = split_args(command)[2].clone();
+        let samples: Vec<i16> = (0..8000)
+            .map(|i| {
+                if speech {
+                    (8000.0 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 8000.0).sin()) as i16
+                } else {
+                    0
+                }
+            })
+            .collect();
+        std::fs::write(format!("{base}.wav"), asterai::speech::audio::encode_wav(&samples)).unwrap();
+        self.fake.write(b"200 result=1200 (timeout) endpos=8000\n").await.unwrap();
+    }
+
+    /// The caller hangs up during `command` (a recording); the daemon's last commands are
+    /// answered until it closes.
+    async fn hang_up(&mut self) {
+        self.fake.write(b"200 result=-1 (hangup) endpos=0\nHANGUP\n").await.unwrap();
+        while let Ok(Some(line)) = self.fake.read_line().await {
+            let reply = if line.to_ascii_uppercase().starts_with("GET VARIABLE") {
+                "200 result=1 (16)\n".to_owned()
+            } else if line.to_ascii_uppercase().starts_with("SET VARIABLE") {
+                "200 result=1\n".to_owned()
+            } else {
+                "511 Command Not Permitted on a dead channel or intercept routine\n".to_owned()
+            };
+            if self.fake.write(reply.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+async fn mount_stt(server: &MockServer, texts: &[&str]) {
+    let templates =
+        texts.iter().map(|t| ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": t}))).collect();
+    Mock::given(method("POST"))
+        .and(path("/v1/audio/transcriptions"))
+        .respond_with(Sequence::new(templates))
+        .mount(server)
+        .await;
+}
+
+async fn mount_llm(server: &MockServer, answers: &[&[&str]]) {
+    let templates = answers.iter().map(|pieces| sse(pieces)).collect();
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(Sequence::new(templates))
+        .mount(server)
+        .await;
+}
+
+/// The system messages of the model's requests, in order.
+async fn system_messages(llm: &MockServer) -> Vec<Vec<String>> {
+    llm.received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "system")
+                .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_monitor_token_cannot_supervise_and_a_supervise_token_can() {
+    let rig = rig(Backend::Sqlite, "daemon-a").await;
+    let monitor = rig.token("acme", "wallboard", "monitor,dial,admin").await;
+    let supervise = rig.token("acme", "alice", "supervise").await;
+    let client = reqwest::Client::new();
+    for (verb, route) in [("POST", "coach"), ("POST", "pause"), ("POST", "resume"), ("GET", "listen")] {
+        let url = format!("http://{}/v1/calls/nope/{route}", rig.http);
+        let request = |token: &str| {
+            let builder = if verb == "POST" {
+                client.post(&url).json(&serde_json::json!({"text": "x"}))
+            } else {
+                client.get(&url)
+            };
+            builder.bearer_auth(token.to_owned())
+        };
+        let refused = request(&monitor).send().await.unwrap();
+        assert_eq!(refused.status().as_u16(), 403, "{verb} {route} with every scope but supervise");
+        let body = refused.text().await.unwrap();
+        assert!(body.contains("`supervise`"), "the 403 names the scope: {body}");
+        let allowed = request(&supervise).send().await.unwrap();
+        let status = allowed.status().as_u16();
+        // Past the scope check: an unknown call (404), or not a WebSocket upgrade (426).
+        assert!(status == 404 || status == 426, "{verb} {route} with supervise: {status}");
+    }
+    rig.stop.cancel();
+}
+
+#[tokio::test]
+async fn coaching_reaches_the_models_next_request_and_pause_holds_the_caller_until_resumed() {
+    let rig = rig(Backend::Sqlite, "daemon-a").await;
+    let alice = rig.token("acme", "alice", "monitor,supervise").await;
+    let outsider = rig.token("globex", "mallory", "supervise").await;
+    mount_stt(&rig.stt, &["How much is it?", "And per year?"]).await;
+    mount_llm(&rig.llm, &[&["It is 20 dollars ", "a month."], &["240 dollars a year."]]).await;
+
+    let mut phone = Phone::dial(rig.agi.addr).await;
+    // The greeting plays; the AI listens for the caller's first words.
+    let recording = phone.next_recording().await;
+    let call_id = phone.call_id.clone().expect("the daemon told the dialplan the call's id");
+
+    // Another organization does not see the call; a supervisor of this one coaches it.
+    let (status, body) =
+        rig.post(&outsider, &format!("/v1/calls/{call_id}/coach"), Some(serde_json::json!({"text": "hi"}))).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) =
+        rig.post(&alice, &format!("/v1/calls/{call_id}/coach"), Some(serde_json::json!({"text": ""}))).await;
+    assert_eq!(status, 400, "empty coaching: {body}");
+    let (status, body) = rig
+        .post(
+            &alice,
+            &format!("/v1/calls/{call_id}/coach"),
+            Some(serde_json::json!({"text": "Offer the annual plan."})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["ai"].as_str(), body["media"].as_str(), body["pending_coaching"].as_i64()),
+        (Some("active"), Some("agi"), Some(1))
+    );
+    assert!(system_messages(&rig.llm).await.is_empty(), "nothing asked of the model yet");
+
+    // The caller speaks: the model's request carries the instruction as a system message.
+    phone.recorded(&recording, true).await;
+    let recording = phone.next_recording().await;
+    let requests = system_messages(&rig.llm).await;
+    assert_eq!(requests.len(), 1, "one answer so far");
+    assert!(
+        requests[0].iter().any(|m| m.contains("Offer the annual plan.") && m.contains("never read it out")),
+        "the model's next request carries the instruction: {requests:?}"
+    );
+    let spoken: Vec<String> = phone.fake.received.iter().filter(|l| l.contains("annual plan")).cloned().collect();
+    assert!(spoken.is_empty(), "the instruction never reaches Asterisk: {spoken:?}");
+
+    // Paused while listening: the recording under way ends, then the caller hears music.
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("paused")), "{body}");
+    let (status, _) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
+    assert_eq!(status, 200, "pausing twice is no error");
+    phone.recorded(&recording, true).await;
+    let music = phone.until(|_| true).await;
+    assert_eq!(music.to_ascii_uppercase(), "SET MUSIC ON", "the caller is put on hold");
+    phone.fake.write(b"200 result=0\n").await.unwrap();
+    // On hold, nothing is recorded or played until the AI is resumed.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), phone.fake.read_line()).await;
+    assert!(quiet.is_err(), "no command while on hold: {quiet:?}");
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/resume"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("active")), "{body}");
+    let music = phone.until(|_| true).await;
+    assert_eq!(music.to_ascii_uppercase(), "SET MUSIC OFF", "the hold ends");
+    phone.fake.write(b"200 result=0\n").await.unwrap();
+    let recording = phone.next_recording().await;
+
+    // The caller speaks again: the instruction is still in the model's context.
+    phone.recorded(&recording, true).await;
+    let _recording = phone.next_recording().await;
+    let requests = system_messages(&rig.llm).await;
+    assert_eq!(requests.len(), 2, "the utterance cut by the pause was not answered");
+    assert!(requests[1].iter().any(|m| m.contains("Offer the annual plan.")), "{requests:?}");
+    phone.hang_up().await;
+
+    // Each action is on the feed with the token's name, and in the audit log.
+    let acme = rig.store.org_by_slug("acme").await.unwrap().unwrap();
+    let mut feed = FeedClient::connect(rig.http, &alice, &format!("?since=0&call_id={call_id}")).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = feed.event(WAIT).await;
+        if matches!(event.kind, EventKind::Coached | EventKind::AiPaused | EventKind::AiResumed) {
+            assert_eq!(event.data["supervisor"], "alice", "{event:?}");
+            seen.push(event.kind);
+        }
+    }
+    assert_eq!(seen, vec![EventKind::Coached, EventKind::AiPaused, EventKind::AiResumed]);
+    let coached =
+        rig.store.call_events(&call_id).await.unwrap().into_iter().find(|e| e.kind == EventKind::Coached).unwrap();
+    assert_eq!(coached.data["text"], "Offer the annual plan.");
+    let audit = rig.store.audit_log(Some(acme.id), 0, 100).await.unwrap();
+    let actions: Vec<&str> = audit.iter().filter(|a| a.actor.contains("alice")).map(|a| a.action.as_str()).collect();
+    for action in ["call.coached", "call.ai_paused", "call.ai_resumed"] {
+        assert!(actions.contains(&action), "{action} in the audit log: {actions:?}");
+    }
+    let transcript = loop {
+        let call = rig.store.call(acme.id, &call_id).await.unwrap().unwrap();
+        if call.ended_at.is_some() {
+            break call.transcript.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!transcript.contains("annual plan"), "the instruction is not in the transcript: {transcript}");
+    // The call is over: nothing to act on.
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("has ended"), "{body}");
+    rig.stop.cancel();
+}
+
+/// In a fleet only the daemon holding a call acts on it: another answers 409 naming the holder.
+async fn a_call_held_elsewhere_is_409_naming_its_daemon(backend: Backend) {
+    let rig = rig(backend, "daemon-a").await;
+    let alice = rig.token("acme", "alice", "supervise").await;
+    let acme = rig.store.org_by_slug("acme").await.unwrap().unwrap();
+    let elsewhere = Publisher::new(rig.store.clone(), rig.hub.clone()).with_daemon("daemon-b");
+    let call = elsewhere
+        .call_started(&NewCall {
+            id: None,
+            org_id: acme.id,
+            direction: Direction::Inbound,
+            from: "+15550001111".into(),
+            to: "5550100".into(),
+            channel: None,
+            campaign_id: None,
+            contact_id: None,
+        })
+        .await
+        .unwrap();
+    for action in ["coach", "pause", "resume"] {
+        let (status, body) =
+            rig.post(&alice, &format!("/v1/calls/{}/{action}", call.id), Some(serde_json::json!({"text": "x"}))).await;
+        assert_eq!(status, 409, "{action}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("daemon-b"), "{action} names the holder: {body}");
+    }
+    // The store writes supervisors' events for the organization's calls only.
+    let globex = rig.store.org_by_slug("globex").await.unwrap().unwrap();
+    let refused = rig.store.supervisor_event(globex.id, &call.id, EventKind::Coached, serde_json::json!({})).await;
+    assert!(refused.is_err(), "another organization's call is not found");
+    let event = rig
+        .store
+        .supervisor_event(acme.id, &call.id, EventKind::AiPaused, serde_json::json!({"supervisor": "alice"}))
+        .await
+        .unwrap();
+    assert_eq!((event.kind, event.call_id.as_deref()), (EventKind::AiPaused, Some(call.id.as_str())));
+    rig.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_call_held_elsewhere_is_409_sqlite() {
+    a_call_held_elsewhere_is_409_naming_its_daemon(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_call_held_elsewhere_is_409_postgres() {
+    a_call_held_elsewhere_is_409_naming_its_daemon(Backend::Postgres).await;
+}
+
+/// Listening against the real Asterisk: `asterai serve` (ARI configured) holds an AGI call; a
+/// supervisor's WebSocket on `GET /v1/calls/{id}/listen` gets the call's audio (an ARI snoop,
+/// bridged with a chan_websocket channel), which is not silent while the caller speaks; the
+/// feed says who joined and left.
+#[tokio::test]
+async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
+    use futures_util::StreamExt;
+    use support::asterisk::{Asterisk, Script, unique};
+    use support::live::Agent;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let asterisk = Asterisk::shared().await;
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["Can you hear me?"]).await;
+    agent.answers(&[&["Yes, I can hear you."]]).await;
+    let key = unique().to_string();
+    let speech =
+        asterisk.utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
+    let script = Script::new().wait_for_agent().quiet(3).say(&speech).wait_for_agent().quiet(10);
+    asterisk.put_script(&key, None, &script).await;
+    let person = agent.call_in(asterisk, &key).await;
+    let call_id = agent.call_on(&person.other_leg()).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token =
+        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let mut feed = FeedClient::connect(agent.http, &token, &format!("?since=0&call_id={call_id}")).await.unwrap();
+
+    // The call is in conversation a moment after it is stored.
+    let url = format!("ws://{}/v1/calls/{call_id}/listen?token={token}", agent.http);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => break ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 409 => {}
+            Err(e) => panic!("cannot listen: {e}; daemon log:\n{}", agent.log().join("\n")),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let start = match tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Text(text) => serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        other => panic!("expected listen.start, got {other:?}"),
+    };
+    assert_eq!(
+        (start["type"].as_str(), start["rate"].as_i64(), start["format"].as_str()),
+        (Some("listen.start"), Some(16000), Some("s16le"))
+    );
+
+    // The caller's words reach the listener: frames of real sound, not silence.
+    let (mut frames, mut voiced) = (0, 0);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while voiced < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{voiced} voiced of {frames} frames; daemon log:\n{}",
+            agent.log().join("\n")
+        );
+        let message = tokio::time::timeout(WAIT, ws.next()).await.expect("frames keep coming").expect("open").unwrap();
+        let Message::Binary(pcm) = message else { continue };
+        assert_eq!(pcm.len() % 2, 0);
+        frames += 1;
+        let samples: Vec<f64> = pcm.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as f64).collect();
+        let rms = (samples.iter().map(|s| s * s).sum::<f64>() / samples.len().max(1) as f64).sqrt();
+        if rms > 300.0 {
+            voiced += 1;
+        }
+    }
+    ws.close(None).await.unwrap();
+
+    let mut kinds = Vec::new();
+    while !kinds.contains(&EventKind::SupervisorLeft) {
+        let event = feed.event(WAIT).await;
+        if matches!(event.kind, EventKind::SupervisorJoined | EventKind::SupervisorLeft) {
+            assert_eq!(event.data["supervisor"], "alice", "{event:?}");
+            kinds.push(event.kind);
+        }
+    }
+    assert_eq!(kinds, vec![EventKind::SupervisorJoined, EventKind::SupervisorLeft]);
+    let audit = agent.store.audit_log(Some(org.id), 0, 100).await.unwrap();
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+    assert!(actions.contains(&"call.listen_started") && actions.contains(&"call.listen_ended"), "{actions:?}");
+    agent.finished(&call_id).await;
+    // The tap's channels are gone with the call.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (user, password) = support::asterisk::ari_credentials();
+        let channels: Vec<serde_json::Value> = reqwest::Client::new()
+            .get(format!("{}/ari/channels", asterisk.ari_url()))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = channels.iter().filter_map(|c| c["id"].as_str()).collect();
+        if !ids.iter().any(|id| id.starts_with("asterai-snoop-") || id.contains("listen-")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "tap channels left behind: {ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The page's console in headless Chromium against the real Asterisk: a supervisor opens a live
+/// AGI call, clicks Listen, and the AudioWorklet plays the call's audio (it reports sound out);
+/// Stop listening closes the socket.
+#[tokio::test]
+async fn the_page_plays_a_live_call_against_the_real_asterisk() {
+    use support::asterisk::{Asterisk, Script, unique};
+    use support::browser::{Browser, output_dir};
+    use support::live::Agent;
+
+    let asterisk = Asterisk::shared().await;
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["Can you hear me?"]).await;
+    agent.answers(&[&["Yes, I can hear you."]]).await;
+    let key = unique().to_string();
+    let speech = asterisk.utterance("Hello, hello. I am talking so that the supervisor can hear me in the browser.");
+    let script = Script::new().wait_for_agent().quiet(2).say(&speech).say(&speech).wait_for_agent().quiet(10);
+    asterisk.put_script(&key, None, &script).await;
+    let person = agent.call_in(asterisk, &key).await;
+    let call_id = agent.call_on(&person.other_leg()).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token =
+        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+
+    let mut browser = Browser::start(1280, 800).await;
+    browser.goto(&format!("http://{}/", agent.http)).await;
+    browser.wait_for("document.querySelector('#signin')", "the sign-in form shows").await;
+    browser
+        .eval(&format!(
+            "document.querySelector('#token').value = {}; document.querySelector('#signin').requestSubmit(); true",
+            serde_json::Value::from(token.as_str())
+        ))
+        .await;
+    let row = format!("document.querySelector('#active .call-row[data-call-id=\"{call_id}\"]')");
+    browser.wait_for(&row, "the live call is listed").await;
+    browser.eval(&format!("{row}.click(); true")).await;
+    browser
+        .wait_for(
+            "!document.querySelector('#console').hidden && !document.querySelector('#listen').disabled",
+            "the console shows",
+        )
+        .await;
+    browser.eval_as_user("document.querySelector('#listen').click(); true").await;
+    browser
+        .wait_for("Number(document.querySelector('#listen').dataset.frames || 0) > 50", "frames reach the page")
+        .await;
+    browser
+        .wait_for("Number(document.querySelector('#listen').dataset.heard || 0) > 0", "the worklet plays sound")
+        .await;
+    let status = browser.eval("document.querySelector('#console-status').textContent").await;
+    assert_eq!(status, "Listening.");
+    browser.screenshot(&output_dir().join("console-listening.png")).await;
+    browser.eval_as_user("document.querySelector('#listen').click(); true").await;
+    browser.wait_for("document.querySelector('#listen').textContent === 'Listen'", "listening stops").await;
+    // The daemon saw the supervisor join and leave.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
+        if kinds.contains(&EventKind::SupervisorLeft) {
+            assert!(kinds.contains(&EventKind::SupervisorJoined), "{kinds:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no supervisor_left: {kinds:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    agent.finished(&call_id).await;
+}
+
+/// Pausing a streaming call against the real Asterisk: the dialer places it with
+/// `media = "stream"`; paused during the greeting, the AI holds the caller (ARI music on hold on
+/// the bridged channel, accepted) and does not hear what the caller says meanwhile; resumed, it
+/// hears and answers the caller's next words.
+#[tokio::test]
+async fn pausing_a_streaming_call_against_the_real_asterisk() {
+    use support::asterisk::{Asterisk, Script, unique};
+    use support::live::Agent;
+
+    let asterisk = Asterisk::shared().await;
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["I am back."]).await;
+    agent.answers(&[&["Welcome back."]]).await;
+    let digits = format!("15550{:06}", unique());
+    let script = Script::new()
+        .answer()
+        .wait_for_agent()
+        .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
+        .step(format!("Set(DB(asterai-test/{digits}-said)=1)"))
+        .step("Wait(8)")
+        .say(&asterisk.utterance("I am back."))
+        .wait_for_agent()
+        .quiet(10);
+    asterisk.put_script(&digits, None, &script).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token = create_token(&agent.store, org.id, "alice", Scopes::all()).await.unwrap().token;
+    let client = reqwest::Client::new();
+    let placed: serde_json::Value = client
+        .post(format!("http://{}/v1/calls", agent.http))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"to": format!("+{digits}"), "media": "stream"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let call_id = placed["id"].as_str().expect("the call is placed").to_owned();
+    let post = |action: &str| {
+        client.post(format!("http://{}/v1/calls/{call_id}/{action}", agent.http)).bearer_auth(&token).send()
+    };
+    // Paused as soon as the call is in conversation (during the greeting).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let paused: serde_json::Value = loop {
+        let response = post("pause").await.unwrap();
+        if response.status() == 200 {
+            break response.json().await.unwrap();
+        }
+        assert_eq!(response.status(), 409, "{}", response.text().await.unwrap());
+        assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((paused["media"].as_str(), paused["ai"].as_str()), (Some("stream"), Some("paused")), "{paused}");
+
+    // The caller talks while the AI is paused: nothing is transcribed or answered.
+    asterisk.wait_for_db("asterai-test", &format!("{digits}-said")).await;
+    let transcribed = agent.stt.received_requests().await.unwrap_or_default().len();
+    assert_eq!(transcribed, 0, "the AI heard nothing while paused");
+    let response = post("resume").await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Resumed: the caller's next words are heard and answered.
+    let call = agent.finished(&call_id).await;
+    let turns = agent.turns(&call_id).await;
+    let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
+    assert!(said.contains(&("I am back.", "Welcome back.")), "{said:?}\n{call:?}\n{}", agent.log().join("\n"));
+    assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 1, "{said:?}");
+    let warnings = agent.warnings();
+    assert!(!warnings.iter().any(|w| w.contains("music on hold")), "ARI took the music on hold: {warnings:#?}");
+    let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventKind::AiPaused) && kinds.contains(&EventKind::AiResumed), "{kinds:?}");
+}
+
+/// Pausing an AGI call against the real Asterisk: `SET MUSIC on` while paused (Asterisk
+/// accepts it), nothing recorded or transcribed meanwhile, `SET MUSIC off` and the AI answers
+/// again once resumed.
+#[tokio::test]
+async fn pausing_an_agi_call_against_the_real_asterisk() {
+    use support::asterisk::{Asterisk, Script, unique};
+    use support::live::Agent;
+
+    let asterisk = Asterisk::shared().await;
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["I am back."]).await;
+    agent.answers(&[&["Welcome back."]]).await;
+    let key = unique().to_string();
+    let script = Script::new()
+        .wait_for_agent()
+        .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
+        .step(format!("Set(DB(asterai-test/{key}-said)=1)"))
+        .step("Wait(8)")
+        .say(&asterisk.utterance("I am back."))
+        .wait_for_agent()
+        .quiet(10);
+    asterisk.put_script(&key, None, &script).await;
+    let mark = asterisk.log_mark();
+    let person = agent.call_in(asterisk, &key).await;
+    let channel = person.other_leg();
+    let call_id = agent.call_on(&channel).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token = create_token(&agent.store, org.id, "alice", Scopes::parse("supervise").unwrap()).await.unwrap().token;
+    let client = reqwest::Client::new();
+    let post = |action: &str| {
+        client.post(format!("http://{}/v1/calls/{call_id}/{action}", agent.http)).bearer_auth(&token).send()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let response = post("pause").await.unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 409, "{}", response.text().await.unwrap());
+        assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    asterisk.wait_for_db("asterai-test", &format!("{key}-said")).await;
+    assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 0, "nothing heard while paused");
+    assert_eq!(post("resume").await.unwrap().status(), 200);
+
+    agent.finished(&call_id).await;
+    let exchange = asterisk.finished_agi(mark, &channel).await;
+    let music = exchange.named("SET MUSIC");
+    assert_eq!(
+        music,
+        [
+            ("SET MUSIC on".to_owned(), Some("200 result=0".to_owned())),
+            ("SET MUSIC off".to_owned(), Some("200 result=0".to_owned()))
+        ],
+        "{:#?}",
+        exchange.commands()
+    );
+    let turns = agent.turns(&call_id).await;
+    let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
+    assert!(said.contains(&("I am back.", "Welcome back.")), "{said:?}");
+    assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 1, "{said:?}");
+}
