@@ -43,6 +43,7 @@ pub mod daemons;
 pub mod dnc;
 pub mod events;
 pub mod orgs;
+pub mod retention;
 pub mod stats;
 mod string_enum;
 
@@ -278,6 +279,7 @@ impl Store {
                 (9, "analysis", include_str!("../../migrations/sqlite/0009_analysis.sql")),
                 (11, "compliance", include_str!("../../migrations/sqlite/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/sqlite/0012_audit.sql")),
+                (14, "retention", include_str!("../../migrations/sqlite/0014_retention.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -290,6 +292,7 @@ impl Store {
                 (9, "analysis", include_str!("../../migrations/postgres/0009_analysis.sql")),
                 (11, "compliance", include_str!("../../migrations/postgres/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/postgres/0012_audit.sql")),
+                (14, "retention", include_str!("../../migrations/postgres/0014_retention.sql")),
             ],
         };
         let migrations = files
