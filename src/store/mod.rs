@@ -43,6 +43,7 @@ pub mod daemons;
 pub mod dnc;
 pub mod events;
 pub mod orgs;
+pub mod recordings;
 pub mod retention;
 pub mod stats;
 mod string_enum;
@@ -54,6 +55,7 @@ pub use calls::{
 };
 pub use events::{Event, EventKind, EventPage};
 pub use orgs::{Org, TokenRecord};
+pub use recordings::{NewRecording, Recording, RecordingEnd, RecordingStatus, RecordingVia};
 pub use stats::{CampaignStats, DayStats};
 
 /// The PostgreSQL channel that carries "new events" notifications between daemons.
@@ -279,6 +281,7 @@ impl Store {
                 (9, "analysis", include_str!("../../migrations/sqlite/0009_analysis.sql")),
                 (11, "compliance", include_str!("../../migrations/sqlite/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/sqlite/0012_audit.sql")),
+                (13, "recordings", include_str!("../../migrations/sqlite/0013_recordings.sql")),
                 (14, "retention", include_str!("../../migrations/sqlite/0014_retention.sql")),
             ],
             Store::Postgres(_) => &[
@@ -292,6 +295,7 @@ impl Store {
                 (9, "analysis", include_str!("../../migrations/postgres/0009_analysis.sql")),
                 (11, "compliance", include_str!("../../migrations/postgres/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/postgres/0012_audit.sql")),
+                (13, "recordings", include_str!("../../migrations/postgres/0013_recordings.sql")),
                 (14, "retention", include_str!("../../migrations/postgres/0014_retention.sql")),
             ],
         };
