@@ -122,6 +122,7 @@ async fn audit(store: &Store, org_id: i64, part: &OrgPurge, actor: Actor<'_>) ->
         "transcripts": sum(|c| i64::from(c.transcript)),
         "analyses": sum(|c| i64::from(c.analysis)),
         "events": sum(|c| c.events),
+        "recordings": sum(|c| c.recordings),
     });
     store
         .audit(&NewAudit {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use asterai::config::RetentionConfig;
 use asterai::feed::Publisher;
 use asterai::retention::{Actor, JOB_ACTOR, PurgeReport, purge};
+use asterai::store::recordings::{NewRecording, RecordingEnd, RecordingStatus, RecordingVia};
 use asterai::store::{CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Outcome, Store, ToolUse};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -46,6 +47,8 @@ fn turn(call_id: &str, n: i32) -> NewTurn {
 /// A finished call of `org_id` with three turns, a transcript and an analysis, started at
 /// `started` (written back into the row, as if it had been placed then).
 async fn old_call(db: &TestDb, publisher: &Publisher, org_id: i64, started: DateTime<Utc>) -> String {
+    let rec_dir = std::env::temp_dir().join(format!("asterai-retention-{}", std::process::id()));
+    std::fs::create_dir_all(&rec_dir).unwrap();
     let call = publisher
         .call_started(&NewCall {
             id: None,
@@ -74,8 +77,44 @@ async fn old_call(db: &TestDb, publisher: &Publisher, org_id: i64, started: Date
     publisher.call_ended(org_id, &call.id, &finish).await.unwrap();
     let analysis = json!({"summary": format!("The caller gave {CARD}."), "success": true, "data": {"card": CARD}});
     publisher.call_analyzed(org_id, &call.id, &analysis).await.unwrap();
+    // Its whole-call recording, a file on disk.
+    let name = format!("{}.wav", call.id);
+    let file = rec_dir.join(&name);
+    std::fs::write(&file, b"RIFF recording").unwrap();
+    let path = file.display().to_string();
+    publisher
+        .store()
+        .start_recording(&NewRecording {
+            org_id,
+            call_id: &call.id,
+            via: RecordingVia::MixMonitor,
+            name: &name,
+            path: &path,
+            format: "wav",
+            region: None,
+            consent_required: false,
+            consent_announced: false,
+            status: RecordingStatus::Recording,
+            reason: None,
+        })
+        .await
+        .unwrap();
+    let end = RecordingEnd {
+        status: RecordingStatus::Available,
+        reason: None,
+        size_bytes: Some(14),
+        duration_ms: Some(1000),
+    };
+    assert!(publisher.store().finish_recording(org_id, &name, &end).await.unwrap());
     set_started(db, &call.id, started).await;
     call.id
+}
+
+/// The call's recording: whether its file is still on disk, and its row's status.
+async fn recording_of(store: &Store, org_id: i64, call_id: &str) -> (bool, String) {
+    let recordings = store.call_recordings(org_id, call_id).await.unwrap();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    (std::path::Path::new(&recordings[0].path).exists(), recordings[0].status.to_string())
 }
 
 /// Moves a call's start (and end) back in time, as the injected clock of the test sees it.
@@ -175,6 +214,10 @@ backend_tests! {
         }
         assert!(store.purges(acme, 0, 100).await.unwrap().is_empty());
         assert!(audit_purges(store).await.is_empty(), "a dry run writes no audit entry");
+        assert_eq!(item.recordings, 1);
+        for (org, id) in &all[..6] {
+            assert_eq!(recording_of(store, *org, id).await, (true, "available".into()), "the dry run kept {id}'s recording");
+        }
 
         // The purge takes the same set.
         let done = purge(store, &config, None, now, JOB, false).await.unwrap();
@@ -187,8 +230,12 @@ backend_tests! {
             let after = snapshot(store, *org, id).await;
             if !purged {
                 assert_eq!(after, before[i], "{id} is not old enough and stays as it was");
+                if *id != &live.id {
+                    assert_eq!(recording_of(store, *org, id).await, (true, "available".into()), "{id}'s recording stays");
+                }
                 continue;
             }
+            assert_eq!(recording_of(store, *org, id).await, (false, "purged".into()), "{id}'s recording file is deleted, its row kept as purged");
             let call = store.call(*org, id).await.unwrap().unwrap();
             let was = &before[i]["call"];
             // The metadata stays.
@@ -212,7 +259,7 @@ backend_tests! {
         let records = store.purges(acme, 0, 100).await.unwrap();
         assert_eq!(sorted(records.iter().map(|r| r.call_id.clone()).collect()), ids(&dry, "acme"));
         assert!(records.iter().all(|r| r.actor == JOB_ACTOR && r.at == now));
-        assert_eq!(records[0].purged, json!({"turns": 3, "transcript": true, "analysis": true, "events": 4}));
+        assert_eq!(records[0].purged, json!({"turns": 3, "transcript": true, "analysis": true, "events": 4, "recordings": 1}));
         assert_eq!(store.purges(beta, 0, 100).await.unwrap().len(), 1);
         assert!(store.purges(gamma, 0, 100).await.unwrap().is_empty());
         // One audit entry per organization purged.

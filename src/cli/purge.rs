@@ -67,6 +67,9 @@ fn text(report: &PurgeReport) -> String {
                 what.push("analysis".into());
             }
             what.push(format!("{} events", call.events));
+            if call.recordings > 0 {
+                what.push(format!("{} recordings", call.recordings));
+            }
             out.push_str(&format!(
                 "  {}  started {}  {}\n",
                 call.call_id,

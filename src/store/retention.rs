@@ -5,7 +5,8 @@
 //! and results) is emptied, the transcript removed, the after-call analysis reduced to
 //! `{"purged": true, "success": …}` (its summary, reasons, data and errors hold the caller's
 //! words; whether the call met its goal does not), the same text removed from the call's feed
-//! events (`conversation_turn`, `call_analyzed`), `calls.purged_at` set, and a row appended to
+//! events (`conversation_turn`, `call_analyzed`), the recordings' files deleted (their rows
+//! kept, marked `purged`), `calls.purged_at` set, and a row appended to
 //! `purges` saying what went and who purged it. Times, numbers, statuses, outcomes, durations,
 //! the turns' timings and the audit log stay.
 //!
@@ -17,7 +18,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Result, RowExt, Store, with_pool, write_tx};
+use super::{Result, RowExt, Store, StoreError, with_pool, write_tx};
+
+/// A call's recordings whose files may still be on disk.
+const LIVE_RECORDINGS: &str =
+    "FROM call_recordings r WHERE r.call_id = c.id AND r.org_id = c.org_id AND r.status NOT IN ('purged', 'refused')";
 
 /// The feed events whose data holds what was said.
 const WORDY_EVENTS: &str = "('conversation_turn', 'call_analyzed')";
@@ -36,6 +41,8 @@ pub struct PurgeItem {
     pub analysis: bool,
     /// Feed events whose text goes.
     pub events: i64,
+    /// Recordings whose files go (their rows stay, marked `purged`).
+    pub recordings: i64,
 }
 
 /// A purge done: which call, what went, when, by whom.
@@ -80,6 +87,7 @@ fn item_from(row: &impl RowExt) -> Result<PurgeItem> {
         transcript: row.int("has_transcript")? != 0,
         analysis: row.int("has_analysis")? != 0,
         events: row.int("event_count")?,
+        recordings: row.int("recording_count")?,
     })
 }
 
@@ -88,7 +96,8 @@ const ITEM_COLUMNS: &str = "SELECT c.id, c.started_at, c.ended_at, \
      CAST(CASE WHEN c.transcript IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_transcript, \
      CAST(CASE WHEN c.analysis IS NULL THEN 0 ELSE 1 END AS BIGINT) AS has_analysis, \
      (SELECT COUNT(*) FROM call_turns t WHERE t.call_id = c.id) AS turn_count, \
-     (SELECT COUNT(*) FROM call_events e WHERE e.call_id = c.id AND e.org_id = c.org_id AND e.type IN ('conversation_turn', 'call_analyzed')) AS event_count \
+     (SELECT COUNT(*) FROM call_events e WHERE e.call_id = c.id AND e.org_id = c.org_id AND e.type IN ('conversation_turn', 'call_analyzed')) AS event_count, \
+     (SELECT COUNT(*) FROM call_recordings r WHERE r.call_id = c.id AND r.org_id = c.org_id AND r.status NOT IN ('purged', 'refused')) AS recording_count \
      FROM calls c";
 
 impl Store {
@@ -98,8 +107,8 @@ impl Store {
         with_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "{ITEM_COLUMNS} WHERE c.org_id = $1 AND c.purged_at IS NULL AND c.ended_at IS NOT NULL AND c.started_at < $2 \
-                 AND (c.transcript IS NOT NULL OR c.analysis IS NOT NULL OR EXISTS (SELECT 1 FROM call_turns t WHERE t.call_id = c.id)) \
-                 ORDER BY c.started_at, c.id LIMIT $3"
+                 AND (c.transcript IS NOT NULL OR c.analysis IS NOT NULL OR EXISTS (SELECT 1 FROM call_turns t WHERE t.call_id = c.id) \
+                 OR EXISTS (SELECT 1 {LIVE_RECORDINGS})) ORDER BY c.started_at, c.id LIMIT $3"
             )))
             .bind(org_id)
             .bind(before)
@@ -169,11 +178,38 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    // The recordings' files go before the transaction commits: a purge that
+                    // cannot delete one is not recorded as done, and is tried again.
+                    let paths: Vec<String> = sqlx::query_scalar(
+                        "SELECT path FROM call_recordings WHERE call_id = $1 AND org_id = $2 AND status NOT IN ('purged', 'refused')",
+                    )
+                    .bind(call_id)
+                    .bind(org_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for path in &paths {
+                        match tokio::fs::remove_file(path).await {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                return Err(StoreError::Database(format!(
+                                    "cannot delete the recording {path} of call {call_id}: {e}"
+                                )));
+                            }
+                        }
+                    }
+                    sqlx::query("UPDATE call_recordings SET status = 'purged', purged_at = $1 WHERE call_id = $2 AND org_id = $3 AND status NOT IN ('purged', 'refused')")
+                        .bind(at)
+                        .bind(call_id)
+                        .bind(org_id)
+                        .execute(&mut *tx)
+                        .await?;
                     let purged = json!({
                         "turns": item.turns,
                         "transcript": item.transcript,
                         "analysis": item.analysis,
                         "events": item.events,
+                        "recordings": item.recordings,
                     });
                     sqlx::query("INSERT INTO purges (org_id, call_id, purged, actor, at) VALUES ($1, $2, $3, $4, $5)")
                         .bind(org_id)
