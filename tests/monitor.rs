@@ -293,7 +293,7 @@ async fn the_after_call_analysis_shows_and_is_exported() {
     let shown = browser.eval(shown_text).await;
     let shown = shown.as_str().unwrap();
     for part in
-        ["Success: yes (asked for a quote)", "Data: seats: 3; budget: low", "Data error: budget: expected a number"]
+        ["Success: yes (asked for a quote)", "Data: budget: low; seats: 3", "Data error: budget: expected a number"]
     {
         assert!(shown.contains(part), "{part:?} in {shown:?}");
     }
@@ -305,7 +305,7 @@ async fn the_after_call_analysis_shows_and_is_exported() {
     let text = downloaded(downloads.path(), &format!("call-{}.txt", call.id)).await;
     assert!(text.contains("Summary: Wants a quote for 3 seats.\n"), "{text}");
     assert!(
-        text.contains("Success: yes (asked for a quote)") && text.contains("Data: seats: 3; budget: low"),
+        text.contains("Success: yes (asked for a quote)") && text.contains("Data: budget: low; seats: 3"),
         "{text}"
     );
     browser.eval("document.querySelector('#export-json').click(); true").await;
