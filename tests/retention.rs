@@ -46,7 +46,7 @@ fn turn(call_id: &str, n: i32) -> NewTurn {
 
 /// A finished call of `org_id` with three turns, a transcript and an analysis, started at
 /// `started` (written back into the row, as if it had been placed then).
-async fn old_call(db: &TestDb, publisher: &Publisher, org_id: i64, started: DateTime<Utc>) -> String {
+async fn old_call(db: (&str, Backend), publisher: &Publisher, org_id: i64, started: DateTime<Utc>) -> String {
     let rec_dir = std::env::temp_dir().join(format!("asterai-retention-{}", std::process::id()));
     std::fs::create_dir_all(&rec_dir).unwrap();
     let call = publisher
@@ -118,17 +118,21 @@ async fn recording_of(store: &Store, org_id: i64, call_id: &str) -> (bool, Strin
 }
 
 /// Moves a call's start (and end) back in time, as the injected clock of the test sees it.
-async fn set_started(db: &TestDb, call_id: &str, at: DateTime<Utc>) {
+fn at(db: &TestDb) -> (&str, Backend) {
+    (&db.url, db.backend)
+}
+
+async fn set_started((url, backend): (&str, Backend), call_id: &str, at: DateTime<Utc>) {
     let ended = at + chrono::Duration::minutes(2);
     let sql = "UPDATE calls SET started_at = $1, answered_at = $1, ended_at = $2 WHERE id = $3";
-    match db.backend {
+    match backend {
         Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let pool = sqlx::SqlitePool::connect(url).await.unwrap();
             sqlx::query(sql).bind(at).bind(ended).bind(call_id).execute(&pool).await.unwrap();
             pool.close().await;
         }
         Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
             sqlx::query(sql).bind(at).bind(ended).bind(call_id).execute(&pool).await.unwrap();
             pool.close().await;
         }
@@ -172,12 +176,12 @@ backend_tests! {
         let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
         let days = |d: i64| now - chrono::Duration::days(d);
 
-        let acme_old = old_call(&db, &publisher, acme, days(11)).await;
-        let acme_older = old_call(&db, &publisher, acme, days(200)).await;
-        let acme_new = old_call(&db, &publisher, acme, days(9)).await;
-        let beta_mid = old_call(&db, &publisher, beta, days(11)).await;
-        let beta_old = old_call(&db, &publisher, beta, days(31)).await;
-        let gamma_old = old_call(&db, &publisher, gamma, days(4000)).await;
+        let acme_old = old_call(at(&db), &publisher, acme, days(11)).await;
+        let acme_older = old_call(at(&db), &publisher, acme, days(200)).await;
+        let acme_new = old_call(at(&db), &publisher, acme, days(9)).await;
+        let beta_mid = old_call(at(&db), &publisher, beta, days(11)).await;
+        let beta_old = old_call(at(&db), &publisher, beta, days(31)).await;
+        let gamma_old = old_call(at(&db), &publisher, gamma, days(4000)).await;
         // A call still going on is never purged, however old.
         let live = publisher
             .call_started(&NewCall { id: None, org_id: acme, direction: Direction::Inbound, from: "+15550002222".into(), to: "+15550003333".into(), channel: None, campaign_id: None, contact_id: None })
@@ -296,7 +300,7 @@ backend_tests! {
         let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
         let mut expected = Vec::new();
         for i in 0..12 {
-            expected.push(old_call(&db, &publisher, acme, now - chrono::Duration::days(40 + i)).await);
+            expected.push(old_call(at(&db), &publisher, acme, now - chrono::Duration::days(40 + i)).await);
         }
         let second = db.second_store().await;
         let (a, b) = tokio::join!(
@@ -592,4 +596,53 @@ async fn the_report_command_prints_the_http_report() {
         "{text}"
     );
     daemon.stop().await;
+}
+
+/// `asterai purge` through the real binary: `--dry-run` lists and changes nothing, then the
+/// purge takes the same call, with the CLI user as actor; `retention.orgs` from the environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_command_lists_then_purges() {
+    support::init();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("asterai.db").display());
+    let store = Store::connect(&support::db::options(&url)).await.unwrap();
+    store.migrate().await.unwrap();
+    let acme = store.create_org("acme", "Acme").await.unwrap().id;
+    store.create_org("beta", "Beta").await.unwrap();
+    let publisher = Publisher::new(store.clone(), asterai::feed::Hub::new());
+    let now = asterai::store::now();
+    let old = old_call((&url, Backend::Sqlite), &publisher, acme, now - chrono::Duration::days(40)).await;
+    let new = old_call((&url, Backend::Sqlite), &publisher, acme, now - chrono::Duration::days(5)).await;
+    let run = |args: &[&str]| {
+        let out = support::daemon::command(dir.path())
+            .arg("purge")
+            .args(args)
+            .env("ASTERAI_RETENTION_ORGS", "{ acme = 30 }")
+            .env("USER", "alice")
+            .env_remove("SUDO_USER")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&["--dry-run"]);
+    assert!(text.contains("acme: keeps 30 days; would purge 1 calls") && text.contains(&old), "{text}");
+    assert!(text.contains("beta: kept forever") && !text.contains(&new), "{text}");
+    assert!(text.contains("3 turns, transcript, analysis, 4 events, 1 recordings"), "{text}");
+    let dry: Value = serde_json::from_str(&run(&["--dry-run", "--json", "--org", "acme"])).unwrap();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["orgs"][0]["calls"][0]["call_id"], Value::from(old.as_str()));
+    assert!(store.call(acme, &old).await.unwrap().unwrap().transcript.is_some(), "the dry run changed nothing");
+    assert!(store.purges(acme, 0, 10).await.unwrap().is_empty());
+
+    let done: Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    assert_eq!(done["orgs"][0]["calls"][0]["call_id"], Value::from(old.as_str()));
+    assert_eq!(store.call(acme, &old).await.unwrap().unwrap().transcript, None);
+    assert!(store.call(acme, &new).await.unwrap().unwrap().transcript.is_some());
+    let records = store.purges(acme, 0, 10).await.unwrap();
+    assert_eq!((records.len(), records[0].actor.as_str()), (1, "cli:alice"));
+    let audit = audit_purges(&store).await;
+    assert_eq!((audit.len(), audit[0].actor.as_str(), audit[0].via.as_str()), (1, "cli:alice", "cli"));
+    let again = run(&[]);
+    assert!(again.contains("purged 0 calls"), "{again}");
 }
