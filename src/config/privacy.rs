@@ -81,3 +81,34 @@ impl RedactionConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn retention_and_redaction_are_checked_at_load() {
+        let config = Config::from_toml("[retention]\ndays = 90\norgs = { acme = 30, beta = 0 }\n").unwrap();
+        assert_eq!(
+            (config.retention.days_for("acme"), config.retention.days_for("beta"), config.retention.days_for("x")),
+            (Some(30), None, Some(90))
+        );
+        assert_eq!(Config::default().retention.days_for("acme"), None, "kept forever by default");
+        assert!(Config::default().redaction.policy().unwrap().is_none(), "redaction is off by default");
+        let on = Config::from_toml("[redaction]\norgs = { acme = true }\n").unwrap();
+        let policy = on.redaction.policy().unwrap().expect("one organization masks");
+        assert!(policy.for_org("acme").is_some() && policy.for_org("beta").is_none());
+        for (text, key) in [
+            ("[retention]\ndays = 40000\n", "retention.days"),
+            ("[retention]\norgs = { Acme = 3 }\n", "retention.orgs"),
+            ("[retention]\norgs = { acme = 99999 }\n", "retention.orgs.acme"),
+            ("[redaction]\npatterns = [\"(\"]\n", "redaction.patterns"),
+            ("[redaction]\npatterns = [\"a*\"]\n", "redaction.patterns"),
+            ("[redaction]\norgs = { \"a b\" = true }\n", "redaction.orgs"),
+            ("[redaction]\nmask = \"x\"\n", "redaction.mask"),
+        ] {
+            let err = Config::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+}
