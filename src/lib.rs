@@ -92,6 +92,9 @@
 //!   restarted with backoff; [`systemd`]: readiness and the watchdog; [`logging`]: text or JSON.
 //! * [`demo`]: the simulated caller behind `asterai demo`.
 //! * [`tls`]: the one TLS client set-up (rustls) for ARI, media and `asterai feed`.
+//! * [`retention`]: what callers said is purged once older than the organization's retention
+//!   (a daily job, and `asterai purge`); with redaction on ([`types::redact`]), card numbers
+//!   and configured patterns are masked by the [`feed::Publisher`] before anything is stored.
 //!
 //! # Being added
 //!
@@ -111,6 +114,7 @@
 //! agent                         store, config, speech (templates), types
 //! dialer                        ari, store, feed, config, supervise, phone, types
 //! fleet                         feed, store
+//! retention                     store, config
 //! config                        agi, ari, speech, store, types (it builds their settings)
 //! feed, auth                    store
 //! media                         ari (to read the errors of Asterisk's HTTP server)
@@ -141,6 +145,7 @@ pub mod http;
 pub mod logging;
 pub mod media;
 pub mod phone;
+pub mod retention;
 pub mod speech;
 pub mod store;
 pub mod supervise;

@@ -263,6 +263,66 @@ async fn a_call_appears_streams_its_turns_in_order_and_moves_to_history() {
     daemon.stop().await;
 }
 
+/// The after-call analysis (issue 13): shown in the call view as soon as `call_analyzed`
+/// arrives, in both exports, and after a reload from the REST API.
+#[tokio::test]
+async fn the_after_call_analysis_shows_and_is_exported() {
+    let (_db, daemon) = daemon().await;
+    let token = daemon.token("acme").await;
+    let acme = org_id(&daemon.store, "acme").await;
+    let publisher = &daemon.publisher;
+    let call = publisher.call_started(&new_call(acme, "+15551234567")).await.unwrap();
+    publisher.call_status(acme, &call.id, CallStatus::InProgress, None).await.unwrap();
+    publisher.conversation_turn(acme, &turn(&call.id, 1)).await.unwrap();
+    publisher.call_ended(acme, &call.id, &finish()).await.unwrap();
+
+    let mut browser = signed_in(&daemon, &token).await;
+    let in_history = format!("document.querySelector('#history .history-row[data-call-id=\"{}\"]')", call.id);
+    browser.wait_for(&in_history, "the call is in history").await;
+    browser.eval(&format!("{in_history}.click(); true")).await;
+    browser.wait_for("!document.querySelector('#export-text').disabled", "the transcript is loaded").await;
+    let hidden = browser.eval("document.querySelector('#cv-after-call-row').hidden").await;
+    assert_eq!(hidden, Value::Bool(true), "no analysis yet, no empty box");
+
+    let analysis = serde_json::json!({
+        "summary": "Wants a quote for 3 seats.", "success": true, "success_reason": "asked for a quote",
+        "data": {"seats": 3, "budget": "low"}, "data_error": "budget: expected a number", "error": null, "attempts": 2,
+    });
+    publisher.call_analyzed(acme, &call.id, &analysis).await.unwrap();
+    let shown_text = "document.querySelector('#cv-after-call').textContent";
+    browser.wait_for(&format!("{shown_text}.includes('Wants a quote for 3 seats.')"), "the analysis shows live").await;
+    browser.wait_for(&visible("#cv-after-call"), "the analysis is visible").await;
+    let shown = browser.eval(shown_text).await;
+    let shown = shown.as_str().unwrap();
+    for part in
+        ["Success: yes (asked for a quote)", "Data: budget: low; seats: 3", "Data error: budget: expected a number"]
+    {
+        assert!(shown.contains(part), "{part:?} in {shown:?}");
+    }
+    browser.screenshot(&output_dir().join("monitor-after-call-analysis.png")).await;
+
+    let downloads = tempfile::tempdir().unwrap();
+    browser.allow_downloads(downloads.path()).await;
+    browser.eval("document.querySelector('#export-text').click(); true").await;
+    let text = downloaded(downloads.path(), &format!("call-{}.txt", call.id)).await;
+    assert!(text.contains("Summary: Wants a quote for 3 seats.\n"), "{text}");
+    assert!(
+        text.contains("Success: yes (asked for a quote)") && text.contains("Data: budget: low; seats: 3"),
+        "{text}"
+    );
+    browser.eval("document.querySelector('#export-json').click(); true").await;
+    let json: Value = serde_json::from_str(&downloaded(downloads.path(), &format!("call-{}.json", call.id)).await)
+        .expect("the JSON export is JSON");
+    assert_eq!(json["analysis"], analysis, "the JSON export carries the analysis as stored");
+
+    // A fresh page reads it from the REST API.
+    let mut fresh = signed_in(&daemon, &token).await;
+    fresh.wait_for(&in_history, "the call is in history").await;
+    fresh.eval(&format!("{in_history}.click(); true")).await;
+    fresh.wait_for(&format!("{shown_text}.includes('Success: yes')"), "the analysis shows after a reload").await;
+    daemon.stop().await;
+}
+
 #[tokio::test]
 async fn a_supervisor_sees_only_their_own_organization() {
     let (_db, daemon) = daemon().await;

@@ -60,7 +60,7 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
 }
 
 /// Subcommands that only read.
-const READ_ONLY: &[&str] = &["list", "show", "status", "get", "versions", "version", "report", "stats"];
+const READ_ONLY: &[&str] = &["list", "show", "status", "get", "versions", "version", "report", "stats", "compliance"];
 
 /// The command a command line runs, when it changes something: `("campaign start", ["3"])`.
 pub(crate) fn changes(argv: &[String]) -> Option<(String, Vec<String>)> {
@@ -97,7 +97,7 @@ pub(crate) fn changes(argv: &[String]) -> Option<(String, Vec<String>)> {
 }
 
 /// Who runs the CLI: `cli:<user>` (the user `sudo` ran as, else the login).
-fn actor() -> String {
+pub(crate) fn actor() -> String {
     let user = ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
@@ -106,7 +106,7 @@ fn actor() -> String {
 }
 
 /// Where the CLI user came from: the SSH client's address, else `local`.
-fn peer() -> String {
+pub(crate) fn peer() -> String {
     std::env::var("SSH_CLIENT")
         .ok()
         .and_then(|v| v.split_whitespace().next().map(str::to_owned))

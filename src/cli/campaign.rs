@@ -82,6 +82,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The campaign's compliance report: attempts per contact with UTC and local times, the
+    /// checks passed, calls refused and why, the abandon rate (the same report as
+    /// `GET /v1/campaigns/{id}/compliance`). Nothing in it is legal advice.
+    Compliance {
+        /// The campaign's id (see `asterai campaign list`).
+        id: i64,
+        /// Organization (may be left out when there is only one).
+        #[arg(long)]
+        org: Option<String>,
+        /// Print the report as CSV (as `?format=csv` gives it).
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the organization's campaigns.
     List {
         /// Organization (may be left out when there is only one).
@@ -360,6 +376,27 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                     }
                 }
             }
+            Command::Compliance { id, org, csv, json } => {
+                let (org, campaign) = campaign(&store, org.as_deref(), id).await?;
+                let compliance = crate::dialer::compliance::Compliance::load(&context.config.dialer.compliance)
+                    .map_err(anyhow::Error::msg)?;
+                let report = crate::dialer::report::Report::for_campaign(
+                    &store,
+                    &compliance,
+                    &org.slug,
+                    &campaign,
+                    crate::store::now(),
+                )
+                .await?;
+                if csv {
+                    let text = report.to_csv().map_err(anyhow::Error::msg)?;
+                    super::write_stdout(text.as_bytes())?;
+                } else if json {
+                    super::write_stdout(format!("{}\n", serde_json::to_string_pretty(&report)?).as_bytes())?;
+                } else {
+                    super::write_stdout(report_text(&report).as_bytes())?;
+                }
+            }
             Command::List { org, json } => {
                 let org = super::calls::pick_org(&store, org.as_deref()).await?;
                 let campaigns = store.list_campaigns(org.id).await?;
@@ -396,4 +433,24 @@ fn counts(value: &Value) -> String {
         Some(map) if !map.is_empty() => map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
         _ => "none".into(),
     }
+}
+
+/// The compliance report in short, for a terminal (`--csv` and `--json` give all of it).
+fn report_text(report: &crate::dialer::report::Report) -> String {
+    let mut out = format!("campaign  {} {:?} ({})\n", report.campaign, report.name, report.status);
+    out.push_str(&format!("contacts  {}\n", report.contacts.len()));
+    out.push_str(&format!("attempts  {}\n", report.attempts));
+    let refused: Vec<String> = report.refused.iter().map(|(reason, n)| format!("{reason} {n}")).collect();
+    out.push_str(&format!("refused   {}\n", if refused.is_empty() { "none".to_owned() } else { refused.join(", ") }));
+    let a = &report.abandon;
+    out.push_str(&format!(
+        "abandon   {:.2} % ({} of {} answered since {}; threshold {} %)\n",
+        a.rate,
+        a.abandoned,
+        a.answered,
+        a.since.format("%Y-%m-%d"),
+        a.threshold
+    ));
+    out.push_str(&format!("{}\n", report.note));
+    out
 }

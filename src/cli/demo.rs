@@ -88,7 +88,8 @@ async fn demo(args: Args, context: Context) -> anyhow::Result<()> {
     let hub = Hub::new();
     hub.prime(&store).await?;
     tokio::spawn(hub.clone().run(store.clone(), Duration::from_millis(200), Duration::ZERO, stop.clone()));
-    let publisher = Publisher::new(store.clone(), hub.clone());
+    let publisher = Publisher::new(store.clone(), hub.clone())
+        .with_redaction(config.redaction.policy().map_err(anyhow::Error::msg)?);
     let conversations =
         super::serve::conversations(&config, publisher, &crate::supervise::Supervisor::new(stop.clone()))?;
     let server = AgiServer::bind(

@@ -20,6 +20,7 @@ mod doctor;
 pub(crate) mod feed;
 mod migrate;
 mod org;
+mod purge;
 pub mod serve;
 mod token;
 
@@ -63,6 +64,7 @@ pub enum Command {
     Agent(agent::Args),
     Dnc(dnc::Args),
     Audit(audit::Args),
+    Purge(purge::Args),
     Feed(feed::Args),
     Demo(demo::Args),
     Doctor(doctor::Args),
@@ -122,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions(args) => completions::run(&args),
         Command::Config(args) => config::run(args, context),
         Command::Audit(args) => audit::run(args, context),
+        Command::Purge(args) => purge::run(args, context),
     };
     if let (Ok(()), Some(((action, target), config))) = (&result, audited) {
         audit::record(&config, &argv, &action, &target)?;

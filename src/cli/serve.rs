@@ -97,7 +97,9 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     let http_addr = http_listener.local_addr()?;
     tracing::info!(addr = %http_addr, "HTTP listening");
     let daemon_id = crate::fleet::daemon_id(&config.data_dir());
-    let publisher = Publisher::new(store.clone(), hub.clone()).with_daemon(&daemon_id);
+    let publisher = Publisher::new(store.clone(), hub.clone())
+        .with_daemon(&daemon_id)
+        .with_redaction(config.redaction.policy().map_err(anyhow::Error::msg)?);
     let beating = join_fleet(&config, &publisher, daemon_id, &supervisor).await?;
     let mut ari = start_ari(&config, publisher.clone(), &supervisor)?;
     let ari_drained = ari.as_mut().and_then(|ari| ari.drained.take());
@@ -120,6 +122,11 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         crate::dialer::compliance::Compliance::load(&config.dialer.compliance).map_err(anyhow::Error::msg)?,
     ));
     let http = tokio::spawn(crate::http::serve(http_listener, state.clone(), stop.clone()));
+    if crate::retention::enabled(&config.retention) {
+        let (store, retention) = (store.clone(), config.retention.clone());
+        supervisor
+            .spawn("retention purge", move |stop| crate::retention::daily(store.clone(), retention.clone(), stop));
+    }
 
     let transferer = ari.as_ref().and_then(|ari| ari.transferer.clone());
     let conversations = conversations_with(&config, publisher, &supervisor, transferer)?;

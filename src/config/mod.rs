@@ -18,6 +18,7 @@
 //! | [`conversation`] | `[conversation]`, `[stt]`, `[responder]`, `[tts]` |
 //! | [`outbound`] | `[ari]`, `[dialer]` |
 //! | [`env`](mod@env) | the `ASTERAI_*` overlay and the list of keys |
+//! | [`privacy`] | `[retention]`, `[redaction]` |
 //! | `validate.rs` | what types alone cannot check, and the bounds of every value |
 //! | `paths.rs` | the data directory and what lives in it |
 //!
@@ -33,6 +34,7 @@ pub mod daemon;
 pub mod env;
 pub mod outbound;
 mod paths;
+pub mod privacy;
 pub mod streaming;
 mod validate;
 
@@ -41,6 +43,7 @@ pub use conversation::{ConversationConfig, DEFAULT_SYSTEM_PROMPT, ResponderConfi
 pub use daemon::{AgiConfig, DaemonConfig, DatabaseConfig, FeedConfig, HttpConfig, LogConfig, LogFormat, MediaConfig};
 pub use env::{CLI_ENV, Key, Kind};
 pub use outbound::{AriConfig, DialerConfig};
+pub use privacy::{RedactionConfig, RetentionConfig};
 pub use streaming::StreamingConfig;
 pub use validate::check_log_filter;
 
@@ -65,6 +68,8 @@ pub struct Config {
     pub ari: AriConfig,
     pub dialer: DialerConfig,
     pub stream: StreamingConfig,
+    pub retention: RetentionConfig,
+    pub redaction: RedactionConfig,
 }
 
 /// Why the configuration was refused.

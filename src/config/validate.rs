@@ -12,6 +12,8 @@ impl Config {
     /// Checks what types alone cannot.
     pub(super) fn validate(&self) -> Result<(), String> {
         self.validate_bounds()?;
+        self.retention.validate()?;
+        self.redaction.validate()?;
         for peer in &self.agi.allowed_peers {
             peer.parse::<PeerRule>().map_err(|e| format!("agi.allowed_peers: {e}"))?;
         }

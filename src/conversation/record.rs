@@ -300,7 +300,8 @@ impl Writer {
         if queue.is_empty() {
             return;
         }
-        let changes: Vec<Change> = queue.into();
+        // What was said is masked before it reaches the disk, as before the database.
+        let changes = masked(&self.publisher, self.org_id, queue.into()).await;
         match write_spool(&self.spool_dir, None, &self.call_id, self.org_id, &changes).await {
             Ok(path) => tracing::warn!(call_id = %self.call_id, changes = changes.len(), spool = %path.display(),
                 "the database is still unavailable; the call's record is spooled and will be written when it answers"),
@@ -428,6 +429,24 @@ impl Writer {
             }
         }
     }
+}
+
+/// Changes with what was said masked, when the organization's calls are (see
+/// [`Publisher::redactor`]).
+async fn masked(publisher: &Publisher, org_id: i64, changes: Vec<Change>) -> Vec<Change> {
+    let Some(redactor) = publisher.redactor(org_id).await else { return changes };
+    changes
+        .into_iter()
+        .map(|change| match change {
+            Change::Turn(turn) => Change::Turn(crate::feed::publisher::redact_turn(&redactor, turn)),
+            Change::Finish(finish) => Change::Finish(crate::feed::publisher::redact_finish(&redactor, finish)),
+            Change::Analysis(mut analysis) => {
+                redactor.redact_json(&mut analysis);
+                Change::Analysis(analysis)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 /// A spool file's name: the call id made safe for a file name (shortened), and a unique part,

@@ -187,10 +187,14 @@ pub async fn compliance_report(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no campaign {id}")))?;
     let compliance = state.compliance();
-    let policy = compliance.for_org(&principal.org_slug);
-    let now = crate::store::now();
-    let abandon = state.store().abandon_stats(&campaign, &policy.abandon, now).await?;
-    let report = crate::dialer::report::Report::build(state.store(), &campaign, abandon, now).await?;
+    let report = crate::dialer::report::Report::for_campaign(
+        state.store(),
+        &compliance,
+        &principal.org_slug,
+        &campaign,
+        crate::store::now(),
+    )
+    .await?;
     if !csv {
         return Ok(Json(report).into_response());
     }

@@ -44,6 +44,7 @@ pub mod dnc;
 pub mod events;
 pub mod orgs;
 pub mod recordings;
+pub mod retention;
 pub mod stats;
 mod string_enum;
 
@@ -281,6 +282,7 @@ impl Store {
                 (11, "compliance", include_str!("../../migrations/sqlite/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/sqlite/0012_audit.sql")),
                 (13, "recordings", include_str!("../../migrations/sqlite/0013_recordings.sql")),
+                (14, "retention", include_str!("../../migrations/sqlite/0014_retention.sql")),
             ],
             Store::Postgres(_) => &[
                 (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
@@ -294,6 +296,7 @@ impl Store {
                 (11, "compliance", include_str!("../../migrations/postgres/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/postgres/0012_audit.sql")),
                 (13, "recordings", include_str!("../../migrations/postgres/0013_recordings.sql")),
+                (14, "retention", include_str!("../../migrations/postgres/0014_retention.sql")),
             ],
         };
         let migrations = files

@@ -23,7 +23,7 @@ import { ApiError, api as request, fetchBlob, fetchSnapshot, watchReachability }
 import { createConsole } from './console.js';
 import { createDashboard } from './dashboard.js';
 import {
-  agentText, campaignText, contactText, dirText, el, fmtClock, fmtDateTime, fmtShortDateTime, human,
+  agentText, analysisLines, campaignText, contactText, dirText, el, fmtClock, fmtDateTime, fmtShortDateTime, human,
   isActive, matchesSearch, remoteNumber, setOutcome, setProp, setStatus, setText, shownNumber,
 } from './format.js';
 
@@ -48,7 +48,7 @@ const SEGMENTS = [
 const CALL_FIELDS = ['id', 'org', 'direction', 'from', 'to', 'channel', 'campaign_id',
   'contact_id', 'contact_name', 'campaign_name', 'status', 'status_reason', 'outcome',
   'outcome_reason', 'started_at', 'answered_at', 'ended_at', 'duration_s', 'transcript',
-  'emotion', 'intent_score', 'agent', 'agent_version', 'recordings', 'recording_url'];
+  'emotion', 'intent_score', 'agent', 'agent_version', 'recordings', 'recording_url', 'analysis'];
 
 // ---- State ----------------------------------------------------------------------------------
 // Reset in place on sign-out, never replaced.
@@ -224,6 +224,9 @@ function handleMessage(msg) {
       c.ended_at = msg.at || c.ended_at;
       noteEnded(c);
       dashboard.callEnded();
+      break;
+    case 'call_analyzed':
+      c.analysis = d;
       break;
     default:
       break; // unknown event type: counted as applied, otherwise ignored
@@ -999,6 +1002,7 @@ function renderCallHead(c) {
   setText(ui.cvAgent, agentText(c));
   setText(ui.cvId, c.id);
   setText(ui.cvAnalysis, analysisText(c));
+  renderAfterCall(c);
   ui.cvWaiting.hidden = !c.waiting;
   if (c.waiting) setText(ui.cvWaiting, waitingText(c.waiting));
   setText(ui.cvCampaign, campaignText(c));
@@ -1014,6 +1018,20 @@ function renderCallHead(c) {
   // Exports need the turns, so wait for the detail (an active call's may still grow).
   ui.exportJson.disabled = ui.exportText.disabled = !c.turnsLoaded;
   if (supervision) supervision.show(c.id, isActive(c));
+}
+
+/** The after-call analysis in the call view, one part a line (hidden until there is one). */
+function renderAfterCall(c) {
+  const lines = analysisLines(c.analysis);
+  const key = JSON.stringify(lines);
+  ui.cvAfterCallRow.hidden = lines.length === 0;
+  if (ui.cvAfterCall.dataset.key === key) return;
+  ui.cvAfterCall.dataset.key = key;
+  ui.cvAfterCall.replaceChildren(...lines.map(([label, text]) => {
+    const p = el('p', 'analysis-part');
+    p.append(el('strong', '', label + ': '), text);
+    return p;
+  }));
 }
 
 /** Insert turns (by number) into the open conversation, keeping turn-number order. */
@@ -1154,6 +1172,7 @@ function callAsText(c) {
     'Status: ' + withReason(c.status, c.status_reason),
     'Outcome: ' + withReason(c.outcome, c.outcome_reason),
     'Recording: ' + (c.recording_url ? location.origin + c.recording_url : recordingText(c)),
+    ...analysisLines(c.analysis).map(([label, text]) => label + ': ' + oneLine(text)),
     '',
   ];
   for (const n of c.turnNumbers) {
@@ -1256,6 +1275,7 @@ function init() {
     callsView: $('calls-view'), campaignsView: $('campaigns-view'),
     cvOutcomeBadge: $('cv-outcome-badge'), cvFrom: $('cv-from'), cvTo: $('cv-to'),
     cvAgent: $('cv-agent'), cvId: $('cv-id'), cvAnalysis: $('cv-analysis'),
+    cvAfterCall: $('cv-after-call'), cvAfterCallRow: $('cv-after-call-row'),
     callView: $('call-view'), callEmpty: $('call-empty'), callDetail: $('call-detail'),
     cvDirection: $('cv-direction'), cvNumber: $('cv-number'), cvContact: $('cv-contact'),
     cvStatus: $('cv-status'), cvWaiting: $('cv-waiting'), cvCampaign: $('cv-campaign'),

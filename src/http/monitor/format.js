@@ -134,3 +134,25 @@ export function matchesSearch(c, q) {
   return String(c.id).toLowerCase().includes(text)
     || String(c.contact_name || '').toLowerCase().includes(text);
 }
+
+/** The after-call analysis of a call as [label, text] lines: summary, success and why, the
+ *  extracted data, and what went wrong (for the call view and the text export). */
+export function analysisLines(a) {
+  if (!a || typeof a !== 'object') return [];
+  const text = (v) => (typeof v === 'string' ? v : JSON.stringify(v));
+  const lines = [];
+  if (a.purged) lines.push(['Analysis', 'purged (retention)']);
+  if (a.summary) lines.push(['Summary', text(a.summary)]);
+  if (typeof a.success === 'boolean') {
+    lines.push(['Success', (a.success ? 'yes' : 'no') + (a.success_reason ? ' (' + text(a.success_reason) + ')' : '')]);
+  }
+  if (a.data != null) {
+    const parts = a.data && typeof a.data === 'object' && !Array.isArray(a.data)
+      ? Object.entries(a.data).map(([k, v]) => k + ': ' + text(v))
+      : [text(a.data)];
+    lines.push(['Data', parts.join('; ')]);
+  }
+  if (a.data_error) lines.push(['Data error', text(a.data_error)]);
+  if (a.error) lines.push(['Analysis error', text(a.error)]);
+  return lines;
+}
