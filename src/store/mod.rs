@@ -45,6 +45,7 @@ pub mod events;
 pub mod orgs;
 pub mod stats;
 mod string_enum;
+pub mod webhooks;
 
 pub use agents::{Agent, AgentVersion};
 pub use calls::{
@@ -276,6 +277,7 @@ impl Store {
                 (6, "tools", include_str!("../../migrations/sqlite/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/sqlite/0008_stream.sql")),
                 (9, "analysis", include_str!("../../migrations/sqlite/0009_analysis.sql")),
+                (10, "webhooks", include_str!("../../migrations/sqlite/0010_webhooks.sql")),
                 (11, "compliance", include_str!("../../migrations/sqlite/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/sqlite/0012_audit.sql")),
             ],
@@ -288,6 +290,7 @@ impl Store {
                 (6, "tools", include_str!("../../migrations/postgres/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/postgres/0008_stream.sql")),
                 (9, "analysis", include_str!("../../migrations/postgres/0009_analysis.sql")),
+                (10, "webhooks", include_str!("../../migrations/postgres/0010_webhooks.sql")),
                 (11, "compliance", include_str!("../../migrations/postgres/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/postgres/0012_audit.sql")),
             ],
