@@ -41,6 +41,10 @@
 //!    the database, and spools what it cannot write yet. The [`feed::hub`] tails the event log
 //!    and hands each event to the supervisors watching ([`feed::subscriber`], one per WebSocket
 //!    on `GET /v1/feed` of [`http`]); the monitor page ([`http::monitor`]) draws them.
+//!    `call_started`, `call_ended` and `call_analyzed` also write, in that transaction, a
+//!    delivery for each of the organization's webhook endpoints ([`store::webhooks`], the
+//!    outbox); the [`webhooks`] worker POSTs them, signed ([`signing`]), in order per call,
+//!    retrying until they are accepted or a day has passed.
 //!
 //! # An outbound call (ARI)
 //!
@@ -85,7 +89,7 @@
 //! * [`http`]: health, readiness, metrics ([`telemetry`]), the REST API (tokens and scopes in
 //!   [`auth`], checked by the extractors of [`http::extract`]), the feed and the monitor page.
 //! * [`fleet`]: which daemon holds which call, and finishing the calls of a daemon that died.
-//! * [`supervise`]: the long-lived tasks (hub, ARI stream, campaign runner, spool replay),
+//! * [`supervise`]: the long-lived tasks (hub, ARI stream, campaign runner, spool replay, webhooks),
 //!   restarted with backoff; [`systemd`]: readiness and the watchdog; [`logging`]: text or JSON.
 //! * [`demo`]: the simulated caller behind `asterai demo`.
 //!
@@ -109,9 +113,10 @@
 //! fleet                         feed, store
 //! config                        agi, ari, speech, store, types (it builds their settings)
 //! feed, auth                    store
+//! webhooks                      store, agent (secret references), signing, dialer (its Clock), config
 //! media                         ari (to read the errors of Asterisk's HTTP server)
 //! agi   ari   speech   store    nothing of each other (ari: types; store: phone)
-//! types   phone   systemd   telemetry    nothing of asterai
+//! types   phone   signing   systemd   telemetry    nothing of asterai
 //! ```
 //!
 //! `agi`, `ari`, `speech` and `store` never read the config: [`config`] turns its sections into

@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::dialer::Clock;
-use crate::store::webhooks::{AttemptOutcome, ClaimedDelivery};
+use crate::store::webhooks::{AttemptOutcome, ClaimedDelivery, NewWebhookEndpoint, WEBHOOK_EVENTS};
 use crate::store::{Store, StoreError};
 
 /// The first wait after a failure; it doubles with each failure, up to [`BACKOFF_MAX`].
@@ -91,6 +91,44 @@ pub fn backoff(failures: u32, jitter: f64) -> Duration {
     doubled.min(BACKOFF_MAX).mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
 }
 
+/// Checks an endpoint before it is stored: an http(s) URL with a host and without credentials,
+/// a secret reference `env:ASTERAI_SECRET_…` (never a secret: one is refused without being
+/// echoed), and known event types, at least one, none twice.
+pub fn check_endpoint(new: &NewWebhookEndpoint) -> Result<(), String> {
+    let url = reqwest::Url::parse(&new.url).map_err(|e| format!("url: {e}: {:?}", new.url))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("url: expected http:// or https:// and a host, got {:?}", new.url));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("url: credentials are not allowed in the URL; the requests are signed".into());
+    }
+    crate::agent::check_tool_secret("secret", &new.secret)?;
+    if new.events.is_empty() {
+        return Err(format!("events: name at least one of {}", WEBHOOK_EVENTS.join(", ")));
+    }
+    for (i, event) in new.events.iter().enumerate() {
+        if !WEBHOOK_EVENTS.contains(&event.as_str()) {
+            return Err(format!("events: unknown event {event:?}; expected {}", WEBHOOK_EVENTS.join(", ")));
+        }
+        if new.events[..i].contains(event) {
+            return Err(format!("events: {event} is named twice"));
+        }
+    }
+    Ok(())
+}
+
+/// The HTTP client of deliveries: no redirects (a signed delivery goes to its endpoint only).
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("asterai/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("building the HTTP client")
+}
+
 /// Where the worker reads secrets: the process's environment, or a map in tests.
 pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -114,7 +152,7 @@ impl Worker {
             clock,
             config,
             name: name.into(),
-            client: crate::conversation::tools::tool_client(),
+            client: client(),
             env: Arc::new(|name| std::env::var(name).ok()),
         }
     }
@@ -318,6 +356,35 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoint(url: &str, secret: &str, events: &[&str]) -> NewWebhookEndpoint {
+        NewWebhookEndpoint {
+            org_id: 1,
+            url: url.into(),
+            secret: secret.into(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        let good = endpoint("https://hooks.example.com/asterai", "env:ASTERAI_SECRET_HOOK", &["call.ended"]);
+        assert_eq!(check_endpoint(&good), Ok(()));
+        for (bad, says) in [
+            (endpoint("ftp://x/", "env:ASTERAI_SECRET_HOOK", &["call.ended"]), "url"),
+            (endpoint("https://u:p@x/", "env:ASTERAI_SECRET_HOOK", &["call.ended"]), "credentials"),
+            (endpoint("https://x/", "hunter2", &["call.ended"]), "never stored"),
+            (endpoint("https://x/", "env:HOME", &["call.ended"]), "ASTERAI_SECRET_"),
+            (endpoint("https://x/", "env:ASTERAI_SECRET_HOOK", &[]), "at least one"),
+            (endpoint("https://x/", "env:ASTERAI_SECRET_HOOK", &["call_ended"]), "unknown event"),
+            (endpoint("https://x/", "env:ASTERAI_SECRET_HOOK", &["call.ended", "call.ended"]), "twice"),
+        ] {
+            let error = check_endpoint(&bad).unwrap_err();
+            assert!(error.contains(says), "{error}");
+            assert!(!error.contains("hunter2"), "the secret is echoed: {error}");
+        }
+    }
 
     #[test]
     fn the_backoff_doubles_up_to_an_hour_with_jitter() {

@@ -113,7 +113,7 @@ async fn command(store: &crate::store::Store, command: Command) -> anyhow::Resul
                 events.into_iter().map(|e| e.trim().to_owned()).collect()
             };
             let new = NewWebhookEndpoint { org_id: org.id, url, secret, events, enabled: !disabled };
-            new.validate().map_err(|e| anyhow::anyhow!("webhooks add: {e}"))?;
+            crate::webhooks::check_endpoint(&new).map_err(|e| anyhow::anyhow!("webhooks add: {e}"))?;
             let endpoint = store.add_webhook_endpoint(&new).await?;
             let name = endpoint.secret.trim_start_matches("env:");
             println!(

@@ -51,7 +51,8 @@ pub struct WebhookEndpoint {
     pub created_at: DateTime<Utc>,
 }
 
-/// An endpoint to add (checked by [`NewWebhookEndpoint::validate`]).
+/// An endpoint to add: checked by [`crate::webhooks::check_endpoint`] (the store knows nothing
+/// of URLs and secret references).
 #[derive(Debug, Clone)]
 pub struct NewWebhookEndpoint {
     pub org_id: i64,
@@ -59,33 +60,6 @@ pub struct NewWebhookEndpoint {
     pub secret: String,
     pub events: Vec<String>,
     pub enabled: bool,
-}
-
-impl NewWebhookEndpoint {
-    /// An http(s) URL without credentials, a secret reference `env:ASTERAI_SECRET_…`, and known
-    /// event types (at least one, none twice).
-    pub fn validate(&self) -> Result<(), String> {
-        let url = reqwest::Url::parse(&self.url).map_err(|e| format!("url: {e}: {:?}", self.url))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!("url: expected http:// or https:// and a host, got {:?}", self.url));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err("url: credentials are not allowed in the URL; the requests are signed".into());
-        }
-        crate::agent::check_tool_secret("secret", &self.secret)?;
-        if self.events.is_empty() {
-            return Err(format!("events: name at least one of {}", WEBHOOK_EVENTS.join(", ")));
-        }
-        for (i, event) in self.events.iter().enumerate() {
-            if !WEBHOOK_EVENTS.contains(&event.as_str()) {
-                return Err(format!("events: unknown event {event:?}; expected {}", WEBHOOK_EVENTS.join(", ")));
-            }
-            if self.events[..i].contains(event) {
-                return Err(format!("events: {event} is named twice"));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// A delivery of the outbox, as `asterai webhooks list` shows it.
@@ -259,9 +233,8 @@ fn placeholders(first: usize, n: usize) -> String {
 }
 
 impl Store {
-    /// Adds an endpoint to an organization (checked first).
+    /// Adds an endpoint to an organization (checked by [`crate::webhooks::check_endpoint`]).
     pub async fn add_webhook_endpoint(&self, new: &NewWebhookEndpoint) -> Result<WebhookEndpoint> {
-        new.validate().map_err(StoreError::Invalid)?;
         let at = now();
         let id: i64 = write_tx!(self, tx => {
             sqlx::query_scalar(
@@ -474,6 +447,10 @@ impl Store {
     /// Records the attempts `worker` made at `at`, in one transaction. An attempt whose lease
     /// `worker` lost meanwhile (another worker took the row) changes nothing. Returns how many
     /// were recorded.
+    ///
+    /// The later deliveries of a call wait behind a failing one: they are moved to its next
+    /// attempt (so claims do not read them again and again while a receiver is down), and
+    /// brought back to now once it is delivered or dead.
     pub async fn finish_webhook_attempts(
         &self,
         worker: &str,
@@ -483,41 +460,60 @@ impl Store {
         if attempts.is_empty() {
             return Ok(0);
         }
+        const RETURNING: &str = " RETURNING endpoint_id, call_id, event_log_id, attempts";
         Ok(write_tx!(self, tx => {
             let mut recorded = 0;
             for (id, outcome) in attempts {
-                let query = match outcome {
-                    AttemptOutcome::Delivered { status } => sqlx::query(
-                        "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = $1, last_status = $2, last_error = NULL, lease_until = NULL, leased_by = NULL \
-                         WHERE id = $3 AND leased_by = $4 AND status = 'pending'",
-                    )
-                    .bind(at)
-                    .bind(i64::from(*status))
-                    .bind(id)
-                    .bind(worker),
+                let (query, next) = match outcome {
+                    AttemptOutcome::Delivered { status } => (
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = $1, last_status = $2, last_error = NULL, \
+                             lease_until = NULL, leased_by = NULL WHERE id = $3 AND leased_by = $4 AND status = 'pending'{RETURNING}"
+                        )))
+                        .bind(at)
+                        .bind(i64::from(*status)),
+                        None,
+                    ),
                     // The first failure starts the retry window (a delivery that waited behind
                     // its call's earlier ones still gets the whole window).
-                    AttemptOutcome::Retry { status, error, next_at } => sqlx::query(
-                        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, last_status = $2, last_error = $3, lease_until = NULL, leased_by = NULL, \
-                         retry_from = CASE WHEN attempts = 0 THEN $6 ELSE retry_from END \
-                         WHERE id = $4 AND leased_by = $5 AND status = 'pending'",
-                    )
-                    .bind(*next_at)
-                    .bind(status.map(i64::from))
-                    .bind(error)
-                    .bind(id)
-                    .bind(worker)
-                    .bind(at),
-                    AttemptOutcome::Dead { status, error } => sqlx::query(
-                        "UPDATE webhook_deliveries SET status = 'dead', attempts = attempts + 1, last_status = $1, last_error = $2, lease_until = NULL, leased_by = NULL \
-                         WHERE id = $3 AND leased_by = $4 AND status = 'pending'",
-                    )
-                    .bind(status.map(i64::from))
-                    .bind(error)
-                    .bind(id)
-                    .bind(worker),
+                    AttemptOutcome::Retry { status, error, next_at } => (
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, last_status = $2, last_error = $5, lease_until = NULL, leased_by = NULL, \
+                             retry_from = CASE WHEN attempts = 0 THEN $6 ELSE retry_from END WHERE id = $3 AND leased_by = $4 AND status = 'pending'{RETURNING}"
+                        )))
+                        .bind(*next_at)
+                        .bind(status.map(i64::from)),
+                        Some((*next_at, error.as_str())),
+                    ),
+                    AttemptOutcome::Dead { status, error } => (
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE webhook_deliveries SET status = 'dead', attempts = attempts + 1, last_status = $1, last_error = $2, lease_until = NULL, leased_by = NULL \
+                             WHERE id = $3 AND leased_by = $4 AND status = 'pending'{RETURNING}"
+                        )))
+                        .bind(status.map(i64::from))
+                        .bind(error.as_str()),
+                        None,
+                    ),
                 };
-                recorded += query.execute(&mut *tx).await?.rows_affected() as usize;
+                let mut query = query.bind(id).bind(worker);
+                if let Some((_, error)) = next {
+                    query = query.bind(error).bind(at);
+                }
+                let row = query.fetch_optional(&mut *tx).await?;
+                let next = next.map(|(next_at, _)| next_at);
+                let Some(row) = row else { continue };
+                recorded += 1;
+                let (endpoint, call, log_id) = (row.int("endpoint_id")?, row.text("call_id")?, row.int("event_log_id")?);
+                let later = "WHERE endpoint_id = $2 AND call_id = $3 AND event_log_id > $4 AND status = 'pending'";
+                let moved = match next {
+                    Some(next) => Some((format!("UPDATE webhook_deliveries SET next_attempt_at = $1 {later} AND next_attempt_at < $1"), next)),
+                    // Only a delivery that failed before can have later ones waiting behind it.
+                    None if row.int32("attempts")? > 1 => Some((format!("UPDATE webhook_deliveries SET next_attempt_at = $1 {later} AND attempts = 0 AND next_attempt_at > $1"), at)),
+                    None => None,
+                };
+                if let Some((sql, to)) = moved {
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(to).bind(endpoint).bind(&call).bind(log_id).execute(&mut *tx).await?;
+                }
             }
             recorded
         }))
@@ -546,35 +542,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn endpoint(url: &str, secret: &str, events: &[&str]) -> NewWebhookEndpoint {
-        NewWebhookEndpoint {
-            org_id: 1,
-            url: url.into(),
-            secret: secret.into(),
-            events: events.iter().map(|e| e.to_string()).collect(),
-            enabled: true,
-        }
-    }
-
-    #[test]
-    fn endpoints_are_checked() {
-        let good = endpoint("https://hooks.example.com/asterai", "env:ASTERAI_SECRET_HOOK", &["call.ended"]);
-        assert_eq!(good.validate(), Ok(()));
-        for (bad, says) in [
-            (endpoint("ftp://x/", "env:ASTERAI_SECRET_HOOK", &["call.ended"]), "url"),
-            (endpoint("https://u:p@x/", "env:ASTERAI_SECRET_HOOK", &["call.ended"]), "credentials"),
-            (endpoint("https://x/", "hunter2", &["call.ended"]), "never stored"),
-            (endpoint("https://x/", "env:HOME", &["call.ended"]), "ASTERAI_SECRET_"),
-            (endpoint("https://x/", "env:ASTERAI_SECRET_HOOK", &[]), "at least one"),
-            (endpoint("https://x/", "env:ASTERAI_SECRET_HOOK", &["call_ended"]), "unknown event"),
-            (endpoint("https://x/", "env:ASTERAI_SECRET_HOOK", &["call.ended", "call.ended"]), "twice"),
-        ] {
-            let error = bad.validate().unwrap_err();
-            assert!(error.contains(says), "{error}");
-            assert!(!error.contains("hunter2"), "the secret is echoed: {error}");
-        }
-    }
 
     #[test]
     fn only_call_events_have_a_webhook_type() {
