@@ -358,6 +358,12 @@ async fn receiver_down_and_restarts_lose_nothing(backend: Backend) {
     let tried: Vec<_> = pending.iter().filter(|d| d.attempts == 1).collect();
     assert_eq!(tried.len(), 5);
     assert!(tried.iter().all(|d| d.kind == "call.started" && d.last_error.as_deref().unwrap().contains("connect")));
+    // A call's later deliveries wait behind its first: moved to its next attempt.
+    for later in pending.iter().filter(|d| d.attempts == 0) {
+        let first_of_call = tried.iter().find(|d| d.call_id == later.call_id).unwrap();
+        assert_eq!(later.next_attempt_at, first_of_call.next_attempt_at);
+        assert!(later.next_attempt_at > clock.now());
+    }
     // Nothing is due again before its backoff.
     assert_eq!(first.run_once().await.unwrap(), 0);
 
@@ -651,4 +657,67 @@ async fn cli_adds_lists_and_retries_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_adds_lists_and_retries_postgres() {
     cli_adds_lists_and_retries(Backend::Postgres).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real daemon: started by `asterai serve`, stopped and started again
+
+fn serve(dir: tempfile::TempDir) -> support::daemon::Daemon {
+    let mut cmd = support::daemon::command(dir.path());
+    cmd.arg("serve")
+        .env("ASTERAI_AGI_LISTEN", "127.0.0.1:0")
+        .env("ASTERAI_HTTP_LISTEN", "127.0.0.1:0")
+        .env("ASTERAI_WEBHOOKS_POLL_INTERVAL", "50ms")
+        .env("ASTERAI_SECRET_HOOKS", SECRET)
+        .stdout(std::process::Stdio::null());
+    support::daemon::Daemon::spawn(cmd, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_delivers_across_a_restart() {
+    support::init();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("asterai.db").display());
+    assert!(cli(dir.path(), &sqlite, &["org", "create", "acme"]).0);
+    let url = format!("http://{port}/hook");
+    let (ok, _, err) =
+        cli(dir.path(), &sqlite, &["webhooks", "add", "--org", "acme", "--url", &url, "--secret", SECRET_REF]);
+    assert!(ok, "{err}");
+
+    let mut daemon = serve(dir);
+    let http = daemon.listener("HTTP");
+    let store = Store::connect(&support::db::options(&sqlite)).await.unwrap();
+    let org = store.require_org("acme").await.unwrap().id;
+    let publisher = Publisher::new(store.clone(), Hub::new());
+    for n in 0..3 {
+        call(&publisher, org, n).await;
+    }
+    // Nothing listens yet: each call's first delivery is tried and fails.
+    wait_for("a failed attempt per call", async || {
+        let rows = store.webhook_deliveries(org, None, 100).await.unwrap();
+        rows.iter().filter(|d| d.attempts > 0 && d.last_error.is_some()).count() == 3
+    })
+    .await;
+    let ready: serde_json::Value = reqwest::get(format!("http://{http}/readyz")).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["tasks"]["webhook deliveries"]["state"], "running", "{ready}");
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+
+    // The receiver comes up while the daemon is down; the failed ones are made due now.
+    let receiver = Receiver::start_on(port).await;
+    for d in store.webhook_deliveries(org, Some(DeliveryStatus::Pending), 100).await.unwrap() {
+        if d.attempts > 0 {
+            let (ok, _, err) = cli(daemon.dir.path(), &sqlite, &["webhooks", "retry", "--org", "acme", &d.id]);
+            assert!(ok, "{err}");
+        }
+    }
+    let dir = std::mem::replace(&mut daemon.dir, tempfile::tempdir().unwrap());
+    drop(daemon);
+    let mut daemon = serve(dir);
+    wait_for("9 deliveries", async || receiver.accepted().len() >= 9).await;
+    daemon.signal("TERM");
+    assert!(daemon.wait(Duration::from_secs(30)).success());
+    check_against_outbox(&receiver.accepted(), &outbox(&store, org).await, "acme");
+    assert_eq!(receiver.inbox.bad_signatures.load(Ordering::SeqCst), 0);
 }
