@@ -41,6 +41,10 @@
 //!    the database, and spools what it cannot write yet. The [`feed::hub`] tails the event log
 //!    and hands each event to the supervisors watching ([`feed::subscriber`], one per WebSocket
 //!    on `GET /v1/feed` of [`http`]); the monitor page ([`http::monitor`]) draws them.
+//!    `call_started`, `call_ended` and `call_analyzed` also write, in that transaction, a
+//!    delivery for each of the organization's webhook endpoints ([`store::webhooks`], the
+//!    outbox); the [`webhooks`] worker POSTs them, signed ([`signing`]), in order per call,
+//!    retrying until they are accepted or a day has passed.
 //!
 //! # An outbound call (ARI)
 //!
@@ -88,7 +92,7 @@
 //!   [`http`] (coach the AI, pause it with the caller on hold, listen through an ARI snoop:
 //!   [`conversation::listen`]).
 //! * [`fleet`]: which daemon holds which call, and finishing the calls of a daemon that died.
-//! * [`supervise`]: the long-lived tasks (hub, ARI stream, campaign runner, spool replay),
+//! * [`supervise`]: the long-lived tasks (hub, ARI stream, campaign runner, spool replay, webhooks),
 //!   restarted with backoff; [`systemd`]: readiness and the watchdog; [`logging`]: text or JSON.
 //! * [`demo`]: the simulated caller behind `asterai demo`.
 //! * [`tls`]: the one TLS client set-up (rustls) for ARI, media and `asterai feed`.
@@ -117,9 +121,10 @@
 //! retention                     store, config
 //! config                        agi, ari, speech, store, types (it builds their settings)
 //! feed, auth                    store
+//! webhooks                      store, agent (secret references), signing, dialer (its Clock), config
 //! media                         ari (to read the errors of Asterisk's HTTP server)
 //! agi   ari   speech   store    nothing of each other (ari: types, tls; store: phone)
-//! types   phone   systemd   telemetry   tls    nothing of asterai
+//! types   phone   signing   systemd   telemetry   tls    nothing of asterai
 //! ```
 //!
 //! `agi`, `ari`, `speech` and `store` never read the config: [`config`] turns its sections into
@@ -146,6 +151,7 @@ pub mod logging;
 pub mod media;
 pub mod phone;
 pub mod retention;
+pub mod signing;
 pub mod speech;
 pub mod store;
 pub mod supervise;
@@ -153,3 +159,4 @@ pub mod systemd;
 pub mod telemetry;
 pub mod tls;
 pub mod types;
+pub mod webhooks;

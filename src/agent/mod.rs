@@ -175,7 +175,7 @@ impl HttpToolSpec {
 
 /// An HTTP tool's secret: only `env:ASTERAI_SECRET_…` (a config file key only ever goes to the
 /// config's own URL). Never echoes a value that is not a reference.
-fn check_tool_secret(key: &str, reference: &str) -> Result<(), String> {
+pub fn check_tool_secret(key: &str, reference: &str) -> Result<(), String> {
     if let Some(name) = reference.strip_prefix("env:") {
         let ok = name.starts_with(SECRET_ENV_PREFIX)
             && name.len() > SECRET_ENV_PREFIX.len()

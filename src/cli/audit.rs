@@ -60,7 +60,8 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
 }
 
 /// Subcommands that only read.
-const READ_ONLY: &[&str] = &["list", "show", "status", "get", "versions", "version", "report", "stats", "compliance"];
+const READ_ONLY: &[&str] =
+    &["list", "show", "status", "get", "versions", "version", "report", "stats", "compliance", "endpoints"];
 
 /// The command a command line runs, when it changes something: `("campaign start", ["3"])`.
 pub(crate) fn changes(argv: &[String]) -> Option<(String, Vec<String>)> {
@@ -82,7 +83,9 @@ pub(crate) fn changes(argv: &[String]) -> Option<(String, Vec<String>)> {
     let sub = rest.iter().find(|w| !w.starts_with('-')).cloned();
     let changing = match command.as_str() {
         "call" => true,
-        "campaign" | "agent" | "dnc" | "token" | "org" => sub.as_deref().is_some_and(|s| !READ_ONLY.contains(&s)),
+        "campaign" | "agent" | "dnc" | "token" | "org" | "webhooks" => {
+            sub.as_deref().is_some_and(|s| !READ_ONLY.contains(&s))
+        }
         _ => false,
     };
     if !changing {
@@ -164,7 +167,17 @@ mod tests {
             Some(("dnc add".into(), vec!["+15551230000".into(), "--org".into(), "acme".into()]))
         );
         assert_eq!(changes(&argv("call +15551230000")), Some(("call".into(), vec!["+15551230000".into()])));
-        for read in ["campaign list", "campaign status 3", "dnc list", "calls list", "audit", "agent show x"] {
+        assert_eq!(changes(&argv("webhooks retry --dead")), Some(("webhooks retry".into(), vec!["--dead".into()])));
+        for read in [
+            "campaign list",
+            "campaign status 3",
+            "dnc list",
+            "calls list",
+            "audit",
+            "agent show x",
+            "webhooks list",
+            "webhooks endpoints",
+        ] {
             assert_eq!(changes(&argv(read)), None, "{read}");
         }
     }

@@ -23,6 +23,7 @@ mod org;
 mod purge;
 pub mod serve;
 mod token;
+mod webhooks;
 
 /// The heading of the options every command takes, apart from each command's own.
 const GLOBAL: &str = "Global options";
@@ -63,6 +64,7 @@ pub enum Command {
     Campaign(campaign::Args),
     Agent(agent::Args),
     Dnc(dnc::Args),
+    Webhooks(webhooks::Args),
     Audit(audit::Args),
     Purge(purge::Args),
     Feed(feed::Args),
@@ -118,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Campaign(args) => campaign::run(args, context),
         Command::Agent(args) => agent::run(args, context),
         Command::Dnc(args) => dnc::run(args, context),
+        Command::Webhooks(args) => webhooks::run(args, context),
         Command::Feed(args) => feed::run(args, context),
         Command::Demo(args) => demo::run(args, context),
         Command::Doctor(args) => doctor::run(args, context),

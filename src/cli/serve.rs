@@ -100,6 +100,7 @@ async fn serve(context: Context) -> anyhow::Result<()> {
     let publisher = Publisher::new(store.clone(), hub.clone())
         .with_daemon(&daemon_id)
         .with_redaction(config.redaction.policy().map_err(anyhow::Error::msg)?);
+    let webhooks = spawn_webhooks(&supervisor, &store, &config, &daemon_id);
     let beating = join_fleet(&config, &publisher, daemon_id, &supervisor).await?;
     let mut ari = start_ari(&config, publisher.clone(), &supervisor)?;
     let ari_drained = ari.as_mut().and_then(|ari| ari.drained.take());
@@ -177,6 +178,10 @@ async fn serve(context: Context) -> anyhow::Result<()> {
         Err(e) => tracing::warn!("HTTP server task failed: {e}"),
     }
     let _ = hub_task.await;
+    // The attempts in flight end (within webhooks.timeout) and are recorded.
+    if let Some(webhooks) = webhooks {
+        let _ = webhooks.await;
+    }
     store.close().await;
     tracing::info!(
         in_flight = report.in_flight,
@@ -237,6 +242,27 @@ pub fn spawn_hub(
             Ok(())
         }
     })
+}
+
+/// The webhook delivery worker, supervised, unless `webhooks.enabled` is off. It holds its
+/// leases as the daemon `daemon_id`; after a failure it takes them back and goes on.
+pub fn spawn_webhooks(
+    supervisor: &Supervisor,
+    store: &Store,
+    config: &Config,
+    daemon_id: &str,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !config.webhooks.enabled {
+        tracing::info!("webhooks.enabled is off: this daemon delivers no webhooks (they are queued for the others)");
+        return None;
+    }
+    let worker = crate::webhooks::Worker::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        crate::webhooks::WorkerConfig::from_config(config),
+        daemon_id,
+    );
+    Some(supervisor.spawn("webhook deliveries", move |stop| worker.clone().run(stop)))
 }
 
 /// What ARI gives the daemon: the dialer (outbound calls) and, with `dialer.transfer_target`,

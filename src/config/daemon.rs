@@ -187,6 +187,35 @@ impl Default for FeedConfig {
     }
 }
 
+/// `[webhooks]`: the delivery worker of the organizations' webhooks (see [`crate::webhooks`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Run the delivery worker in this daemon. Deliveries are queued either way; in a fleet,
+    /// any daemon that runs it delivers them.
+    pub enabled: bool,
+    /// Requests in flight at most (deliveries of different calls go in parallel).
+    pub concurrency: usize,
+    /// How long one request may take before it counts as failed.
+    pub timeout: Dur,
+    /// How long a delivery is retried before it is dead (24 h at least).
+    pub retry_for: Dur,
+    /// How often the outbox is read when there is nothing to send.
+    pub poll_interval: Dur,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            enabled: true,
+            concurrency: 64,
+            timeout: Dur::secs(10),
+            retry_for: Dur::secs(24 * 3600),
+            poll_interval: Dur::millis(500),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {

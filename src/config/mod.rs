@@ -14,7 +14,7 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`Config`], loading, and the effective configuration as TOML |
-//! | [`daemon`] | `[daemon]`, `[log]`, `[agi]`, `[http]`, `[database]`, `[feed]`, `[media]` |
+//! | [`daemon`] | `[daemon]`, `[log]`, `[agi]`, `[http]`, `[database]`, `[feed]`, `[media]`, `[webhooks]` |
 //! | [`conversation`] | `[conversation]`, `[stt]`, `[responder]`, `[tts]` |
 //! | [`outbound`] | `[ari]`, `[dialer]` |
 //! | [`env`](mod@env) | the `ASTERAI_*` overlay and the list of keys |
@@ -40,7 +40,9 @@ mod validate;
 
 pub use crate::types::{Dur, Secret};
 pub use conversation::{ConversationConfig, DEFAULT_SYSTEM_PROMPT, ResponderConfig, SttConfig, TtsConfig};
-pub use daemon::{AgiConfig, DaemonConfig, DatabaseConfig, FeedConfig, HttpConfig, LogConfig, LogFormat, MediaConfig};
+pub use daemon::{
+    AgiConfig, DaemonConfig, DatabaseConfig, FeedConfig, HttpConfig, LogConfig, LogFormat, MediaConfig, WebhooksConfig,
+};
 pub use env::{CLI_ENV, Key, Kind};
 pub use outbound::{AriConfig, DialerConfig};
 pub use privacy::{RedactionConfig, RetentionConfig};
@@ -70,6 +72,7 @@ pub struct Config {
     pub stream: StreamingConfig,
     pub retention: RetentionConfig,
     pub redaction: RedactionConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// Why the configuration was refused.

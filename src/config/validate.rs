@@ -103,11 +103,14 @@ impl Config {
             ("stream.barge_in_min_speech", self.stream.barge_in_min_speech, Dur::millis(60), Dur::secs(5)),
             ("stream.speculative_pause", self.stream.speculative_pause, Dur::secs(0), Dur::secs(10)),
             ("stream.no_input", self.stream.no_input, Dur::secs(1), minute(5)),
+            ("webhooks.timeout", self.webhooks.timeout, Dur::secs(1), minute(5)),
+            ("webhooks.retry_for", self.webhooks.retry_for, hour(24), hour(24 * 30)),
+            ("webhooks.poll_interval", self.webhooks.poll_interval, ABOVE_ZERO, minute(1)),
         ];
         for (key, value, min, max) in durations {
             value.within(key, min, max)?;
         }
-        let counts: [(&str, u64, u64, u64); 15] = [
+        let counts: [(&str, u64, u64, u64); 16] = [
             ("agi.max_sessions", self.agi.max_sessions as u64, 1, 100_000),
             ("http.max_connections", self.http.max_connections as u64, 1, 1_000_000),
             ("http.max_body_bytes", self.http.max_body_bytes as u64, 1024, 1 << 30),
@@ -123,6 +126,7 @@ impl Config {
             ("responder.max_tokens", self.responder.max_tokens as u64, 1, 100_000),
             ("tts.retries", self.tts.retries as u64, 0, 10),
             ("tts.speed", self.tts.speed as u64, 10, 1000),
+            ("webhooks.concurrency", self.webhooks.concurrency as u64, 1, 1024),
         ];
         for (key, value, min, max) in counts {
             if !(min..=max).contains(&value) {

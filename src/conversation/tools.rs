@@ -31,40 +31,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
 
 use crate::agent::{HTTP_TOOL_TIMEOUT, HttpToolSpec};
 use crate::dialer::campaign::CallingWindow;
 use crate::types::Secret;
 
-/// The signature header: `v1=<hex>`.
-pub const SIGNATURE_HEADER: &str = "x-asterai-signature";
-/// The Unix time (seconds) the signature covers.
-pub const TIMESTAMP_HEADER: &str = "x-asterai-timestamp";
+pub use crate::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 /// `<call id>:<tool call id>`: the same for every delivery of one tool call.
 pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 /// The call the tool is called for.
 pub const CALL_ID_HEADER: &str = "x-asterai-call-id";
 /// The longest answer read from a tool; a longer one is an error (the model's context is small).
 pub const MAX_ANSWER: usize = 64 * 1024;
-
-/// `v1=<hex HMAC-SHA-256(secret, "<timestamp>.<body>")>`.
-pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(3 + digest.len() * 2);
-    out.push_str("v1=");
-    for byte in digest {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
-}
 
 /// The HTTP client of tools: no redirects (a signed request goes where the agent says only).
 pub fn tool_client() -> reqwest::Client {
@@ -153,14 +133,15 @@ impl HttpTool {
         let body = json!({"tool": self.name, "call_id": call_id, "tool_call_id": tool_call_id, "arguments": args});
         let body = body.to_string().into_bytes();
         let timestamp = Utc::now().timestamp();
-        let signature = sign(self.secret.expose().as_bytes(), timestamp, &body);
+        let [(timestamp_header, timestamp), (signature_header, signature)] =
+            crate::signing::signed_headers(self.secret.expose().as_bytes(), timestamp, &body);
         let request = self
             .client
             .request(self.method.clone(), self.url.clone())
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(TIMESTAMP_HEADER, timestamp.to_string())
-            .header(SIGNATURE_HEADER, signature)
+            .header(timestamp_header, timestamp)
+            .header(signature_header, signature)
             .header(IDEMPOTENCY_HEADER, format!("{call_id}:{tool_call_id}"))
             .header(CALL_ID_HEADER, call_id)
             .body(body);
@@ -260,20 +241,6 @@ pub fn valid_dtmf(digits: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_signature_covers_the_timestamp_and_the_body() {
-        // RFC 4231 test case 2 key and data, with the timestamp prefix of the scheme.
-        let a = sign(b"Jefe", 1_764_583_200, b"{\"a\":1}");
-        assert!(a.starts_with("v1=") && a.len() == 3 + 64, "{a}");
-        assert_ne!(a, sign(b"Jefe", 1_764_583_201, b"{\"a\":1}"));
-        assert_ne!(a, sign(b"Jefe", 1_764_583_200, b"{\"a\":2}"));
-        assert_ne!(a, sign(b"jefe", 1_764_583_200, b"{\"a\":1}"));
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
-        mac.update(b"what do ya want for nothing?");
-        let digest: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(digest, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
-    }
 
     #[test]
     fn a_callback_is_booked_in_the_contacts_time_inside_the_window() {

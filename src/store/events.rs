@@ -161,7 +161,8 @@ impl EventPage {
     }
 }
 
-/// Appends an event inside the current write transaction and evaluates to its log id. On PostgreSQL it
+/// Appends an event inside the current write transaction, with its webhook deliveries, and
+/// evaluates to its log id. On PostgreSQL it
 /// first takes the event-order advisory lock (released at commit), so ids become visible in the
 /// order they were assigned, and it notifies the other daemons when the transaction commits.
 macro_rules! append_event {
@@ -174,7 +175,7 @@ macro_rules! append_event {
         // advisory lock on PostgreSQL), so it is gap-free and in commit order.
         let row = sqlx::query(
             "INSERT INTO call_events (org_id, call_id, campaign_id, type, payload, at, org_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(org_seq), 0) + 1 FROM call_events WHERE org_id = $1)) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(org_seq), 0) + 1 FROM call_events WHERE org_id = $1)) RETURNING id, org_seq",
         )
         .bind(event.org_id)
         .bind(event.call_id.as_deref())
@@ -185,6 +186,9 @@ macro_rules! append_event {
         .fetch_one(&mut *$tx)
         .await?;
         let id: i64 = sqlx::Row::try_get(&row, "id")?;
+        let seq: i64 = sqlx::Row::try_get(&row, "org_seq")?;
+        // The event's webhook deliveries, in the same transaction (see [`super::webhooks`]).
+        $crate::store::webhooks::enqueue_webhooks!($tx, event, id, seq);
         if $pg {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind($crate::store::EVENTS_CHANNEL)

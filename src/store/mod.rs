@@ -47,6 +47,7 @@ pub mod recordings;
 pub mod retention;
 pub mod stats;
 mod string_enum;
+pub mod webhooks;
 
 pub use agents::{Agent, AgentVersion};
 pub use calls::{
@@ -279,6 +280,7 @@ impl Store {
                 (6, "tools", include_str!("../../migrations/sqlite/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/sqlite/0008_stream.sql")),
                 (9, "analysis", include_str!("../../migrations/sqlite/0009_analysis.sql")),
+                (10, "webhooks", include_str!("../../migrations/sqlite/0010_webhooks.sql")),
                 (11, "compliance", include_str!("../../migrations/sqlite/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/sqlite/0012_audit.sql")),
                 (13, "recordings", include_str!("../../migrations/sqlite/0013_recordings.sql")),
@@ -293,6 +295,7 @@ impl Store {
                 (6, "tools", include_str!("../../migrations/postgres/0006_tools.sql")),
                 (8, "stream", include_str!("../../migrations/postgres/0008_stream.sql")),
                 (9, "analysis", include_str!("../../migrations/postgres/0009_analysis.sql")),
+                (10, "webhooks", include_str!("../../migrations/postgres/0010_webhooks.sql")),
                 (11, "compliance", include_str!("../../migrations/postgres/0011_compliance.sql")),
                 (12, "audit", include_str!("../../migrations/postgres/0012_audit.sql")),
                 (13, "recordings", include_str!("../../migrations/postgres/0013_recordings.sql")),
