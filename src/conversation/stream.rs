@@ -443,6 +443,9 @@ struct Shared {
     speaking: AtomicBool,
     /// A caller turn has begun and not ended.
     in_turn: AtomicBool,
+    /// The caller may talk over the agent: `[stream] barge_in`, or the call's agent's
+    /// `barge_in` once the core has chosen the agent.
+    barge_in: AtomicBool,
     /// The last barge-in (changes with each one).
     barge: watch::Sender<Barge>,
     /// Marks the caller has heard past.
@@ -491,6 +494,7 @@ impl<'a> StreamPath<'a> {
         let shared = Arc::new(Shared {
             speaking: AtomicBool::new(false),
             in_turn: AtomicBool::new(false),
+            barge_in: AtomicBool::new(stream.options.stream.barge_in),
             barge,
             marks: Mutex::new(HashSet::new()),
         });
@@ -510,7 +514,6 @@ impl<'a> StreamPath<'a> {
                     vad,
                     new_stt,
                     speculative: options.speculative(),
-                    barge_in: options.barge_in,
                     shared: shared.clone(),
                     tx,
                     gone: gone.clone(),
@@ -748,6 +751,16 @@ fn heard_of(sent: &[(String, Duration, String)], played: Duration, marks: &HashS
 impl MediaPath for StreamPath<'_> {
     fn use_profile(&mut self, profile: &Arc<Profile>) {
         *self.stt.lock().unwrap_or_else(|e| e.into_inner()) = profile.providers.stt.clone();
+        // An agent's configuration has its `barge_in` over the daemon's (see AgentSpec::apply);
+        // the built-in agent follows `[stream] barge_in`.
+        let barge_in = match &profile.agent {
+            Some(_) => profile.settings.base.stream.barge_in,
+            None => self.stream.options.stream.barge_in,
+        };
+        if !barge_in {
+            tracing::debug!(agent = ?profile.agent, "barge-in is off for this call");
+        }
+        self.shared.barge_in.store(barge_in, Ordering::SeqCst);
         self.profile = profile.clone();
     }
 
@@ -873,7 +886,6 @@ struct EarTask {
     vad: VoiceActivity,
     new_stt: SttFactory,
     speculative: bool,
-    barge_in: bool,
     shared: Arc<Shared>,
     tx: mpsc::Sender<Ear>,
     gone: watch::Receiver<Option<String>>,
@@ -948,7 +960,7 @@ impl EarTask {
                         started = true;
                         self.shared.in_turn.store(true, Ordering::SeqCst);
                         let talking = sender.is_playing() || self.shared.speaking.load(Ordering::SeqCst);
-                        if self.barge_in && talking {
+                        if talking && self.shared.barge_in.load(Ordering::SeqCst) {
                             let onset_at = now.checked_sub(self.vad.clock().saturating_sub(onset)).unwrap_or(now);
                             let unplayed = sender.unplayed();
                             let _ = sender.flush().await;
