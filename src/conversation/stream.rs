@@ -50,7 +50,7 @@ use crate::speech::SpeechError;
 use crate::speech::audio::{self, StreamResampler};
 use crate::speech::llm::{Chunk, ChunkStream, SentenceSplitter};
 use crate::speech::stt::SpeechToText;
-use crate::speech::stt_stream::{TurnStt, UtteranceStt};
+use crate::speech::stt_stream::{LiveTurn, TurnStt, UtteranceStt};
 use crate::speech::vad::{VadEvent, VadState, VoiceActivity};
 use crate::store::{CallStatus, Outcome};
 
@@ -475,8 +475,9 @@ pub struct StreamPath<'a> {
     answers: std::sync::atomic::AtomicU64,
     /// The agent the call runs (the built-in one until the core says).
     profile: Arc<Profile>,
-    /// The speech-to-text of that agent, which the ear reads for each utterance.
-    stt: Arc<Mutex<Arc<dyn SpeechToText>>>,
+    /// The speech-to-text of that agent (and its Deepgram live settings), which the ear reads
+    /// for each utterance.
+    stt: Arc<Mutex<AgentStt>>,
     _ear_task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
@@ -500,11 +501,15 @@ impl<'a> StreamPath<'a> {
         });
         let (tx, rx) = mpsc::channel(8);
         let options = &stream.options.stream;
-        let stt = Arc::new(Mutex::new(inner.builtin.providers.stt.clone()));
+        let providers = &inner.builtin.providers;
+        let stt = Arc::new(Mutex::new((providers.stt.clone(), providers.live_stt.clone())));
         let agent_stt = stt.clone();
-        let new_stt: SttFactory = Box::new(move || {
-            let stt = agent_stt.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            Box::new(UtteranceStt::new(stt, rate))
+        let new_stt: SttFactory = Box::new(move || -> Box<dyn TurnStt> {
+            let (stt, live) = agent_stt.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match live {
+                Some(live) => Box::new(LiveTurn::new(live, stt, rate)),
+                None => Box::new(UtteranceStt::new(stt, rate)),
+            }
         });
         let vad = VoiceActivity::new(rate, options.vad_params());
         let ear = match vad {
@@ -750,7 +755,8 @@ fn heard_of(sent: &[(String, Duration, String)], played: Duration, marks: &HashS
 
 impl MediaPath for StreamPath<'_> {
     fn use_profile(&mut self, profile: &Arc<Profile>) {
-        *self.stt.lock().unwrap_or_else(|e| e.into_inner()) = profile.providers.stt.clone();
+        *self.stt.lock().unwrap_or_else(|e| e.into_inner()) =
+            (profile.providers.stt.clone(), profile.providers.live_stt.clone());
         // An agent's configuration has its `barge_in` over the daemon's (see AgentSpec::apply);
         // the built-in agent follows `[stream] barge_in`.
         let barge_in = match &profile.agent {
@@ -797,7 +803,9 @@ impl MediaPath for StreamPath<'_> {
                     Some(Ear::Turn { mut stt, endpoint_ms, last_voice_at, ended_at }) => {
                         return Heard::Utterance(Utterance {
                             endpoint_ms,
-                            ended_at,
+                            // A turn that ended while the agent was still talking (barge-in
+                            // off) waited for it: its turn budget starts now, not then.
+                            ended_at: ended_at.max(started),
                             last_voice_at: Some(last_voice_at),
                             transcribe: Box::new(move |deadline| {
                                 Box::pin(async move { stt.finish(deadline).await.map(|t| t.text) })
@@ -867,6 +875,12 @@ impl MediaPath for StreamPath<'_> {
         }
         let _ = client.set_variable(channel, "ASTERAI_OUTCOME", outcome.as_str()).await;
         let _ = client.set_variable(channel, "ASTERAI_STATUS", "ok").await;
+        if outcome == Outcome::Transferred && !hang_up {
+            // The transfer moved the channel out of the application already (its StasisEnd may
+            // not have arrived yet): a second continue could send it back to the dialplan
+            // after Stasis() instead of to the transfer target.
+            return;
+        }
         let result = if hang_up {
             client.hangup(channel, Some(crate::ari::HangupReason::Normal)).await
         } else {
@@ -879,6 +893,9 @@ impl MediaPath for StreamPath<'_> {
 }
 
 type SttFactory = Box<dyn Fn() -> Box<dyn TurnStt> + Send>;
+
+/// An agent's speech-to-text, and its Deepgram live settings when it uses Deepgram.
+type AgentStt = (Arc<dyn SpeechToText>, Option<crate::speech::stt_stream::DeepgramLive>);
 
 /// The task that hears the caller: frames in, voice activity, speech-to-text, barge-in.
 struct EarTask {

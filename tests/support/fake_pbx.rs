@@ -59,6 +59,8 @@ pub enum Step {
         after: Duration,
         samples: Arc<Vec<i16>>,
     },
+    /// Wait until the agent's audio has played for this long without a break.
+    AwaitPlaying(Duration),
     /// Wait until the agent is heard, then until it has been silent for this long.
     AwaitAnswer(Duration),
     /// Wait until the agent has been silent for this long (the agent may already be silent).
@@ -551,26 +553,10 @@ async fn run_script(
         match step {
             Step::Say(samples) => say(&outbox, &samples, &log, false).await,
             Step::SayOver { after, samples } => {
-                // Until the agent has played for `after`.
-                let deadline = Instant::now() + Duration::from_secs(30);
-                let mut since: Option<Instant> = None;
-                loop {
-                    let now = Instant::now();
-                    if log.lock().unwrap().agent_playing(now) {
-                        let start = *since.get_or_insert(now);
-                        if now - start >= after {
-                            break;
-                        }
-                    } else {
-                        since = None;
-                    }
-                    if now > deadline || !live(&shared) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
+                await_playing(&log, after, &shared, &caller).await;
                 say(&outbox, &samples, &log, true).await;
             }
+            Step::AwaitPlaying(after) => await_playing(&log, after, &shared, &caller).await,
             Step::AwaitAnswer(quiet) => {
                 let asked = Instant::now();
                 let deadline = asked + Duration::from_secs(30);
@@ -598,6 +584,27 @@ async fn run_script(
     }
     log.lock().unwrap().script_done = true;
     shared.changed.notify_waiters();
+}
+
+/// Until the agent has played for `after` without a break (at most 30 s).
+async fn await_playing(log: &Mutex<CallLog>, after: Duration, shared: &Shared, caller: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut since: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if log.lock().unwrap().agent_playing(now) {
+            let start = *since.get_or_insert(now);
+            if now - start >= after {
+                return;
+            }
+        } else {
+            since = None;
+        }
+        if now > deadline || !shared.lock().calls.get(caller).is_some_and(|c| c.live) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 async fn await_quiet(log: &Mutex<CallLog>, quiet: Duration, shared: &Shared, caller: &str) {
