@@ -909,5 +909,10 @@ pub fn espeak16(text: &str) -> Vec<i16> {
     let rate = reader.spec().sample_rate;
     let samples: Vec<f32> = reader.into_samples::<i16>().map_while(Result::ok).map(|s| s as f32 / 32768.0).collect();
     let out = asterai::speech::audio::resample(&samples, rate, 16000).expect("resampled");
-    out.iter().map(|s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16).collect()
+    let mut samples: Vec<i16> = out.iter().map(|s| (s * 32767.0).round().clamp(-32768.0, 32767.0) as i16).collect();
+    // espeak-ng ends with silence: the utterance ends on its last voiced sample, so its last
+    // frame sent is the caller's last voiced frame (voice to voice is measured from it).
+    let end = samples.iter().rposition(|s| s.unsigned_abs() > 500).map_or(0, |i| i + 1);
+    samples.truncate(end);
+    samples
 }
