@@ -144,6 +144,38 @@ async fn xoff_stops_sending_until_xon() {
     assert!(sender.stats().xoffs >= 1);
 }
 
+/// Asterisk says MEDIA_XOFF on its own (its queue is the judge, not asterai's pacing): no frame
+/// leaves while it is off (beyond one already on the wire), and after MEDIA_XON every frame
+/// follows, none lost, none out of order.
+#[tokio::test]
+async fn a_peer_xoff_holds_every_frame_until_xon_then_all_follow_in_order() {
+    let fake = FakeChanWebsocket::start(FakeOptions { format: "slin16", ..FakeOptions::default() }).await;
+    let mut session = websocket::connect(&fake.url(), options(ControlFormat::Json)).await.unwrap();
+    let sender = session.sender();
+    // 200 frames (4 s), each frame's samples its number.
+    let frames = 200usize;
+    let audio: Vec<i16> = (0..frames).flat_map(|n| std::iter::repeat_n(n as i16, 320)).collect();
+    sender.send_audio(&audio).await.unwrap();
+    sender.mark("end").await.unwrap();
+    // Some frames go out, then the peer says XOFF.
+    let before = fake.wait_for("the first frames", |s| s.received >= 10).await.received;
+    fake.act(Action::Text(r#"{"event":"MEDIA_XOFF","channel_id":"fake-ws-channel"}"#.into()));
+    // Paced at 20 ms with a 500 ms lead, a second is worth some 50 more frames: none may come.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = fake.seen().received;
+    assert!(held <= before + 27, "frames kept coming during XOFF: {before} then {held}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.seen().received, held, "a frame left while Asterisk said XOFF");
+    assert!(sender.stats().xoffs >= 1, "{:?}", sender.stats());
+    fake.act(Action::Text(r#"{"event":"MEDIA_XON","channel_id":"fake-ws-channel"}"#.into()));
+    next_event(&mut session, "the end mark", |e| e == &MediaEvent::MarkProcessed("end".into())).await;
+    let seen = fake.seen();
+    assert_eq!(seen.received, frames, "{seen:?}");
+    let numbers: Vec<i16> = seen.played.iter().map(|f| i16::from_le_bytes([f[0], f[1]])).collect();
+    assert_eq!(numbers, (0..frames as i16).collect::<Vec<_>>(), "every frame, in order");
+    assert_eq!(sender.stats().frames_sent, frames as u64);
+}
+
 #[tokio::test]
 async fn flush_stops_the_audio_and_discards_what_was_not_heard() {
     let fake = FakeChanWebsocket::start(FakeOptions::default()).await;

@@ -814,6 +814,8 @@ impl AgentSpec {
         set(&mut c.silence, &self.limits.silence);
         set(&mut c.max_silent_turns, &self.limits.max_silent_turns);
         set(&mut config.stt.language, &self.language);
+        // The agent's word over `[stream] barge_in` (the streaming path reads it per call).
+        set(&mut config.stream.barge_in, &self.barge_in);
         let r = &mut config.responder;
         set(&mut r.system_prompt, &self.system_prompt);
         set(&mut r.provider, &self.responder.provider);
@@ -1082,6 +1084,13 @@ mod tests {
         assert_eq!(config.responder.api_key.expose(), "house");
         let spec = AgentSpec::parse("[responder]\nurl = \"https://other.example/v1\"").unwrap();
         assert_eq!(spec.apply(&base, |_| None).unwrap().responder.api_key.expose(), "");
+        // barge_in: the agent's word over [stream] barge_in, the daemon's when it says nothing.
+        assert!(config.stream.barge_in);
+        let off = AgentSpec::parse("barge_in = false").unwrap().apply(&base, |_| None).unwrap();
+        assert!(!off.stream.barge_in);
+        base.stream.barge_in = false;
+        assert!(AgentSpec::parse("barge_in = true").unwrap().apply(&base, |_| None).unwrap().stream.barge_in);
+        assert!(!AgentSpec::parse("").unwrap().apply(&base, |_| None).unwrap().stream.barge_in);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::speech::llm::{OpenAiResponder, Responder};
@@ -21,6 +22,8 @@ pub struct Providers {
     pub streaming_tts: Arc<dyn StreamingTts>,
     /// The rules, for the analysis of responders that do not give one.
     pub rules: Arc<RuleSet>,
+    /// Deepgram live, for the streaming path, when `stt.provider` is `deepgram`.
+    pub live_stt: Option<crate::speech::stt_stream::DeepgramLive>,
 }
 
 /// One provider behind both text-to-speech traits.
@@ -81,6 +84,17 @@ impl Providers {
         let stt_policy =
             HttpPolicy { timeout: config.stt.timeout.0, retries: config.stt.retries, ..HttpPolicy::default() };
         let language = (!config.stt.language.is_empty()).then(|| config.stt.language.clone());
+        let live_stt = (config.stt.provider == "deepgram").then(|| crate::speech::stt_stream::DeepgramLive {
+            url: or(&config.stt.url, "https://api.deepgram.com/v1").to_owned(),
+            api_key: config.stt.api_key.expose().to_owned(),
+            model: or(&config.stt.model, "nova-3").to_owned(),
+            language: language.clone(),
+            // asterai ends the turn itself (stream.endpoint_silence); Deepgram's endpointing
+            // only marks speech_final.
+            endpointing: Duration::from_millis(300),
+            connect_timeout: config.stt.timeout.0.min(Duration::from_secs(5)),
+            finalize_wait: Duration::from_secs(2),
+        });
         let stt: Arc<dyn SpeechToText> = match config.stt.provider.as_str() {
             "deepgram" => Arc::new(DeepgramStt {
                 client: client.clone(),
@@ -143,7 +157,7 @@ impl Providers {
                 timeout: config.tts.timeout.0,
             }),
         };
-        Ok(Providers { stt, responder, voice: Voice::new(tts, &config.media_dir()), streaming_tts, rules })
+        Ok(Providers { stt, responder, voice: Voice::new(tts, &config.media_dir()), streaming_tts, rules, live_stt })
     }
 
     /// Problems an administrator should hear about at start-up (a provider without its key).

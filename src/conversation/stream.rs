@@ -51,7 +51,7 @@ use crate::speech::SpeechError;
 use crate::speech::audio::{self, StreamResampler};
 use crate::speech::llm::{Chunk, ChunkStream, SentenceSplitter};
 use crate::speech::stt::SpeechToText;
-use crate::speech::stt_stream::{TurnStt, UtteranceStt};
+use crate::speech::stt_stream::{LiveTurn, TurnStt, UtteranceStt};
 use crate::speech::vad::{VadEvent, VadState, VoiceActivity};
 use crate::store::{CallStatus, Outcome, RecordingVia};
 
@@ -445,6 +445,9 @@ struct Shared {
     speaking: AtomicBool,
     /// A caller turn has begun and not ended.
     in_turn: AtomicBool,
+    /// The caller may talk over the agent: `[stream] barge_in`, or the call's agent's
+    /// `barge_in` once the core has chosen the agent.
+    barge_in: AtomicBool,
     /// The last barge-in (changes with each one).
     barge: watch::Sender<Barge>,
     /// Marks the caller has heard past.
@@ -479,8 +482,9 @@ pub struct StreamPath<'a> {
     answers: std::sync::atomic::AtomicU64,
     /// The agent the call runs (the built-in one until the core says).
     profile: Arc<Profile>,
-    /// The speech-to-text of that agent, which the ear reads for each utterance.
-    stt: Arc<Mutex<Arc<dyn SpeechToText>>>,
+    /// The speech-to-text of that agent (and its Deepgram live settings), which the ear reads
+    /// for each utterance.
+    stt: Arc<Mutex<AgentStt>>,
     _ear_task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
@@ -498,17 +502,22 @@ impl<'a> StreamPath<'a> {
         let shared = Arc::new(Shared {
             speaking: AtomicBool::new(false),
             in_turn: AtomicBool::new(false),
+            barge_in: AtomicBool::new(stream.options.stream.barge_in),
             barge,
             marks: Mutex::new(HashSet::new()),
             held: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel(8);
         let options = &stream.options.stream;
-        let stt = Arc::new(Mutex::new(inner.builtin.providers.stt.clone()));
+        let providers = &inner.builtin.providers;
+        let stt = Arc::new(Mutex::new((providers.stt.clone(), providers.live_stt.clone())));
         let agent_stt = stt.clone();
-        let new_stt: SttFactory = Box::new(move || {
-            let stt = agent_stt.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            Box::new(UtteranceStt::new(stt, rate))
+        let new_stt: SttFactory = Box::new(move || -> Box<dyn TurnStt> {
+            let (stt, live) = agent_stt.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match live {
+                Some(live) => Box::new(LiveTurn::new(live, stt, rate)),
+                None => Box::new(UtteranceStt::new(stt, rate)),
+            }
         });
         let vad = VoiceActivity::new(rate, options.vad_params());
         let ear = match vad {
@@ -518,7 +527,6 @@ impl<'a> StreamPath<'a> {
                     vad,
                     new_stt,
                     speculative: options.speculative(),
-                    barge_in: options.barge_in,
                     shared: shared.clone(),
                     tx,
                     gone: gone.clone(),
@@ -756,7 +764,18 @@ fn heard_of(sent: &[(String, Duration, String)], played: Duration, marks: &HashS
 
 impl MediaPath for StreamPath<'_> {
     fn use_profile(&mut self, profile: &Arc<Profile>) {
-        *self.stt.lock().unwrap_or_else(|e| e.into_inner()) = profile.providers.stt.clone();
+        *self.stt.lock().unwrap_or_else(|e| e.into_inner()) =
+            (profile.providers.stt.clone(), profile.providers.live_stt.clone());
+        // An agent's configuration has its `barge_in` over the daemon's (see AgentSpec::apply);
+        // the built-in agent follows `[stream] barge_in`.
+        let barge_in = match &profile.agent {
+            Some(_) => profile.settings.base.stream.barge_in,
+            None => self.stream.options.stream.barge_in,
+        };
+        if !barge_in {
+            tracing::debug!(agent = ?profile.agent, "barge-in is off for this call");
+        }
+        self.shared.barge_in.store(barge_in, Ordering::SeqCst);
         self.profile = profile.clone();
     }
 
@@ -793,7 +812,9 @@ impl MediaPath for StreamPath<'_> {
                     Some(Ear::Turn { mut stt, endpoint_ms, last_voice_at, ended_at }) => {
                         return Heard::Utterance(Utterance {
                             endpoint_ms,
-                            ended_at,
+                            // A turn that ended while the agent was still talking (barge-in
+                            // off) waited for it: its turn budget starts now, not then.
+                            ended_at: ended_at.max(started),
                             last_voice_at: Some(last_voice_at),
                             transcribe: Box::new(move |deadline| {
                                 Box::pin(async move { stt.finish(deadline).await.map(|t| t.text) })
@@ -914,6 +935,12 @@ impl MediaPath for StreamPath<'_> {
         }
         let _ = client.set_variable(channel, "ASTERAI_OUTCOME", outcome.as_str()).await;
         let _ = client.set_variable(channel, "ASTERAI_STATUS", "ok").await;
+        if outcome == Outcome::Transferred && !hang_up {
+            // The transfer moved the channel out of the application already (its StasisEnd may
+            // not have arrived yet): a second continue could send it back to the dialplan
+            // after Stasis() instead of to the transfer target.
+            return;
+        }
         let result = if hang_up {
             client.hangup(channel, Some(crate::ari::HangupReason::Normal)).await
         } else {
@@ -927,13 +954,15 @@ impl MediaPath for StreamPath<'_> {
 
 type SttFactory = Box<dyn Fn() -> Box<dyn TurnStt> + Send>;
 
+/// An agent's speech-to-text, and its Deepgram live settings when it uses Deepgram.
+type AgentStt = (Arc<dyn SpeechToText>, Option<crate::speech::stt_stream::DeepgramLive>);
+
 /// The task that hears the caller: frames in, voice activity, speech-to-text, barge-in.
 struct EarTask {
     session: MediaSession,
     vad: VoiceActivity,
     new_stt: SttFactory,
     speculative: bool,
-    barge_in: bool,
     shared: Arc<Shared>,
     tx: mpsc::Sender<Ear>,
     gone: watch::Receiver<Option<String>>,
@@ -1020,7 +1049,7 @@ impl EarTask {
                         started = true;
                         self.shared.in_turn.store(true, Ordering::SeqCst);
                         let talking = sender.is_playing() || self.shared.speaking.load(Ordering::SeqCst);
-                        if self.barge_in && talking {
+                        if talking && self.shared.barge_in.load(Ordering::SeqCst) {
                             let onset_at = now.checked_sub(self.vad.clock().saturating_sub(onset)).unwrap_or(now);
                             let unplayed = sender.unplayed();
                             let _ = sender.flush().await;

@@ -14,6 +14,10 @@
 //!   `Results` messages carry interim and final transcripts; at the end of a turn a `Finalize`
 //!   flushes what Deepgram still holds, and the finals of the turn make its transcript.
 //!   `KeepAlive` holds the connection open while the caller is silent; `CloseStream` ends it.
+//! * [`LiveTurn`], what a streaming call uses with `stt.provider = "deepgram"`: one Deepgram
+//!   live connection per turn, opened when the turn's transcriber is made (as the previous turn
+//!   ends, so it is up before the caller speaks again), the turn's audio kept until it is; if the
+//!   connection fails, the turn's audio is posted to Deepgram's pre-recorded endpoint instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -366,6 +370,12 @@ impl DeepgramLive {
 }
 
 impl DeepgramSession {
+    /// Ends the stream politely: the writer sends `CloseStream` once the audio queued is out.
+    pub fn close(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        self.outgoing = closed;
+    }
+
     /// Takes in the results that arrived, without waiting.
     fn drain(&mut self) {
         while let Ok(result) = self.results.try_recv() {
@@ -462,6 +472,135 @@ impl TurnStt for DeepgramSession {
         let mut parts: Vec<&str> = self.finals.iter().map(|(t, _)| t.as_str()).collect();
         parts.extend(self.interim.as_deref());
         (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}
+
+/// Deepgram live for one caller turn (see the module docs): audio goes to the live connection
+/// as it comes, and the same audio to an [`UtteranceStt`] of the pre-recorded endpoint, used
+/// only if the live connection cannot be had or is lost without a word.
+pub struct LiveTurn {
+    connecting: Option<tokio::task::JoinHandle<Result<DeepgramSession, SpeechError>>>,
+    session: Option<DeepgramSession>,
+    /// Audio that came before the connection was up.
+    waiting: Vec<i16>,
+    failed: Option<SpeechError>,
+    fallback: UtteranceStt,
+}
+
+impl LiveTurn {
+    /// Starts connecting at once (needs a Tokio runtime); `stt` is the fallback.
+    pub fn new(live: DeepgramLive, stt: Arc<dyn SpeechToText>, rate: u32) -> LiveTurn {
+        let connecting = tokio::spawn(async move { live.connect(rate).await });
+        LiveTurn {
+            connecting: Some(connecting),
+            session: None,
+            waiting: Vec::new(),
+            failed: None,
+            fallback: UtteranceStt::new(stt, rate),
+        }
+    }
+
+    /// Takes the connection if it is up (never waits).
+    fn poll_connected(&mut self) {
+        use futures_util::FutureExt as _;
+        let Some(task) = self.connecting.as_mut() else { return };
+        let Some(result) = task.now_or_never() else { return };
+        self.connecting = None;
+        self.connected(result);
+    }
+
+    fn connected(&mut self, result: Result<Result<DeepgramSession, SpeechError>, tokio::task::JoinError>) {
+        match joined_live(result) {
+            Ok(mut session) => {
+                if !self.waiting.is_empty() {
+                    session.audio(&std::mem::take(&mut self.waiting));
+                }
+                self.session = Some(session);
+            }
+            Err(e) => {
+                tracing::warn!("Deepgram live is unavailable ({e}); this turn is posted to the pre-recorded endpoint");
+                self.waiting = Vec::new();
+                self.failed = Some(e);
+            }
+        }
+    }
+}
+
+fn joined_live(
+    result: Result<Result<DeepgramSession, SpeechError>, tokio::task::JoinError>,
+) -> Result<DeepgramSession, SpeechError> {
+    result
+        .map_err(|e| SpeechError::Failed { provider: "deepgram-live", message: format!("connect task failed: {e}") })?
+}
+
+impl Drop for LiveTurn {
+    fn drop(&mut self) {
+        if let Some(task) = self.connecting.take() {
+            task.abort();
+        }
+    }
+}
+
+impl TurnStt for LiveTurn {
+    fn name(&self) -> &'static str {
+        "deepgram-live"
+    }
+
+    fn audio(&mut self, samples: &[i16]) {
+        self.fallback.audio(samples);
+        self.poll_connected();
+        if let Some(session) = &mut self.session {
+            session.audio(samples);
+        } else if self.connecting.is_some() {
+            let max = MAX_UTTERANCE.as_secs() as usize * self.fallback.rate as usize;
+            let room = max.saturating_sub(self.waiting.len());
+            self.waiting.extend_from_slice(&samples[..samples.len().min(room)]);
+        }
+    }
+
+    fn short_pause(&mut self) {}
+
+    fn resumed(&mut self) {}
+
+    fn finish(&mut self, deadline: Instant) -> BoxFuture<'_, Result<TurnTranscript, SpeechError>> {
+        Box::pin(async move {
+            if let Some(task) = self.connecting.take() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, task).await {
+                    Ok(result) => self.connected(result),
+                    Err(_) => {
+                        self.failed = Some(SpeechError::Timeout { provider: "deepgram-live", after: left });
+                    }
+                }
+            }
+            if let Some(session) = &mut self.session {
+                match session.finish(deadline).await {
+                    Ok(transcript) => {
+                        session.close();
+                        return Ok(transcript);
+                    }
+                    Err(e) => {
+                        tracing::warn!("Deepgram live failed during the turn ({e}); posting the turn's audio instead");
+                    }
+                }
+            }
+            if let Some(e) = &self.failed {
+                tracing::debug!("the turn is posted to the pre-recorded endpoint: Deepgram live failed ({e})");
+            }
+            self.fallback.finish(deadline).await
+        })
+    }
+
+    fn cancel(&mut self) {
+        self.waiting.clear();
+        self.fallback.cancel();
+        if let Some(session) = &mut self.session {
+            session.cancel();
+        }
+    }
+
+    fn interim(&mut self) -> Option<String> {
+        self.session.as_mut().and_then(|s| s.interim())
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Seen {
     pub protocol: Option<String>,
     /// Frames played, in order (each the bytes of one frame).
     pub played: Vec<Vec<u8>>,
+    /// Frames received (played, queued or dropped).
+    pub received: usize,
     /// Frames dropped because the queue was full.
     pub dropped: usize,
     /// Bytes dropped as a remainder shorter than a frame.
@@ -315,6 +317,7 @@ async fn run(
                 let Some(Ok(message)) = message else { return };
                 match message {
                     Message::Binary(bytes) => {
+                        seen.lock().unwrap().received += bytes.len() / size;
                         if frames >= QUEUE_MAX {
                             seen.lock().unwrap().dropped += bytes.len() / size;
                         } else {

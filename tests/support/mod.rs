@@ -11,6 +11,7 @@ pub mod db;
 pub mod fake_ari;
 pub mod fake_asterisk;
 pub mod fake_media;
+pub mod fake_pbx;
 pub mod http;
 pub mod live;
 pub mod logs;
