@@ -95,6 +95,32 @@ exten => s,1,Answer()
  same => n,Wait(15)
  same => n,Hangup()
 
+[transferee]
+; A caller of the streaming conversation who asks for a person, then waits on the line.
+exten => s,1,Answer()
+ same => n,Wait(3)
+ same => n,Playback(${MIXDIR}/ask)
+ same => n,Wait(30)
+ same => n,Hangup()
+
+[presser]
+; A caller who asks the agent to press keys, reads them (3 s at most), then says goodbye.
+exten => s,1,Answer()
+ same => n,Wait(3)
+ same => n,Playback(${MIXDIR}/ask)
+ same => n,Read(KEYS,,2,,,8)
+ same => n,Verbose(1,presser read: ${KEYS})
+ same => n,Wait(1)
+ same => n,Playback(${MIXDIR}/done)
+ same => n,Wait(20)
+ same => n,Hangup()
+
+[agents]
+; The transfer target of a streaming call (a queue of people in real life): it notes who came.
+exten => s,1,Verbose(1,asterai transfer reached agents: ${CHANNEL(name)} outcome ${ASTERAI_OUTCOME})
+ same => n,Wait(2)
+ same => n,Hangup()
+
 [callee]
 ; The far end of an outbound streaming call: answers, hears the greeting, asks, listens, hangs up.
 exten => s,1,Answer()
@@ -628,6 +654,24 @@ struct StreamRig {
 }
 
 async fn stream_rig(asterisk: &Asterisk, transcripts: &[&str], answers: Vec<wiremock::ResponseTemplate>) -> StreamRig {
+    stream_rig_with(asterisk, transcripts, answers, RigOptions::default()).await
+}
+
+#[derive(Default)]
+struct RigOptions<'a> {
+    /// `dialer.transfer_target`, e.g. `Local/s@agents`.
+    transfer_target: Option<&'a str>,
+    /// `stream.transport = "audiosocket"`, asterai listening on a free loopback port.
+    audiosocket: bool,
+}
+
+/// [`stream_rig`] with a transfer target or the AudioSocket transport.
+async fn stream_rig_with(
+    asterisk: &Asterisk,
+    transcripts: &[&str],
+    answers: Vec<wiremock::ResponseTemplate>,
+    rig: RigOptions<'_>,
+) -> StreamRig {
     use asterai::config::{Config, Dur};
     use asterai::conversation::{Conversations, Providers, Settings, StreamCalls, StreamOptions};
     use asterai::dialer::{Tracker, TrackerConfig};
@@ -674,7 +718,12 @@ async fn stream_rig(asterisk: &Asterisk, transcripts: &[&str], answers: Vec<wire
     config.stream.no_input = Dur::secs(12);
     std::fs::create_dir_all(config.media_dir()).unwrap();
     let providers = Providers::from_config(&config).unwrap();
-    let conversations = Conversations::new(daemon.publisher.clone(), providers, Settings::from_config(&config), None);
+    let transferer = rig.transfer_target.and_then(asterai::dialer::TransferTarget::parse).map(|target| {
+        std::sync::Arc::new(asterai::dialer::AriTransferer::new(client.clone(), target))
+            as std::sync::Arc<dyn asterai::conversation::Transferer>
+    });
+    let conversations =
+        Conversations::new(daemon.publisher.clone(), providers, Settings::from_config(&config), transferer);
 
     // The tracker reads the application's events and hands the call over.
     let tracker = Tracker::new(
@@ -688,7 +737,15 @@ async fn stream_rig(asterisk: &Asterisk, transcripts: &[&str], answers: Vec<wire
             conversation_grace: Duration::from_secs(10),
         },
     );
-    let options = StreamOptions { app: APP.into(), stream: config.stream.clone(), support: None, audiosocket: None };
+    let audiosocket = if rig.audiosocket {
+        config.stream.transport = "audiosocket".into();
+        let server =
+            asterai::media::audiosocket::AudioSocketServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        Some(std::sync::Arc::new(server))
+    } else {
+        None
+    };
+    let options = StreamOptions { app: APP.into(), stream: config.stream.clone(), support: None, audiosocket };
     tracker.set_stasis_calls(std::sync::Arc::new(StreamCalls::new(conversations, client.clone(), options)));
     let stop = CancellationToken::new();
     let items =
@@ -869,4 +926,210 @@ async fn ari_and_media_over_tls_against_the_real_asterisk() {
     event(&mut events, "the media channel's StasisStart", stasis_start_of("tls-media")).await;
     let _ = client.hangup("tls-caller", None).await;
     stop.cancel();
+}
+
+/// Transfer inside Stasis: the caller of a streaming call asks for a person; the channel leaves
+/// the application for the transfer target (`Local/s@agents`, a dialplan context here) through
+/// ARI, and the call is stored as transferred. asterai's media channel and bridge are gone.
+#[tokio::test]
+async fn a_streaming_call_transferred_to_a_person_against_the_real_asterisk() {
+    use asterai::store::{CallStatus, Outcome};
+    use support::mocks::sse;
+
+    support::init();
+    let _ = tracing_subscriber::fmt().with_env_filter("asterai=debug").with_test_writer().try_init();
+    let asterisk = Asterisk::start().await;
+    let rig = stream_rig_with(
+        &asterisk,
+        &["Can I speak to a person, please?"],
+        vec![sse(&["Of course, one moment."])],
+        RigOptions { transfer_target: Some("Local/s@agents"), ..RigOptions::default() },
+    )
+    .await;
+    let mix = asterisk.mix_dir();
+    espeak(&mix, "ask", "Can I speak to a person, please?");
+    let client = asterisk.client();
+    let originate = Originate {
+        endpoint: "Local/s@transferee".into(),
+        destination: Destination::App { app: APP.into(), args: vec!["ai?org=acme".into()] },
+        variables: [("MIXDIR".to_owned(), mix.display().to_string())].into(),
+        channel_id: Some("transfer-caller".into()),
+        other_channel_id: Some("transfer-talker".into()),
+        caller_id: Some("Caller <5551230000>".into()),
+        timeout: None,
+    };
+    client.originate(&originate).await.unwrap();
+
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let call = loop {
+        let page = rig.db.store.list_calls(acme.id, &Default::default()).await.unwrap();
+        if let Some(call) = page.calls.first().filter(|c| c.ended_at.is_some()) {
+            break call.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the streaming call never ended:\n{}", asterisk.console());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(call.outcome, Some(Outcome::Transferred), "{call:?}\n{}", asterisk.console());
+    assert_eq!(call.status, CallStatus::Completed, "{call:?}");
+    let turns = rig.db.store.turns(acme.id, &call.id).await.unwrap();
+    assert!(turns.iter().any(|t| t.caller == "Can I speak to a person, please?"), "{turns:?}");
+
+    // The channel reached the transfer target's context, out of the application.
+    let log = || std::fs::read_to_string(asterisk.dir.path().join("log/full")).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !log().contains("asterai transfer reached agents: Local/s@transferee") {
+        assert!(tokio::time::Instant::now() < deadline, "the caller never reached [agents]:\n{}", asterisk.console());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // asterai's media channel and bridge are gone; only the caller's Local pair may remain.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let channels = client.channels().await.unwrap();
+        let media: Vec<_> = channels.iter().filter(|c| c.id.starts_with("asterai-media-")).collect();
+        let apps = client.applications().await.unwrap();
+        let bridges: Vec<&String> = apps.iter().filter(|a| a.name == APP).flat_map(|a| &a.bridge_ids).collect();
+        if media.is_empty() && bridges.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "left in Asterisk: {media:?} {bridges:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.stop.cancel();
+}
+
+/// The AudioSocket fallback end to end: `stream.transport = "audiosocket"`, Asterisk's
+/// chan_audiosocket connects to asterai's listener with the UUID asterai announced; the caller
+/// is greeted, asks, is answered, and hangs up; no media channel is left.
+#[tokio::test]
+async fn an_audiosocket_streaming_call_against_the_real_asterisk() {
+    use asterai::store::CallStatus;
+    use support::mocks::sse;
+
+    support::init();
+    let _ = tracing_subscriber::fmt().with_env_filter("asterai=debug").with_test_writer().try_init();
+    let asterisk = Asterisk::start().await;
+    let rig = stream_rig_with(
+        &asterisk,
+        &["How much does it cost?"],
+        vec![sse(&["It is twenty dollars a month."])],
+        RigOptions { audiosocket: true, ..RigOptions::default() },
+    )
+    .await;
+    let mix = asterisk.mix_dir();
+    espeak(&mix, "ask", "How much does it cost?");
+    let client = asterisk.client();
+    let originate = Originate {
+        endpoint: "Local/s@callee".into(),
+        destination: Destination::App { app: APP.into(), args: vec!["ai?org=acme".into()] },
+        variables: [("MIXDIR".to_owned(), mix.display().to_string())].into(),
+        channel_id: Some("as-caller".into()),
+        other_channel_id: Some("as-talker".into()),
+        caller_id: Some("Caller <5551230000>".into()),
+        timeout: None,
+    };
+    client.originate(&originate).await.unwrap();
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    // The media channels Asterisk has while the call runs, by technology.
+    let mut drivers = std::collections::BTreeSet::new();
+    let call = loop {
+        for channel in client.channels().await.unwrap_or_default() {
+            if channel.id.starts_with("asterai-media-") {
+                drivers.insert(channel.name.split('/').next().unwrap_or_default().to_owned());
+            }
+        }
+        let page = rig.db.store.list_calls(acme.id, &Default::default()).await.unwrap();
+        if let Some(call) = page.calls.first().filter(|c| c.ended_at.is_some()) {
+            break call.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the streaming call never ended:\n{}", asterisk.console());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(drivers.into_iter().collect::<Vec<_>>(), ["AudioSocket"], "the media channel's technology");
+    assert_eq!(call.status, CallStatus::Completed, "{call:?}\n{}", asterisk.console());
+    let turns = rig.db.store.turns(acme.id, &call.id).await.unwrap();
+    let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
+    assert_eq!(said.first(), Some(&("", "Hello.")), "{said:?}\n{}", asterisk.console());
+    assert!(said.contains(&("How much does it cost?", "It is twenty dollars a month.")), "{said:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let channels = client.channels().await.unwrap();
+        if !channels.iter().any(|c| c.id.starts_with("asterai-media-")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "media channel left: {channels:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.stop.cancel();
+}
+
+/// Tools on the streaming path against the real Asterisk: the model's tool calls arrive in
+/// streamed fragments (OpenAI's chunk shapes). `send_dtmf` presses keys on the caller's channel
+/// through ARI (the caller's side reads them with `Read()`), the model is asked again with the
+/// result, then `end_call` ends the call: asterai hangs up, and the turns keep the tools used.
+#[tokio::test]
+async fn tool_calls_on_a_streaming_call_against_the_real_asterisk() {
+    use asterai::store::{CallStatus, Outcome};
+    use support::mocks::{sse, sse_tool_call, sse_tool_call_id};
+
+    support::init();
+    let _ = tracing_subscriber::fmt().with_env_filter("asterai=debug").with_test_writer().try_init();
+    let asterisk = Asterisk::start().await;
+    let answers = vec![
+        sse_tool_call("", "send_dtmf", r#"{"digits":"42"}"#),
+        sse(&["I pressed four two for you."]),
+        sse_tool_call_id("call_end", "Thank you, goodbye!", "end_call", r#"{"outcome":"completed","reason":"done"}"#),
+    ];
+    let rig = stream_rig(&asterisk, &["Please press four two.", "That is all, thanks."], answers).await;
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    rig.db
+        .store
+        .create_agent(
+            acme.id,
+            "menu",
+            &serde_json::json!({"tools": ["send_dtmf", "end_call"], "greeting_inbound": "Hello."}),
+        )
+        .await
+        .unwrap();
+    let mix = asterisk.mix_dir();
+    espeak(&mix, "ask", "Please press four two.");
+    espeak(&mix, "done", "That is all, thanks.");
+    let client = asterisk.client();
+    let originate = Originate {
+        endpoint: "Local/s@presser".into(),
+        destination: Destination::App { app: APP.into(), args: vec!["ai?org=acme&agent=menu".into()] },
+        variables: [("MIXDIR".to_owned(), mix.display().to_string())].into(),
+        channel_id: Some("tool-caller".into()),
+        other_channel_id: Some("tool-talker".into()),
+        caller_id: Some("Caller <5551230000>".into()),
+        timeout: None,
+    };
+    client.originate(&originate).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let call = loop {
+        let page = rig.db.store.list_calls(acme.id, &Default::default()).await.unwrap();
+        if let Some(call) = page.calls.first().filter(|c| c.ended_at.is_some()) {
+            break call.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the streaming call never ended:\n{}", asterisk.console());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    rig.stop.cancel();
+    assert_eq!(call.status, CallStatus::Completed, "{call:?}\n{}", asterisk.console());
+    assert_eq!(call.outcome, Some(Outcome::Completed), "{call:?}");
+    let turns = rig.db.store.turns(acme.id, &call.id).await.unwrap();
+    let tools: Vec<(&str, &serde_json::Value)> =
+        turns.iter().flat_map(|t| t.tools.iter().map(|u| (u.name.as_str(), &u.result))).collect();
+    assert!(tools.iter().any(|(name, _)| *name == "send_dtmf"), "{tools:?}");
+    assert!(tools.iter().any(|(name, _)| *name == "end_call"), "{tools:?}");
+    let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
+    assert!(said.contains(&("Please press four two.", "I pressed four two for you.")), "{said:?}");
+    // The caller's side heard the keys: Read() stored them.
+    let log = || std::fs::read_to_string(asterisk.dir.path().join("log/full")).unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !log().contains("presser read: 42") {
+        assert!(tokio::time::Instant::now() < deadline, "the keys never reached the caller:\n{}", asterisk.console());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
