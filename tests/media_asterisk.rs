@@ -1124,7 +1124,14 @@ async fn tool_calls_on_a_streaming_call_against_the_real_asterisk() {
     assert!(tools.iter().any(|(name, _)| *name == "send_dtmf"), "{tools:?}");
     assert!(tools.iter().any(|(name, _)| *name == "end_call"), "{tools:?}");
     let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
-    assert!(said.contains(&("Please press four two.", "I pressed four two for you.")), "{said:?}");
+    // The caller's script may talk over the end of that answer (a barge-in): the turn keeps what
+    // was heard of it.
+    assert!(
+        said.iter().any(|(caller, agent)| *caller == "Please press four two."
+            && agent.starts_with("I pressed four two")
+            && "I pressed four two for you.".starts_with(agent)),
+        "{said:?}"
+    );
     // The caller's side heard the keys: Read() stored them.
     let log = || std::fs::read_to_string(asterisk.dir.path().join("log/full")).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + WAIT;
