@@ -185,6 +185,7 @@ pub async fn listen(
     let mut listener = crate::conversation::listen::listen(&call, setup)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "asterisk", format!("cannot listen to the call: {e}")))?;
+    audit(&state, &principal, "call.listen_started", &id, peer.as_deref(), serde_json::json!({})).await;
     publish(
         &state,
         &principal,
@@ -193,7 +194,6 @@ pub async fn listen(
         serde_json::json!({"listeners": listener.tap.listeners()}),
     )
     .await;
-    audit(&state, &principal, "call.listen_started", &id, peer.as_deref(), serde_json::json!({})).await;
     let upgrade = hyper::upgrade::on(request);
     let shutdown = state.inner.shutdown.clone();
     tokio::spawn(async move {
@@ -210,8 +210,9 @@ pub async fn listen(
             Err(e) => format!("the WebSocket upgrade did not complete: {e}"),
         };
         drop(listener);
-        publish(&state, &principal, &id, EventKind::SupervisorLeft, serde_json::json!({"reason": why})).await;
+        // The audit row first: whoever sees the event on the feed finds the row.
         audit(&state, &principal, "call.listen_ended", &id, peer.as_deref(), serde_json::json!({"reason": why})).await;
+        publish(&state, &principal, &id, EventKind::SupervisorLeft, serde_json::json!({"reason": why})).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
