@@ -132,11 +132,23 @@ impl Fleet {
             };
             if !self.publisher.call_ended(call.org_id, &call.id, &interrupted(reason)).await?.is_empty() {
                 counted(&call);
+                self.fail_recordings(&call).await?;
                 tracing::warn!(call_id = %call.id, org = %call.org, "a call left unfinished by a previous run is finished as interrupted");
                 finished.push(call.id);
             }
         }
         Ok(finished)
+    }
+
+    /// The whole-call recordings of an interrupted call that were still running: nobody will
+    /// finish their files, so they are failed with the reason instead of staying "recording".
+    async fn fail_recordings(&self, call: &Call) -> Result<(), StoreError> {
+        let reason = "the daemon recording the call stopped before the call ended; the file may be incomplete";
+        let failed = self.publisher.store().fail_unfinished_recordings(call.org_id, &call.id, reason).await?;
+        if failed > 0 {
+            tracing::warn!(call_id = %call.id, recordings = failed, "an interrupted call's recordings are marked failed");
+        }
+        Ok(())
     }
 
     /// Finishes the unfinished calls of daemons that stopped beating. Returns the ids finished.
@@ -151,6 +163,7 @@ impl Fleet {
             let orphan = Orphan { daemon_id: &dead, dead_after: self.config.dead_after };
             if !self.publisher.orphan_ended(&call, &interrupted(reason), &orphan).await?.is_empty() {
                 counted(&call);
+                self.fail_recordings(&call).await?;
                 tracing::warn!(call_id = %call.id, org = %call.org, daemon = %dead, "a call of a daemon that stopped beating is finished as interrupted");
                 finished.push(call.id);
             }

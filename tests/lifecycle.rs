@@ -149,6 +149,22 @@ async fn sigkill_mid_call_then_restart_finishes_the_call() {
         calls_until(&store, acme, "the call in progress", |c| c.len() == 1 && c[0].status == CallStatus::InProgress)
             .await;
     assert_eq!(calls[0].direction.as_str(), "inbound");
+    // A whole-call recording under way when the daemon dies: nobody will finish its file.
+    use asterai::store::{NewRecording, RecordingStatus, RecordingVia};
+    let recording = NewRecording {
+        org_id: acme,
+        call_id: &calls[0].id,
+        via: RecordingVia::MixMonitor,
+        name: "killed-call",
+        path: "/nonexistent/killed-call.wav",
+        format: "wav",
+        region: None,
+        consent_required: false,
+        consent_announced: false,
+        status: RecordingStatus::Recording,
+        reason: None,
+    };
+    store.start_recording(&recording).await.unwrap();
 
     daemon.signal("KILL");
     let (_, mut daemon) = wait_exit(daemon).await;
@@ -163,6 +179,10 @@ async fn sigkill_mid_call_then_restart_finishes_the_call() {
         call.status_reason.as_deref().unwrap().starts_with("interrupted: asterai stopped (crash or kill)"),
         "{call:#?}"
     );
+    let recordings = store.call_recordings(acme, &call.id).await.unwrap();
+    assert_eq!(recordings.len(), 1);
+    assert_eq!(recordings[0].status, RecordingStatus::Failed, "{recordings:#?}");
+    assert!(recordings[0].status_reason.as_deref().unwrap_or("").contains("stopped before the call ended"));
     // The restarted daemon takes calls as usual.
     let _next = held_call(tokio::task::block_in_place(|| again.listener("FastAGI")), "acme", "101.2").await;
     calls_until(&store, acme, "a new call", |c| c.iter().any(|c| c.ended_at.is_none())).await;
