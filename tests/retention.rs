@@ -171,6 +171,15 @@ backend_tests! {
         let acme = store.create_org("acme", "Acme").await.unwrap().id;
         let beta = store.create_org("beta", "Beta").await.unwrap().id;
         let gamma = store.create_org("gamma", "Gamma").await.unwrap().id;
+        // acme sends its analyses to a webhook: the outbox holds each body as it is sent.
+        let endpoint = asterai::store::webhooks::NewWebhookEndpoint {
+            org_id: acme,
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: "env:ASTERAI_SECRET_HOOK".into(),
+            events: vec!["call.analyzed".into()],
+            enabled: true,
+        };
+        store.add_webhook_endpoint(&endpoint).await.unwrap();
         // 30 days by default; acme keeps 10, gamma forever.
         let config = RetentionConfig { days: 30, orgs: BTreeMap::from([("acme".into(), 10), ("gamma".into(), 0)]) };
         let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
@@ -228,6 +237,15 @@ backend_tests! {
         assert_eq!(ids(&done, "acme"), ids(&dry, "acme"));
         assert_eq!(ids(&done, "beta"), ids(&dry, "beta"));
         assert_eq!(done.calls(), 3);
+        // The webhook bodies of the purged calls lose the analysis' words too; a newer call's keep them.
+        let deliveries = store.webhook_deliveries(acme, None, 100).await.unwrap();
+        let body = |id: &str| deliveries.iter().find(|d| d.call_id == id).map(|d| d.body.clone()).unwrap();
+        for id in [&acme_old, &acme_older] {
+            let body: Value = serde_json::from_str(&body(id)).unwrap();
+            assert_eq!(body["data"], json!({"purged": true, "success": true}), "{body}");
+            assert_eq!(body["type"], "call.analyzed");
+        }
+        assert!(body(&acme_new).contains(CARD), "a call inside the retention keeps its webhook body");
 
         for (i, (org, id)) in all.iter().enumerate() {
             let purged = [&acme_old, &acme_older, &beta_old].contains(id);

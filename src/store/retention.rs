@@ -178,6 +178,28 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    // The outbox keeps each webhook's exact body: a call.analyzed body carries the
+                    // analysis' words, and loses them as the call's own event does (whatever the
+                    // delivery's state: one still to be sent goes out purged).
+                    let deliveries = sqlx::query(
+                        "SELECT id, body FROM webhook_deliveries WHERE call_id = $1 AND org_id = $2 AND type = 'call.analyzed'",
+                    )
+                    .bind(call_id)
+                    .bind(org_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for delivery in &deliveries {
+                        let mut body: Value = serde_json::from_str(&delivery.text("body")?)
+                            .map_err(|e| StoreError::Database(format!("webhook delivery body: {e}")))?;
+                        let data = purged_event("call_analyzed", body["data"].take());
+                        body["data"] = data;
+                        sqlx::query("UPDATE webhook_deliveries SET body = $1 WHERE id = $2 AND org_id = $3")
+                            .bind(body.to_string())
+                            .bind(delivery.text("id")?)
+                            .bind(org_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                     // The recordings' files go before the transaction commits: a purge that
                     // cannot delete one is not recorded as done, and is tried again.
                     let paths: Vec<String> = sqlx::query_scalar(
