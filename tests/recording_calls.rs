@@ -45,6 +45,20 @@ async fn call_from_florida(asterisk: &Asterisk, agent: &Agent) -> (String, Strin
     (call_id, channel)
 }
 
+/// The audit log's downloads of a recording by an organization's tokens: (status, range).
+async fn downloads(agent: &Agent, org_id: i64, url: &str) -> Vec<(u64, Option<String>)> {
+    let entries = agent.store.audit_log(Some(org_id), 0, 1000).await.unwrap();
+    entries
+        .into_iter()
+        .filter(|e| e.action == "call.recording_downloaded")
+        .map(|e| {
+            assert_eq!(e.target.as_deref(), Some(url));
+            assert!(e.actor.starts_with("token:"), "{}", e.actor);
+            (e.detail["status"].as_u64().unwrap(), e.detail["range"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
 /// Waits until the call's recordings are all settled (none `recording`), and returns them.
 async fn settled_recordings(agent: &Agent, call_id: &str) -> Vec<Recording> {
     let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
@@ -165,6 +179,22 @@ async fn a_recorded_call_announces_consent_first_and_downloads_with_ranges() {
     let foreign = get(&agent, &url).bearer_auth(&other).send().await.unwrap();
     assert_eq!(foreign.status().as_u16(), 404);
     assert!(agent.store.call_recordings(globex.id, &call_id).await.unwrap().is_empty());
+
+    // Every download by a token is in the audit log, with the bytes asked for; the URL token,
+    // refused before any token was checked, acted for nobody.
+    let acme = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let range = |r: &str| Some(r.to_owned());
+    assert_eq!(
+        downloads(&agent, acme.id, &url).await,
+        vec![
+            (200, None),
+            (206, range("bytes=40-139")),
+            (206, range("bytes=-10")),
+            (416, Some(format!("bytes={}-", bytes.len()))),
+            (400, None),
+        ]
+    );
+    assert_eq!(downloads(&agent, globex.id, &url).await, vec![(404, None)], "globex's attempt is globex's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

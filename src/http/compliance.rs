@@ -81,9 +81,14 @@ fn action_name(method: &Method, route: &str, path: &str) -> String {
         ("POST", "/v1/agents/{name}/default") => "agent.made_default".into(),
         ("POST", "/v1/dnc") => "dnc.added".into(),
         ("DELETE", "/v1/dnc/{number}") => "dnc.removed".into(),
+        ("GET", "/v1/calls/{id}/recording") => "call.recording_downloaded".into(),
         (method, route) => format!("{method} {route}"),
     }
 }
+
+/// Reads of personal data the audit log records like changes: who downloaded a call's
+/// recording, when, and which bytes.
+const AUDITED_READS: &[&str] = &["/v1/calls/{id}/recording"];
 
 /// Largest answer the audit reads for the id of what was created.
 const AUDIT_BODY_LIMIT: usize = 1 << 20;
@@ -91,24 +96,30 @@ const AUDIT_BODY_LIMIT: usize = 1 << 20;
 /// Writes every change a token makes (a `POST`, `PUT`, `PATCH` or `DELETE` under `/v1` by a
 /// token that passed its scope check) to the audit log: the token's name and id, the action,
 /// the path, the answer's status (and the id of a call or campaign it created), the peer's
-/// address. A request refused before its token was checked acted for nobody and is not logged.
+/// address; and the reads of [`AUDITED_READS`] (with the `Range` asked for). A request refused
+/// before its token was checked acted for nobody and is not logged.
 pub async fn audit(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let changes = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-    if !changes || !request.uri().path().starts_with("/v1/") {
-        return next.run(request).await;
-    }
-    let slot = AuditSlot::default();
-    request.extensions_mut().insert(slot.clone());
     let path = request.uri().path().to_owned();
     let route =
         request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_else(|| path.clone());
+    let changes = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let reads_personal_data = method == Method::GET && AUDITED_READS.contains(&route.as_str());
+    if !(changes || reads_personal_data) || !path.starts_with("/v1/") {
+        return next.run(request).await;
+    }
+    let range = request.headers().get(axum::http::header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let slot = AuditSlot::default();
+    request.extensions_mut().insert(slot.clone());
     let peer = request.extensions().get::<ConnectInfo<super::Peer>>().map(|c| c.0.0.to_string());
     let response = next.run(request).await;
     let Some(principal) = slot.take() else { return response };
     let action = action_name(&method, &route, &path);
     let status = response.status();
     let mut detail = serde_json::json!({"method": method.as_str(), "status": status.as_u16()});
+    if let Some(range) = range {
+        detail["range"] = serde_json::json!(range);
+    }
     // The id of the call or campaign created: read from the answer, which is sent on as it was.
     let response = if status.is_success() && matches!(action.as_str(), "call.placed" | "campaign.created") {
         let (parts, body) = response.into_parts();
