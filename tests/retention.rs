@@ -264,6 +264,9 @@ backend_tests! {
             for key in ["id", "from", "to", "direction", "status", "outcome", "outcome_reason", "started_at", "answered_at", "ended_at", "duration_s", "turns", "intent_score"] {
                 assert_eq!(after["call"][key], was[key], "{key} of {id} is kept");
             }
+            // When, in the call itself (what `GET /v1/calls` answers): null before the purge.
+            assert_eq!(was["purged_at"], Value::Null, "{id} was not purged before");
+            assert_eq!(call.purged_at, Some(now), "{id} says when it was purged");
             // The words go.
             assert_eq!(call.transcript, None);
             assert_eq!(call.analysis, Some(json!({"purged": true, "success": true})));

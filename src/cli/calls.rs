@@ -167,6 +167,9 @@ pub fn run(args: Args, context: Context) -> anyhow::Result<()> {
                     if let Some(d) = call.duration_s {
                         println!("duration  {d:.1} s");
                     }
+                    if let Some(at) = call.purged_at {
+                        println!("purged    {} (retention: the words and recordings are deleted)", when(Some(at)));
+                    }
                     for r in &recordings {
                         let consent = match (r.consent_required, r.consent_announced) {
                             (_, true) => "consent announced",

@@ -670,6 +670,7 @@ fn schemas() -> Value {
             ("campaign_name", opt_string()),
             ("agent", opt_string()),
             ("agent_version", opt_integer()),
+            ("purged_at", opt_time()),
         ],
         &[(
             "analysis",

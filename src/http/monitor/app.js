@@ -48,7 +48,8 @@ const SEGMENTS = [
 const CALL_FIELDS = ['id', 'org', 'direction', 'from', 'to', 'channel', 'campaign_id',
   'contact_id', 'contact_name', 'campaign_name', 'status', 'status_reason', 'outcome',
   'outcome_reason', 'started_at', 'answered_at', 'ended_at', 'duration_s', 'transcript',
-  'emotion', 'intent_score', 'agent', 'agent_version', 'recordings', 'recording_url', 'analysis'];
+  'emotion', 'intent_score', 'agent', 'agent_version', 'recordings', 'recording_url', 'analysis',
+  'purged_at'];
 
 // ---- State ----------------------------------------------------------------------------------
 // Reset in place on sign-out, never replaced.
@@ -1013,6 +1014,7 @@ function renderCallHead(c) {
   setText(ui.cvOutcome, human(c.outcome));
   // The outcome's reason and the status's are often the same words: say them once.
   const reasons = [...new Set([c.outcome_reason, c.status_reason].filter(Boolean))];
+  if (c.purged_at) reasons.push('words and recording purged by retention ' + fmtDateTime(c.purged_at));
   setText(ui.cvReason, reasons.length ? reasons.join(' · ') : '—');
   renderRecording(c);
   // Exports need the turns, so wait for the detail (an active call's may still grow).

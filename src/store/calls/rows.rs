@@ -10,7 +10,7 @@ use crate::store::{Result, RowExt, StoreError};
 
 pub(crate) const CALL_COLUMNS: &str = "SELECT c.id, c.org_id, o.slug, c.direction, c.from_number, c.to_number, c.channel, c.campaign_id, \
      c.contact_id, c.status, c.status_reason, c.outcome, c.outcome_reason, c.started_at, c.answered_at, c.ended_at, \
-     c.duration_s, c.transcript, c.emotion, c.intent_score, c.turns, c.daemon_id, c.asterisk_id, c.agent_name, c.agent_version, c.analysis, \
+     c.duration_s, c.transcript, c.emotion, c.intent_score, c.turns, c.daemon_id, c.asterisk_id, c.agent_name, c.agent_version, c.analysis, c.purged_at, \
      TRIM(COALESCE(ct.first_name, '') || ' ' || COALESCE(ct.last_name, '')) AS contact_name, cp.name AS campaign_name \
      FROM calls c JOIN organizations o ON o.id = c.org_id \
      LEFT JOIN contacts ct ON ct.id = c.contact_id LEFT JOIN campaigns cp ON cp.id = c.campaign_id";
@@ -47,6 +47,7 @@ pub(crate) fn call_from(row: &impl RowExt) -> Result<Call> {
         agent: row.opt_text("agent_name")?,
         agent_version: row.opt_int("agent_version")?.map(|v| v as i32),
         analysis: row.opt_json("analysis")?,
+        purged_at: row.opt_time("purged_at")?,
         daemon_id: row.opt_text("daemon_id")?,
         asterisk_id: row.opt_text("asterisk_id")?,
     })

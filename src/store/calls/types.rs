@@ -104,6 +104,9 @@ pub struct Call {
     /// [`crate::conversation::after_call`]); absent until it ran, or without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analysis: Option<serde_json::Value>,
+    /// When retention purged the call's words and recordings (its metadata stays); null until
+    /// then. See [`crate::retention`].
+    pub purged_at: Option<DateTime<Utc>>,
     /// The daemon that holds the call's live state (its conversation, or the dialer following
     /// it); see [`crate::fleet`].
     #[serde(skip)]
