@@ -1,5 +1,5 @@
-//! The server side of WebSocket (RFC 6455) for the live feed: the upgrade handshake, server
-//! frames, and a strict reader of client frames.
+//! The server side of WebSocket (RFC 6455) for the live feed: server frames, and a strict reader
+//! of client frames (the handshake is [`crate::http::upgrade`]).
 //!
 //! The feed writes the same event to every supervisor. A server frame is never masked, so an
 //! event's frame is identical for every client: the hub encodes it once ([`frame`]) and each
@@ -11,14 +11,8 @@
 //! else ends the connection with the close code the RFC names (1002, 1003, 1007, 1009). A
 //! client's close frame must carry a code a peer may send and a UTF-8 reason.
 
-use axum::http::{HeaderMap, HeaderValue, header};
-use base64::Engine as _;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt};
-
-/// The GUID every `Sec-WebSocket-Accept` is computed with (RFC 6455 §1.3).
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
@@ -35,39 +29,6 @@ pub const CLOSE_UNSUPPORTED: u16 = 1003;
 pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// Close code: a message over the size limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
-
-/// Why an upgrade request is not a WebSocket handshake.
-#[derive(Debug, thiserror::Error)]
-#[error("not a WebSocket upgrade: {0}")]
-pub struct NotAnUpgrade(pub &'static str);
-
-fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Checks an HTTP/1.1 upgrade request and returns the `Sec-WebSocket-Accept` value to answer with.
-pub fn accept(headers: &HeaderMap) -> Result<HeaderValue, NotAnUpgrade> {
-    if !header_has(headers, header::CONNECTION, "upgrade") {
-        return Err(NotAnUpgrade("expected `Connection: upgrade`"));
-    }
-    if !header_has(headers, header::UPGRADE, "websocket") {
-        return Err(NotAnUpgrade("expected `Upgrade: websocket`"));
-    }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
-        return Err(NotAnUpgrade("expected `Sec-WebSocket-Version: 13`"));
-    }
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).ok_or(NotAnUpgrade("missing Sec-WebSocket-Key"))?;
-    let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(GUID.as_bytes());
-    let value = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-    HeaderValue::from_str(&value).map_err(|_| NotAnUpgrade("unusable Sec-WebSocket-Key"))
-}
 
 /// A complete, unmasked server frame: FIN set, one opcode, the payload.
 pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
@@ -331,18 +292,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn accept_key_from_the_rfc() {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
-        headers.insert(header::UPGRADE, "websocket".parse().unwrap());
-        headers.insert(header::SEC_WEBSOCKET_VERSION, "13".parse().unwrap());
-        headers.insert(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap());
-        assert_eq!(accept(&headers).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        headers.remove(header::SEC_WEBSOCKET_KEY);
-        assert!(accept(&headers).is_err());
     }
 
     #[test]
