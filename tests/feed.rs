@@ -545,7 +545,9 @@ async fn client_frames_are_read_as_rfc_6455_says() {
     assert_eq!(event["id"], id, "the connection still works");
 
     let big = vec![b'x'; 40 * 1024];
-    let mut cases: Vec<(String, Vec<(u8, Vec<u8>, bool)>, u16)> = vec![
+    // (what, frames as (first byte, payload, masked), the close code expected)
+    type Frames = Vec<(u8, Vec<u8>, bool)>;
+    let mut cases: Vec<(String, Frames, u16)> = vec![
         ("unmasked".into(), vec![(0x81, b"{}".to_vec(), false)], 1002),
         ("extension bit".into(), vec![(0xC1, b"{}".to_vec(), true)], 1002),
         ("reserved data opcode".into(), vec![(0x83, b"{}".to_vec(), true)], 1002),
