@@ -394,7 +394,7 @@ fn originate(shared: &Arc<Shared>, q: &BTreeMap<String, String>) -> Response {
 /// `GET /ari/events?app=…`: one socket per application.
 async fn events(shared: Arc<Shared>, request: Request, q: BTreeMap<String, String>) -> Response {
     let Some(app) = q.get("app").cloned() else { return json_response(400, json!({"message": "app"})) };
-    let Ok(accept) = asterai::feed::ws::accept(request.headers()) else { return empty(400) };
+    let Ok(accept) = asterai::http::upgrade::accept(request.headers()) else { return empty(400) };
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     {
         let mut fake = shared.lock();

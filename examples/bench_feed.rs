@@ -4,18 +4,14 @@
 //!
 //! ```text
 //! bench_feed server  --addr 127.0.0.1:4700 --rate 200 --seconds 30 --clients 1000 [--database URL]
-//!                    [--framing own|tungstenite]
 //! bench_feed clients --addr 127.0.0.1:4700 --token <token> --clients 1000
 //! ```
 //!
 //! `scripts/bench-feed` runs both (separate processes) and prints the figures.
 //!
-//! `--framing tungstenite` answers the clients with tokio-tungstenite's server instead of the
-//! feed's own framing: the same hub, the same events (each event's text shared by every client,
-//! as a tungstenite feed would keep it), but tungstenite frames and buffers every message once
-//! per client. The server reports the CPU time it spent while events were published and
-//! delivered, which is what decides between the two (issue 16: keep the own framing only if it
-//! is at least 20 % better at 1,000 clients).
+//! The server is the daemon's own feed path: the HTTP server, `GET /v1/feed`'s upgrade and one
+//! subscriber per client (tokio-tungstenite). It reports the CPU time it spent while events were
+//! published and delivered.
 
 use std::time::{Duration, Instant};
 
@@ -83,11 +79,7 @@ async fn server(args: &[String]) {
         dialer: None,
     });
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    match arg(args, "--framing", "own").as_str() {
-        "own" => drop(tokio::spawn(asterai::http::serve(listener, state, stop.clone()))),
-        "tungstenite" => drop(tokio::spawn(tungstenite_feed(listener, hub.clone(), org.id))),
-        other => panic!("--framing {other}: expected own or tungstenite"),
-    }
+    tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
     println!("token {token}");
 
     // Wait for every client to subscribe.
@@ -195,42 +187,6 @@ fn cpu_seconds() -> f64 {
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
-/// The feed served by tokio-tungstenite: every client subscribes to the hub and writes each
-/// event it is handed as a text message, a batch per flush. No filters, replay or heartbeats:
-/// only what delivering live events costs.
-async fn tungstenite_feed(listener: tokio::net::TcpListener, hub: std::sync::Arc<Hub>, org_id: i64) {
-    use futures_util::SinkExt;
-    use std::sync::atomic::Ordering;
-    loop {
-        let Ok((socket, _)) = listener.accept().await else { continue };
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let _ = socket.set_nodelay(true);
-            let Ok(mut ws) = tokio_tungstenite::accept_async(socket).await else { return };
-            let mut subscription = hub.subscribe(org_id, Default::default(), 1024);
-            while let Some(batch) = subscription.rx.recv().await {
-                subscription.pending.fetch_sub(batch.len(), Ordering::AcqRel);
-                for published in batch.iter() {
-                    // The frame's payload: a tungstenite feed would keep this text, not a frame.
-                    let header = match published.frame.get(1).map(|b| b & 0x7F) {
-                        Some(126) => 4,
-                        Some(127) => 10,
-                        _ => 2,
-                    };
-                    let text = tokio_tungstenite::tungstenite::Utf8Bytes::try_from(published.frame.slice(header..))
-                        .expect("the hub's frames carry UTF-8 JSON");
-                    if ws.feed(Message::Text(text)).await.is_err() {
-                        return;
-                    }
-                }
-                if ws.flush().await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
 }
 
 /// The string value after `key` (which ends with the opening quote).

@@ -407,6 +407,199 @@ async fn silent_client_close(addr: std::net::SocketAddr, token: &str) -> u16 {
     }
 }
 
+/// A feed client speaking raw frames over a real socket, to send what a WebSocket library
+/// would refuse to.
+struct RawClient {
+    tcp: tokio::net::TcpStream,
+}
+
+impl RawClient {
+    async fn connect(addr: std::net::SocketAddr, token: &str) -> RawClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /v1/feed HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tcp.read_u8().await.unwrap());
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        RawClient { tcp }
+    }
+
+    /// Sends one frame: `first` is the FIN, RSV and opcode byte; masked as a client must unless
+    /// `masked` is false.
+    async fn send(&mut self, first: u8, payload: &[u8], masked: bool) {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+        let bit = if masked { 0x80 } else { 0 };
+        let mut frame = vec![first];
+        match payload.len() {
+            len @ 0..=125 => frame.push(bit | len as u8),
+            len @ 126..=0xFFFF => {
+                frame.push(bit | 126);
+                frame.extend((len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(bit | 127);
+                frame.extend((len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            frame.extend(mask);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            frame.extend(payload);
+        }
+        self.tcp.write_all(&frame).await.unwrap();
+    }
+
+    /// The next frame from the server (opcode, payload); `None` once the connection ends.
+    async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let (first, second) = (self.tcp.read_u8().await?, self.tcp.read_u8().await?);
+            assert_eq!(second & 0x80, 0, "server frames are not masked");
+            let len = match second & 0x7f {
+                126 => u64::from(self.tcp.read_u16().await?),
+                127 => self.tcp.read_u64().await?,
+                n => u64::from(n),
+            };
+            let mut payload = vec![0; len as usize];
+            self.tcp.read_exact(&mut payload).await?;
+            Ok::<_, std::io::Error>((first & 0x0f, payload))
+        };
+        tokio::time::timeout(WAIT, read).await.expect("a frame or the end of the connection").ok()
+    }
+
+    /// The next frame of `opcode`, skipping the others (events, pings).
+    async fn next_of(&mut self, opcode: u8) -> Option<Vec<u8>> {
+        loop {
+            match self.frame().await? {
+                (op, payload) if op == opcode => return Some(payload),
+                (0x8, payload) => panic!("closed while waiting for opcode {opcode}: {payload:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The server's close frame: its code (`None` for an empty one) and reason.
+    async fn close(&mut self) -> (Option<u16>, String) {
+        loop {
+            match self.frame().await {
+                Some((0x8, payload)) => {
+                    let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                    let reason = String::from_utf8(payload.get(2..).unwrap_or_default().to_vec()).unwrap();
+                    return (code, reason);
+                }
+                Some(_) => continue,
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// Client frames are read as RFC 6455 says: fragments reassembled with control frames between
+/// them, pings answered, and every violation closing that connection (only) with the code the
+/// RFC names: 1002 for a protocol error (unmasked, extension bits, a bad opcode, a fragmented or
+/// oversized control frame, a continuation of nothing, a close code a peer may not send), 1007
+/// for invalid UTF-8 (in a close reason too), 1009 for a message over the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_frames_are_read_as_rfc_6455_says() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let token = daemon.token("acme").await;
+    let acme = org_id(&db.store, "acme").await;
+
+    let mut client = RawClient::connect(daemon.addr, &token).await;
+    client.send(0x01, br#"{"filter":"#, true).await;
+    client.send(0x89, b"are you there?", true).await;
+    client.send(0x00, br#" {"types": "#, true).await;
+    client.send(0x8A, b"unsolicited pong", true).await;
+    client.send(0x80, br#"["call_started"]}}"#, true).await;
+    let (mut pong, mut ack) = (None, None);
+    while pong.is_none() || ack.is_none() {
+        match client.frame().await.expect("the connection stays open") {
+            (0xA, payload) => pong = Some(payload),
+            (0x1, text) => {
+                let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+                if value["type"] == "feed.filter" {
+                    ack = Some(value);
+                }
+            }
+            (0x8, payload) => panic!("closed: {payload:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(pong.unwrap(), b"are you there?", "a ping's pong carries its payload");
+    let ack = ack.unwrap();
+    assert_eq!(ack["filter"]["types"], serde_json::json!(["call_started"]), "the fragments make one message");
+    client.send(0x82, b"\x01\x02", true).await;
+    let error: serde_json::Value = serde_json::from_slice(&client.next_of(0x1).await.unwrap()).unwrap();
+    assert_eq!(error["type"], "feed.error", "binary: {error}");
+    let (_, id) = daemon.publish(acme, "+15551230000").await;
+    let event: serde_json::Value = serde_json::from_slice(&client.next_of(0x1).await.unwrap()).unwrap();
+    assert_eq!(event["id"], id, "the connection still works");
+
+    let big = vec![b'x'; 40 * 1024];
+    // (what, frames as (first byte, payload, masked), the close code expected)
+    type Frames = Vec<(u8, Vec<u8>, bool)>;
+    let mut cases: Vec<(String, Frames, u16)> = vec![
+        ("unmasked".into(), vec![(0x81, b"{}".to_vec(), false)], 1002),
+        ("extension bit".into(), vec![(0xC1, b"{}".to_vec(), true)], 1002),
+        ("reserved data opcode".into(), vec![(0x83, b"{}".to_vec(), true)], 1002),
+        ("reserved control opcode".into(), vec![(0x8B, Vec::new(), true)], 1002),
+        ("fragmented ping".into(), vec![(0x09, b"p".to_vec(), true)], 1002),
+        ("ping over 125 bytes".into(), vec![(0x89, vec![b'p'; 126], true)], 1002),
+        ("continuation of nothing".into(), vec![(0x80, b"x".to_vec(), true)], 1002),
+        (
+            "new message inside a fragmented one".into(),
+            vec![(0x01, b"a".to_vec(), true), (0x81, b"b".to_vec(), true)],
+            1002,
+        ),
+        ("text not UTF-8".into(), vec![(0x81, vec![0xff, 0xfe], true)], 1007),
+        ("one-byte close".into(), vec![(0x88, vec![3], true)], 1002),
+        (
+            "close reason not UTF-8".into(),
+            vec![(0x88, [&1000u16.to_be_bytes()[..], &[0xce, 0xba, 0xe1, 0xbd]].concat(), true)],
+            1007,
+        ),
+        ("message over the limit in fragments".into(), vec![(0x01, big.clone(), true), (0x80, big, true)], 1009),
+    ];
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+        cases.push((format!("close code {code}"), vec![(0x88, code.to_be_bytes().to_vec(), true)], 1002));
+    }
+    for (what, frames, expected) in cases {
+        let mut client = RawClient::connect(daemon.addr, &token).await;
+        client.next_of(0x1).await.unwrap(); // feed.ready
+        for (first, payload, masked) in frames {
+            client.send(first, &payload, masked).await;
+        }
+        let (code, reason) = client.close().await;
+        assert_eq!(code, Some(expected), "{what}: {reason}");
+        assert!(client.frame().await.is_none(), "{what}: nothing after the close frame");
+    }
+    // A client's close with a code a peer may send is answered with that code.
+    for code in [1000u16, 1001, 1003, 1007, 1011, 3000, 4999] {
+        let mut client = RawClient::connect(daemon.addr, &token).await;
+        let payload = [&code.to_be_bytes()[..], "κόσμε".as_bytes()].concat();
+        client.send(0x88, &payload, true).await;
+        assert_eq!(client.close().await.0, Some(code), "close {code}");
+    }
+    let mut client = RawClient::connect(daemon.addr, &token).await;
+    client.send(0x88, b"", true).await;
+    client.close().await;
+
+    // The server is healthy after all of it.
+    let mut healthy = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+    let (_, id) = daemon.publish(acme, "+15551230001").await;
+    assert_eq!(healthy.event(WAIT).await.id, id);
+    daemon.stop().await;
+}
+
 /// Writes a `call_events` row directly, as another version of asterai would.
 async fn insert_event_row(db: &TestDb, org_id: i64, kind: &str, org_seq: i64) {
     let at = chrono::Utc::now();

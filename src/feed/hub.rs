@@ -31,19 +31,19 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize,
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::filter::Filter;
 use crate::store::{EVENTS_CHANNEL, Event, Store};
 
-/// An event with its WebSocket frame, encoded once for all clients.
+/// An event with its JSON, serialized once for all clients (each clone shares the bytes).
 #[derive(Debug)]
 pub struct Published {
     pub event: Event,
-    /// A complete text frame carrying the event's JSON.
-    pub frame: Bytes,
+    /// The text of the WebSocket message carrying the event.
+    pub text: Utf8Bytes,
 }
 
 /// Events handed out together, in id order.
@@ -327,8 +327,8 @@ impl Hub {
                             match serde_json::to_string(&event) {
                                 Ok(json) => {
                                     metrics::counter!("asterai_feed_events_broadcast_total").increment(1);
-                                    let frame = super::ws::frame(super::ws::OP_TEXT, json.as_bytes());
-                                    by_org.entry(event.org_id).or_default().push(Arc::new(Published { event, frame }));
+                                    let text = Utf8Bytes::from(json);
+                                    by_org.entry(event.org_id).or_default().push(Arc::new(Published { event, text }));
                                 }
                                 Err(e) => tracing::error!(event_id = event.id, "feed hub: cannot serialize event: {e}"),
                             }
@@ -405,7 +405,7 @@ mod tests {
                 org_id,
                 log_id: id,
             };
-            Arc::new(Published { event, frame: Bytes::new() })
+            Arc::new(Published { event, text: Utf8Bytes::default() })
         })
         .collect()
     }

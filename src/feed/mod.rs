@@ -4,8 +4,8 @@
 //! * [`publisher`]: every component records calls through it; each write appends its event.
 //! * [`hub`]: tails the event log and hands batches of events to the subscribers.
 //! * [`filter`]: what a supervisor narrows its feed to.
-//! * [`subscriber`]: one supervisor's connection, served: replay, live events, heartbeat, close.
-//! * [`ws`]: the WebSocket framing (RFC 6455) the subscriber speaks.
+//! * [`subscriber`]: one supervisor's connection (WebSocket, tokio-tungstenite), served: replay,
+//!   live events, heartbeat, close.
 //!
 //! Arrows point one way: `subscriber` → `hub` → `filter`; `publisher` → `hub`.
 
@@ -13,7 +13,6 @@ pub mod filter;
 pub mod hub;
 pub mod publisher;
 pub mod subscriber;
-pub mod ws;
 
 pub use filter::Filter;
 pub use hub::Hub;

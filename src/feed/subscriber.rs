@@ -24,23 +24,40 @@
 //!   (bounded): a socket closed with unread data resets the connection, and the client would
 //!   lose what it had not read yet, the close frame and its last id included.
 //!
+//! The WebSocket protocol (RFC 6455) is tokio-tungstenite's, over hyper's upgraded connection.
+//! It reads client frames strictly: masked, no extension bits, control frames whole and at most
+//! 125 bytes, messages within `feed.max_message_bytes`, close frames with a code a peer may send
+//! and a UTF-8 reason. A client that breaks the protocol is closed with the code the RFC names
+//! (1002, 1007 for invalid UTF-8, 1009 for a message over the limit); it answers pings, and a
+//! client's close, itself.
+//!
 //! Two tasks per connection: the writer (replay, live events, pings, close) and the reader
-//! (filters, pongs, the client's close). The writer alone touches the socket's write side.
+//! (filters, pongs, the client's close). Both go through one tungstenite connection, split in
+//! two; the reader's own writes are tungstenite's answers to pings and closes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::filter::Filter;
 use super::hub::{Hub, Stop, StopReason, Subscription};
-use super::ws::{self, FrameReader, Incoming, ReadError};
 use crate::store::Store;
 
 /// Close code: the client's queue overflowed. The reason is `slow_client last_id=<n>`.
@@ -62,6 +79,9 @@ pub const LINGER: Duration = Duration::from_secs(30);
 pub const LINGER_IDLE: Duration = Duration::from_secs(5);
 /// See [`LINGER`].
 pub const LINGER_BYTES: usize = 64 << 20;
+/// tungstenite's read buffer per connection. Clients send small messages (filters, pongs), and
+/// tungstenite zero-fills up to this much on every read (128 KiB by default).
+const READ_BUFFER: usize = 4 * 1024;
 
 /// Settings of every subscriber's connection (`[feed]` in the config).
 #[derive(Debug, Clone)]
@@ -147,8 +167,88 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn text(value: serde_json::Value) -> Bytes {
-    ws::frame(ws::OP_TEXT, value.to_string().as_bytes())
+fn text(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+/// A close frame with a status code and a reason (cut to fit the 125-byte control limit).
+fn close(code: CloseCode, reason: &str) -> Message {
+    let mut cut = reason.len().min(123);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Message::Close(Some(CloseFrame { code, reason: reason[..cut].into() }))
+}
+
+/// The close code and reason for a client that broke the protocol, as RFC 6455 names them;
+/// `None` when the client just left or the socket failed.
+fn violation(e: &WsError) -> Option<(CloseCode, String)> {
+    match e {
+        WsError::Capacity(_) => Some((CloseCode::Size, "message over the size limit".into())),
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "text is not valid UTF-8".into())),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(e) => Some((CloseCode::Protocol, e.to_string())),
+        _ => None,
+    }
+}
+
+/// The upgraded connection under tungstenite, shared with the subscriber: after a protocol error
+/// the reader drains it raw (tungstenite reads nothing more after an error, and what the client
+/// still sends must be read, not reset), and the writer half-closes it at the end. A write the
+/// socket does not take sets `blocked`, the hub's test of a slow client.
+struct Shared<S> {
+    io: Arc<Mutex<S>>,
+    blocked: Arc<AtomicBool>,
+}
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared { io: self.io.clone(), blocked: self.blocked.clone() }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Shared<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *lock(&self.io)).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Shared<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut *lock(&self.io)).poll_write(cx, buf);
+        if written.is_pending() {
+            self.blocked.store(true, Ordering::Release);
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *lock(&self.io)).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *lock(&self.io)).poll_shutdown(cx)
+    }
+}
+
+type Socket<S> = WebSocketStream<Shared<S>>;
+
+/// Reads and discards what the client still sends, until it closes the connection, stays silent
+/// for `idle`, or `limit` (time or bytes) is reached. Closing a socket with unread data makes
+/// the kernel reset the connection, and a client still sending (a message over the limit, say)
+/// would then get the reset instead of the close frame that says why.
+async fn linger<R: AsyncRead + Unpin>(io: &mut R, idle: Duration, limit: Duration, max_bytes: usize) {
+    let drain = async {
+        let mut scratch = vec![0u8; 8 * 1024];
+        let mut drained = 0usize;
+        while drained < max_bytes {
+            match tokio::time::timeout(idle, io.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, drain).await;
 }
 
 /// Serves one upgraded connection (see [`start`]) until the client leaves, falls behind, stops
@@ -162,7 +262,7 @@ pub async fn serve<S>(
     config: SubscriberConfig,
     shutdown: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     metrics::gauge!("asterai_feed_clients").increment(1.0);
     metrics::counter!("asterai_feed_connections_total").increment(1);
@@ -170,15 +270,22 @@ pub async fn serve<S>(
         subscription.stop.stop(StopReason::Shutdown);
     }
     let stop = subscription.stop.clone();
-    let (read_half, write_half) = tokio::io::split(io);
+    let blocked = subscription.blocked.clone();
+    let raw = Shared { io: Arc::new(Mutex::new(io)), blocked: blocked.clone() };
+    let limits = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    let socket = WebSocketStream::from_raw_socket(raw.clone(), Role::Server, Some(limits)).await;
+    let (sink, stream) = socket.split();
     let (control_tx, control_rx) = mpsc::channel(16);
     let last_pong = Arc::new(Mutex::new(Instant::now()));
     // The reader is a task of its own: in the writer's task it would be polled, and would try a
     // socket read, for every event sent.
-    let reader = FrameReader::new(read_half, Bytes::new(), config.max_message_bytes);
     let done = CancellationToken::new();
     let reader = tokio::spawn(read(
-        reader,
+        stream,
+        raw.clone(),
         subscription.filter.clone(),
         control_tx,
         last_pong.clone(),
@@ -186,16 +293,14 @@ pub async fn serve<S>(
         done.clone(),
         config.write_timeout,
     ));
-    let blocked = subscription.blocked.clone();
-    let mut writer =
-        Writer { io: write_half, config: &config, last_sent: 0, start: &start, scratch: BytesMut::new(), blocked };
+    let mut writer = Writer { sink, raw, config: &config, last_sent: 0, start: &start, out: Vec::new(), blocked };
     let ending = writer.run(&store, subscription, control_rx, last_pong).await;
     stop.stop(StopReason::ClientGone);
-    // The socket closes when both halves are gone. After a close frame the reader keeps it open,
-    // reading and discarding, until the client has closed too: closing with the client's pongs
-    // or close reply unread would reset the connection and throw away what the client has not
-    // read yet (the last events, the close frame with its last id). A client that takes nothing
-    // (a failed write) is dropped at once.
+    // The socket closes when both tasks are done with it. After a close frame the reader keeps
+    // it open, reading and discarding, until the client has closed too: closing with the
+    // client's pongs or close reply unread would reset the connection and throw away what the
+    // client has not read yet (the last events, the close frame with its last id). A client
+    // that takes nothing (a failed write) is dropped at once.
     let mut reader = reader;
     if ending == Disconnect::WriteFailed {
         reader.abort();
@@ -211,10 +316,12 @@ pub async fn serve<S>(
 
 /// Reads what the client sends: filters, pings, pongs, close. Replies go through `control`;
 /// the connection is stopped when the client leaves or breaks the protocol.
-async fn read<R: AsyncRead + Unpin>(
-    mut reader: FrameReader<R>,
+#[allow(clippy::too_many_arguments)]
+async fn read<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: SplitStream<Socket<S>>,
+    mut raw: Shared<S>,
     filter: Arc<Mutex<Filter>>,
-    control: mpsc::Sender<Bytes>,
+    control: mpsc::Sender<Message>,
     last_pong: Arc<Mutex<Instant>>,
     stop: Arc<Stop>,
     done: CancellationToken,
@@ -225,13 +332,13 @@ async fn read<R: AsyncRead + Unpin>(
             _ = done.cancelled() => {
                 // The server closed: the client has up to write_timeout to take what is left and
                 // answer; nothing it sends now matters.
-                reader.linger(write_timeout, write_timeout + LINGER, LINGER_BYTES).await;
+                linger(&mut raw, write_timeout, write_timeout + LINGER, LINGER_BYTES).await;
                 return;
             }
-            next = reader.next() => next,
+            next = stream.next() => next,
         };
         let reply = match next {
-            Ok(Some(Incoming::Text(message))) => match serde_json::from_str::<ClientMessage>(&message) {
+            Some(Ok(Message::Text(message))) => match serde_json::from_str::<ClientMessage>(&message) {
                 Ok(ClientMessage { filter: new }) => {
                     let new = new.unwrap_or_default();
                     *lock(&filter) = new.clone();
@@ -241,66 +348,85 @@ async fn read<R: AsyncRead + Unpin>(
                     text(json!({"type": "feed.error", "message": format!("expected {{\"filter\": {{…}}}}: {e}")}))
                 }
             },
-            Ok(Some(Incoming::Binary(_))) => {
+            Some(Ok(Message::Binary(_))) => {
                 text(json!({"type": "feed.error", "message": "binary messages are not supported; send JSON text"}))
             }
-            Ok(Some(Incoming::Ping(payload))) => ws::frame(ws::OP_PONG, &payload),
-            Ok(Some(Incoming::Pong)) => {
+            // tungstenite has queued the pong; it goes out with the next read or write.
+            Some(Ok(Message::Ping(_) | Message::Frame(_))) => continue,
+            Some(Ok(Message::Pong(_))) => {
                 *lock(&last_pong) = Instant::now();
                 continue;
             }
-            Ok(Some(Incoming::Close(code))) => {
-                // Answer the close handshake, then end.
-                let _ = control.try_send(ws::close_frame(code.unwrap_or(1000), ""));
-                break;
-            }
-            Ok(None) => break,
-            Err(ReadError::Protocol(e)) => {
-                tracing::debug!("feed: client broke the WebSocket protocol: {e}");
-                let _ = control.try_send(ws::close_frame(e.code, e.reason));
-                stop.stop(StopReason::ClientGone);
-                reader.linger(LINGER_IDLE, LINGER, LINGER_BYTES).await;
-                return;
-            }
-            Err(ReadError::Io(e)) => {
-                tracing::debug!("feed: reading from the client failed: {e}");
-                break;
-            }
+            // tungstenite has queued the answer to the client's close (1002 for a code a peer
+            // may not send); the writer flushes it as it ends.
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Err(e)) => match violation(&e) {
+                Some((code, reason)) => {
+                    tracing::debug!("feed: client broke the WebSocket protocol: {e}");
+                    // The close first: the writer finds it before it sees the stop.
+                    let _ = control.try_send(close(code, &reason));
+                    stop.stop(StopReason::ClientGone);
+                    linger(&mut raw, LINGER_IDLE, LINGER, LINGER_BYTES).await;
+                    return;
+                }
+                None => {
+                    tracing::debug!("feed: reading from the client failed: {e}");
+                    break;
+                }
+            },
         };
         let _ = control.try_send(reply);
     }
     stop.stop(StopReason::ClientGone);
 }
 
-struct Writer<'a, W> {
-    io: W,
+struct Writer<'a, S> {
+    sink: SplitSink<Socket<S>, Message>,
+    /// The socket under tungstenite, for the half-close at the end.
+    raw: Shared<S>,
     config: &'a SubscriberConfig,
     /// The id of the last event written to the socket.
     last_sent: i64,
     start: &'a SubscriberStart,
-    /// Where several frames are joined into one write.
-    scratch: BytesMut,
+    /// Messages sent together, with one flush.
+    out: Vec<Message>,
     /// Set while the socket does not take what is written (the hub's test of a slow client).
     blocked: Arc<AtomicBool>,
 }
 
-impl<W: AsyncWrite + Unpin> Writer<'_, W> {
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), Disconnect> {
-        let written =
-            tokio::time::timeout(self.config.write_timeout, write_all_flagged(&mut self.io, bytes, &self.blocked));
-        let result = written.await;
+impl<S: AsyncRead + AsyncWrite + Unpin> Writer<'_, S> {
+    /// Sends what `out` holds (emptying it) with one flush, within `feed.write_timeout`.
+    async fn flush_out(&mut self) -> Result<(), Disconnect> {
+        let (sink, out) = (&mut self.sink, &mut self.out);
+        let written = tokio::time::timeout(self.config.write_timeout, async {
+            for message in out.drain(..) {
+                sink.feed(message).await?;
+            }
+            sink.flush().await
+        })
+        .await;
+        self.out.clear();
         self.blocked.store(false, Ordering::Release);
-        match result {
+        match written {
             Ok(Ok(())) => Ok(()),
+            // A close was sent or received: the connection is ending, the client is not stuck.
+            Ok(Err(
+                WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Protocol(ProtocolError::SendAfterClosing),
+            )) => Err(Disconnect::ClientGone),
             _ => Err(Disconnect::WriteFailed),
         }
+    }
+
+    async fn write(&mut self, message: Message) -> Result<(), Disconnect> {
+        self.out.push(message);
+        self.flush_out().await
     }
 
     async fn run(
         &mut self,
         store: &Store,
         mut subscription: Subscription,
-        mut control: mpsc::Receiver<Bytes>,
+        mut control: mpsc::Receiver<Message>,
         last_pong: Arc<Mutex<Instant>>,
     ) -> Disconnect {
         let ending = self
@@ -308,27 +434,33 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             .await
             .err()
             .unwrap_or(Disconnect::ClientGone);
-        // Replies the reader queued (a pong, the echo of the client's close, a protocol-error
-        // close) go out first.
+        if ending == Disconnect::WriteFailed {
+            return ending;
+        }
+        // Replies the reader queued (a filter's answer, a protocol-error close) go out first.
         control.close();
-        while let Ok(frame) = control.try_recv() {
-            if self.write(&frame).await.is_err() {
-                break;
-            }
+        while let Ok(message) = control.try_recv() {
+            self.out.push(message);
         }
         let reason = |label: &str| format!("{label} last_id={}", self.last_sent);
         let frame = match ending {
-            Disconnect::SlowClient => Some((CLOSE_SLOW, reason("slow_client"))),
-            Disconnect::Heartbeat => Some((CLOSE_HEARTBEAT, reason("heartbeat_timeout"))),
-            Disconnect::Shutdown => Some((CLOSE_SHUTDOWN, reason("shutdown"))),
+            Disconnect::SlowClient => Some((CloseCode::from(CLOSE_SLOW), reason("slow_client"))),
+            Disconnect::Heartbeat => Some((CloseCode::from(CLOSE_HEARTBEAT), reason("heartbeat_timeout"))),
+            Disconnect::Shutdown => Some((CloseCode::from(CLOSE_SHUTDOWN), reason("shutdown"))),
             Disconnect::ClientGone | Disconnect::WriteFailed => None,
         };
         // The close frame waits behind what the client has not read yet: it gets as long as any
         // write (a client that drains receives the last id; one that reads nothing is dropped).
         if let Some((code, reason)) = frame {
-            let _ = self.write(&ws::close_frame(code, &reason)).await;
+            self.out.push(close(code, &reason));
         }
-        let _ = tokio::time::timeout(self.config.write_timeout, self.io.shutdown()).await;
+        let written = self.flush_out().await;
+        if written != Err(Disconnect::WriteFailed) {
+            // What tungstenite queued itself (its answer to the client's close) if the above
+            // stopped short of it.
+            let _ = tokio::time::timeout(self.config.write_timeout, self.sink.flush()).await;
+        }
+        let _ = tokio::time::timeout(self.config.write_timeout, self.raw.shutdown()).await;
         if ending == Disconnect::Heartbeat {
             metrics::counter!("asterai_feed_heartbeat_timeouts_total").increment(1);
         }
@@ -340,13 +472,13 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         &mut self,
         store: &Store,
         subscription: &mut Subscription,
-        control: &mut mpsc::Receiver<Bytes>,
+        control: &mut mpsc::Receiver<Message>,
         last_pong: Arc<Mutex<Instant>>,
     ) -> Result<(), Disconnect> {
         self.last_sent = self.start.after;
         self.replay(store, subscription).await?;
         let ready = text(json!({"type": "feed.ready", "org": self.start.org_slug, "last_id": self.last_sent}));
-        self.write(&ready).await?;
+        self.write(ready).await?;
 
         let mut ping = tokio::time::interval(self.config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -365,56 +497,47 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
                 biased;
                 next = subscription.rx.recv() => {
                     let Some(first) = next else { return Err(Disconnect::SlowClient) };
-                    // Everything queued goes out in one write.
-                    self.scratch.clear();
-                    let mut single: Option<Bytes> = None;
+                    // Everything queued goes out with one flush.
                     let mut fed = 0u64;
                     let mut batches = 0;
                     let mut batch = Some(first);
                     while let Some(events) = batch.take() {
-                        subscription.pending.fetch_sub(events.len(), std::sync::atomic::Ordering::AcqRel);
+                        subscription.pending.fetch_sub(events.len(), Ordering::AcqRel);
                         for published in events.iter() {
                             if published.event.id <= self.last_sent {
                                 continue;
                             }
                             self.last_sent = published.event.id;
                             fed += 1;
-                            match single.take() {
-                                None if self.scratch.is_empty() => single = Some(published.frame.clone()),
-                                None => self.scratch.extend_from_slice(&published.frame),
-                                Some(previous) => {
-                                    self.scratch.extend_from_slice(&previous);
-                                    self.scratch.extend_from_slice(&published.frame);
-                                }
-                            }
+                            self.out.push(Message::Text(published.text.clone()));
                         }
                         batches += 1;
                         if batches < BATCHES {
                             batch = subscription.rx.try_recv().ok();
                         }
                     }
-                    match single {
-                        Some(frame) => self.write(&frame).await?,
-                        None if !self.scratch.is_empty() => {
-                            let joined = std::mem::take(&mut self.scratch);
-                            let result = self.write(&joined).await;
-                            self.scratch = joined;
-                            result?;
-                        }
-                        None => {}
+                    if !self.out.is_empty() {
+                        self.flush_out().await?;
                     }
                     if fed > 0 {
                         sent.increment(fed);
                     }
                 }
                 reason = &mut stopped => return Err(reason.into()),
-                Some(frame) = control.recv() => self.write(&frame).await?,
+                Some(message) = control.recv() => {
+                    // The reader's close for a protocol error ends the connection.
+                    let closing = matches!(message, Message::Close(_));
+                    self.write(message).await?;
+                    if closing {
+                        return Err(Disconnect::ClientGone);
+                    }
+                }
                 _ = ping.tick() => {
                     if pinged_at.is_some_and(|at| *lock(&last_pong) < at) {
                         return Err(Disconnect::Heartbeat);
                     }
                     pinged_at = Some(Instant::now());
-                    self.write(&ws::frame(ws::OP_PING, b"")).await?;
+                    self.write(Message::Ping(Bytes::new())).await?;
                 }
             }
         }
@@ -441,22 +564,18 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
             }
             let full = page.full;
             cursor = page.next;
-            self.scratch.clear();
             let mut last = self.last_sent;
             for event in page.events {
                 if !lock(&subscription.filter).matches(&event) {
                     continue;
                 }
                 let Ok(json) = serde_json::to_string(&event) else { continue };
-                self.scratch.extend_from_slice(&ws::frame(ws::OP_TEXT, json.as_bytes()));
+                self.out.push(Message::Text(json.into()));
                 last = event.id;
                 replayed += 1;
             }
-            if !self.scratch.is_empty() {
-                let joined = std::mem::take(&mut self.scratch);
-                let result = self.write(&joined).await;
-                self.scratch = joined;
-                result?;
+            if !self.out.is_empty() {
+                self.flush_out().await?;
                 self.last_sent = last;
             }
             if !full {
@@ -470,31 +589,4 @@ impl<W: AsyncWrite + Unpin> Writer<'_, W> {
         }
         Ok(())
     }
-}
-
-/// `write_all`, noting in `blocked` whenever the socket does not take what is written (its send
-/// buffer is full because the client is not reading fast enough).
-async fn write_all_flagged<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    bytes: &[u8],
-    blocked: &AtomicBool,
-) -> std::io::Result<()> {
-    let mut written = 0;
-    std::future::poll_fn(|cx| {
-        while written < bytes.len() {
-            match std::pin::Pin::new(&mut *io).poll_write(cx, &bytes[written..]) {
-                std::task::Poll::Ready(Ok(0)) => {
-                    return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
-                }
-                std::task::Poll::Ready(Ok(n)) => written += n,
-                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
-                std::task::Poll::Pending => {
-                    blocked.store(true, Ordering::Release);
-                    return std::task::Poll::Pending;
-                }
-            }
-        }
-        std::task::Poll::Ready(Ok(()))
-    })
-    .await
 }

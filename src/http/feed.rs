@@ -12,7 +12,6 @@ use super::extract::{AuthorizedUpgrade, Monitor};
 use super::{ApiError, AppState};
 use crate::feed::Filter;
 use crate::feed::subscriber;
-use crate::feed::ws;
 
 /// `GET /v1/feed[?since=<id>][&call_id=…][&campaign=…]`. Refuses a missing, wrong or revoked
 /// token with 401 before the upgrade.
@@ -23,7 +22,7 @@ pub async fn feed(
     request: Request,
 ) -> Result<Response, ApiError> {
     let principal = principal.into_principal();
-    let accept = ws::accept(request.headers())
+    let accept = super::upgrade::accept(request.headers())
         .map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.to_string()))?;
     let since = match query.get("since") {
         Some(text) => Some(text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {

@@ -58,6 +58,7 @@ pub mod monitor;
 pub mod openapi;
 pub mod recordings;
 mod supervise;
+pub mod upgrade;
 
 pub use api::recording_url;
 

@@ -28,7 +28,6 @@ use super::extract::{Authorized, AuthorizedUpgrade, Supervise};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::conversation::live::{AiState, LiveCall, LiveError};
-use crate::feed::ws;
 use crate::store::EventKind;
 use crate::store::audit::NewAudit;
 
@@ -175,7 +174,7 @@ pub async fn listen(
 ) -> Result<Response, ApiError> {
     let principal = principal.into_principal();
     let peer = request.extensions().get::<ConnectInfo<super::Peer>>().map(|c| c.0.0.to_string());
-    let accept = ws::accept(request.headers())
+    let accept = super::upgrade::accept(request.headers())
         .map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.to_string()))?;
     let call = live_call(&state, &principal, &id).await?;
     let live = state.live().ok_or_else(|| ApiError::unavailable("this daemon runs no conversations"))?;

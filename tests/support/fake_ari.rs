@@ -779,7 +779,7 @@ async fn events(shared: Arc<Shared>, request: Request, query: BTreeMap<String, S
         shared.changed.notify_waiters();
         return refuse("no app parameter");
     };
-    let Ok(accept) = asterai::feed::ws::accept(request.headers()) else {
+    let Ok(accept) = asterai::http::upgrade::accept(request.headers()) else {
         return message(400, "not a WebSocket upgrade");
     };
     let subscribe_all = query.get("subscribeAll").is_some_and(|v| v == "true");
