@@ -254,7 +254,15 @@ async fn a_monitor_token_cannot_supervise_and_a_supervise_token_can() {
     let monitor = rig.token("acme", "wallboard", "monitor,dial,admin").await;
     let supervise = rig.token("acme", "alice", "supervise").await;
     let client = reqwest::Client::new();
-    for (verb, route) in [("POST", "coach"), ("POST", "pause"), ("POST", "resume"), ("GET", "listen")] {
+    for (verb, route) in [
+        ("POST", "coach"),
+        ("POST", "pause"),
+        ("POST", "resume"),
+        ("GET", "listen"),
+        ("GET", "barge"),
+        ("POST", "takeover"),
+        ("POST", "giveback"),
+    ] {
         let url = format!("http://{}/v1/calls/nope/{route}", rig.http);
         let request = |token: &str| {
             let builder = if verb == "POST" {
@@ -381,6 +389,144 @@ async fn coaching_reaches_the_models_next_request_and_pause_holds_the_caller_unt
     let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
     assert_eq!(status, 409, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("has ended"), "{body}");
+    rig.stop.cancel();
+}
+
+/// The user messages of the model's requests, in order.
+async fn user_messages(llm: &MockServer) -> Vec<Vec<String>> {
+    llm.received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Take over and give back on an AGI call: while taken over nothing is played to the caller
+/// (no `STREAM FILE`, only recordings) and the model is not asked; what the caller says is
+/// stored as a turn with the supervisor; given back, the AI answers again with the caller's
+/// words in the model's next request. A `monitor` token changes nothing; another organization
+/// gets 404 and an ended call 409; the events and audit rows carry the supervisor's name.
+#[tokio::test]
+async fn taking_over_silences_the_ai_and_giving_back_hands_it_what_was_said() {
+    let rig = rig(Backend::Sqlite, "daemon-a").await;
+    let alice = rig.token("acme", "alice", "monitor,supervise").await;
+    let wallboard = rig.token("acme", "wallboard", "monitor,dial,admin").await;
+    let outsider = rig.token("globex", "mallory", "supervise").await;
+    mount_stt(&rig.stt, &["My account number is 42.", "So what happens now?"]).await;
+    mount_llm(&rig.llm, &[&["Your case is open ", "and on its way."]]).await;
+
+    let mut phone = Phone::dial(rig.agi.addr).await;
+    let recording = phone.next_recording().await;
+    let call_id = phone.call_id.clone().expect("the daemon told the dialplan the call's id");
+
+    // Neither a token without `supervise` nor another organization changes anything.
+    let (status, _) = rig.post(&wallboard, &format!("/v1/calls/{call_id}/takeover"), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = rig.post(&outsider, &format!("/v1/calls/{call_id}/takeover"), None).await;
+    assert_eq!(status, 404);
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/giveback"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("active")), "nothing to give back: {body}");
+
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/takeover"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["ai"].as_str(), body["taken_over_by"].as_str()), (Some("taken_over"), Some("alice")), "{body}");
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("taken_over")), "a call taken over stays so: {body}");
+
+    // The recording under way ends; while taken over the daemon only records, and transcribes.
+    phone.recorded(&recording, true).await;
+    let next = phone
+        .until(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper.starts_with("RECORD FILE") || upper.starts_with("STREAM FILE")
+        })
+        .await;
+    assert!(next.to_ascii_uppercase().starts_with("RECORD FILE"), "no agent audio while taken over: {next}");
+    phone.recorded(&next, true).await;
+    let next = phone
+        .until(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper.starts_with("RECORD FILE") || upper.starts_with("STREAM FILE")
+        })
+        .await;
+    assert!(next.to_ascii_uppercase().starts_with("RECORD FILE"), "no agent audio while taken over: {next}");
+    assert_eq!(rig.stt.received_requests().await.unwrap_or_default().len(), 1, "the caller's words were transcribed");
+    assert!(user_messages(&rig.llm).await.is_empty(), "the model is not asked while the call is taken over");
+    let played = phone.fake.received.iter().filter(|l| l.to_ascii_uppercase().starts_with("STREAM FILE")).count();
+
+    // Given back during the recording: it ends, and the AI listens and answers again.
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/giveback"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("active")), "{body}");
+    phone.recorded(&next, false).await;
+    let recording = phone.next_recording().await;
+    phone.recorded(&recording, true).await;
+    let _recording = phone.next_recording().await;
+    let after = phone.fake.received.iter().filter(|l| l.to_ascii_uppercase().starts_with("STREAM FILE")).count();
+    assert!(after > played, "the AI speaks again once given back");
+    let requests = user_messages(&rig.llm).await;
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].iter().any(|m| m == "(with the supervisor) My account number is 42."),
+        "the caller's words to the supervisor are in the model's next request: {requests:?}"
+    );
+    assert_eq!(requests[0].last().map(String::as_str), Some("So what happens now?"));
+    let system = system_messages(&rig.llm).await;
+    assert!(system[0].iter().any(|m| m.contains("took this call over")), "{system:?}");
+    assert!(system[0].iter().any(|m| m.contains("gave the call back")), "{system:?}");
+    phone.hang_up().await;
+
+    // The stored transcript holds the take-over, the caller's part and the give-back.
+    let acme = rig.store.org_by_slug("acme").await.unwrap().unwrap();
+    let transcript = loop {
+        let call = rig.store.call(acme.id, &call_id).await.unwrap().unwrap();
+        if call.ended_at.is_some() {
+            break call.transcript.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for line in [
+        "[alice (supervisor) took the call over]",
+        "Caller: (with the supervisor) My account number is 42.",
+        "[alice (supervisor) gave the call back]",
+        "Caller: So what happens now?",
+        "Agent: Your case is open and on its way.",
+    ] {
+        assert!(transcript.contains(line), "{line:?} in the transcript:\n{transcript}");
+    }
+    let events = rig.store.call_events(&call_id).await.unwrap();
+    let supervised: Vec<(EventKind, String)> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TakeoverStarted | EventKind::TakeoverEnded))
+        .map(|e| (e.kind, e.data["supervisor"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(
+        supervised,
+        vec![(EventKind::TakeoverStarted, "alice".to_owned()), (EventKind::TakeoverEnded, "alice".to_owned())]
+    );
+    let audit = rig.store.audit_log(Some(acme.id), 0, 100).await.unwrap();
+    let actions: Vec<(&str, &str)> = audit.iter().map(|a| (a.action.as_str(), a.actor.as_str())).collect();
+    for action in ["call.takeover_started", "call.takeover_ended"] {
+        assert!(
+            actions.iter().any(|(a, actor)| *a == action && actor.contains("alice")),
+            "{action} in the audit log: {actions:?}"
+        );
+    }
+    assert!(
+        !actions.iter().any(|(_, actor)| actor.contains("wallboard")),
+        "the refused token did nothing: {actions:?}"
+    );
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/takeover"), None).await;
+    assert_eq!(status, 409, "{body}");
     rig.stop.cancel();
 }
 

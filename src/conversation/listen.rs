@@ -186,7 +186,7 @@ async fn set_up(call: &LiveCall, setup: &ListenSetup) -> Result<Listener, String
             let _ = client.destroy_bridge(&bridge).await;
         }
     };
-    match connect(client, &setup.app, &snoop_id, &bridge, &media_id).await {
+    match connect(client, &setup.app, &snoop_id, &bridge, &media_id, "asterai-listen").await {
         Ok(mut session) => {
             let (tx, rx) = mpsc::channel(LISTENER_QUEUE);
             let rate = session.format().rate();
@@ -219,18 +219,21 @@ async fn set_up(call: &LiveCall, setup: &ListenSetup) -> Result<Listener, String
     }
 }
 
-/// Creates the media channel, connects, and bridges it with the snoop channel.
-async fn connect(
+/// Creates the bridge (named `name`) and the media channel, connects, and bridges the media
+/// channel with the snoop channel (listening here, barging in [`super::barge`]).
+pub(super) async fn connect(
     client: &AriClient,
     app: &str,
     snoop_id: &str,
     bridge: &str,
     media_id: &str,
+    name: &str,
 ) -> Result<crate::media::MediaSession, String> {
     client
-        .create_bridge("mixing", Some(bridge), Some("asterai-listen"))
+        .create_bridge("mixing", Some(bridge), Some(name))
         .await
         .map_err(|e| format!("cannot create the listening bridge: {e}"))?;
+    // Listening and barging both carry wideband PCM.
     let mut media = ExternalMedia::websocket_server(app, LISTEN_CODEC.name(), false);
     media.channel_id = Some(media_id.to_owned());
     let created = client.external_media(&media).await.map_err(|e| format!("externalMedia: {e}"))?;
