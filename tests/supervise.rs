@@ -885,3 +885,196 @@ async fn pausing_an_agi_call_against_the_real_asterisk() {
     assert!(said.contains(&("I am back.", "Welcome back.")), "{said:?}");
     assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 1, "{said:?}");
 }
+
+/// The share of a window's energy at `hz` (8 kHz samples): 1 for a pure tone at `hz`, near 0
+/// for speech or another tone (Goertzel).
+fn tone_share(window: &[i16], hz: f64) -> f64 {
+    let n = window.len() as f64;
+    let coefficient = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    let mut energy = 0.0;
+    for sample in window {
+        let x = *sample as f64;
+        energy += x * x;
+        let s0 = x + coefficient * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coefficient * s1 * s2;
+    if energy == 0.0 { 0.0 } else { 2.0 * power / (n * energy) }
+}
+
+/// The windows (20 ms) of a recording where a tone at `hz` is most of what is heard.
+fn tone_windows(samples: &[i16], hz: f64) -> usize {
+    samples
+        .chunks_exact(160)
+        .filter(|w| {
+            let rms = (w.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+            rms > 200.0 && tone_share(w, hz) > 0.5
+        })
+        .count()
+}
+
+/// The supervisor's tone: 1 kHz, far from the agent's 300 Hz and clear of speech's harmonics
+/// taken as a whole.
+const SUPERVISOR_HZ: f64 = 1000.0;
+
+/// A supervisor barges in on a live call against the real Asterisk: a Rust WebSocket client
+/// sends a 1 kHz tone as 16 kHz PCM on `GET /v1/calls/{id}/barge`; the caller's leg, recorded
+/// with MixMonitor by the test's dialplan, holds the tone (and no such tone without the barge:
+/// the agent speaks at 300 Hz, the caller not at all). The feed and the audit log name the
+/// supervisor. `stream`: a streaming call placed by the dialer; else an AGI call, which needs
+/// Asterisk's `transmit_silence`.
+async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Asterisk, stream: bool) {
+    use futures_util::{SinkExt, StreamExt};
+    use support::asterisk::{Script, unique};
+    use support::live::Agent;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["Hello?"]).await;
+    agent.answers(&[&["I am here."]]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("caller.wav");
+    let key = if stream { format!("15550{:06}", unique()) } else { unique().to_string() };
+    let mut script = Script::new();
+    if stream {
+        script = script.answer();
+    }
+    let script = script
+        .step(format!("MixMonitor({})", wav.display()))
+        .wait_for_agent()
+        .step(format!("Set(DB(asterai-test/{key}-ready)=1)"))
+        .quiet(12);
+    asterisk.put_script(&key, None, &script).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token =
+        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let call_id = if stream {
+        let placed: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://{}/v1/calls", agent.http))
+            .bearer_auth(&token_with_dial(&agent).await)
+            .json(&serde_json::json!({"to": format!("+{key}"), "media": "stream"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        placed["id"].as_str().expect("the call is placed").to_owned()
+    } else {
+        let person = agent.call_in(asterisk, &key).await;
+        agent.call_on(&person.other_leg()).await
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while asterisk.db_get("asterai-test", &format!("{key}-ready")).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the caller never heard the agent finish its greeting; daemon log:\n{}\nAsterisk:\n{}",
+            agent.log().join("\n"),
+            asterisk.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let url = format!("ws://{}/v1/calls/{call_id}/barge?token={token}", agent.http);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => break ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 409 => {}
+            Err(e) => panic!("cannot barge in: {e}; daemon log:\n{}", agent.log().join("\n")),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let start = match tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Text(text) => serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        other => panic!("expected barge.start, got {other:?}"),
+    };
+    assert_eq!((start["type"].as_str(), start["rate"].as_i64()), (Some("barge.start"), Some(16000)), "{start}");
+    // A second supervisor waits for the first.
+    let second = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(
+        matches!(&second, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 409),
+        "one barge at a time: {second:?}"
+    );
+    // Three seconds of tone, sent at about the pace a microphone gives it.
+    let mut phase = 0.0f64;
+    for _ in 0..150 {
+        let mut frame = Vec::with_capacity(640);
+        for _ in 0..320 {
+            let sample = (phase.sin() * 8000.0) as i16;
+            phase += 2.0 * std::f64::consts::PI * SUPERVISOR_HZ / 16000.0;
+            frame.extend_from_slice(&sample.to_le_bytes());
+        }
+        ws.send(Message::Binary(frame.into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ws.close(None).await.unwrap();
+
+    agent.finished(&call_id).await;
+    // MixMonitor finishes the file once the caller's channel is gone.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let samples = loop {
+        let first = std::fs::read(&wav).unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = std::fs::read(&wav).unwrap_or_default();
+        if !first.is_empty()
+            && first == second
+            && let Ok(samples) = asterai::speech::audio::decode_wav(&second)
+        {
+            break samples;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no finished recording at {}", wav.display());
+    };
+    let toned = tone_windows(&samples, SUPERVISOR_HZ);
+    assert!(
+        toned >= 50,
+        "the caller's recording holds the supervisor's tone: {toned} windows of 20 ms out of {}; daemon log:\n{}",
+        samples.len() / 160,
+        agent.log().join("\n")
+    );
+
+    let events = agent.events(&call_id).await;
+    let barged: Vec<(EventKind, &str)> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::BargeStarted | EventKind::BargeEnded))
+        .map(|e| (e.kind, e.data["supervisor"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(barged, vec![(EventKind::BargeStarted, "alice"), (EventKind::BargeEnded, "alice")]);
+    let audit = agent.store.audit_log(Some(org.id), 0, 100).await.unwrap();
+    let actions: Vec<&str> = audit.iter().filter(|a| a.actor.contains("alice")).map(|a| a.action.as_str()).collect();
+    assert!(actions.contains(&"call.barge_started") && actions.contains(&"call.barge_ended"), "{actions:?}");
+    // The barge's channels are gone.
+    let (user, password) = support::asterisk::ari_credentials();
+    let channels: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(format!("{}/ari/channels", asterisk.ari_url()))
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = channels.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert!(!ids.iter().any(|id| id.contains("barge-")), "barge channels left behind: {ids:?}");
+}
+
+/// A token of `acme` that may place calls.
+async fn token_with_dial(agent: &support::live::Agent) -> String {
+    agent.token().await
+}
+
+#[tokio::test]
+async fn a_barging_supervisor_is_heard_on_a_streaming_call_against_the_real_asterisk() {
+    let asterisk = support::asterisk::Asterisk::shared().await;
+    the_caller_hears_a_barging_supervisor(asterisk, true).await;
+}
+
+#[tokio::test]
+async fn a_barging_supervisor_is_heard_on_an_agi_call_against_the_real_asterisk() {
+    let options = support::asterisk::Options { transmit_silence: true, ..Default::default() };
+    let asterisk = support::asterisk::Asterisk::start(options).await;
+    the_caller_hears_a_barging_supervisor(&asterisk, false).await;
+}

@@ -1,16 +1,19 @@
 //! Barging in on a live call: a supervisor's microphone, sent by the page as 16-bit PCM over
 //! its WebSocket (`GET /v1/calls/{id}/barge`), is heard by the caller and by the AI.
 //!
-//! The barge sets up, through ARI: `POST /channels/{caller}/snoop` with `spy=none` and
-//! `whisper=both`, a mixing bridge, and an external media channel (chan_websocket, `slin16`,
-//! asterai connecting as for listening, [`super::listen::connect`]) in the bridge with the snoop
-//! channel. What asterai writes to the media channel reaches the snoop channel, which whispers
-//! it into both directions of the caller's channel:
-//! * **out**, the caller hears it (mixed into what Asterisk writes to the caller: the bridge of a
-//!   streaming call writes every 20 ms; on the AGI path Asterisk writes nothing during `RECORD
-//!   FILE` unless `transmit_silence = yes` is set in asterisk.conf, which barging needs there);
-//! * **in**, the AI hears it as it hears the caller (the AGI path's recording, the streaming
-//!   path's listener, whose voice detection stops the agent's audio as a caller's speech would).
+//! asterai creates an external media channel (chan_websocket, `slin16`, connecting as for
+//! listening, [`super::listen::open_media`]) and writes the page's audio into it:
+//! * **A streaming call:** the channel joins the call's mixing bridge. The bridge mixes the
+//!   supervisor into what the caller hears and into what the agent's media channel gets: the
+//!   AI hears the supervisor as it hears the caller (its voice detection stops the agent's audio
+//!   as a caller's speech would). A whisper would not do here: Asterisk mixes a whisper into the
+//!   frames it writes to the channel, and a bridge writes none while nobody in it talks.
+//! * **An AGI call** (no bridge): `POST /channels/{caller}/snoop` with `spy=none` and
+//!   `whisper=both`, and a mixing bridge of the snoop channel and the media channel. The snoop
+//!   channel whispers the supervisor into both directions of the caller's channel: **out**, the
+//!   caller hears it, mixed into the frames Asterisk writes to the caller, of which there are
+//!   none during `RECORD FILE` unless `transmit_silence = yes` is set in asterisk.conf (barging
+//!   on the AGI path needs it); **in**, the AI's recording holds it.
 //!
 //! While the supervisor's voice is heard (a frame above [`VOICE_RMS`], and [`VOICE_HANGOVER`]
 //! after the last one) the conversation core starts no answer ([`super::live::LiveCall`]), on
@@ -30,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::listen::{ListenSetup, connect};
+use super::listen::{ListenSetup, connect, join_bridge, open_media};
 use super::live::{BargeGuard, LiveCall, LiveError};
 use crate::ari::{MEDIA_CHANNEL_TAG, Snoop};
 use crate::media::{MediaEvent, MediaSender};
@@ -43,6 +46,9 @@ pub const VOICE_HANGOVER: Duration = Duration::from_millis(800);
 pub const MAX_LEAD: Duration = Duration::from_secs(1);
 /// The largest binary message the page may send (one second of 16 kHz PCM).
 pub const MAX_MESSAGE_BYTES: usize = 32_000;
+
+/// Removes a barge's channels from Asterisk.
+type TakeDown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Why a barge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,35 +87,65 @@ pub async fn barge(call: &Arc<LiveCall>, setup: &ListenSetup, supervisor: &str) 
     })?;
     let client = &setup.client;
     let id = uuid::Uuid::new_v4();
-    let snoop_id = format!("asterai-snoop-{id}");
-    let snoop = Snoop {
-        app: setup.app.clone(),
-        spy: "none".into(),
-        whisper: "both".into(),
-        app_args: vec![MEDIA_CHANNEL_TAG.to_owned()],
-        snoop_id: Some(snoop_id.clone()),
-    };
-    client
-        .snoop(&call.channel_id, &snoop)
-        .await
-        .map_err(|e| BargeError::Asterisk(format!("cannot whisper into the caller's channel: {e}")))?;
-    let bridge = format!("asterai-barge-{id}");
     let media_id = format!("{}barge-{id}", super::stream::MEDIA_CHANNEL_PREFIX);
-    let taken_down = {
-        let (client, snoop_id, media_id, bridge) = (client.clone(), snoop_id.clone(), media_id.clone(), bridge.clone());
-        async move {
-            let _ = client.hangup(&snoop_id, None).await;
-            let _ = client.hangup(&media_id, None).await;
-            let _ = client.destroy_bridge(&bridge).await;
+    let (session, taken_down) = match call.bridge() {
+        // A streaming call: the supervisor's media channel joins its bridge.
+        Some(bridge) => {
+            let taken_down: TakeDown = {
+                let (client, media_id) = (client.clone(), media_id.clone());
+                Box::pin(async move {
+                    let _ = client.hangup(&media_id, None).await;
+                })
+            };
+            let joined = async {
+                let session = open_media(client, &setup.app, &media_id).await?;
+                join_bridge(client, bridge, &[media_id.as_str()])
+                    .await
+                    .map_err(|e| format!("cannot join the call's bridge: {e}"))?;
+                Ok::<_, String>(session)
+            };
+            match joined.await {
+                Ok(session) => (session, taken_down),
+                Err(e) => {
+                    taken_down.await;
+                    return Err(BargeError::Asterisk(e));
+                }
+            }
+        }
+        // An AGI call: a snoop channel whispers into the caller's channel.
+        None => {
+            let snoop_id = format!("asterai-snoop-{id}");
+            let snoop = Snoop {
+                app: setup.app.clone(),
+                spy: "none".into(),
+                whisper: "both".into(),
+                app_args: vec![MEDIA_CHANNEL_TAG.to_owned()],
+                snoop_id: Some(snoop_id.clone()),
+            };
+            client
+                .snoop(&call.channel_id, &snoop)
+                .await
+                .map_err(|e| BargeError::Asterisk(format!("cannot whisper into the caller's channel: {e}")))?;
+            let bridge = format!("asterai-barge-{id}");
+            let taken_down: TakeDown = {
+                let (client, snoop_id, media_id, bridge) =
+                    (client.clone(), snoop_id.clone(), media_id.clone(), bridge.clone());
+                Box::pin(async move {
+                    let _ = client.hangup(&snoop_id, None).await;
+                    let _ = client.hangup(&media_id, None).await;
+                    let _ = client.destroy_bridge(&bridge).await;
+                })
+            };
+            match connect(client, &setup.app, &snoop_id, &bridge, &media_id, "asterai-barge").await {
+                Ok(session) => (session, taken_down),
+                Err(e) => {
+                    taken_down.await;
+                    return Err(BargeError::Asterisk(e));
+                }
+            }
         }
     };
-    let mut session = match connect(client, &setup.app, &snoop_id, &bridge, &media_id, "asterai-barge").await {
-        Ok(session) => session,
-        Err(e) => {
-            taken_down.await;
-            return Err(BargeError::Asterisk(e));
-        }
-    };
+    let mut session = session;
     let sender = session.sender();
     let rate = session.format().rate();
     let (closed, stop) = (CancellationToken::new(), CancellationToken::new());

@@ -157,6 +157,11 @@ pub trait MediaPath: Send + Sync {
     fn kind(&self) -> &'static str {
         "agi"
     }
+    /// The call's mixing bridge, when the path has one (streaming): a supervisor's barge joins
+    /// it rather than whispering into the caller's channel.
+    fn bridge(&self) -> Option<&str> {
+        None
+    }
     /// Holds the caller (`on`: music on hold, nothing heard or answered) or ends the hold, for
     /// a supervisor who paused the AI. The error says why the music could not start or stop.
     fn hold(&self, on: bool) -> impl Future<Output = Result<(), String>> + Send {
@@ -423,6 +428,9 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         let agent = profile.agent.as_ref().map_or_else(|| "built-in".to_owned(), |(n, v)| format!("{n} v{v}"));
         tracing::info!(call_id = %call_id, org = %org.slug, ?direction, number = %crate::phone::mask(&number), %agent, "conversation started");
         let live = inner.live.register(&call_id, org.id, &call.uniqueid, media.kind());
+        if let Some(bridge) = media.bridge().filter(|b| !b.is_empty()) {
+            live.call().set_bridge(bridge);
+        }
         Conversation {
             inner,
             profile,

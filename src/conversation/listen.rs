@@ -233,6 +233,20 @@ pub(super) async fn connect(
         .create_bridge("mixing", Some(bridge), Some(name))
         .await
         .map_err(|e| format!("cannot create the listening bridge: {e}"))?;
+    let session = open_media(client, app, media_id).await?;
+    join_bridge(client, bridge, &[snoop_id, media_id])
+        .await
+        .map_err(|e| format!("cannot bridge the snoop channel with the media channel: {e}"))?;
+    Ok(session)
+}
+
+/// Creates the external media channel `media_id` (chan_websocket, [`LISTEN_CODEC`]) and
+/// connects to it.
+pub(super) async fn open_media(
+    client: &AriClient,
+    app: &str,
+    media_id: &str,
+) -> Result<crate::media::MediaSession, String> {
     // Listening and barging both carry wideband PCM.
     let mut media = ExternalMedia::websocket_server(app, LISTEN_CODEC.name(), false);
     media.channel_id = Some(media_id.to_owned());
@@ -251,17 +265,20 @@ pub(super) async fn connect(
         tls: client.tls(),
         ..WebSocketOptions::default()
     };
-    let session = websocket::connect(&url, options).await.map_err(|e| e.to_string())?;
-    // Both channels enter the application a moment after ARI answers; Asterisk refuses to
-    // bridge a channel before ("Channel not in Stasis application").
+    websocket::connect(&url, options).await.map_err(|e| e.to_string())
+}
+
+/// Adds `channels` to `bridge`. The channels enter the application a moment after ARI answers;
+/// Asterisk refuses to bridge a channel before ("Channel not in Stasis application").
+pub(super) async fn join_bridge(client: &AriClient, bridge: &str, channels: &[&str]) -> Result<(), AriError> {
     let deadline = Instant::now() + SET_UP_TIMEOUT;
     loop {
-        match client.add_to_bridge(bridge, &[snoop_id, media_id]).await {
-            Ok(()) => return Ok(session),
+        match client.add_to_bridge(bridge, channels).await {
+            Ok(()) => return Ok(()),
             Err(AriError::Conflict(_) | AriError::Unprocessable(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => return Err(format!("cannot bridge the snoop channel with the media channel: {e}")),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct LiveCall {
     voice: watch::Sender<bool>,
     /// Who took the call over (the token's name), while it is taken over.
     taken_over_by: Mutex<Option<String>>,
+    /// The call's mixing bridge (the streaming path's: the caller and the agent's media
+    /// channel), which a barge joins.
+    bridge: OnceLock<String>,
 }
 
 impl LiveCall {
@@ -96,7 +99,17 @@ impl LiveCall {
             barging: Mutex::new(None),
             voice: watch::Sender::new(false),
             taken_over_by: Mutex::new(None),
+            bridge: OnceLock::new(),
         }
+    }
+
+    /// The call's mixing bridge, on the streaming path.
+    pub fn bridge(&self) -> Option<&str> {
+        self.bridge.get().map(String::as_str)
+    }
+
+    pub(super) fn set_bridge(&self, bridge: &str) {
+        let _ = self.bridge.set(bridge.to_owned());
     }
 
     /// The AI's state now.
