@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use super::listen::{ListenSetup, connect, join_bridge, open_media};
 use super::live::{BargeGuard, LiveCall, LiveError};
 use crate::ari::{MEDIA_CHANNEL_TAG, Snoop};
-use crate::media::{MediaEvent, MediaSender};
+use crate::media::{Codec, MediaEvent, MediaSender};
 
 /// A frame whose RMS is above this (about -38 dBFS) is the supervisor's voice.
 pub const VOICE_RMS: f64 = 400.0;
@@ -98,7 +98,7 @@ pub async fn barge(call: &Arc<LiveCall>, setup: &ListenSetup, supervisor: &str) 
                 })
             };
             let joined = async {
-                let session = open_media(client, &setup.app, &media_id).await?;
+                let session = open_media(client, &setup.app, &media_id, Codec::Slin16).await?;
                 join_bridge(client, bridge, &[media_id.as_str()])
                     .await
                     .map_err(|e| format!("cannot join the call's bridge: {e}"))?;
@@ -136,7 +136,9 @@ pub async fn barge(call: &Arc<LiveCall>, setup: &ListenSetup, supervisor: &str) 
                     let _ = client.destroy_bridge(&bridge).await;
                 })
             };
-            match connect(client, &setup.app, &snoop_id, &bridge, &media_id, "asterai-barge").await {
+            // 8 kHz: the whisper goes into a narrowband channel (the set-up the real-Asterisk
+            // test checks).
+            match connect(client, &setup.app, &snoop_id, &bridge, &media_id, "asterai-barge", Codec::Slin).await {
                 Ok(session) => (session, taken_down),
                 Err(e) => {
                     taken_down.await;
@@ -187,7 +189,8 @@ fn rms(samples: &[i16]) -> f64 {
 /// 1000), the daemon stops (1001), the supervisor closes, or the page breaks the protocol: a
 /// text message (1003), a binary message of an odd length (1007) or over
 /// [`MAX_MESSAGE_BYTES`] (1009). The first message is the server's, text:
-/// `{"type": "barge.start", "rate": 16000, "format": "s16le", "channels": 1}`; then the page
+/// `{"type": "barge.start", "rate": 16000, "format": "s16le", "channels": 1}` (8000 on an AGI
+/// call); then the page
 /// sends binary messages of 16-bit little-endian mono PCM at that rate. Returns why it ended.
 pub async fn relay<S>(
     ws: &mut tokio_tungstenite::WebSocketStream<S>,

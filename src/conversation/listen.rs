@@ -186,7 +186,7 @@ async fn set_up(call: &LiveCall, setup: &ListenSetup) -> Result<Listener, String
             let _ = client.destroy_bridge(&bridge).await;
         }
     };
-    match connect(client, &setup.app, &snoop_id, &bridge, &media_id, "asterai-listen").await {
+    match connect(client, &setup.app, &snoop_id, &bridge, &media_id, "asterai-listen", LISTEN_CODEC).await {
         Ok(mut session) => {
             let (tx, rx) = mpsc::channel(LISTENER_QUEUE);
             let rate = session.format().rate();
@@ -228,27 +228,28 @@ pub(super) async fn connect(
     bridge: &str,
     media_id: &str,
     name: &str,
+    codec: Codec,
 ) -> Result<crate::media::MediaSession, String> {
     client
         .create_bridge("mixing", Some(bridge), Some(name))
         .await
-        .map_err(|e| format!("cannot create the listening bridge: {e}"))?;
-    let session = open_media(client, app, media_id).await?;
+        .map_err(|e| format!("cannot create the bridge: {e}"))?;
+    let session = open_media(client, app, media_id, codec).await?;
     join_bridge(client, bridge, &[snoop_id, media_id])
         .await
         .map_err(|e| format!("cannot bridge the snoop channel with the media channel: {e}"))?;
     Ok(session)
 }
 
-/// Creates the external media channel `media_id` (chan_websocket, [`LISTEN_CODEC`]) and
-/// connects to it.
+/// Creates the external media channel `media_id` (chan_websocket, in `codec`) and connects to
+/// it.
 pub(super) async fn open_media(
     client: &AriClient,
     app: &str,
     media_id: &str,
+    codec: Codec,
 ) -> Result<crate::media::MediaSession, String> {
-    // Listening and barging both carry wideband PCM.
-    let mut media = ExternalMedia::websocket_server(app, LISTEN_CODEC.name(), false);
+    let mut media = ExternalMedia::websocket_server(app, codec.name(), false);
     media.channel_id = Some(media_id.to_owned());
     let created = client.external_media(&media).await.map_err(|e| format!("externalMedia: {e}"))?;
     let connection_id = created

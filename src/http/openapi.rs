@@ -364,8 +364,8 @@ pub fn operations() -> Vec<Operation> {
                 "The caller and the AI hear what the page sends (an ARI snoop whispering into both \
                  directions of the caller's channel); the AI starts no answer while the supervisor's voice \
                  is heard. First the server's text message `{\"type\": \"barge.start\", \"rate\": 16000, \
-                 \"format\": \"s16le\", \"channels\": 1}`; then the page sends binary messages of 16-bit \
-                 little-endian mono PCM at that rate (at most 32,000 bytes each). A text message closes the \
+                 \"format\": \"s16le\", \"channels\": 1}` (8000 on an AGI call); then the page sends binary \
+                 messages of 16-bit little-endian mono PCM at that rate (at most 32,000 bytes each). A text message closes the \
                  socket with 1003, an odd length with 1007, a larger one with 1009. One supervisor at a time. \
                  `barge_started` and `barge_ended` on the feed. The token may come as `?token=`.",
             )
