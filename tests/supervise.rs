@@ -919,17 +919,23 @@ fn tone_windows(samples: &[i16], hz: f64) -> usize {
 /// taken as a whole.
 const SUPERVISOR_HZ: f64 = 1000.0;
 
-/// A supervisor barges in on a live call against the real Asterisk: a Rust WebSocket client
-/// sends a 1 kHz tone as 16 kHz PCM on `GET /v1/calls/{id}/barge`; the caller's leg, recorded
-/// with MixMonitor by the test's dialplan, holds the tone (and no such tone without the barge:
-/// the agent speaks at 300 Hz, the caller not at all). The feed and the audit log name the
-/// supervisor. `stream`: a streaming call placed by the dialer; else an AGI call, which needs
-/// Asterisk's `transmit_silence`.
-async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Asterisk, stream: bool) {
-    use futures_util::{SinkExt, StreamExt};
+/// A live call a supervisor barges in on, against the real Asterisk: the caller's leg records
+/// itself with MixMonitor into `wav`.
+struct BargeCall {
+    agent: support::live::Agent,
+    call_id: String,
+    wav: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    org: asterai::store::Org,
+    /// alice's token, `monitor,supervise`.
+    token: String,
+}
+
+/// Starts a daemon and a call for a barge (`stream`: a streaming call placed by the dialer;
+/// else an inbound AGI call), and waits until the agent has greeted and listens.
+async fn barge_call(asterisk: &support::asterisk::Asterisk, stream: bool) -> BargeCall {
     use support::asterisk::{Script, unique};
     use support::live::Agent;
-    use tokio_tungstenite::tungstenite::Message;
 
     let agent = Agent::start(asterisk, &[]).await;
     agent.transcripts(&["Hello?"]).await;
@@ -959,7 +965,7 @@ async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Ast
     let call_id = if stream {
         let placed: serde_json::Value = reqwest::Client::new()
             .post(format!("http://{}/v1/calls", agent.http))
-            .bearer_auth(&token_with_dial(&agent).await)
+            .bearer_auth(agent.token().await)
             .json(&serde_json::json!({"to": format!("+{key}"), "media": "stream"}))
             .send()
             .await
@@ -979,13 +985,44 @@ async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Ast
     while stream && asterisk.db_get("asterai-test", &format!("{key}-ready")).await.is_none() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the caller never heard the agent finish its greeting; daemon log:\n{}\nAsterisk:\n{}",
-            agent.log().join("\n"),
-            asterisk.log()
+            "the caller never heard the agent finish its greeting; daemon log:\n{}",
+            agent.log().join("\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    BargeCall { agent, call_id, wav, _dir: dir, org, token }
+}
 
+/// The 20 ms windows of the caller's finished MixMonitor recording where the supervisor's tone
+/// is most of what is heard (MixMonitor finishes the file once the caller's channel is gone).
+async fn tone_in_recording(wav: &std::path::Path) -> usize {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let samples = loop {
+        let first = std::fs::read(wav).unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = std::fs::read(wav).unwrap_or_default();
+        if !first.is_empty()
+            && first == second
+            && let Ok(samples) = asterai::speech::audio::decode_wav(&second)
+        {
+            break samples;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no finished recording at {}", wav.display());
+    };
+    tone_windows(&samples, SUPERVISOR_HZ)
+}
+
+/// A supervisor barges in on a live call against the real Asterisk: a Rust WebSocket client
+/// sends a 1 kHz tone as 16 kHz PCM on `GET /v1/calls/{id}/barge`; the caller's leg, recorded
+/// with MixMonitor by the test's dialplan, holds the tone (and no such tone without the barge:
+/// the agent speaks at 300 Hz, the caller not at all). The feed and the audit log name the
+/// supervisor. `stream`: a streaming call placed by the dialer; else an AGI call, which needs
+/// Asterisk's `transmit_silence`.
+async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Asterisk, stream: bool) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let BargeCall { agent, call_id, wav, _dir, org, token } = barge_call(asterisk, stream).await;
     let url = format!("ws://{}/v1/calls/{call_id}/barge?token={token}", agent.http);
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut ws = loop {
@@ -1024,25 +1061,10 @@ async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Ast
     ws.close(None).await.unwrap();
 
     agent.finished(&call_id).await;
-    // MixMonitor finishes the file once the caller's channel is gone.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let samples = loop {
-        let first = std::fs::read(&wav).unwrap_or_default();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let second = std::fs::read(&wav).unwrap_or_default();
-        if !first.is_empty()
-            && first == second
-            && let Ok(samples) = asterai::speech::audio::decode_wav(&second)
-        {
-            break samples;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no finished recording at {}", wav.display());
-    };
-    let toned = tone_windows(&samples, SUPERVISOR_HZ);
+    let toned = tone_in_recording(&wav).await;
     assert!(
         toned >= 50,
-        "the caller's recording holds the supervisor's tone: {toned} windows of 20 ms out of {}; daemon log:\n{}",
-        samples.len() / 160,
+        "the caller's recording holds the supervisor's tone: {toned} windows of 20 ms; daemon log:\n{}",
         agent.log().join("\n")
     );
 
@@ -1071,11 +1093,6 @@ async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Ast
     assert!(!ids.iter().any(|id| id.contains("barge-")), "barge channels left behind: {ids:?}");
 }
 
-/// A token of `acme` that may place calls.
-async fn token_with_dial(agent: &support::live::Agent) -> String {
-    agent.token().await
-}
-
 #[tokio::test]
 async fn a_barging_supervisor_is_heard_on_a_streaming_call_against_the_real_asterisk() {
     let asterisk = support::asterisk::Asterisk::shared().await;
@@ -1088,4 +1105,84 @@ async fn a_barging_supervisor_is_heard_on_an_agi_call_against_the_real_asterisk(
     let options = support::asterisk::Options { transmit_silence: true, ..Default::default() };
     let asterisk = support::asterisk::Asterisk::start(options).await;
     the_caller_hears_a_barging_supervisor(&asterisk, false).await;
+}
+
+/// The page's Barge button in headless Chromium against the real Asterisk: the fake microphone
+/// plays a 1 kHz tone (`--use-file-for-fake-audio-capture`), the console sends it through the
+/// AudioWorklet of barge-worklet.js on the barge WebSocket, and the caller's recording holds
+/// it. A `monitor` token first sees no console at all.
+#[tokio::test]
+async fn the_page_barges_in_with_the_microphone_against_the_real_asterisk() {
+    use support::browser::{Browser, output_dir};
+
+    let asterisk = support::asterisk::Asterisk::shared().await;
+    let BargeCall { agent, call_id, wav, _dir, org, token } = barge_call(asterisk, true).await;
+    let wallboard =
+        create_token(&agent.store, org.id, "wallboard", Scopes::parse("monitor").unwrap()).await.unwrap().token;
+    let microphone = _dir.path().join("microphone.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&microphone, spec).unwrap();
+    for i in 0..(48000 * 10) {
+        let sample = ((i as f64 * 2.0 * std::f64::consts::PI * SUPERVISOR_HZ / 48000.0).sin() * 9000.0) as i16;
+        writer.write_sample(sample).unwrap();
+    }
+    writer.finalize().unwrap();
+    let flags = [
+        "--use-fake-ui-for-media-stream".to_owned(),
+        "--use-fake-device-for-media-stream".to_owned(),
+        format!("--use-file-for-fake-audio-capture={}", microphone.display()),
+        "--autoplay-policy=no-user-gesture-required".to_owned(),
+    ];
+    let mut browser = Browser::start_with(1280, 800, &flags).await;
+    let row = format!("document.querySelector('#active .call-row[data-call-id=\"{call_id}\"]')");
+    for (who, token) in [("wallboard", &wallboard), ("alice", &token)] {
+        browser.goto(&format!("http://{}/", agent.http)).await;
+        browser.eval("sessionStorage.clear(); true").await;
+        browser.goto(&format!("http://{}/", agent.http)).await;
+        browser.wait_for("document.querySelector('#signin')", "the sign-in form shows").await;
+        browser
+            .eval(&format!(
+                "document.querySelector('#token').value = {}; document.querySelector('#signin').requestSubmit(); true",
+                serde_json::Value::from(token.as_str())
+            ))
+            .await;
+        browser.wait_for(&row, "the live call is listed").await;
+        browser.eval(&format!("{row}.click(); true")).await;
+        if who == "wallboard" {
+            browser
+                .wait_for(
+                    "document.querySelector('#console').dataset.supervise === 'no'",
+                    "the page asked the token's scopes",
+                )
+                .await;
+            let hidden = browser.eval("document.querySelector('#console').hidden").await;
+            assert_eq!(hidden, serde_json::Value::Bool(true), "a monitor token sees no supervisor buttons");
+        }
+    }
+    browser
+        .wait_for(
+            "!document.querySelector('#console').hidden && !document.querySelector('#barge').disabled",
+            "the console shows to a supervise token",
+        )
+        .await;
+    browser.eval_as_user("document.querySelector('#barge').click(); true").await;
+    browser
+        .wait_for("Number(document.querySelector('#barge').dataset.loud || 0) > 100", "the microphone's tone is sent")
+        .await;
+    let status = browser.eval("document.querySelector('#console-status').textContent").await;
+    assert_eq!(status, "Barging in: the caller and the AI hear you.");
+    browser.screenshot(&output_dir().join("console-barging.png")).await;
+    browser.eval_as_user("document.querySelector('#barge').click(); true").await;
+    browser.wait_for("document.querySelector('#barge').textContent === 'Barge'", "barging stops").await;
+
+    agent.finished(&call_id).await;
+    let toned = tone_in_recording(&wav).await;
+    assert!(toned >= 50, "the caller heard the page's microphone: {toned} windows of 20 ms");
+    let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventKind::BargeStarted) && kinds.contains(&EventKind::BargeEnded), "{kinds:?}");
 }

@@ -46,6 +46,7 @@ export function createConsole({ ui, request, token }) {
       const info = await request('v1/token');
       if (token() !== asked) return;
       scopes = { token: asked, supervise: Array.isArray(info.scopes) && info.scopes.includes('supervise') };
+      ui.panel.dataset.supervise = scopes.supervise ? 'yes' : 'no';
     } catch (e) {
       if (token() === asked) scopes = null; // asked again when the next call opens
     }
