@@ -41,6 +41,7 @@ struct Rig {
     _tts: MockServer,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
+    live: asterai::conversation::LiveCalls,
 }
 
 async fn rig(backend: Backend, daemon: &str) -> Rig {
@@ -96,7 +97,8 @@ async fn rig(backend: Backend, daemon: &str) -> Rig {
     state.set_live_calls(conversations.live());
     tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
     let agi = TestServer::start(Router::new().route("ai", conversations.handler()), ServerConfig::default()).await;
-    Rig { _db: db, store, hub, http, agi, llm, stt, _tts: tts, stop, _dir: dir }
+    let live = conversations.live();
+    Rig { _db: db, store, hub, http, agi, llm, stt, _tts: tts, stop, _dir: dir, live }
 }
 
 impl Rig {
@@ -527,6 +529,54 @@ async fn taking_over_silences_the_ai_and_giving_back_hands_it_what_was_said() {
     );
     let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/takeover"), None).await;
     assert_eq!(status, 409, "{body}");
+    rig.stop.cancel();
+}
+
+/// While a barging supervisor speaks the AI starts no answer: the caller's words are
+/// transcribed, but the model is asked only once the supervisor is quiet, and its request says
+/// a supervisor joined the line. (The barge's audio path is the real-Asterisk tests'; here the
+/// supervisor's voice is signalled as the barge's relay does.)
+#[tokio::test]
+async fn the_ai_waits_while_a_barging_supervisor_speaks() {
+    let rig = rig(Backend::Sqlite, "daemon-a").await;
+    mount_stt(&rig.stt, &["Is anyone there?"]).await;
+    mount_llm(&rig.llm, &[&["Yes, we are both here."]]).await;
+    let mut phone = Phone::dial(rig.agi.addr).await;
+    let recording = phone.next_recording().await;
+    let call_id = phone.call_id.clone().unwrap();
+    let acme = rig.store.org_by_slug("acme").await.unwrap().unwrap();
+    let call = rig.live.get(acme.id, &call_id).expect("the call is live");
+    let mut barge = call.begin_barge("alice").unwrap();
+    barge.joined();
+    barge.speaking(true);
+
+    phone.recorded(&recording, true).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rig.stt.received_requests().await.unwrap_or_default().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the caller's words are transcribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), phone.fake.read_line()).await;
+    assert!(quiet.is_err(), "nothing is played while the supervisor speaks: {quiet:?}");
+    assert!(system_messages(&rig.llm).await.is_empty(), "the model is not asked while the supervisor speaks");
+
+    barge.speaking(false);
+    let next = phone
+        .until(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper.starts_with("STREAM FILE") || upper.starts_with("RECORD FILE")
+        })
+        .await;
+    assert!(
+        next.to_ascii_uppercase().starts_with("STREAM FILE"),
+        "the AI answers once the supervisor is quiet: {next}"
+    );
+    let system = system_messages(&rig.llm).await;
+    assert!(system[0].iter().any(|m| m.contains("(alice) has joined the line")), "{system:?}");
+    drop(barge);
+    phone.fake.write(b"200 result=0 endpos=8000\n").await.unwrap();
+    let _recording = phone.next_recording().await;
+    phone.hang_up().await;
     rig.stop.cancel();
 }
 
