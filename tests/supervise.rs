@@ -1108,7 +1108,22 @@ async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Ast
         ws.send(Message::Binary(frame.into())).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    ws.close(None).await.unwrap();
+    if stream {
+        ws.close(None).await.unwrap();
+    } else {
+        // A malformed frame (an odd number of bytes) closes the socket with a reason.
+        ws.send(Message::Binary(vec![1u8, 2, 3].into())).await.unwrap();
+        let closed = loop {
+            match tokio::time::timeout(WAIT, ws.next()).await.expect("the daemon closes the socket") {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let frame = closed.expect("a close frame with a code");
+        assert_eq!(u16::from(frame.code), 1007, "{frame:?}");
+        assert!(frame.reason.contains("even length"), "{frame:?}");
+    }
 
     agent.finished(&call_id).await;
     let toned = tone_in_recording(&wav).await;
