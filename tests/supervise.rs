@@ -1242,6 +1242,21 @@ async fn the_page_barges_in_with_the_microphone_against_the_real_asterisk() {
     let status = browser.eval("document.querySelector('#console-status').textContent").await;
     assert_eq!(status, "Barging in: the caller and the AI hear you.");
     browser.screenshot(&output_dir().join("console-barging.png")).await;
+    // Take over and give back from the page while barging.
+    browser.eval_as_user("document.querySelector('#takeover').click(); true").await;
+    browser
+        .wait_for(
+            "document.querySelector('#console-status').textContent === 'Taken over: the AI is silent. The caller hears you.'",
+            "the call is taken over",
+        )
+        .await;
+    browser.eval_as_user("document.querySelector('#giveback').click(); true").await;
+    browser
+        .wait_for(
+            "document.querySelector('#console-status').textContent === 'Given back: the AI answers again.'",
+            "the call is given back",
+        )
+        .await;
     browser.eval_as_user("document.querySelector('#barge').click(); true").await;
     browser.wait_for("document.querySelector('#barge').textContent === 'Barge'", "barging stops").await;
 
@@ -1249,5 +1264,7 @@ async fn the_page_barges_in_with_the_microphone_against_the_real_asterisk() {
     let toned = tone_in_recording(&wav).await;
     assert!(toned >= 50, "the caller heard the page's microphone: {toned} windows of 20 ms");
     let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
-    assert!(kinds.contains(&EventKind::BargeStarted) && kinds.contains(&EventKind::BargeEnded), "{kinds:?}");
+    for kind in [EventKind::BargeStarted, EventKind::BargeEnded, EventKind::TakeoverStarted, EventKind::TakeoverEnded] {
+        assert!(kinds.contains(&kind), "{kind:?} stored: {kinds:?}");
+    }
 }
