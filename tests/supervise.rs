@@ -628,6 +628,45 @@ async fn a_call_held_elsewhere_is_409_postgres() {
     a_call_held_elsewhere_is_409_naming_its_daemon(Backend::Postgres).await;
 }
 
+/// An AGI call against the shared real Asterisk, as the live tests set it up.
+struct LiveAgi {
+    asterisk: &'static support::asterisk::Asterisk,
+    agent: support::live::Agent,
+    call_id: String,
+    /// The agent's channel (the AGI leg).
+    channel: String,
+    org: asterai::store::Org,
+    /// alice's token.
+    token: String,
+    /// Asterisk's log before the call.
+    mark: u64,
+    /// The person's key (its script in AstDB).
+    key: String,
+}
+
+/// Starts a daemon that hears `transcripts` and answers `answers`, lets the person of
+/// `script(asterisk, key)` call it, and makes alice a token of `scopes`.
+async fn live_agi_call(
+    transcripts: &[&str],
+    answers: &[&[&str]],
+    scopes: &str,
+    script: impl FnOnce(&support::asterisk::Asterisk, &str) -> support::asterisk::Script,
+) -> LiveAgi {
+    let asterisk = support::asterisk::Asterisk::shared().await;
+    let agent = support::live::Agent::start(asterisk, &[]).await;
+    agent.transcripts(transcripts).await;
+    agent.answers(answers).await;
+    let key = support::asterisk::unique().to_string();
+    asterisk.put_script(&key, None, &script(asterisk, &key)).await;
+    let mark = asterisk.log_mark();
+    let person = agent.call_in(asterisk, &key).await;
+    let channel = person.other_leg();
+    let call_id = agent.call_on(&channel).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token = create_token(&agent.store, org.id, "alice", Scopes::parse(scopes).unwrap()).await.unwrap().token;
+    LiveAgi { asterisk, agent, call_id, channel, org, token, mark, key }
+}
+
 /// Listening against the real Asterisk: `asterai serve` (ARI configured) holds an AGI call; a
 /// supervisor's WebSocket on `GET /v1/calls/{id}/listen` gets the call's audio (an ARI snoop,
 /// bridged with a chan_websocket channel), which is not silent while the caller speaks; the
@@ -635,24 +674,16 @@ async fn a_call_held_elsewhere_is_409_postgres() {
 #[tokio::test]
 async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
     use futures_util::StreamExt;
-    use support::asterisk::{Asterisk, Script, unique};
-    use support::live::Agent;
+    use support::asterisk::Script;
     use tokio_tungstenite::tungstenite::Message;
 
-    let asterisk = Asterisk::shared().await;
-    let agent = Agent::start(asterisk, &[]).await;
-    agent.transcripts(&["Can you hear me?"]).await;
-    agent.answers(&[&["Yes, I can hear you."]]).await;
-    let key = unique().to_string();
-    let speech =
-        asterisk.utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
-    let script = Script::new().wait_for_agent().quiet(3).say(&speech).wait_for_agent().quiet(10);
-    asterisk.put_script(&key, None, &script).await;
-    let person = agent.call_in(asterisk, &key).await;
-    let call_id = agent.call_on(&person.other_leg()).await;
-    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
-    let token =
-        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let LiveAgi { asterisk, agent, call_id, org, token, .. } =
+        live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, _| {
+            let speech = asterisk
+                .utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
+            Script::new().wait_for_agent().quiet(3).say(&speech).wait_for_agent().quiet(10)
+        })
+        .await;
     let mut feed = FeedClient::connect(agent.http, &token, &format!("?since=0&call_id={call_id}")).await.unwrap();
 
     // The call is in conversation a moment after it is stored.
@@ -737,23 +768,16 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
 /// Stop listening closes the socket.
 #[tokio::test]
 async fn the_page_plays_a_live_call_against_the_real_asterisk() {
-    use support::asterisk::{Asterisk, Script, unique};
+    use support::asterisk::Script;
     use support::browser::{Browser, output_dir};
-    use support::live::Agent;
 
-    let asterisk = Asterisk::shared().await;
-    let agent = Agent::start(asterisk, &[]).await;
-    agent.transcripts(&["Can you hear me?"]).await;
-    agent.answers(&[&["Yes, I can hear you."]]).await;
-    let key = unique().to_string();
-    let speech = asterisk.utterance("Hello, hello. I am talking so that the supervisor can hear me in the browser.");
-    let script = Script::new().wait_for_agent().quiet(2).say(&speech).say(&speech).wait_for_agent().quiet(10);
-    asterisk.put_script(&key, None, &script).await;
-    let person = agent.call_in(asterisk, &key).await;
-    let call_id = agent.call_on(&person.other_leg()).await;
-    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
-    let token =
-        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let LiveAgi { agent, call_id, token, .. } =
+        live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, _| {
+            let speech =
+                asterisk.utterance("Hello, hello. I am talking so that the supervisor can hear me in the browser.");
+            Script::new().wait_for_agent().quiet(2).say(&speech).say(&speech).wait_for_agent().quiet(10)
+        })
+        .await;
 
     let mut browser = Browser::start(1280, 800).await;
     browser.goto(&format!("http://{}/", agent.http)).await;
@@ -877,29 +901,20 @@ async fn pausing_a_streaming_call_against_the_real_asterisk() {
 /// again once resumed.
 #[tokio::test]
 async fn pausing_an_agi_call_against_the_real_asterisk() {
-    use support::asterisk::{Asterisk, Script, unique};
-    use support::live::Agent;
+    use support::asterisk::Script;
 
-    let asterisk = Asterisk::shared().await;
-    let agent = Agent::start(asterisk, &[]).await;
-    agent.transcripts(&["I am back."]).await;
-    agent.answers(&[&["Welcome back."]]).await;
-    let key = unique().to_string();
-    let script = Script::new()
-        .wait_for_agent()
-        .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
-        .step(format!("Set(DB(asterai-test/{key}-said)=1)"))
-        .step("Wait(8)")
-        .say(&asterisk.utterance("I am back."))
-        .wait_for_agent()
-        .quiet(10);
-    asterisk.put_script(&key, None, &script).await;
-    let mark = asterisk.log_mark();
-    let person = agent.call_in(asterisk, &key).await;
-    let channel = person.other_leg();
-    let call_id = agent.call_on(&channel).await;
-    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
-    let token = create_token(&agent.store, org.id, "alice", Scopes::parse("supervise").unwrap()).await.unwrap().token;
+    let LiveAgi { asterisk, agent, call_id, channel, token, mark, key, .. } =
+        live_agi_call(&["I am back."], &[&["Welcome back."]], "supervise", |asterisk, key| {
+            Script::new()
+                .wait_for_agent()
+                .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
+                .step(format!("Set(DB(asterai-test/{key}-said)=1)"))
+                .step("Wait(8)")
+                .say(&asterisk.utterance("I am back."))
+                .wait_for_agent()
+                .quiet(10)
+        })
+        .await;
     let client = reqwest::Client::new();
     let post = |action: &str| {
         client.post(format!("http://{}/v1/calls/{call_id}/{action}", agent.http)).bearer_auth(&token).send()
