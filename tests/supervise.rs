@@ -1074,7 +1074,9 @@ async fn tone_in_recording(wav: &std::path::Path) -> usize {
         }
         assert!(tokio::time::Instant::now() < deadline, "no finished recording at {}", wav.display());
     };
-    tone_windows(&samples, SUPERVISOR_HZ)
+    let toned = tone_windows(&samples, SUPERVISOR_HZ);
+    eprintln!("{}: the supervisor's tone in {toned} of {} windows of 20 ms", wav.display(), samples.len() / 160);
+    toned
 }
 
 /// A supervisor barges in on a live call against the real Asterisk: a Rust WebSocket client
