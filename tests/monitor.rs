@@ -134,6 +134,7 @@ async fn the_page_is_served_as_modules_without_test_hooks() {
         ("dashboard.js", "text/javascript"),
         ("console.js", "text/javascript"),
         ("listen-worklet.js", "text/javascript"),
+        ("barge-worklet.js", "text/javascript"),
         ("monitor.css", "text/css"),
     ] {
         let response = client.get(daemon.url(&format!("/ui/{file}"))).send().await.unwrap();

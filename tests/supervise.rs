@@ -41,6 +41,7 @@ struct Rig {
     _tts: MockServer,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
+    live: asterai::conversation::LiveCalls,
 }
 
 async fn rig(backend: Backend, daemon: &str) -> Rig {
@@ -96,7 +97,8 @@ async fn rig(backend: Backend, daemon: &str) -> Rig {
     state.set_live_calls(conversations.live());
     tokio::spawn(asterai::http::serve(listener, state, stop.clone()));
     let agi = TestServer::start(Router::new().route("ai", conversations.handler()), ServerConfig::default()).await;
-    Rig { _db: db, store, hub, http, agi, llm, stt, _tts: tts, stop, _dir: dir }
+    let live = conversations.live();
+    Rig { _db: db, store, hub, http, agi, llm, stt, _tts: tts, stop, _dir: dir, live }
 }
 
 impl Rig {
@@ -254,7 +256,15 @@ async fn a_monitor_token_cannot_supervise_and_a_supervise_token_can() {
     let monitor = rig.token("acme", "wallboard", "monitor,dial,admin").await;
     let supervise = rig.token("acme", "alice", "supervise").await;
     let client = reqwest::Client::new();
-    for (verb, route) in [("POST", "coach"), ("POST", "pause"), ("POST", "resume"), ("GET", "listen")] {
+    for (verb, route) in [
+        ("POST", "coach"),
+        ("POST", "pause"),
+        ("POST", "resume"),
+        ("GET", "listen"),
+        ("GET", "barge"),
+        ("POST", "takeover"),
+        ("POST", "giveback"),
+    ] {
         let url = format!("http://{}/v1/calls/nope/{route}", rig.http);
         let request = |token: &str| {
             let builder = if verb == "POST" {
@@ -384,6 +394,192 @@ async fn coaching_reaches_the_models_next_request_and_pause_holds_the_caller_unt
     rig.stop.cancel();
 }
 
+/// The user messages of the model's requests, in order.
+async fn user_messages(llm: &MockServer) -> Vec<Vec<String>> {
+    llm.received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["role"] == "user")
+                .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Take over and give back on an AGI call: while taken over nothing is played to the caller
+/// (no `STREAM FILE`, only recordings) and the model is not asked; what the caller says is
+/// stored as a turn with the supervisor; given back, the AI answers again with the caller's
+/// words in the model's next request. A `monitor` token changes nothing; another organization
+/// gets 404 and an ended call 409; the events and audit rows carry the supervisor's name.
+#[tokio::test]
+async fn taking_over_silences_the_ai_and_giving_back_hands_it_what_was_said() {
+    let rig = rig(Backend::Sqlite, "daemon-a").await;
+    let alice = rig.token("acme", "alice", "monitor,supervise").await;
+    let wallboard = rig.token("acme", "wallboard", "monitor,dial,admin").await;
+    let outsider = rig.token("globex", "mallory", "supervise").await;
+    mount_stt(&rig.stt, &["My account number is 42.", "So what happens now?"]).await;
+    mount_llm(&rig.llm, &[&["Your case is open ", "and on its way."]]).await;
+
+    let mut phone = Phone::dial(rig.agi.addr).await;
+    let recording = phone.next_recording().await;
+    let call_id = phone.call_id.clone().expect("the daemon told the dialplan the call's id");
+
+    // Neither a token without `supervise` nor another organization changes anything.
+    let (status, _) = rig.post(&wallboard, &format!("/v1/calls/{call_id}/takeover"), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = rig.post(&outsider, &format!("/v1/calls/{call_id}/takeover"), None).await;
+    assert_eq!(status, 404);
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/giveback"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("active")), "nothing to give back: {body}");
+
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/takeover"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["ai"].as_str(), body["taken_over_by"].as_str()), (Some("taken_over"), Some("alice")), "{body}");
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/pause"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("taken_over")), "a call taken over stays so: {body}");
+
+    // The recording under way ends; while taken over the daemon only records, and transcribes.
+    phone.recorded(&recording, true).await;
+    let next = phone
+        .until(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper.starts_with("RECORD FILE") || upper.starts_with("STREAM FILE")
+        })
+        .await;
+    assert!(next.to_ascii_uppercase().starts_with("RECORD FILE"), "no agent audio while taken over: {next}");
+    phone.recorded(&next, true).await;
+    let next = phone
+        .until(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper.starts_with("RECORD FILE") || upper.starts_with("STREAM FILE")
+        })
+        .await;
+    assert!(next.to_ascii_uppercase().starts_with("RECORD FILE"), "no agent audio while taken over: {next}");
+    assert_eq!(rig.stt.received_requests().await.unwrap_or_default().len(), 1, "the caller's words were transcribed");
+    assert!(user_messages(&rig.llm).await.is_empty(), "the model is not asked while the call is taken over");
+    let played = phone.fake.received.iter().filter(|l| l.to_ascii_uppercase().starts_with("STREAM FILE")).count();
+
+    // Given back during the recording: it ends, and the AI listens and answers again.
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/giveback"), None).await;
+    assert_eq!((status, body["ai"].as_str()), (200, Some("active")), "{body}");
+    phone.recorded(&next, false).await;
+    let recording = phone.next_recording().await;
+    phone.recorded(&recording, true).await;
+    let _recording = phone.next_recording().await;
+    let after = phone.fake.received.iter().filter(|l| l.to_ascii_uppercase().starts_with("STREAM FILE")).count();
+    assert!(after > played, "the AI speaks again once given back");
+    let requests = user_messages(&rig.llm).await;
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].iter().any(|m| m == "(with the supervisor) My account number is 42."),
+        "the caller's words to the supervisor are in the model's next request: {requests:?}"
+    );
+    assert_eq!(requests[0].last().map(String::as_str), Some("So what happens now?"));
+    let system = system_messages(&rig.llm).await;
+    assert!(system[0].iter().any(|m| m.contains("took this call over")), "{system:?}");
+    assert!(system[0].iter().any(|m| m.contains("gave the call back")), "{system:?}");
+    phone.hang_up().await;
+
+    // The stored transcript holds the take-over, the caller's part and the give-back.
+    let acme = rig.store.org_by_slug("acme").await.unwrap().unwrap();
+    let transcript = loop {
+        let call = rig.store.call(acme.id, &call_id).await.unwrap().unwrap();
+        if call.ended_at.is_some() {
+            break call.transcript.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for line in [
+        "[alice (supervisor) took the call over]",
+        "Caller: (with the supervisor) My account number is 42.",
+        "[alice (supervisor) gave the call back]",
+        "Caller: So what happens now?",
+        "Agent: Your case is open and on its way.",
+    ] {
+        assert!(transcript.contains(line), "{line:?} in the transcript:\n{transcript}");
+    }
+    let events = rig.store.call_events(&call_id).await.unwrap();
+    let supervised: Vec<(EventKind, String)> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::TakeoverStarted | EventKind::TakeoverEnded))
+        .map(|e| (e.kind, e.data["supervisor"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    assert_eq!(
+        supervised,
+        vec![(EventKind::TakeoverStarted, "alice".to_owned()), (EventKind::TakeoverEnded, "alice".to_owned())]
+    );
+    let audit = rig.store.audit_log(Some(acme.id), 0, 100).await.unwrap();
+    let actions: Vec<(&str, &str)> = audit.iter().map(|a| (a.action.as_str(), a.actor.as_str())).collect();
+    for action in ["call.takeover_started", "call.takeover_ended"] {
+        assert!(
+            actions.iter().any(|(a, actor)| *a == action && actor.contains("alice")),
+            "{action} in the audit log: {actions:?}"
+        );
+    }
+    assert!(
+        !actions.iter().any(|(_, actor)| actor.contains("wallboard")),
+        "the refused token did nothing: {actions:?}"
+    );
+    let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/takeover"), None).await;
+    assert_eq!(status, 409, "{body}");
+    rig.stop.cancel();
+}
+
+/// While a barging supervisor speaks the AI starts no answer: the caller's words are
+/// transcribed, but the model is asked only once the supervisor is quiet, and its request says
+/// a supervisor joined the line. (The barge's audio path is the real-Asterisk tests'; here the
+/// supervisor's voice is signalled as the barge's relay does.)
+#[tokio::test]
+async fn the_ai_waits_while_a_barging_supervisor_speaks() {
+    let rig = rig(Backend::Sqlite, "daemon-a").await;
+    mount_stt(&rig.stt, &["Is anyone there?"]).await;
+    mount_llm(&rig.llm, &[&["Yes, we are both here."]]).await;
+    let mut phone = Phone::dial(rig.agi.addr).await;
+    let recording = phone.next_recording().await;
+    let call_id = phone.call_id.clone().unwrap();
+    let acme = rig.store.org_by_slug("acme").await.unwrap().unwrap();
+    let call = rig.live.get(acme.id, &call_id).expect("the call is live");
+    let mut barge = call.begin_barge("alice").unwrap();
+    barge.joined();
+    barge.speaking(true);
+
+    phone.recorded(&recording, true).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rig.stt.received_requests().await.unwrap_or_default().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the caller's words are transcribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), phone.fake.read_line()).await;
+    assert!(quiet.is_err(), "nothing is played while the supervisor speaks: {quiet:?}");
+    assert!(system_messages(&rig.llm).await.is_empty(), "the model is not asked while the supervisor speaks");
+
+    barge.speaking(false);
+    let next = phone
+        .until(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper.starts_with("STREAM FILE") || upper.starts_with("RECORD FILE")
+        })
+        .await;
+    assert!(
+        next.to_ascii_uppercase().starts_with("STREAM FILE"),
+        "the AI answers once the supervisor is quiet: {next}"
+    );
+    let system = system_messages(&rig.llm).await;
+    assert!(system[0].iter().any(|m| m.contains("(alice) has joined the line")), "{system:?}");
+    drop(barge);
+    phone.fake.write(b"200 result=0 endpos=8000\n").await.unwrap();
+    let _recording = phone.next_recording().await;
+    phone.hang_up().await;
+    rig.stop.cancel();
+}
+
 /// In a fleet only the daemon holding a call acts on it: another answers 409 naming the holder.
 async fn a_call_held_elsewhere_is_409_naming_its_daemon(backend: Backend) {
     let rig = rig(backend, "daemon-a").await;
@@ -432,6 +628,45 @@ async fn a_call_held_elsewhere_is_409_postgres() {
     a_call_held_elsewhere_is_409_naming_its_daemon(Backend::Postgres).await;
 }
 
+/// An AGI call against the shared real Asterisk, as the live tests set it up.
+struct LiveAgi {
+    asterisk: &'static support::asterisk::Asterisk,
+    agent: support::live::Agent,
+    call_id: String,
+    /// The agent's channel (the AGI leg).
+    channel: String,
+    org: asterai::store::Org,
+    /// alice's token.
+    token: String,
+    /// Asterisk's log before the call.
+    mark: u64,
+    /// The person's key (its script in AstDB).
+    key: String,
+}
+
+/// Starts a daemon that hears `transcripts` and answers `answers`, lets the person of
+/// `script(asterisk, key)` call it, and makes alice a token of `scopes`.
+async fn live_agi_call(
+    transcripts: &[&str],
+    answers: &[&[&str]],
+    scopes: &str,
+    script: impl FnOnce(&support::asterisk::Asterisk, &str) -> support::asterisk::Script,
+) -> LiveAgi {
+    let asterisk = support::asterisk::Asterisk::shared().await;
+    let agent = support::live::Agent::start(asterisk, &[]).await;
+    agent.transcripts(transcripts).await;
+    agent.answers(answers).await;
+    let key = support::asterisk::unique().to_string();
+    asterisk.put_script(&key, None, &script(asterisk, &key)).await;
+    let mark = asterisk.log_mark();
+    let person = agent.call_in(asterisk, &key).await;
+    let channel = person.other_leg();
+    let call_id = agent.call_on(&channel).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token = create_token(&agent.store, org.id, "alice", Scopes::parse(scopes).unwrap()).await.unwrap().token;
+    LiveAgi { asterisk, agent, call_id, channel, org, token, mark, key }
+}
+
 /// Listening against the real Asterisk: `asterai serve` (ARI configured) holds an AGI call; a
 /// supervisor's WebSocket on `GET /v1/calls/{id}/listen` gets the call's audio (an ARI snoop,
 /// bridged with a chan_websocket channel), which is not silent while the caller speaks; the
@@ -439,24 +674,16 @@ async fn a_call_held_elsewhere_is_409_postgres() {
 #[tokio::test]
 async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
     use futures_util::StreamExt;
-    use support::asterisk::{Asterisk, Script, unique};
-    use support::live::Agent;
+    use support::asterisk::Script;
     use tokio_tungstenite::tungstenite::Message;
 
-    let asterisk = Asterisk::shared().await;
-    let agent = Agent::start(asterisk, &[]).await;
-    agent.transcripts(&["Can you hear me?"]).await;
-    agent.answers(&[&["Yes, I can hear you."]]).await;
-    let key = unique().to_string();
-    let speech =
-        asterisk.utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
-    let script = Script::new().wait_for_agent().quiet(3).say(&speech).wait_for_agent().quiet(10);
-    asterisk.put_script(&key, None, &script).await;
-    let person = agent.call_in(asterisk, &key).await;
-    let call_id = agent.call_on(&person.other_leg()).await;
-    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
-    let token =
-        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let LiveAgi { asterisk, agent, call_id, org, token, .. } =
+        live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, _| {
+            let speech = asterisk
+                .utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
+            Script::new().wait_for_agent().quiet(3).say(&speech).wait_for_agent().quiet(10)
+        })
+        .await;
     let mut feed = FeedClient::connect(agent.http, &token, &format!("?since=0&call_id={call_id}")).await.unwrap();
 
     // The call is in conversation a moment after it is stored.
@@ -541,23 +768,16 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
 /// Stop listening closes the socket.
 #[tokio::test]
 async fn the_page_plays_a_live_call_against_the_real_asterisk() {
-    use support::asterisk::{Asterisk, Script, unique};
+    use support::asterisk::Script;
     use support::browser::{Browser, output_dir};
-    use support::live::Agent;
 
-    let asterisk = Asterisk::shared().await;
-    let agent = Agent::start(asterisk, &[]).await;
-    agent.transcripts(&["Can you hear me?"]).await;
-    agent.answers(&[&["Yes, I can hear you."]]).await;
-    let key = unique().to_string();
-    let speech = asterisk.utterance("Hello, hello. I am talking so that the supervisor can hear me in the browser.");
-    let script = Script::new().wait_for_agent().quiet(2).say(&speech).say(&speech).wait_for_agent().quiet(10);
-    asterisk.put_script(&key, None, &script).await;
-    let person = agent.call_in(asterisk, &key).await;
-    let call_id = agent.call_on(&person.other_leg()).await;
-    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
-    let token =
-        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let LiveAgi { agent, call_id, token, .. } =
+        live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, _| {
+            let speech =
+                asterisk.utterance("Hello, hello. I am talking so that the supervisor can hear me in the browser.");
+            Script::new().wait_for_agent().quiet(2).say(&speech).say(&speech).wait_for_agent().quiet(10)
+        })
+        .await;
 
     let mut browser = Browser::start(1280, 800).await;
     browser.goto(&format!("http://{}/", agent.http)).await;
@@ -681,29 +901,20 @@ async fn pausing_a_streaming_call_against_the_real_asterisk() {
 /// again once resumed.
 #[tokio::test]
 async fn pausing_an_agi_call_against_the_real_asterisk() {
-    use support::asterisk::{Asterisk, Script, unique};
-    use support::live::Agent;
+    use support::asterisk::Script;
 
-    let asterisk = Asterisk::shared().await;
-    let agent = Agent::start(asterisk, &[]).await;
-    agent.transcripts(&["I am back."]).await;
-    agent.answers(&[&["Welcome back."]]).await;
-    let key = unique().to_string();
-    let script = Script::new()
-        .wait_for_agent()
-        .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
-        .step(format!("Set(DB(asterai-test/{key}-said)=1)"))
-        .step("Wait(8)")
-        .say(&asterisk.utterance("I am back."))
-        .wait_for_agent()
-        .quiet(10);
-    asterisk.put_script(&key, None, &script).await;
-    let mark = asterisk.log_mark();
-    let person = agent.call_in(asterisk, &key).await;
-    let channel = person.other_leg();
-    let call_id = agent.call_on(&channel).await;
-    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
-    let token = create_token(&agent.store, org.id, "alice", Scopes::parse("supervise").unwrap()).await.unwrap().token;
+    let LiveAgi { asterisk, agent, call_id, channel, token, mark, key, .. } =
+        live_agi_call(&["I am back."], &[&["Welcome back."]], "supervise", |asterisk, key| {
+            Script::new()
+                .wait_for_agent()
+                .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
+                .step(format!("Set(DB(asterai-test/{key}-said)=1)"))
+                .step("Wait(8)")
+                .say(&asterisk.utterance("I am back."))
+                .wait_for_agent()
+                .quiet(10)
+        })
+        .await;
     let client = reqwest::Client::new();
     let post = |action: &str| {
         client.post(format!("http://{}/v1/calls/{call_id}/{action}", agent.http)).bearer_auth(&token).send()
@@ -738,4 +949,339 @@ async fn pausing_an_agi_call_against_the_real_asterisk() {
     let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
     assert!(said.contains(&("I am back.", "Welcome back.")), "{said:?}");
     assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 1, "{said:?}");
+}
+
+/// The share of a window's energy at `hz` (8 kHz samples): 1 for a pure tone at `hz`, near 0
+/// for speech or another tone (Goertzel).
+fn tone_share(window: &[i16], hz: f64) -> f64 {
+    let n = window.len() as f64;
+    let coefficient = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    let mut energy = 0.0;
+    for sample in window {
+        let x = *sample as f64;
+        energy += x * x;
+        let s0 = x + coefficient * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coefficient * s1 * s2;
+    if energy == 0.0 { 0.0 } else { 2.0 * power / (n * energy) }
+}
+
+/// The windows (20 ms) of a recording where a tone at `hz` is most of what is heard.
+fn tone_windows(samples: &[i16], hz: f64) -> usize {
+    samples
+        .chunks_exact(160)
+        .filter(|w| {
+            let rms = (w.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+            rms > 200.0 && tone_share(w, hz) > 0.5
+        })
+        .count()
+}
+
+/// The supervisor's tone: 1 kHz, far from the agent's 300 Hz and clear of speech's harmonics
+/// taken as a whole.
+const SUPERVISOR_HZ: f64 = 1000.0;
+
+/// A live call a supervisor barges in on, against the real Asterisk: the caller's leg records
+/// itself with MixMonitor into `wav`.
+struct BargeCall {
+    agent: support::live::Agent,
+    call_id: String,
+    wav: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    org: asterai::store::Org,
+    /// alice's token, `monitor,supervise`.
+    token: String,
+}
+
+/// Starts a daemon and a call for a barge (`stream`: a streaming call placed by the dialer;
+/// else an inbound AGI call), and waits until the agent has greeted and listens.
+async fn barge_call(asterisk: &support::asterisk::Asterisk, stream: bool) -> BargeCall {
+    use support::asterisk::{Script, unique};
+    use support::live::Agent;
+
+    let agent = Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["Hello?"]).await;
+    agent.answers(&[&["I am here."]]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("caller.wav");
+    let key = if stream { format!("15550{:06}", unique()) } else { unique().to_string() };
+    let mut script = Script::new();
+    if stream {
+        script = script.answer();
+    }
+    let script = script.step(format!("MixMonitor({})", wav.display()));
+    // On a streaming call the caller waits for the greeting to end. On an AGI call Asterisk
+    // transmits silence while the agent records, which WaitForSilence does not take for the end
+    // of the agent's words: the test waits for the recording in Asterisk's log instead, and the
+    // caller's line sends silent audio meanwhile, as a phone's does.
+    let script = if stream {
+        script.wait_for_agent().step(format!("Set(DB(asterai-test/{key}-ready)=1)")).quiet(12)
+    } else {
+        script.silence(10).silence(10)
+    };
+    asterisk.put_script(&key, None, &script).await;
+    let mark = asterisk.log_mark();
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token =
+        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let call_id = if stream {
+        let placed: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://{}/v1/calls", agent.http))
+            .bearer_auth(agent.token().await)
+            .json(&serde_json::json!({"to": format!("+{key}"), "media": "stream"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        placed["id"].as_str().expect("the call is placed").to_owned()
+    } else {
+        let person = agent.call_in(asterisk, &key).await;
+        agent.call_on(&person.other_leg()).await
+    };
+    if !stream {
+        asterisk.wait_for_log(mark, &["RECORD FILE"]).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stream && asterisk.db_get("asterai-test", &format!("{key}-ready")).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the caller never heard the agent finish its greeting; daemon log:\n{}",
+            agent.log().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    BargeCall { agent, call_id, wav, _dir: dir, org, token }
+}
+
+/// The 20 ms windows of the caller's finished MixMonitor recording where the supervisor's tone
+/// is most of what is heard (MixMonitor finishes the file once the caller's channel is gone).
+async fn tone_in_recording(wav: &std::path::Path) -> usize {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let samples = loop {
+        let first = std::fs::read(wav).unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = std::fs::read(wav).unwrap_or_default();
+        if !first.is_empty()
+            && first == second
+            && let Ok(samples) = asterai::speech::audio::decode_wav(&second)
+        {
+            break samples;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no finished recording at {}", wav.display());
+    };
+    let toned = tone_windows(&samples, SUPERVISOR_HZ);
+    eprintln!("{}: the supervisor's tone in {toned} of {} windows of 20 ms", wav.display(), samples.len() / 160);
+    toned
+}
+
+/// A supervisor barges in on a live call against the real Asterisk: a Rust WebSocket client
+/// sends a 1 kHz tone as 16 kHz PCM on `GET /v1/calls/{id}/barge`; the caller's leg, recorded
+/// with MixMonitor by the test's dialplan, holds the tone (and no such tone without the barge:
+/// the agent speaks at 300 Hz, the caller not at all). The feed and the audit log name the
+/// supervisor. `stream`: a streaming call placed by the dialer; else an AGI call, which needs
+/// Asterisk's `transmit_silence`.
+async fn the_caller_hears_a_barging_supervisor(asterisk: &support::asterisk::Asterisk, stream: bool) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let BargeCall { agent, call_id, wav, _dir, org, token } = barge_call(asterisk, stream).await;
+    let url = format!("ws://{}/v1/calls/{call_id}/barge?token={token}", agent.http);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _)) => break ws,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 409 => {}
+            Err(e) => panic!("cannot barge in: {e}; daemon log:\n{}", agent.log().join("\n")),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let start = match tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Text(text) => serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        other => panic!("expected barge.start, got {other:?}"),
+    };
+    assert_eq!(start["type"].as_str(), Some("barge.start"), "{start}");
+    let rate = start["rate"].as_f64().expect("the rate to send at");
+    // A second supervisor waits for the first.
+    let second = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(
+        matches!(&second, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 409),
+        "one barge at a time: {second:?}"
+    );
+    // Three seconds of tone, sent at about the pace a microphone gives it.
+    let mut phase = 0.0f64;
+    for _ in 0..150 {
+        let mut frame = Vec::with_capacity(640);
+        for _ in 0..(rate as usize / 50) {
+            let sample = (phase.sin() * 8000.0) as i16;
+            phase += 2.0 * std::f64::consts::PI * SUPERVISOR_HZ / rate;
+            frame.extend_from_slice(&sample.to_le_bytes());
+        }
+        ws.send(Message::Binary(frame.into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if stream {
+        ws.close(None).await.unwrap();
+    } else {
+        // A malformed frame (an odd number of bytes) closes the socket with a reason.
+        ws.send(Message::Binary(vec![1u8, 2, 3].into())).await.unwrap();
+        let closed = loop {
+            match tokio::time::timeout(WAIT, ws.next()).await.expect("the daemon closes the socket") {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let frame = closed.expect("a close frame with a code");
+        assert_eq!(u16::from(frame.code), 1007, "{frame:?}");
+        assert!(frame.reason.contains("even length"), "{frame:?}");
+    }
+
+    agent.finished(&call_id).await;
+    let toned = tone_in_recording(&wav).await;
+    assert!(
+        toned >= 50,
+        "the caller's recording holds the supervisor's tone: {toned} windows of 20 ms; daemon log:\n{}",
+        agent.log().join("\n")
+    );
+
+    let events = agent.events(&call_id).await;
+    let barged: Vec<(EventKind, &str)> = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::BargeStarted | EventKind::BargeEnded))
+        .map(|e| (e.kind, e.data["supervisor"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(barged, vec![(EventKind::BargeStarted, "alice"), (EventKind::BargeEnded, "alice")]);
+    let audit = agent.store.audit_log(Some(org.id), 0, 100).await.unwrap();
+    let actions: Vec<&str> = audit.iter().filter(|a| a.actor.contains("alice")).map(|a| a.action.as_str()).collect();
+    assert!(actions.contains(&"call.barge_started") && actions.contains(&"call.barge_ended"), "{actions:?}");
+    // The barge's channels are gone.
+    let (user, password) = support::asterisk::ari_credentials();
+    let channels: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(format!("{}/ari/channels", asterisk.ari_url()))
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = channels.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert!(!ids.iter().any(|id| id.contains("barge-")), "barge channels left behind: {ids:?}");
+}
+
+#[tokio::test]
+async fn a_barging_supervisor_is_heard_on_a_streaming_call_against_the_real_asterisk() {
+    let asterisk = support::asterisk::Asterisk::shared().await;
+    the_caller_hears_a_barging_supervisor(asterisk, true).await;
+}
+
+#[tokio::test]
+async fn a_barging_supervisor_is_heard_on_an_agi_call_against_the_real_asterisk() {
+    // The AGI path needs Asterisk to transmit silence while it records (see the README).
+    let options = support::asterisk::Options { transmit_silence: true, ..Default::default() };
+    let asterisk = support::asterisk::Asterisk::start(options).await;
+    the_caller_hears_a_barging_supervisor(&asterisk, false).await;
+}
+
+/// The page's Barge button in headless Chromium against the real Asterisk: the fake microphone
+/// plays a 1 kHz tone (`--use-file-for-fake-audio-capture`), the console sends it through the
+/// AudioWorklet of barge-worklet.js on the barge WebSocket, and the caller's recording holds
+/// it. A `monitor` token first sees no console at all.
+#[tokio::test]
+async fn the_page_barges_in_with_the_microphone_against_the_real_asterisk() {
+    use support::browser::{Browser, output_dir};
+
+    let asterisk = support::asterisk::Asterisk::shared().await;
+    let BargeCall { agent, call_id, wav, _dir, org, token } = barge_call(asterisk, true).await;
+    let wallboard =
+        create_token(&agent.store, org.id, "wallboard", Scopes::parse("monitor").unwrap()).await.unwrap().token;
+    let microphone = _dir.path().join("microphone.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&microphone, spec).unwrap();
+    for i in 0..(48000 * 10) {
+        let sample = ((i as f64 * 2.0 * std::f64::consts::PI * SUPERVISOR_HZ / 48000.0).sin() * 9000.0) as i16;
+        writer.write_sample(sample).unwrap();
+    }
+    writer.finalize().unwrap();
+    let flags = [
+        "--use-fake-ui-for-media-stream".to_owned(),
+        "--use-fake-device-for-media-stream".to_owned(),
+        format!("--use-file-for-fake-audio-capture={}", microphone.display()),
+        "--autoplay-policy=no-user-gesture-required".to_owned(),
+    ];
+    let mut browser = Browser::start_with(1280, 800, &flags).await;
+    let row = format!("document.querySelector('#active .call-row[data-call-id=\"{call_id}\"]')");
+    for (who, token) in [("wallboard", &wallboard), ("alice", &token)] {
+        browser.goto(&format!("http://{}/", agent.http)).await;
+        browser.eval("sessionStorage.clear(); true").await;
+        browser.goto(&format!("http://{}/", agent.http)).await;
+        browser.wait_for("document.querySelector('#signin')", "the sign-in form shows").await;
+        browser
+            .eval(&format!(
+                "document.querySelector('#token').value = {}; document.querySelector('#signin').requestSubmit(); true",
+                serde_json::Value::from(token.as_str())
+            ))
+            .await;
+        browser.wait_for(&row, "the live call is listed").await;
+        browser.eval(&format!("{row}.click(); true")).await;
+        if who == "wallboard" {
+            browser
+                .wait_for(
+                    "document.querySelector('#console').dataset.supervise === 'no'",
+                    "the page asked the token's scopes",
+                )
+                .await;
+            let hidden = browser.eval("document.querySelector('#console').hidden").await;
+            assert_eq!(hidden, serde_json::Value::Bool(true), "a monitor token sees no supervisor buttons");
+        }
+    }
+    browser
+        .wait_for(
+            "!document.querySelector('#console').hidden && !document.querySelector('#barge').disabled",
+            "the console shows to a supervise token",
+        )
+        .await;
+    browser.eval_as_user("document.querySelector('#barge').click(); true").await;
+    browser
+        .wait_for("Number(document.querySelector('#barge').dataset.loud || 0) > 100", "the microphone's tone is sent")
+        .await;
+    let status = browser.eval("document.querySelector('#console-status').textContent").await;
+    assert_eq!(status, "Barging in: the caller and the AI hear you.");
+    browser.screenshot(&output_dir().join("console-barging.png")).await;
+    // Take over and give back from the page while barging.
+    browser.eval_as_user("document.querySelector('#takeover').click(); true").await;
+    browser
+        .wait_for(
+            "document.querySelector('#console-status').textContent === 'Taken over: the AI is silent. The caller hears you.'",
+            "the call is taken over",
+        )
+        .await;
+    browser.eval_as_user("document.querySelector('#giveback').click(); true").await;
+    browser
+        .wait_for(
+            "document.querySelector('#console-status').textContent === 'Given back: the AI answers again.'",
+            "the call is given back",
+        )
+        .await;
+    browser.eval_as_user("document.querySelector('#barge').click(); true").await;
+    browser.wait_for("document.querySelector('#barge').textContent === 'Barge'", "barging stops").await;
+
+    agent.finished(&call_id).await;
+    let toned = tone_in_recording(&wav).await;
+    assert!(toned >= 50, "the caller heard the page's microphone: {toned} windows of 20 ms");
+    let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
+    for kind in [EventKind::BargeStarted, EventKind::BargeEnded, EventKind::TakeoverStarted, EventKind::TakeoverEnded] {
+        assert!(kinds.contains(&kind), "{kind:?} stored: {kinds:?}");
+    }
 }

@@ -124,6 +124,10 @@ pub fn human(event: &Event) -> String {
         EventKind::Coached => format!("{head}  supervisor {} coached the AI: {}", s("supervisor"), s("text")),
         EventKind::AiPaused => format!("{head}  supervisor {} paused the AI (caller on hold)", s("supervisor")),
         EventKind::AiResumed => format!("{head}  supervisor {} resumed the AI", s("supervisor")),
+        EventKind::BargeStarted => format!("{head}  supervisor {} barged in (speaks to the caller)", s("supervisor")),
+        EventKind::BargeEnded => format!("{head}  supervisor {} stopped barging in", s("supervisor")),
+        EventKind::TakeoverStarted => format!("{head}  supervisor {} took the call over", s("supervisor")),
+        EventKind::TakeoverEnded => format!("{head}  supervisor {} gave the call back to the AI", s("supervisor")),
         EventKind::CampaignStatusUpdate => {
             let reason = d["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
             format!(

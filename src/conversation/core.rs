@@ -157,6 +157,11 @@ pub trait MediaPath: Send + Sync {
     fn kind(&self) -> &'static str {
         "agi"
     }
+    /// The call's mixing bridge, when the path has one (streaming): a supervisor's barge joins
+    /// it rather than whispering into the caller's channel.
+    fn bridge(&self) -> Option<&str> {
+        None
+    }
     /// Holds the caller (`on`: music on hold, nothing heard or answered) or ends the hold, for
     /// a supervisor who paused the AI. The error says why the music could not start or stop.
     fn hold(&self, on: bool) -> impl Future<Output = Result<(), String>> + Send {
@@ -179,6 +184,11 @@ impl Ending {
         Ending { status: CallStatus::Completed, reason: reason.into(), outcome }
     }
 }
+
+/// How the caller's words said while a supervisor had the call begin, in the stored turns and the
+/// model's history: the caller talked with the supervisor (whose voice the recording may hold
+/// too), not with the AI.
+pub const WITH_SUPERVISOR: &str = "(with the supervisor)";
 
 /// How the reasons of calls that ended because the channel went away begin.
 pub const CALLER_HUNG_UP: &str = "caller hung up";
@@ -418,6 +428,9 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         let agent = profile.agent.as_ref().map_or_else(|| "built-in".to_owned(), |(n, v)| format!("{n} v{v}"));
         tracing::info!(call_id = %call_id, org = %org.slug, ?direction, number = %crate::phone::mask(&number), %agent, "conversation started");
         let live = inner.live.register(&call_id, org.id, &call.uniqueid, media.kind());
+        if let Some(bridge) = media.bridge().filter(|b| !b.is_empty()) {
+            live.call().set_bridge(bridge);
+        }
         Conversation {
             inner,
             profile,
@@ -612,18 +625,23 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 );
             };
 
-            if self.live.call().state() == super::live::AiState::Paused {
-                match self.hold().await {
+            match self.live.call().state() {
+                super::live::AiState::Paused => match self.hold().await {
                     Some(ending) => return ending,
                     None => continue,
-                }
+                },
+                super::live::AiState::TakenOver => match self.taken_over().await {
+                    Some(ending) => return ending,
+                    None => continue,
+                },
+                super::live::AiState::Active => {}
             }
 
-            // Listen (a supervisor's pause stops it at once).
+            // Listen (a supervisor's pause or take-over stops it at once).
             let live = self.live.call().clone();
             let heard = tokio::select! {
                 heard = self.media.listen(left) => heard,
-                _ = live.paused() => continue,
+                _ = live.interrupted() => continue,
             };
             let utterance = match heard {
                 Heard::Utterance(utterance) => utterance,
@@ -640,6 +658,10 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     continue;
                 }
                 Heard::Silence => {
+                    // No reprompt over a barging supervisor.
+                    if let Some(ending) = self.supervisor_quiet().await {
+                        return ending;
+                    }
                     silent_in_row += 1;
                     match self.nothing_heard(silent_in_row, "the caller stayed silent").await {
                         Some(ending) => return ending,
@@ -688,6 +710,16 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             }
             silent_in_row = 0;
             self.caller_spoke = true;
+            // Taken over while the caller's words were transcribed: they were said to the
+            // supervisor, and the AI does not answer them.
+            if self.live.call().state() == super::live::AiState::TakenOver {
+                self.with_supervisor(&transcript).await;
+                continue;
+            }
+            // A supervisor barging in is speaking: the AI lets them finish.
+            if let Some(ending) = self.supervisor_quiet().await {
+                return ending;
+            }
             self.turn += 1;
 
             // Answer: the model speaks; while it calls tools that report back (an HTTP tool,
@@ -930,6 +962,133 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             tracing::info!(call_id = %self.call_id, "a supervisor's instruction goes to the model");
             self.history.push(Message::new(Role::System, super::live::coaching_message(&text)));
         }
+        for note in self.live.call().take_notes() {
+            self.history.push(Message::new(Role::System, note));
+        }
+    }
+
+    /// Waits while a barging supervisor speaks (the AI never talks over them). `Some` ends the
+    /// call (the caller hung up meanwhile).
+    async fn supervisor_quiet(&mut self) -> Option<Ending> {
+        let live = self.live.call().clone();
+        if !live.supervisor_speaking() {
+            return None;
+        }
+        tracing::info!(call_id = %self.call_id, "a supervisor is speaking: the AI waits before it answers");
+        tokio::select! {
+            _ = live.supervisor_quiet() => None,
+            _ = self.media.hung_up() => Some(self.gone("caller hung up while a supervisor spoke")),
+        }
+    }
+
+    /// A supervisor took the call over: the AI says nothing and answers nothing; it listens,
+    /// and each thing the caller says is stored as a turn with the supervisor (`caller` begins
+    /// with [`WITH_SUPERVISOR`]) and kept in the model's history. Marker turns say when the
+    /// supervisor took the call and gave it back. `Some` ends the call.
+    async fn taken_over(&mut self) -> Option<Ending> {
+        let live = self.live.call().clone();
+        let who = live.taken_over_by().unwrap_or_else(|| "a supervisor".to_owned());
+        tracing::info!(call_id = %self.call_id, supervisor = %who, "a supervisor took the call over: the AI is silent");
+        self.take_coaching();
+        self.turn += 1;
+        self.store_turn(
+            self.turn,
+            "",
+            &format!("[{who} (supervisor) took the call over]"),
+            None,
+            Latency::default(),
+            false,
+        )
+        .await;
+        self.history.push(Message::new(
+            Role::System,
+            format!(
+                "A supervisor ({who}) took this call over here and talks with the caller; you are silent until \
+                 they give the call back. The caller's words meanwhile follow, marked {WITH_SUPERVISOR:?}."
+            ),
+        ));
+        loop {
+            if live.state() != super::live::AiState::TakenOver {
+                break;
+            }
+            if self.media.is_gone() {
+                return Some(self.gone("caller hung up while a supervisor had the call"));
+            }
+            if self.media.is_wrapping_up() {
+                return Some(Ending::completed("asterai is shutting down", None));
+            }
+            let Some(left) = self
+                .config()
+                .max_duration
+                .0
+                .checked_sub(self.started.elapsed())
+                .filter(|left| *left > Duration::from_secs(1))
+            else {
+                return Some(Ending::completed(
+                    format!("reached conversation.max_duration ({})", self.config().max_duration),
+                    None,
+                ));
+            };
+            let heard = tokio::select! {
+                heard = self.media.listen(left) => heard,
+                _ = live.given_back() => break,
+            };
+            let utterance = match heard {
+                Heard::Utterance(utterance) => utterance,
+                Heard::HungUp => return Some(self.gone("caller hung up while a supervisor had the call")),
+                Heard::Gone(reason) => return Some(self.gone(&reason)),
+                Heard::Silence => continue,
+                Heard::Failed(reason) => {
+                    tracing::warn!(call_id = %self.call_id, "listening during the take-over failed: {reason}");
+                    // Not a busy loop when the media path keeps failing at once.
+                    tokio::select! {
+                        _ = live.given_back() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            let deadline = utterance.ended_at + self.config().turn_budget.0;
+            let transcribed = tokio::select! {
+                result = (utterance.transcribe)(deadline) => result,
+                _ = self.media.hung_up() => return Some(self.gone("caller hung up while a supervisor had the call")),
+            };
+            match transcribed {
+                Ok(text) if !text.trim().is_empty() => {
+                    self.caller_spoke = true;
+                    self.with_supervisor(&text).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(call_id = %self.call_id, "speech-to-text failed during the take-over: {e}"),
+            }
+        }
+        tracing::info!(call_id = %self.call_id, supervisor = %who, "the supervisor gave the call back to the AI");
+        self.turn += 1;
+        self.store_turn(
+            self.turn,
+            "",
+            &format!("[{who} (supervisor) gave the call back]"),
+            None,
+            Latency::default(),
+            false,
+        )
+        .await;
+        self.history.push(Message::new(
+            Role::System,
+            format!(
+                "The supervisor ({who}) gave the call back to you. Go on from where the conversation is now, with \
+                 what the caller said to the supervisor in mind; do not repeat what was settled."
+            ),
+        ));
+        None
+    }
+
+    /// Stores what the caller said while a supervisor had the call, as a turn of its own and in
+    /// the model's history.
+    async fn with_supervisor(&mut self, transcript: &str) {
+        let caller = format!("{WITH_SUPERVISOR} {}", transcript.trim());
+        self.turn += 1;
+        self.store_turn(self.turn, &caller, "", None, Latency::default(), false).await;
+        self.history.push(Message::new(Role::User, caller));
     }
 
     /// A supervisor paused the AI: the caller hears music on hold until the AI is resumed.

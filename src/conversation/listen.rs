@@ -186,7 +186,7 @@ async fn set_up(call: &LiveCall, setup: &ListenSetup) -> Result<Listener, String
             let _ = client.destroy_bridge(&bridge).await;
         }
     };
-    match connect(client, &setup.app, &snoop_id, &bridge, &media_id).await {
+    match connect(client, &setup.app, &snoop_id, &bridge, &media_id, "asterai-listen", LISTEN_CODEC).await {
         Ok(mut session) => {
             let (tx, rx) = mpsc::channel(LISTENER_QUEUE);
             let rate = session.format().rate();
@@ -219,19 +219,37 @@ async fn set_up(call: &LiveCall, setup: &ListenSetup) -> Result<Listener, String
     }
 }
 
-/// Creates the media channel, connects, and bridges it with the snoop channel.
-async fn connect(
+/// Creates the bridge (named `name`) and the media channel, connects, and bridges the media
+/// channel with the snoop channel (listening here, barging in [`super::barge`]).
+pub(super) async fn connect(
     client: &AriClient,
     app: &str,
     snoop_id: &str,
     bridge: &str,
     media_id: &str,
+    name: &str,
+    codec: Codec,
 ) -> Result<crate::media::MediaSession, String> {
     client
-        .create_bridge("mixing", Some(bridge), Some("asterai-listen"))
+        .create_bridge("mixing", Some(bridge), Some(name))
         .await
-        .map_err(|e| format!("cannot create the listening bridge: {e}"))?;
-    let mut media = ExternalMedia::websocket_server(app, LISTEN_CODEC.name(), false);
+        .map_err(|e| format!("cannot create the bridge: {e}"))?;
+    let session = open_media(client, app, media_id, codec).await?;
+    join_bridge(client, bridge, &[snoop_id, media_id])
+        .await
+        .map_err(|e| format!("cannot bridge the snoop channel with the media channel: {e}"))?;
+    Ok(session)
+}
+
+/// Creates the external media channel `media_id` (chan_websocket, in `codec`) and connects to
+/// it.
+pub(super) async fn open_media(
+    client: &AriClient,
+    app: &str,
+    media_id: &str,
+    codec: Codec,
+) -> Result<crate::media::MediaSession, String> {
+    let mut media = ExternalMedia::websocket_server(app, codec.name(), false);
     media.channel_id = Some(media_id.to_owned());
     let created = client.external_media(&media).await.map_err(|e| format!("externalMedia: {e}"))?;
     let connection_id = created
@@ -248,17 +266,20 @@ async fn connect(
         tls: client.tls(),
         ..WebSocketOptions::default()
     };
-    let session = websocket::connect(&url, options).await.map_err(|e| e.to_string())?;
-    // Both channels enter the application a moment after ARI answers; Asterisk refuses to
-    // bridge a channel before ("Channel not in Stasis application").
+    websocket::connect(&url, options).await.map_err(|e| e.to_string())
+}
+
+/// Adds `channels` to `bridge`. The channels enter the application a moment after ARI answers;
+/// Asterisk refuses to bridge a channel before ("Channel not in Stasis application").
+pub(super) async fn join_bridge(client: &AriClient, bridge: &str, channels: &[&str]) -> Result<(), AriError> {
     let deadline = Instant::now() + SET_UP_TIMEOUT;
     loop {
-        match client.add_to_bridge(bridge, &[snoop_id, media_id]).await {
-            Ok(()) => return Ok(session),
+        match client.add_to_bridge(bridge, channels).await {
+            Ok(()) => return Ok(()),
             Err(AriError::Conflict(_) | AriError::Unprocessable(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => return Err(format!("cannot bridge the snoop channel with the media channel: {e}")),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -10,6 +10,12 @@
 //!   the current answer otherwise) and holds the caller with music on hold
 //!   ([`super::MediaPath::hold`]) until the AI is resumed or the caller hangs up.
 //! * **Listening:** one [`Tap`] per call, shared by its listeners (see [`super::listen`]).
+//! * **Barge:** one supervisor at a time speaks into the call ([`super::barge`]); while their
+//!   voice is heard ([`LiveCall::supervisor_speaking`]) the core starts no answer, and the model
+//!   is told a supervisor is on the line (a system message, as coaching is).
+//! * **Take over:** the core neither speaks nor answers; it still listens, and stores what
+//!   the caller says as turns "with the supervisor", which are in the model's history when the
+//!   supervisor gives the call back.
 //!
 //! Each call belongs to one organization; [`LiveCalls::get`] finds a call only for its own
 //! organization. In a fleet only the daemon holding a call has it here: the HTTP side answers
@@ -37,6 +43,9 @@ pub enum AiState {
     Active,
     /// Paused by a supervisor: the caller hears music on hold.
     Paused,
+    /// Taken over by a supervisor, who talks with the caller (through a barge): the AI is silent
+    /// and answers nothing until the call is given back.
+    TakenOver,
 }
 
 /// Why a supervisor's action on a live call was refused.
@@ -62,6 +71,17 @@ pub struct LiveCall {
     ended: CancellationToken,
     /// The listeners' tap, while anyone listens.
     pub(super) tap: tokio::sync::Mutex<Option<Arc<Tap>>>,
+    /// System messages for the model's next request (a supervisor joined or left the line).
+    notes: Mutex<Vec<String>>,
+    /// The supervisor barging in now (the token's name), if any: one at a time.
+    barging: Mutex<Option<String>>,
+    /// The barging supervisor's voice is heard now.
+    voice: watch::Sender<bool>,
+    /// Who took the call over (the token's name), while it is taken over.
+    taken_over_by: Mutex<Option<String>>,
+    /// The call's mixing bridge (the streaming path's: the caller and the agent's media
+    /// channel), which a barge joins.
+    bridge: OnceLock<String>,
 }
 
 impl LiveCall {
@@ -75,7 +95,21 @@ impl LiveCall {
             coaching: Mutex::new(Vec::new()),
             ended: CancellationToken::new(),
             tap: tokio::sync::Mutex::new(None),
+            notes: Mutex::new(Vec::new()),
+            barging: Mutex::new(None),
+            voice: watch::Sender::new(false),
+            taken_over_by: Mutex::new(None),
+            bridge: OnceLock::new(),
         }
+    }
+
+    /// The call's mixing bridge, on the streaming path.
+    pub fn bridge(&self) -> Option<&str> {
+        self.bridge.get().map(String::as_str)
+    }
+
+    pub(super) fn set_bridge(&self, bridge: &str) {
+        let _ = self.bridge.set(bridge.to_owned());
     }
 
     /// The AI's state now.
@@ -115,26 +149,111 @@ impl LiveCall {
         std::mem::take(&mut *self.coaching.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Pauses the AI; false when it was paused already.
+    /// The instructions and notes waiting, taken (the core gives them to the model): coaching
+    /// as it was written, notes as full system messages.
+    pub(super) fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn note(&self, text: String) {
+        self.notes.lock().unwrap_or_else(|e| e.into_inner()).push(text);
+    }
+
+    /// Pauses the AI; false when it was paused already. A call taken over stays taken over
+    /// (a supervisor talks with the caller): also false.
     pub fn pause(&self) -> bool {
-        self.state.send_if_modified(|state| std::mem::replace(state, AiState::Paused) != AiState::Paused)
+        self.state.send_if_modified(|state| {
+            if *state != AiState::Active {
+                return false;
+            }
+            *state = AiState::Paused;
+            true
+        })
     }
 
     /// Resumes the AI; false when it was not paused.
     pub fn resume(&self) -> bool {
-        self.state.send_if_modified(|state| std::mem::replace(state, AiState::Active) != AiState::Active)
+        self.state.send_if_modified(|state| {
+            if *state != AiState::Paused {
+                return false;
+            }
+            *state = AiState::Active;
+            true
+        })
     }
 
-    /// Resolves once the AI is paused.
-    pub(super) async fn paused(&self) {
+    /// Takes the call over for `supervisor` (from an active or paused AI); false when it was
+    /// taken over already.
+    pub fn take_over(&self, supervisor: &str) -> bool {
+        self.state.send_if_modified(|state| {
+            if *state == AiState::TakenOver {
+                return false;
+            }
+            *self.taken_over_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(supervisor.to_owned());
+            *state = AiState::TakenOver;
+            true
+        })
+    }
+
+    /// Gives a taken-over call back to the AI; false when it was not taken over.
+    pub fn give_back(&self) -> bool {
+        self.state.send_if_modified(|state| {
+            if *state != AiState::TakenOver {
+                return false;
+            }
+            *state = AiState::Active;
+            true
+        })
+    }
+
+    /// Who took the call over, while it is.
+    pub fn taken_over_by(&self) -> Option<String> {
+        self.taken_over_by.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Resolves once the AI is no longer active (paused or taken over).
+    pub(super) async fn interrupted(&self) {
         let mut state = self.state.subscribe();
-        let _ = state.wait_for(|s| *s == AiState::Paused).await;
+        let _ = state.wait_for(|s| *s != AiState::Active).await;
     }
 
     /// Resolves once the AI is no longer paused.
     pub(super) async fn resumed(&self) {
         let mut state = self.state.subscribe();
         let _ = state.wait_for(|s| *s != AiState::Paused).await;
+    }
+
+    /// Resolves once the call is no longer taken over.
+    pub(super) async fn given_back(&self) {
+        let mut state = self.state.subscribe();
+        let _ = state.wait_for(|s| *s != AiState::TakenOver).await;
+    }
+
+    /// Reserves the line for `supervisor`'s barge: refused while another supervisor barges.
+    /// The returned guard ends the barge when dropped; [`BargeGuard::joined`] tells the model.
+    pub fn begin_barge(self: &Arc<Self>, supervisor: &str) -> Result<BargeGuard, LiveError> {
+        let mut barging = self.barging.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(other) = barging.as_ref() {
+            return Err(LiveError::Unavailable(format!("{other} is barging in on this call already")));
+        }
+        *barging = Some(supervisor.to_owned());
+        Ok(BargeGuard { call: self.clone(), supervisor: supervisor.to_owned(), joined: false })
+    }
+
+    /// The supervisor barging in now, if any.
+    pub fn barging(&self) -> Option<String> {
+        self.barging.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the barging supervisor's voice is heard now.
+    pub fn supervisor_speaking(&self) -> bool {
+        *self.voice.borrow()
+    }
+
+    /// Resolves once no supervisor speaks on the call.
+    pub(super) async fn supervisor_quiet(&self) {
+        let mut voice = self.voice.subscribe();
+        let _ = voice.wait_for(|speaking| !*speaking).await;
     }
 
     /// Supervisors listening now.
@@ -146,6 +265,52 @@ impl LiveCall {
     pub fn ended(&self) -> &CancellationToken {
         &self.ended
     }
+}
+
+/// A supervisor's barge in progress: ends it when dropped.
+pub struct BargeGuard {
+    call: Arc<LiveCall>,
+    supervisor: String,
+    joined: bool,
+}
+
+impl BargeGuard {
+    /// The supervisor's audio reaches the call: the model is told at its next request.
+    pub fn joined(&mut self) {
+        if !self.joined {
+            self.joined = true;
+            self.call.note(barge_message(&self.supervisor));
+        }
+    }
+
+    /// The barging supervisor's voice is heard (`true`) or has stopped.
+    pub fn speaking(&self, speaking: bool) {
+        self.call.voice.send_if_modified(|now| std::mem::replace(now, speaking) != speaking);
+    }
+}
+
+impl Drop for BargeGuard {
+    fn drop(&mut self) {
+        self.speaking(false);
+        let who = self.call.barging.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(who) = who
+            && self.joined
+            && !self.call.ended.is_cancelled()
+        {
+            self.call.note(format!(
+                "The supervisor ({who}) has left the line: only you and the caller are on the call again."
+            ));
+        }
+    }
+}
+
+/// The system message that tells the model a supervisor joined the line.
+fn barge_message(supervisor: &str) -> String {
+    format!(
+        "A supervisor of this call ({supervisor}) has joined the line and may speak with the caller. What you hear \
+         from the caller may include the supervisor's words. Do not talk over the supervisor, follow their lead, and \
+         never mention this message."
+    )
 }
 
 /// The live calls of this daemon. Cheap to clone.
@@ -263,6 +428,28 @@ mod tests {
         assert!(call.ended().is_cancelled());
     }
 
+    #[test]
+    fn one_supervisor_barges_at_a_time_and_the_model_is_told() {
+        let calls = LiveCalls::new(None);
+        let registration = calls.register("c1", 1, "chan", "agi");
+        let call = registration.call().clone();
+        let mut first = call.begin_barge("alice").unwrap();
+        assert!(call.begin_barge("bob").err().expect("one at a time").to_string().contains("alice"));
+        assert!(call.take_notes().is_empty(), "the model hears of it once the audio flows");
+        first.joined();
+        first.speaking(true);
+        assert!(call.supervisor_speaking());
+        let notes = call.take_notes();
+        assert!(notes.len() == 1 && notes[0].contains("(alice) has joined the line"), "{notes:?}");
+        drop(first);
+        assert!(!call.supervisor_speaking(), "a barge that ends is quiet");
+        assert!(call.take_notes()[0].contains("has left the line"));
+        let unjoined = call.begin_barge("bob").unwrap();
+        drop(unjoined);
+        assert!(call.take_notes().is_empty(), "a barge that never joined tells the model nothing");
+        assert_eq!(call.barging(), None);
+    }
+
     #[tokio::test]
     async fn pause_and_resume_change_once() {
         let calls = LiveCalls::new(None);
@@ -271,9 +458,20 @@ mod tests {
         assert_eq!(call.state(), AiState::Active);
         assert!(call.pause());
         assert!(!call.pause());
-        call.paused().await;
+        call.interrupted().await;
         assert!(call.resume());
         assert!(!call.resume());
         call.resumed().await;
+        // Taken over: pause and resume change nothing until the call is given back.
+        assert!(call.take_over("alice"));
+        assert!(!call.take_over("bob"));
+        assert_eq!((call.state(), call.taken_over_by().as_deref()), (AiState::TakenOver, Some("alice")));
+        assert!(!call.pause());
+        assert!(!call.resume());
+        call.interrupted().await;
+        assert!(call.give_back());
+        assert!(!call.give_back());
+        call.given_back().await;
+        assert_eq!(call.state(), AiState::Active);
     }
 }

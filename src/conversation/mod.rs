@@ -57,6 +57,7 @@ use crate::store::Org;
 pub mod after_call;
 pub mod agi;
 pub mod analysis;
+pub mod barge;
 pub mod call_recording;
 pub mod core;
 pub mod listen;

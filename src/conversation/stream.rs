@@ -908,6 +908,10 @@ impl MediaPath for StreamPath<'_> {
         "stream"
     }
 
+    fn bridge(&self) -> Option<&str> {
+        Some(&self.bridge)
+    }
+
     /// Music on hold on the caller's channel (ARI), the agent's audio flushed, and the ear deaf
     /// until the hold ends (what it heard meanwhile is dropped).
     async fn hold(&self, on: bool) -> Result<(), String> {

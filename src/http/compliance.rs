@@ -75,6 +75,8 @@ fn action_name(method: &Method, route: &str, path: &str) -> String {
         ("POST", "/v1/calls/{id}/coach") => "call.coached".into(),
         ("POST", "/v1/calls/{id}/pause") => "call.ai_paused".into(),
         ("POST", "/v1/calls/{id}/resume") => "call.ai_resumed".into(),
+        ("POST", "/v1/calls/{id}/takeover") => "call.takeover_started".into(),
+        ("POST", "/v1/calls/{id}/giveback") => "call.takeover_ended".into(),
         ("POST", "/v1/agents") => "agent.created".into(),
         ("PUT", "/v1/agents/{name}") => "agent.changed".into(),
         ("POST", "/v1/agents/{name}/rollback") => "agent.rolled_back".into(),

@@ -27,6 +27,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("dashboard.js", include_str!("monitor/dashboard.js"), JS),
     ("console.js", include_str!("monitor/console.js"), JS),
     ("listen-worklet.js", include_str!("monitor/listen-worklet.js"), JS),
+    ("barge-worklet.js", include_str!("monitor/barge-worklet.js"), JS),
     ("monitor.css", include_str!("monitor/monitor.css"), "text/css; charset=utf-8"),
 ];
 

@@ -358,6 +358,57 @@ pub fn operations() -> Vec<Operation> {
             .error(426, "Not a WebSocket upgrade")
             .error(502, "Asterisk refused the snoop or the media channel")
             .error(503, "This daemon runs no conversations, or ARI is not configured"),
+        Operation::new(M::Get, "/v1/calls/{id}/barge", Some(Supervise), "bargeCall", supervise::barge)
+            .summary(
+                "Barges in on a live call with the supervisor's microphone, a WebSocket",
+                "The caller and the AI hear what the page sends (an ARI snoop whispering into both \
+                 directions of the caller's channel); the AI starts no answer while the supervisor's voice \
+                 is heard. First the server's text message `{\"type\": \"barge.start\", \"rate\": 16000, \
+                 \"format\": \"s16le\", \"channels\": 1}` (8000 on an AGI call); then the page sends binary \
+                 messages of 16-bit little-endian mono PCM at that rate (at most 32,000 bytes each). A text message closes the \
+                 socket with 1003, an odd length with 1007, a larger one with 1009. One supervisor at a time. \
+                 `barge_started` and `barge_ended` on the feed. The token may come as `?token=`.",
+            )
+            .path_param("id", string(), "The call's id.")
+            .query("token", string(), "The token, for browsers (only the WebSocket routes take it in the URL).")
+            .query_token()
+            .answer(101, "Switching Protocols: the WebSocket", None)
+            .error(404, "No such call in the organization")
+            .error(409, "The call has ended, is not in conversation yet, or another daemon holds it (named); or another supervisor barges in")
+            .error(426, "Not a WebSocket upgrade")
+            .error(502, "Asterisk refused the snoop or the media channel")
+            .error(503, "This daemon runs no conversations, or ARI is not configured"),
+        Operation::new(M::Post, "/v1/calls/{id}/takeover", Some(Supervise), "takeOverCall", supervise::takeover)
+            .summary(
+                "Takes a live call over from the AI",
+                "The AI neither speaks nor answers (at once while it listens, after its answer while it \
+                 speaks); it still listens, and stores what the caller says as turns with the supervisor, who \
+                 talks with the caller through a barge. `takeover_started` on the feed when it was not taken \
+                 over already.",
+            )
+            .path_param("id", string(), "The call's id.")
+            .answer(200, "The live call", Some(schema("LiveCall")))
+            .error(404, "No such call in the organization")
+            .error(409, "The call has ended, is not in conversation yet, or another daemon holds it (named)")
+            .error(503, "This daemon runs no conversations"),
+        Operation::new(M::Post, "/v1/calls/{id}/giveback", Some(Supervise), "giveBackCall", supervise::giveback)
+            .summary(
+                "Gives a taken-over call back to the AI",
+                "The AI listens and answers again, with what the caller said meanwhile in its history. \
+                 `takeover_ended` on the feed when the call was taken over.",
+            )
+            .path_param("id", string(), "The call's id.")
+            .answer(200, "The live call", Some(schema("LiveCall")))
+            .error(404, "No such call in the organization")
+            .error(409, "The call has ended, is not in conversation yet, or another daemon holds it (named)")
+            .error(503, "This daemon runs no conversations"),
+        Operation::new(M::Get, "/v1/token", Some(Monitor), "getToken", supervise::token_info)
+            .summary(
+                "The token itself",
+                "Its id, name, organization and scopes: the monitor page shows the supervisors' console only \
+                 to a token with `supervise`.",
+            )
+            .answer(200, "The token", Some(schema("TokenInfo"))),
         Operation::new(M::Get, "/v1/stats", Some(Monitor), "stats", api::stats)
             .summary(
                 "The organization's figures for the calls started in a window",
@@ -563,14 +614,14 @@ pub fn document() -> Value {
                     "scheme": "bearer",
                     "description": "A token of `asterai token create` (`ast_<id>_<secret>`). Its scopes: `monitor` \
                         reads, `dial` places calls, runs campaigns and reads and adds to the do-not-call list, \
-                        `admin` removes from it and changes agents, `supervise` listens to, coaches and pauses live calls. \
+                        `admin` removes from it and changes agents, `supervise` listens to, coaches, pauses, barges in on and takes over live calls. \
                         Each operation's `x-scope` names the one it needs.",
                 },
                 "queryToken": {
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "The same token in the URL: the WebSocket upgrades only (the feed and listening; \
+                    "description": "The same token in the URL: the WebSocket upgrades only (the feed, listening and barging; \
                         any other route answers 401 to it, since URLs end up in logs).",
                 },
             },
@@ -844,9 +895,20 @@ fn schemas() -> Value {
             &[
                 ("call_id", string()),
                 ("media", one_of(&["agi", "stream"])),
-                ("ai", one_of(&["active", "paused"])),
+                ("ai", one_of(&["active", "paused", "taken_over"])),
                 ("pending_coaching", integer()),
                 ("listeners", integer()),
+                ("barging", opt_string()),
+                ("taken_over_by", opt_string()),
+            ],
+            &[],
+        ),
+        "TokenInfo": object(
+            &[
+                ("token_id", string()),
+                ("name", string()),
+                ("org", string()),
+                ("scopes", array(one_of(&["monitor", "dial", "admin", "supervise"]))),
             ],
             &[],
         ),

@@ -6,10 +6,22 @@
 //!   listening nor answering, until resumed;
 //! * `GET /v1/calls/{id}/listen`: a WebSocket of the call's audio (see
 //!   [`crate::conversation::listen`]); the token may come as `?token=`, as for the feed.
+//! * `GET /v1/calls/{id}/barge`: a WebSocket the supervisor's microphone goes through into the
+//!   call (see [`crate::conversation::barge`]), one supervisor at a time. A route of its own
+//!   rather than a mode of listen: listening is read-only and shared by any number of
+//!   supervisors, barging is exclusive and writes into the call; its events and audit rows span
+//!   exactly the time the microphone is live; and the page can listen without ever asking for
+//!   the microphone.
+//! * `POST /v1/calls/{id}/takeover` and `/giveback`: the AI silent and answering nothing while
+//!   the supervisor talks with the caller (through a barge), then back with what the caller said
+//!   meanwhile in its history.
+//! * `GET /v1/token`: the token's own name, organization and scopes (the page shows the
+//!   console only to a token that can use it).
 //!
 //! Each action is an event on the feed with the token's name (`coached`, `ai_paused`,
-//! `ai_resumed`, `supervisor_joined`, `supervisor_left`) and a row of the audit log (the
-//! changes through the audit middleware, listening here). A call of another organization is
+//! `ai_resumed`, `supervisor_joined`, `supervisor_left`, `barge_started`, `barge_ended`,
+//! `takeover_started`, `takeover_ended`) and a row of the audit log (the changes through the
+//! audit middleware, listening and barging here). A call of another organization is
 //! 404; a call this daemon does not hold is 409 naming the daemon that does, or saying that it
 //! is not in conversation.
 
@@ -27,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{Authorized, AuthorizedUpgrade, Supervise};
 use super::{ApiError, AppState};
 use crate::auth::Principal;
+use crate::conversation::barge::BargeError;
 use crate::conversation::live::{AiState, LiveCall, LiveError};
 use crate::store::EventKind;
 use crate::store::audit::NewAudit;
@@ -49,6 +62,10 @@ pub struct LiveState {
     pub pending_coaching: usize,
     /// Supervisors listening now.
     pub listeners: usize,
+    /// The supervisor barging in now (the token's name), if any.
+    pub barging: Option<String>,
+    /// Who took the call over, while it is taken over.
+    pub taken_over_by: Option<String>,
 }
 
 impl LiveState {
@@ -60,6 +77,8 @@ impl LiveState {
             ai: call.state(),
             pending_coaching: call.pending_coaching(),
             listeners,
+            barging: call.barging(),
+            taken_over_by: (call.state() == AiState::TakenOver).then(|| call.taken_over_by()).flatten(),
         }
     }
 }
@@ -164,6 +183,121 @@ pub async fn resume(
     Ok(Json(LiveState::of(&call).await))
 }
 
+/// `POST /v1/calls/{id}/takeover`: an event only when the call was not taken over already.
+/// The AI goes silent at once while it listens, at the end of its answer while it speaks.
+pub async fn takeover(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    principal: Authorized<Supervise>,
+) -> Result<Json<LiveState>, ApiError> {
+    let call = live_call(&state, &principal, &id).await?;
+    let name = supervisor_name(&state, &principal).await;
+    if call.take_over(&name) {
+        publish(&state, &principal, &id, EventKind::TakeoverStarted, serde_json::json!({})).await;
+    }
+    Ok(Json(LiveState::of(&call).await))
+}
+
+/// `POST /v1/calls/{id}/giveback`: an event only when the call was taken over.
+pub async fn giveback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    principal: Authorized<Supervise>,
+) -> Result<Json<LiveState>, ApiError> {
+    let call = live_call(&state, &principal, &id).await?;
+    if call.give_back() {
+        publish(&state, &principal, &id, EventKind::TakeoverEnded, serde_json::json!({})).await;
+    }
+    Ok(Json(LiveState::of(&call).await))
+}
+
+/// `GET /v1/token`.
+#[derive(Debug, Serialize)]
+pub struct TokenInfo {
+    pub token_id: String,
+    pub name: String,
+    /// The organization's slug.
+    pub org: String,
+    pub scopes: Vec<&'static str>,
+}
+
+/// `GET /v1/token`: what the token itself is (any token with `monitor`, as the page needs).
+pub async fn token_info(
+    State(state): State<AppState>,
+    principal: Authorized<super::extract::Monitor>,
+) -> Json<TokenInfo> {
+    Json(TokenInfo {
+        token_id: principal.token_id.clone(),
+        name: supervisor_name(&state, &principal).await,
+        org: principal.org_slug.clone(),
+        scopes: principal.scopes.iter().map(|s| s.as_str()).collect(),
+    })
+}
+
+/// `GET /v1/calls/{id}/barge`: the barge (snoop, bridge, media channel) is set up before the
+/// 101, so a call that cannot be barged in on gets an HTTP error naming the cause: 409 while
+/// another supervisor barges.
+pub async fn barge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    principal: AuthorizedUpgrade<Supervise>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let principal = principal.into_principal();
+    let peer = request.extensions().get::<ConnectInfo<super::Peer>>().map(|c| c.0.0.to_string());
+    let accept = ws::accept(request.headers())
+        .map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.to_string()))?;
+    let call = live_call(&state, &principal, &id).await?;
+    let live = state.live().ok_or_else(|| ApiError::unavailable("this daemon runs no conversations"))?;
+    let setup = live.listen_setup().ok_or_else(|| {
+        ApiError::unavailable("barging in needs ARI (ari.url): the supervisor's audio is whispered with an ARI snoop")
+    })?;
+    let name = supervisor_name(&state, &principal).await;
+    let mut barge = crate::conversation::barge::barge(&call, setup, &name).await.map_err(|e| match e {
+        BargeError::Busy(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+        BargeError::Asterisk(m) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "asterisk", format!("cannot barge in on the call: {m}"))
+        }
+    })?;
+    audit_at(&state, &principal, "call.barge_started", &id, "barge", peer.as_deref(), serde_json::json!({})).await;
+    publish(&state, &principal, &id, EventKind::BargeStarted, serde_json::json!({})).await;
+    let upgrade = hyper::upgrade::on(request);
+    let shutdown = state.inner.shutdown.clone();
+    tokio::spawn(async move {
+        let why = match upgrade.await {
+            Ok(upgraded) => {
+                let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    Some(crate::conversation::barge::socket_config()),
+                )
+                .await;
+                crate::conversation::barge::relay(&mut socket, &mut barge, &call, &shutdown).await
+            }
+            Err(e) => format!("the WebSocket upgrade did not complete: {e}"),
+        };
+        drop(barge);
+        audit_at(
+            &state,
+            &principal,
+            "call.barge_ended",
+            &id,
+            "barge",
+            peer.as_deref(),
+            serde_json::json!({"reason": why}),
+        )
+        .await;
+        publish(&state, &principal, &id, EventKind::BargeEnded, serde_json::json!({"reason": why})).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .map_err(ApiError::internal)
+}
+
 /// `GET /v1/calls/{id}/listen`: the tap is set up before the 101, so a call that cannot be
 /// listened to gets an HTTP error naming the cause.
 pub async fn listen(
@@ -231,8 +365,21 @@ async fn audit(
     peer: Option<&str>,
     detail: serde_json::Value,
 ) {
+    audit_at(state, principal, action, call_id, "listen", peer, detail).await;
+}
+
+/// An audit row for a WebSocket of the console (`route`: `listen` or `barge`).
+async fn audit_at(
+    state: &AppState,
+    principal: &Principal,
+    action: &str,
+    call_id: &str,
+    route: &str,
+    peer: Option<&str>,
+    detail: serde_json::Value,
+) {
     let actor = format!("token:{} ({})", supervisor_name(state, principal).await, principal.token_id);
-    let target = format!("/v1/calls/{call_id}/listen");
+    let target = format!("/v1/calls/{call_id}/{route}");
     let entry = NewAudit {
         org_id: Some(principal.org_id),
         actor: &actor,

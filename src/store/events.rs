@@ -28,6 +28,14 @@ pub enum EventKind {
     AiPaused,
     /// A supervisor resumed the AI.
     AiResumed,
+    /// A supervisor's microphone went into the call (`GET /v1/calls/{id}/barge`).
+    BargeStarted,
+    /// The supervisor's microphone left the call (`data.reason`).
+    BargeEnded,
+    /// A supervisor took the call over: the AI is silent.
+    TakeoverStarted,
+    /// The supervisor gave the call back to the AI.
+    TakeoverEnded,
 }
 
 impl EventKind {
@@ -44,6 +52,10 @@ impl EventKind {
             EventKind::Coached => "coached",
             EventKind::AiPaused => "ai_paused",
             EventKind::AiResumed => "ai_resumed",
+            EventKind::BargeStarted => "barge_started",
+            EventKind::BargeEnded => "barge_ended",
+            EventKind::TakeoverStarted => "takeover_started",
+            EventKind::TakeoverEnded => "takeover_ended",
         }
     }
 }

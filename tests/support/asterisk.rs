@@ -78,6 +78,9 @@ pub struct Options {
     /// The `ASTERAI` global of the dialplan. Default: a closed port, so a call must name its
     /// daemon (a channel variable `ASTERAI`).
     pub asterai: Option<String>,
+    /// `transmit_silence = yes`: Asterisk writes silence to a channel while it records (what a
+    /// supervisor's whisper on an AGI call is mixed into).
+    pub transmit_silence: bool,
 }
 
 /// A channel Asterisk created for [`Asterisk::originate`].
@@ -664,6 +667,9 @@ fn write_tree(prefix: &Path, dir: &Path, http_port: u16, options: &Options) -> P
     }
     if let Some(group) = &options.run_group {
         options_extra.push_str(&format!("rungroup = {group}\n"));
+    }
+    if options.transmit_silence {
+        options_extra.push_str("transmit_silence = yes\n");
     }
     let conf = asterisk_conf(&sample, dir, &options_extra);
     let conf_path = etc.join("asterisk.conf");

@@ -37,8 +37,14 @@ pub struct Browser {
 impl Browser {
     /// Starts Chromium with a page of `width`×`height` CSS pixels.
     pub async fn start(width: u32, height: u32) -> Browser {
+        Browser::start_with(width, height, &[]).await
+    }
+
+    /// The same with more command-line flags (fake media devices, …).
+    pub async fn start_with(width: u32, height: u32, extra: &[String]) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let child = Command::new(program())
+            .args(extra)
             .args([
                 "--headless",
                 "--no-sandbox",

@@ -1334,6 +1334,7 @@ function init() {
     ui: {
       panel: $('console'), coachForm: $('console'), listen: $('listen'), pause: $('pause-ai'),
       resume: $('resume-ai'), coachText: $('coach-text'), coachSend: $('coach-send'), status: $('console-status'),
+      barge: $('barge'), takeover: $('takeover'), giveback: $('giveback'),
     },
     request: (path, opts = {}) => api(path, opts),
     token: () => session.token,
