@@ -245,7 +245,7 @@ pub async fn barge(
 ) -> Result<Response, ApiError> {
     let principal = principal.into_principal();
     let peer = request.extensions().get::<ConnectInfo<super::Peer>>().map(|c| c.0.0.to_string());
-    let accept = ws::accept(request.headers())
+    let accept = super::upgrade::accept(request.headers())
         .map_err(|e| ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.to_string()))?;
     let call = live_call(&state, &principal, &id).await?;
     let live = state.live().ok_or_else(|| ApiError::unavailable("this daemon runs no conversations"))?;
