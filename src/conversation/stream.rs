@@ -485,7 +485,10 @@ pub struct StreamPath<'a> {
     /// The speech-to-text of that agent (and its Deepgram live settings), which the ear reads
     /// for each utterance.
     stt: Arc<Mutex<AgentStt>>,
-    _ear_task: tokio_util::task::AbortOnDropHandle<()>,
+    /// The ear, until the agent is known (see [`StreamPath::new`]).
+    /// (In a mutex so that the path is `Sync`: the ear is only `Send`.)
+    pending_ear: Mutex<Option<EarTask>>,
+    _ear_task: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 impl<'a> StreamPath<'a> {
@@ -520,7 +523,10 @@ impl<'a> StreamPath<'a> {
             }
         });
         let vad = VoiceActivity::new(rate, options.vad_params());
-        let ear = match vad {
+        // The ear starts once the core has chosen the agent ([`MediaPath::use_profile`]), so
+        // that even the first turn is transcribed with the agent's speech-to-text; the caller's
+        // frames wait in the media session's queue meanwhile (nothing is lost).
+        let (pending_ear, ear_task) = match vad {
             Ok(vad) => {
                 let ear = EarTask {
                     session,
@@ -531,15 +537,16 @@ impl<'a> StreamPath<'a> {
                     tx,
                     gone: gone.clone(),
                 };
-                tokio::spawn(ear.run())
+                (Some(ear), None)
             }
             Err(e) => {
                 tracing::error!("{e}; the call cannot hear the caller");
-                tokio::spawn(async move {
+                let deaf = tokio::spawn(async move {
                     let _session = session;
                     let _tx = tx;
                     std::future::pending::<()>().await
-                })
+                });
+                (None, Some(tokio_util::task::AbortOnDropHandle::new(deaf)))
             }
         };
         StreamPath {
@@ -554,7 +561,16 @@ impl<'a> StreamPath<'a> {
             answers: std::sync::atomic::AtomicU64::new(0),
             profile: inner.builtin.clone(),
             stt,
-            _ear_task: tokio_util::task::AbortOnDropHandle::new(ear),
+            pending_ear: Mutex::new(pending_ear),
+            _ear_task: ear_task,
+        }
+    }
+
+    /// Starts the ear if it has not started yet.
+    fn start_ear(&mut self) {
+        let pending = self.pending_ear.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ear) = pending {
+            self._ear_task = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(ear.run())));
         }
     }
 
@@ -777,6 +793,7 @@ impl MediaPath for StreamPath<'_> {
         }
         self.shared.barge_in.store(barge_in, Ordering::SeqCst);
         self.profile = profile.clone();
+        self.start_ear();
     }
 
     async fn answer(&mut self) -> Result<(), String> {
@@ -802,6 +819,8 @@ impl MediaPath for StreamPath<'_> {
         let no_input = self.stream.options.stream.no_input.0.min(limit);
         let started = Instant::now();
         let hard_limit = started + limit.min(config.max_utterance.0 + no_input);
+        // The core chose the agent before listening; should it not have, the ear hears anyway.
+        self.start_ear();
         let mut ear = self.ear.lock().await;
         let mut quiet_until = started + no_input;
         loop {
