@@ -24,6 +24,8 @@
 //! bench_stream --asterai target/release/asterai --runs 1,50,200
 //! ```
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "../tests/support/fake_pbx.rs"]
 mod fake_pbx;
 
@@ -31,12 +33,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::response::Response;
-use axum::routing::post;
+use bench::{Mocks, arg, free_port};
 use fake_pbx::{FakePbx, Step};
-use futures_util::StreamExt;
 
 const STT_MS: u64 = 150;
 const LLM_FIRST_MS: u64 = 300;
@@ -45,18 +43,10 @@ const ENDPOINT_MS: u64 = 500;
 const BARGE_IN_MIN_MS: u64 = 250;
 const APP: &str = "asterai-bench";
 
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run(&args));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -77,95 +67,19 @@ fn summary(values: &mut [f64]) -> String {
     )
 }
 
-/// One second of a 300 Hz tone at 24 kHz.
-fn tone_24k(seconds: f32) -> Vec<i16> {
-    (0..(24000.0 * seconds) as usize)
-        .map(|i| ((i as f32 * 2.0 * std::f32::consts::PI * 300.0 / 24000.0).sin() * 9000.0) as i16)
-        .collect()
-}
-
-fn sse_chunk(content: &str) -> Bytes {
-    let chunk = serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_795_000_000,
-        "model": "bench", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
-    Bytes::from(format!("data: {chunk}\n\n"))
-}
-
-/// The mock providers; returns their base URL (up to `/v1`).
+/// The mocked providers (see the module docs): three sentences of 1.5 s of audio each.
 async fn mocks() -> String {
-    let replies = Arc::new(AtomicU64::new(0));
-    let app = Router::new()
-        .route(
-            "/v1/audio/transcriptions",
-            post(|_body: Bytes| async {
-                tokio::time::sleep(Duration::from_millis(STT_MS)).await;
-                axum::Json(serde_json::json!({"text": "Could you tell me more about the plan?"}))
-            }),
-        )
-        .route(
-            "/v1/chat/completions",
-            post(move |_body: Bytes| {
-                let n = replies.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    let stream = futures_util::stream::iter(0..=3).then(move |i| async move {
-                        if i == 3 {
-                            return Ok::<_, std::convert::Infallible>(Bytes::from_static(b"data: [DONE]\n\n"));
-                        }
-                        tokio::time::sleep(Duration::from_millis(if i == 0 { LLM_FIRST_MS } else { 10 })).await;
-                        Ok(sse_chunk(&format!(
-                            "Reply {n} sentence number {} is here.{}",
-                            i + 1,
-                            if i < 2 { " " } else { "" }
-                        )))
-                    });
-                    Response::builder()
-                        .header("content-type", "text/event-stream")
-                        .body(Body::from_stream(stream))
-                        .unwrap()
-                }
-            }),
-        )
-        .route(
-            "/v1/audio/speech",
-            post(|body: Bytes| async move {
-                let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                tokio::time::sleep(Duration::from_millis(TTS_FIRST_MS)).await;
-                let samples = tone_24k(1.5);
-                if request["response_format"] == "wav" {
-                    let wav = asterai::speech::audio::encode_wav_at(&samples, 24000);
-                    return Response::builder().header("content-type", "audio/wav").body(Body::from(wav)).unwrap();
-                }
-                // Raw 24 kHz PCM, 100 ms chunks five times faster than real time.
-                let chunks: Vec<Bytes> = samples
-                    .chunks(2400)
-                    .map(|c| Bytes::from(c.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>()))
-                    .collect();
-                let stream = futures_util::stream::iter(chunks.into_iter().enumerate()).then(|(i, chunk)| async move {
-                    if i > 0 {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Ok::<_, std::convert::Infallible>(chunk)
-                });
-                Response::builder()
-                    .header("content-type", "application/octet-stream")
-                    .body(Body::from_stream(stream))
-                    .unwrap()
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/v1")
-}
-
-fn asterai(bin: &str, config: &std::path::Path, args: &[&str]) {
-    let status = std::process::Command::new(bin)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "asterai {args:?} failed");
+    Mocks {
+        stt: Duration::from_millis(STT_MS),
+        llm_first: Duration::from_millis(LLM_FIRST_MS),
+        llm_next: Duration::from_millis(10),
+        sentences: 3,
+        sentence: |n, i| format!("Reply {n} sentence number {i} is here."),
+        tts_first: Duration::from_millis(TTS_FIRST_MS),
+        tts_seconds: 1.5,
+    }
+    .start()
+    .await
 }
 
 /// The daemon's CPU time so far (utime + stime), in seconds.
@@ -189,15 +103,6 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 async fn run(args: &[String]) {
@@ -255,20 +160,12 @@ url = "{url}"
         ),
     )
     .unwrap();
-    asterai(&bin, &config, &["migrate"]);
-    asterai(&bin, &config, &["org", "create", "bench"]);
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut daemon = std::process::Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = bench::serve(&bin, &config, "bench", &log);
     let pid = daemon.id();
     tokio::time::timeout(Duration::from_secs(30), pbx.wait_connected()).await.expect("asterai connected to ARI");
 
-    let ask = Arc::new(fake_pbx::espeak16("Could you tell me more about the plan?"));
+    let ask = Arc::new(fake_pbx::espeak16(bench::TRANSCRIPT));
     let interrupt = Arc::new(fake_pbx::espeak16("Wait, wait, one more question."));
     let script = vec![
         Step::AwaitAnswer(Duration::from_millis(300)),
@@ -319,7 +216,7 @@ url = "{url}"
         let seconds = wall.elapsed().as_secs_f64();
         let cpu = cpu_seconds(pid) - cpu_before;
         sampling.abort();
-        let load = loadavg();
+        let load = bench::loadavg();
         // Let asterai take its channels down.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while (!pbx.live_channels().is_empty() || pbx.bridges() > 0) && tokio::time::Instant::now() < deadline {
@@ -358,10 +255,7 @@ url = "{url}"
         );
         println!("left in Asterisk after the calls: {leaked} channels, {} bridges", pbx.bridges());
     }
-    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
-    let _ = daemon.wait();
-    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    let warnings = bench::stop(daemon, &log);
     println!("daemon warnings: {}", warnings.len());
     for line in warnings.iter().take(8) {
         println!("  {line}");
