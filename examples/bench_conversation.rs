@@ -120,7 +120,7 @@ url = "{url}"
     )
     .unwrap();
     let log = dir.path().join("daemon.log");
-    let daemon = bench::serve(&bin, &config, "bench", &log);
+    let daemon = bench::serve(&bin, &config, "bench", &log, None);
     let started = std::time::Instant::now();
     while tokio::net::TcpStream::connect(agi).await.is_err() {
         assert!(started.elapsed() < Duration::from_secs(30), "asterai did not start");

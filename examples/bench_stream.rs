@@ -20,8 +20,16 @@
 //!   resident memory per call (peak VmRSS during the run − VmRSS before it);
 //! * channels and bridges left in the fake Asterisk once the calls ended.
 //!
+//! And, from the daemon's own log (`asterai::conversation::stream` at debug), where the time
+//! goes inside it: per barge-in the speech the detector needed, the caller frames still queued
+//! for the ear when it decided, and the time to write FLUSH_MEDIA; per call the frames its
+//! writer sent late (after the far end's playout clock had run dry while they waited). The
+//! bench's own CPU is printed beside the daemon's, and `--daemon-cpus` / `--bench-cpus` pin
+//! each process to CPUs of its own (`taskset` lists), to tell the daemon's delays from the
+//! simulated callers'.
+//!
 //! ```text
-//! bench_stream --asterai target/release/asterai --runs 1,50,200
+//! bench_stream --asterai target/release/asterai --runs 1,50,200 [--daemon-cpus 0 --bench-cpus 1]
 //! ```
 
 #[path = "common/bench.rs"]
@@ -45,6 +53,10 @@ const APP: &str = "asterai-bench";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let cpus = arg(&args, "--bench-cpus", "");
+    if !cpus.is_empty() {
+        pin_self(&cpus);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run(&args));
 }
@@ -80,6 +92,51 @@ async fn mocks() -> String {
     }
     .start()
     .await
+}
+
+/// Runs this process (the threads started from now on) on the CPUs listed (`0,1`).
+fn pin_self(cpus: &str) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in cpus.split(',').filter_map(|c| c.trim().parse::<usize>().ok()) {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "cannot pin the bench to CPUs {cpus}");
+    }
+}
+
+/// What the daemon logged about the calls of one run (see the module docs).
+#[derive(Default)]
+struct DaemonSide {
+    /// Per barge-in: the detector's speech, the ear's backlog (ms of frames), writing the flush.
+    speech: Vec<f64>,
+    backlog: Vec<f64>,
+    flush: Vec<f64>,
+    frames_sent: u64,
+    late_frames: u64,
+}
+
+fn field(line: &str, name: &str) -> Option<f64> {
+    line.split_whitespace().find_map(|token| token.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+impl DaemonSide {
+    fn read(log: &str) -> DaemonSide {
+        let mut side = DaemonSide::default();
+        for line in log.lines() {
+            if line.contains("barge-in: FLUSH_MEDIA sent") {
+                side.speech.extend(field(line, "speech_ms"));
+                side.backlog.extend(field(line, "backlog_frames").map(|f| f * 20.0));
+                side.flush.extend(field(line, "flush_ms"));
+            } else if line.contains("streaming call's outbound audio") {
+                side.frames_sent += field(line, "frames_sent").unwrap_or(0.0) as u64;
+                side.late_frames += field(line, "late_frames").unwrap_or(0.0) as u64;
+            }
+        }
+        side
+    }
 }
 
 /// The daemon's CPU time so far (utime + stime), in seconds.
@@ -122,7 +179,7 @@ async fn run(args: &[String]) {
             r#"[daemon]
 data_dir = "{data}"
 [log]
-level = "warn"
+level = "warn,asterai::conversation::stream=debug"
 [agi]
 listen = "127.0.0.1:{agi}"
 max_sessions = {sessions}
@@ -161,7 +218,8 @@ url = "{url}"
     )
     .unwrap();
     let log = dir.path().join("daemon.log");
-    let daemon = bench::serve(&bin, &config, "bench", &log);
+    let daemon_cpus = arg(args, "--daemon-cpus", "");
+    let daemon = bench::serve(&bin, &config, "bench", &log, Some(daemon_cpus.as_str()).filter(|c| !c.is_empty()));
     let pid = daemon.id();
     tokio::time::timeout(Duration::from_secs(30), pbx.wait_connected()).await.expect("asterai connected to ARI");
 
@@ -192,6 +250,8 @@ url = "{url}"
         let ids: Vec<String> = (0..calls).map(|i| format!("run{r}-call{i}")).collect();
         let rss_before = rss_kib(pid);
         let cpu_before = cpu_seconds(pid);
+        let bench_cpu_before = cpu_seconds(std::process::id());
+        let log_before = std::fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
         let wall = std::time::Instant::now();
         let peak = Arc::new(AtomicU64::new(rss_before));
         let sampling = {
@@ -215,6 +275,7 @@ url = "{url}"
         }
         let seconds = wall.elapsed().as_secs_f64();
         let cpu = cpu_seconds(pid) - cpu_before;
+        let bench_cpu = cpu_seconds(std::process::id()) - bench_cpu_before;
         sampling.abort();
         let load = bench::loadavg();
         // Let asterai take its channels down.
@@ -223,6 +284,7 @@ url = "{url}"
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (mut v2v, mut barge, mut jitter, mut lateness) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut caller_lag = Vec::new();
         let (mut late, mut frames, mut failed) = (0u64, 0usize, 0usize);
         for log in &logs {
             if log.bridged_at.is_none() || log.agent_frames.is_empty() {
@@ -231,6 +293,7 @@ url = "{url}"
             // The first answer follows the greeting's wait; the last utterance is the barge-in.
             v2v.extend(log.voice_to_voice().iter().map(|d| d.as_secs_f64() * 1000.0));
             barge.extend(log.barge_in().iter().map(|d| d.as_secs_f64() * 1000.0));
+            caller_lag.extend(log.talked_over_lag.iter().map(|d| d.as_secs_f64() * 1000.0));
             jitter.extend(log.jitter.iter().map(|d| d.as_secs_f64() * 1000.0));
             lateness.extend(log.lateness.iter().map(|d| d.as_secs_f64() * 1000.0));
             late += log.late_frames;
@@ -240,6 +303,10 @@ url = "{url}"
         println!("== {calls} concurrent calls ({seconds:.1} s, load average {load}, failed calls {failed})");
         println!("voice_to_voice (ms): {}", summary(&mut v2v));
         println!("barge-in, speech onset -> FLUSH_MEDIA (ms): {}", summary(&mut barge));
+        println!(
+            "the bench's callers: worst lateness of the first 300 ms of speech over the agent (ms): {}",
+            summary(&mut caller_lag)
+        );
         println!(
             "agent frames: {frames}, late {late} (lateness ms: {}), jitter ms: {}",
             summary(&mut lateness),
@@ -253,7 +320,24 @@ url = "{url}"
             rss_before,
             (peak.load(Ordering::Relaxed).saturating_sub(rss_before)) as f64 / calls as f64
         );
+        println!(
+            "bench process CPU (callers, fake Asterisk, mocks): {bench_cpu:.2} s = {:.0} % of one core; daemon {:.0} %",
+            bench_cpu / seconds * 100.0,
+            cpu / seconds * 100.0
+        );
         println!("left in Asterisk after the calls: {leaked} channels, {} bridges", pbx.bridges());
+        // Give the calls' last log lines a moment, then read what the daemon says of them.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = std::fs::read(&log).unwrap_or_default();
+        let mut side = DaemonSide::read(&String::from_utf8_lossy(text.get(log_before..).unwrap_or_default()));
+        println!(
+            "in the daemon: barge-in speech the detector needed (ms): {}; caller audio queued for the ear then (ms): {}; \
+             writing FLUSH_MEDIA (ms): {}",
+            summary(&mut side.speech),
+            summary(&mut side.backlog),
+            summary(&mut side.flush)
+        );
+        println!("in the daemon: frames sent {}, sent late {}", side.frames_sent, side.late_frames);
     }
     let warnings = bench::stop(daemon, &log);
     println!("daemon warnings: {}", warnings.len());

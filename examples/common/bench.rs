@@ -146,18 +146,27 @@ pub fn asterai(bin: &str, config: &std::path::Path, args: &[&str]) {
 }
 
 /// Migrates the store of `config`, creates the organization `org`, and starts `asterai serve`
-/// with its output in `log`.
-pub fn serve(bin: &str, config: &std::path::Path, org: &str, log: &std::path::Path) -> std::process::Child {
+/// with its output in `log`; with `cpus` (`taskset`'s list, e.g. `0`), on those CPUs only.
+pub fn serve(
+    bin: &str,
+    config: &std::path::Path,
+    org: &str,
+    log: &std::path::Path,
+    cpus: Option<&str>,
+) -> std::process::Child {
     asterai(bin, config, &["migrate"]);
     asterai(bin, config, &["org", "create", org]);
     let log = std::fs::File::create(log).unwrap();
-    std::process::Command::new(bin)
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    let mut command = match cpus {
+        // taskset execs asterai: the child's pid is the daemon's.
+        Some(cpus) => {
+            let mut command = std::process::Command::new("taskset");
+            command.args(["-c", cpus, bin]);
+            command
+        }
+        None => std::process::Command::new(bin),
+    };
+    command.args(["serve", "--config"]).arg(config).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap()
 }
 
 /// Stops the daemon (SIGTERM) and waits for it; returns its log's warning and error lines.

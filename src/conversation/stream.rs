@@ -273,6 +273,7 @@ async fn run_call(inner: &StreamInner, channel: Channel, params: RouteParams, go
         }
     };
     let Setup { bridge, media_channel, session } = setup;
+    let sender = session.sender();
     let start = CallStart {
         params,
         caller_id: channel.caller.number.clone(),
@@ -285,6 +286,15 @@ async fn run_call(inner: &StreamInner, channel: Channel, params: RouteParams, go
     metrics::gauge!("asterai_conversations_active").increment(1.0);
     metrics::gauge!("asterai_stream_calls_active").increment(1.0);
     Conversation::start(conversations, path, start, org).await.converse().await;
+    let stats = sender.stats();
+    tracing::debug!(
+        channel = %channel.name,
+        frames_sent = stats.frames_sent,
+        late_frames = stats.late_frames,
+        frames_flushed = stats.frames_flushed,
+        xoffs = stats.xoffs,
+        "streaming call's outbound audio"
+    );
     metrics::gauge!("asterai_stream_calls_active").decrement(1.0);
     metrics::gauge!("asterai_conversations_active").decrement(1.0);
     let _ = client.hangup(&media_channel, None).await;
@@ -1069,9 +1079,20 @@ impl EarTask {
                         self.shared.in_turn.store(true, Ordering::SeqCst);
                         let talking = sender.is_playing() || self.shared.speaking.load(Ordering::SeqCst);
                         if talking && self.shared.barge_in.load(Ordering::SeqCst) {
-                            let onset_at = now.checked_sub(self.vad.clock().saturating_sub(onset)).unwrap_or(now);
+                            let speech = self.vad.clock().saturating_sub(onset);
+                            let onset_at = now.checked_sub(speech).unwrap_or(now);
                             let unplayed = sender.unplayed();
+                            // Where the time of a barge-in goes: the speech the detector needed,
+                            // the caller frames still waiting for the ear, writing the flush.
+                            let backlog = self.session.backlog();
+                            let detected = Instant::now();
                             let _ = sender.flush().await;
+                            tracing::debug!(
+                                speech_ms = speech.as_millis() as u64,
+                                backlog_frames = backlog,
+                                flush_ms = detected.elapsed().as_millis() as u64,
+                                "barge-in: FLUSH_MEDIA sent"
+                            );
                             metrics::histogram!("asterai_barge_in_seconds").record(onset_at.elapsed().as_secs_f64());
                             self.shared.barge.send_modify(|barge| {
                                 barge.count += 1;
