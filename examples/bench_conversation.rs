@@ -20,17 +20,14 @@
 //!
 //! `scripts/bench-conversation` runs the three configurations the figures come from.
 
+#[path = "common/bench.rs"]
+mod bench;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use asterai::demo::caller::{Caller, Line};
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::response::Response;
-use axum::routing::post;
-use futures_util::StreamExt;
+use bench::{Mocks, arg, free_port};
 
 const STT_MS: u64 = 300;
 const LLM_FIRST_MS: u64 = 400;
@@ -38,18 +35,10 @@ const LLM_NEXT_MS: u64 = 150;
 const TTS_MS: u64 = 200;
 const SENTENCES: usize = 3;
 
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run(&args));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -71,87 +60,19 @@ fn summary(values: &mut [u64]) -> String {
     )
 }
 
-/// One second of a 300 Hz tone as 24 kHz mono 16-bit WAV, like OpenAI's `response_format: wav`.
-fn wav_24k() -> Bytes {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 24000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut out = std::io::Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut out, spec).unwrap();
-    for i in 0..24000 {
-        writer.write_sample(((i as f32 * 2.0 * std::f32::consts::PI * 300.0 / 24000.0).sin() * 9000.0) as i16).unwrap();
-    }
-    writer.finalize().unwrap();
-    out.into_inner().into()
-}
-
-fn sse_chunk(content: &str) -> Bytes {
-    let chunk = serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_795_000_000,
-        "model": "bench", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
-    Bytes::from(format!("data: {chunk}\n\n"))
-}
-
-/// The mock providers; returns their base URL (up to `/v1`).
+/// The mocked providers (see the module docs): one second of WAV per sentence.
 async fn mocks() -> String {
-    let replies = Arc::new(AtomicU64::new(0));
-    let audio = wav_24k();
-    let app = Router::new()
-        .route(
-            "/v1/audio/transcriptions",
-            post(|_body: Bytes| async {
-                tokio::time::sleep(Duration::from_millis(STT_MS)).await;
-                axum::Json(serde_json::json!({"text": "Could you tell me more about the plan?"}))
-            }),
-        )
-        .route(
-            "/v1/chat/completions",
-            post(move |_body: Bytes| {
-                let n = replies.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    let stream = futures_util::stream::iter(0..=SENTENCES).then(move |i| async move {
-                        if i == SENTENCES {
-                            return Ok::<_, std::convert::Infallible>(Bytes::from_static(b"data: [DONE]\n\n"));
-                        }
-                        let wait = if i == 0 { LLM_FIRST_MS } else { LLM_NEXT_MS };
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
-                        let last = i + 1 == SENTENCES;
-                        Ok(sse_chunk(&format!("Reply {n} sentence {}.{}", i + 1, if last { "" } else { " " })))
-                    });
-                    Response::builder()
-                        .header("content-type", "text/event-stream")
-                        .body(Body::from_stream(stream))
-                        .unwrap()
-                }
-            }),
-        )
-        .route(
-            "/v1/audio/speech",
-            post(move |_body: Bytes| {
-                let audio = audio.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(TTS_MS)).await;
-                    Response::builder().header("content-type", "audio/wav").body(Body::from(audio)).unwrap()
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/v1")
-}
-
-fn asterai(bin: &str, config: &std::path::Path, args: &[&str]) {
-    let status = std::process::Command::new(bin)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "asterai {args:?} failed");
+    Mocks {
+        stt: Duration::from_millis(STT_MS),
+        llm_first: Duration::from_millis(LLM_FIRST_MS),
+        llm_next: Duration::from_millis(LLM_NEXT_MS),
+        sentences: SENTENCES,
+        sentence: |n, i| format!("Reply {n} sentence {i}."),
+        tts_first: Duration::from_millis(TTS_MS),
+        tts_seconds: 1.0,
+    }
+    .start()
+    .await
 }
 
 async fn run(args: &[String]) {
@@ -198,23 +119,15 @@ url = "{url}"
         ),
     )
     .unwrap();
-    asterai(&bin, &config, &["migrate"]);
-    asterai(&bin, &config, &["org", "create", "bench"]);
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut daemon = std::process::Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon = bench::serve(&bin, &config, "bench", &log, None);
     let started = std::time::Instant::now();
     while tokio::net::TcpStream::connect(agi).await.is_err() {
         assert!(started.elapsed() < Duration::from_secs(30), "asterai did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let script = vec![Line::Say("Could you tell me more about the plan?".into()); turns];
+    let script = vec![Line::Say(bench::TRANSCRIPT.into()); turns];
     let caller = |i: usize| {
         let mut caller = Caller::new(script.clone(), "bench");
         caller.uniqueid = format!("1795000000.{i}");
@@ -247,9 +160,8 @@ url = "{url}"
         }
     }
     let wall = wall.elapsed();
-    let _ = std::process::Command::new("kill").arg(daemon.id().to_string()).status();
-    let _ = daemon.wait();
-
+    let load = bench::loadavg();
+    let warning_lines = bench::stop(daemon, &log);
     let pool =
         sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("asterai.db").display())).await.unwrap();
     // Every call's answered turns but the warm-up call's (uniqueid 1795000000.0).
@@ -265,8 +177,6 @@ url = "{url}"
         .filter_map(|(json,)| serde_json::from_str::<serde_json::Value>(json).ok())
         .filter_map(|v| v["overhead_us"].as_u64())
         .collect();
-    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-    let warning_lines: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
     let warnings = warning_lines.len();
     for line in warning_lines.iter().take(5) {
         eprintln!("daemon: {line}");
@@ -274,7 +184,7 @@ url = "{url}"
 
     let nominal = STT_MS + LLM_FIRST_MS + TTS_MS;
     println!(
-        "pipelining={} calls={calls} turns/call={turns} failed_calls={failed} wall={:.1}s daemon_warnings={warnings}",
+        "pipelining={} calls={calls} turns/call={turns} failed_calls={failed} wall={:.1}s daemon_warnings={warnings} load average {load}",
         if pipelining { "on" } else { "off" },
         wall.as_secs_f64()
     );

@@ -20,10 +20,20 @@
 //!   resident memory per call (peak VmRSS during the run − VmRSS before it);
 //! * channels and bridges left in the fake Asterisk once the calls ended.
 //!
+//! And, from the daemon's own log (`asterai::conversation::stream` at debug), where the time
+//! goes inside it: per barge-in the speech the detector needed, the caller frames still queued
+//! for the ear when it decided, and the time to write FLUSH_MEDIA; per call the frames its
+//! writer sent late (after the far end's playout clock had run dry while they waited). The
+//! bench's own CPU is printed beside the daemon's, and `--daemon-cpus` / `--bench-cpus` pin
+//! each process to CPUs of its own (`taskset` lists), to tell the daemon's delays from the
+//! simulated callers'.
+//!
 //! ```text
-//! bench_stream --asterai target/release/asterai --runs 1,50,200
+//! bench_stream --asterai target/release/asterai --runs 1,50,200 [--daemon-cpus 0 --bench-cpus 1]
 //! ```
 
+#[path = "common/bench.rs"]
+mod bench;
 #[path = "../tests/support/fake_pbx.rs"]
 mod fake_pbx;
 
@@ -31,12 +41,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::response::Response;
-use axum::routing::post;
+use bench::{Mocks, arg, free_port};
 use fake_pbx::{FakePbx, Step};
-use futures_util::StreamExt;
 
 const STT_MS: u64 = 150;
 const LLM_FIRST_MS: u64 = 300;
@@ -45,18 +51,14 @@ const ENDPOINT_MS: u64 = 500;
 const BARGE_IN_MIN_MS: u64 = 250;
 const APP: &str = "asterai-bench";
 
-fn arg(args: &[String], name: &str, default: &str) -> String {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let cpus = arg(&args, "--bench-cpus", "");
+    if !cpus.is_empty() {
+        pin_self(&cpus);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(run(&args));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -77,95 +79,64 @@ fn summary(values: &mut [f64]) -> String {
     )
 }
 
-/// One second of a 300 Hz tone at 24 kHz.
-fn tone_24k(seconds: f32) -> Vec<i16> {
-    (0..(24000.0 * seconds) as usize)
-        .map(|i| ((i as f32 * 2.0 * std::f32::consts::PI * 300.0 / 24000.0).sin() * 9000.0) as i16)
-        .collect()
-}
-
-fn sse_chunk(content: &str) -> Bytes {
-    let chunk = serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_795_000_000,
-        "model": "bench", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
-    Bytes::from(format!("data: {chunk}\n\n"))
-}
-
-/// The mock providers; returns their base URL (up to `/v1`).
+/// The mocked providers (see the module docs): three sentences of 1.5 s of audio each.
 async fn mocks() -> String {
-    let replies = Arc::new(AtomicU64::new(0));
-    let app = Router::new()
-        .route(
-            "/v1/audio/transcriptions",
-            post(|_body: Bytes| async {
-                tokio::time::sleep(Duration::from_millis(STT_MS)).await;
-                axum::Json(serde_json::json!({"text": "Could you tell me more about the plan?"}))
-            }),
-        )
-        .route(
-            "/v1/chat/completions",
-            post(move |_body: Bytes| {
-                let n = replies.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    let stream = futures_util::stream::iter(0..=3).then(move |i| async move {
-                        if i == 3 {
-                            return Ok::<_, std::convert::Infallible>(Bytes::from_static(b"data: [DONE]\n\n"));
-                        }
-                        tokio::time::sleep(Duration::from_millis(if i == 0 { LLM_FIRST_MS } else { 10 })).await;
-                        Ok(sse_chunk(&format!(
-                            "Reply {n} sentence number {} is here.{}",
-                            i + 1,
-                            if i < 2 { " " } else { "" }
-                        )))
-                    });
-                    Response::builder()
-                        .header("content-type", "text/event-stream")
-                        .body(Body::from_stream(stream))
-                        .unwrap()
-                }
-            }),
-        )
-        .route(
-            "/v1/audio/speech",
-            post(|body: Bytes| async move {
-                let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-                tokio::time::sleep(Duration::from_millis(TTS_FIRST_MS)).await;
-                let samples = tone_24k(1.5);
-                if request["response_format"] == "wav" {
-                    let wav = asterai::speech::audio::encode_wav_at(&samples, 24000);
-                    return Response::builder().header("content-type", "audio/wav").body(Body::from(wav)).unwrap();
-                }
-                // Raw 24 kHz PCM, 100 ms chunks five times faster than real time.
-                let chunks: Vec<Bytes> = samples
-                    .chunks(2400)
-                    .map(|c| Bytes::from(c.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>()))
-                    .collect();
-                let stream = futures_util::stream::iter(chunks.into_iter().enumerate()).then(|(i, chunk)| async move {
-                    if i > 0 {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Ok::<_, std::convert::Infallible>(chunk)
-                });
-                Response::builder()
-                    .header("content-type", "application/octet-stream")
-                    .body(Body::from_stream(stream))
-                    .unwrap()
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/v1")
+    Mocks {
+        stt: Duration::from_millis(STT_MS),
+        llm_first: Duration::from_millis(LLM_FIRST_MS),
+        llm_next: Duration::from_millis(10),
+        sentences: 3,
+        sentence: |n, i| format!("Reply {n} sentence number {i} is here."),
+        tts_first: Duration::from_millis(TTS_FIRST_MS),
+        tts_seconds: 1.5,
+    }
+    .start()
+    .await
 }
 
-fn asterai(bin: &str, config: &std::path::Path, args: &[&str]) {
-    let status = std::process::Command::new(bin)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "asterai {args:?} failed");
+/// Runs this process (the threads started from now on) on the CPUs listed (`0,1`).
+fn pin_self(cpus: &str) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in cpus.split(',').filter_map(|c| c.trim().parse::<usize>().ok()) {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "cannot pin the bench to CPUs {cpus}");
+    }
+}
+
+/// What the daemon logged about the calls of one run (see the module docs).
+#[derive(Default)]
+struct DaemonSide {
+    /// Per barge-in: the detector's speech, the ear's backlog (ms of frames), writing the flush.
+    speech: Vec<f64>,
+    backlog: Vec<f64>,
+    flush: Vec<f64>,
+    frames_sent: u64,
+    late_frames: u64,
+}
+
+fn field(line: &str, name: &str) -> Option<f64> {
+    line.split_whitespace().find_map(|token| token.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+}
+
+impl DaemonSide {
+    fn read(log: &str) -> DaemonSide {
+        let mut side = DaemonSide::default();
+        for line in log.lines() {
+            if line.contains("barge-in: FLUSH_MEDIA sent") {
+                side.speech.extend(field(line, "speech_ms"));
+                side.backlog.extend(field(line, "backlog_frames").map(|f| f * 20.0));
+                side.flush.extend(field(line, "flush_ms"));
+            } else if line.contains("streaming call's outbound audio") {
+                side.frames_sent += field(line, "frames_sent").unwrap_or(0.0) as u64;
+                side.late_frames += field(line, "late_frames").unwrap_or(0.0) as u64;
+            }
+        }
+        side
+    }
 }
 
 /// The daemon's CPU time so far (utime + stime), in seconds.
@@ -191,15 +162,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 async fn run(args: &[String]) {
     let bin = arg(args, "--asterai", "target/release/asterai");
     let runs: Vec<usize> =
@@ -217,7 +179,7 @@ async fn run(args: &[String]) {
             r#"[daemon]
 data_dir = "{data}"
 [log]
-level = "warn"
+level = "warn,asterai::conversation::stream=debug"
 [agi]
 listen = "127.0.0.1:{agi}"
 max_sessions = {sessions}
@@ -255,20 +217,13 @@ url = "{url}"
         ),
     )
     .unwrap();
-    asterai(&bin, &config, &["migrate"]);
-    asterai(&bin, &config, &["org", "create", "bench"]);
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let mut daemon = std::process::Command::new(&bin)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let log = dir.path().join("daemon.log");
+    let daemon_cpus = arg(args, "--daemon-cpus", "");
+    let daemon = bench::serve(&bin, &config, "bench", &log, Some(daemon_cpus.as_str()).filter(|c| !c.is_empty()));
     let pid = daemon.id();
     tokio::time::timeout(Duration::from_secs(30), pbx.wait_connected()).await.expect("asterai connected to ARI");
 
-    let ask = Arc::new(fake_pbx::espeak16("Could you tell me more about the plan?"));
+    let ask = Arc::new(fake_pbx::espeak16(bench::TRANSCRIPT));
     let interrupt = Arc::new(fake_pbx::espeak16("Wait, wait, one more question."));
     let script = vec![
         Step::AwaitAnswer(Duration::from_millis(300)),
@@ -295,6 +250,8 @@ url = "{url}"
         let ids: Vec<String> = (0..calls).map(|i| format!("run{r}-call{i}")).collect();
         let rss_before = rss_kib(pid);
         let cpu_before = cpu_seconds(pid);
+        let bench_cpu_before = cpu_seconds(std::process::id());
+        let log_before = std::fs::metadata(&log).map(|m| m.len() as usize).unwrap_or(0);
         let wall = std::time::Instant::now();
         let peak = Arc::new(AtomicU64::new(rss_before));
         let sampling = {
@@ -318,14 +275,16 @@ url = "{url}"
         }
         let seconds = wall.elapsed().as_secs_f64();
         let cpu = cpu_seconds(pid) - cpu_before;
+        let bench_cpu = cpu_seconds(std::process::id()) - bench_cpu_before;
         sampling.abort();
-        let load = loadavg();
+        let load = bench::loadavg();
         // Let asterai take its channels down.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while (!pbx.live_channels().is_empty() || pbx.bridges() > 0) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (mut v2v, mut barge, mut jitter, mut lateness) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut caller_lag = Vec::new();
         let (mut late, mut frames, mut failed) = (0u64, 0usize, 0usize);
         for log in &logs {
             if log.bridged_at.is_none() || log.agent_frames.is_empty() {
@@ -334,6 +293,7 @@ url = "{url}"
             // The first answer follows the greeting's wait; the last utterance is the barge-in.
             v2v.extend(log.voice_to_voice().iter().map(|d| d.as_secs_f64() * 1000.0));
             barge.extend(log.barge_in().iter().map(|d| d.as_secs_f64() * 1000.0));
+            caller_lag.extend(log.talked_over_lag.iter().map(|d| d.as_secs_f64() * 1000.0));
             jitter.extend(log.jitter.iter().map(|d| d.as_secs_f64() * 1000.0));
             lateness.extend(log.lateness.iter().map(|d| d.as_secs_f64() * 1000.0));
             late += log.late_frames;
@@ -343,6 +303,10 @@ url = "{url}"
         println!("== {calls} concurrent calls ({seconds:.1} s, load average {load}, failed calls {failed})");
         println!("voice_to_voice (ms): {}", summary(&mut v2v));
         println!("barge-in, speech onset -> FLUSH_MEDIA (ms): {}", summary(&mut barge));
+        println!(
+            "the bench's callers: worst lateness of the first 300 ms of speech over the agent (ms): {}",
+            summary(&mut caller_lag)
+        );
         println!(
             "agent frames: {frames}, late {late} (lateness ms: {}), jitter ms: {}",
             summary(&mut lateness),
@@ -356,12 +320,26 @@ url = "{url}"
             rss_before,
             (peak.load(Ordering::Relaxed).saturating_sub(rss_before)) as f64 / calls as f64
         );
+        println!(
+            "bench process CPU (callers, fake Asterisk, mocks): {bench_cpu:.2} s = {:.0} % of one core; daemon {:.0} %",
+            bench_cpu / seconds * 100.0,
+            cpu / seconds * 100.0
+        );
         println!("left in Asterisk after the calls: {leaked} channels, {} bridges", pbx.bridges());
+        // Give the calls' last log lines a moment, then read what the daemon says of them.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = std::fs::read(&log).unwrap_or_default();
+        let mut side = DaemonSide::read(&String::from_utf8_lossy(text.get(log_before..).unwrap_or_default()));
+        println!(
+            "in the daemon: barge-in speech the detector needed (ms): {}; caller audio queued for the ear then (ms): {}; \
+             writing FLUSH_MEDIA (ms): {}",
+            summary(&mut side.speech),
+            summary(&mut side.backlog),
+            summary(&mut side.flush)
+        );
+        println!("in the daemon: frames sent {}, sent late {}", side.frames_sent, side.late_frames);
     }
-    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
-    let _ = daemon.wait();
-    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
-    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    let warnings = bench::stop(daemon, &log);
     println!("daemon warnings: {}", warnings.len());
     for line in warnings.iter().take(8) {
         println!("  {line}");

@@ -115,6 +115,16 @@ exten => s,1,Answer()
  same => n,Wait(20)
  same => n,Hangup()
 
+[hanger]
+; A caller who asks, and hangs up (the test hangs this side up through ARI) while the long
+; answer plays; records what it hears (r).
+exten => s,1,Answer()
+ same => n,MixMonitor(${MIXDIR}/hanger.wav,r(${MIXDIR}/hanger-heard.wav))
+ same => n,Wait(3)
+ same => n,Playback(${MIXDIR}/ask)
+ same => n,Wait(120)
+ same => n,Hangup()
+
 [agents]
 ; The transfer target of a streaming call (a queue of people in real life): it notes who came.
 exten => s,1,Verbose(1,asterai transfer reached agents: ${CHANNEL(name)} outcome ${ASTERAI_OUTCOME})
@@ -760,6 +770,37 @@ async fn stream_rig_with(
     StreamRig { db, daemon, tracker, stop, _mocks: (stt, llm), _dir: dir }
 }
 
+/// Waits until asterai has taken its media channels and bridges down: no `asterai-media-…`
+/// channel and no bridge of the application left in Asterisk.
+async fn assert_nothing_left(client: &AriClient) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let channels = client.channels().await.unwrap();
+        let media: Vec<_> = channels.iter().filter(|c| c.id.starts_with("asterai-media-")).collect();
+        let apps = client.applications().await.unwrap();
+        let bridges: Vec<&String> = apps.iter().filter(|a| a.name == APP).flat_map(|a| &a.bridge_ids).collect();
+        if media.is_empty() && bridges.is_empty() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "left in Asterisk: {media:?} {bridges:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Voiced 20 ms frames so far of an 8 kHz WAV Asterisk is still writing (its header's lengths
+/// may not be set yet: every byte after the `data` chunk's header is a sample).
+fn voiced_so_far(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let Some(at) = bytes.windows(4).position(|w| w == b"data") else { return 0 };
+    let samples: Vec<f64> = bytes
+        .get(at + 8..)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f64 / 32768.0)
+        .collect();
+    samples.chunks_exact(160).filter(|chunk| chunk.iter().map(|s| s * s).sum::<f64>() / 160.0 > 1e-4).count()
+}
+
 /// An outbound streaming call: the dialer places it with `media = "stream"`, the callee
 /// answers, and the answered channel stays in the application (it never reaches the dialplan's
 /// `ai` route) where the streaming conversation adopts the dialer's call and talks.
@@ -983,18 +1024,7 @@ async fn a_streaming_call_transferred_to_a_person_against_the_real_asterisk() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // asterai's media channel and bridge are gone; only the caller's Local pair may remain.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let channels = client.channels().await.unwrap();
-        let media: Vec<_> = channels.iter().filter(|c| c.id.starts_with("asterai-media-")).collect();
-        let apps = client.applications().await.unwrap();
-        let bridges: Vec<&String> = apps.iter().filter(|a| a.name == APP).flat_map(|a| &a.bridge_ids).collect();
-        if media.is_empty() && bridges.is_empty() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "left in Asterisk: {media:?} {bridges:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_nothing_left(&client).await;
     rig.stop.cancel();
 }
 
@@ -1052,15 +1082,7 @@ async fn an_audiosocket_streaming_call_against_the_real_asterisk() {
     let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
     assert_eq!(said.first(), Some(&("", "Hello.")), "{said:?}\n{}", asterisk.console());
     assert!(said.contains(&("How much does it cost?", "It is twenty dollars a month.")), "{said:?}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let channels = client.channels().await.unwrap();
-        if !channels.iter().any(|c| c.id.starts_with("asterai-media-")) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "media channel left: {channels:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_nothing_left(&client).await;
     rig.stop.cancel();
 }
 
@@ -1139,4 +1161,81 @@ async fn tool_calls_on_a_streaming_call_against_the_real_asterisk() {
         assert!(tokio::time::Instant::now() < deadline, "the keys never reached the caller:\n{}", asterisk.console());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The caller hangs up in the middle of the agent's answer: the call is stored ended as the
+/// caller's hang-up while the agent spoke, the turn keeps only the part of the answer the
+/// caller heard, asterai takes its media channel and bridge down, and its log has no warning
+/// or error.
+#[tokio::test]
+async fn a_hang_up_in_the_middle_of_a_sentence_against_the_real_asterisk() {
+    use asterai::store::CallStatus;
+    use support::mocks::sse;
+
+    support::init();
+    let (logs, _guard) = support::logs::Logs::capture();
+    let asterisk = Asterisk::start().await;
+    let long = [
+        "It costs twenty dollars a month. ",
+        "That includes unlimited calls to every number in the country. ",
+        "You also get voicemail, call forwarding and a second line at no extra charge. ",
+        "And if you sign up this week, the first three months are free of charge. ",
+        "Shall I tell you more about the installation?",
+    ];
+    let rig = stream_rig(&asterisk, &["How much does it cost?"], vec![sse(&long)]).await;
+    let mix = asterisk.mix_dir();
+    espeak(&mix, "ask", "How much does it cost?");
+    let client = asterisk.client();
+    let originate = Originate {
+        endpoint: "Local/s@hanger".into(),
+        destination: Destination::App { app: APP.into(), args: vec!["ai?org=acme".into()] },
+        variables: [("MIXDIR".to_owned(), mix.display().to_string())].into(),
+        channel_id: Some("hang-caller".into()),
+        other_channel_id: Some("hang-talker".into()),
+        caller_id: Some("Caller <5551230000>".into()),
+        timeout: None,
+    };
+    client.originate(&originate).await.unwrap();
+
+    // The caller hears the greeting ("Hello.", well under a second of speech) and then the
+    // answer: a second and a half of the agent's speech in all, and the answer is playing.
+    let heard = mix.join("hanger-heard.wav");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while voiced_so_far(&heard) < 75 {
+        assert!(tokio::time::Instant::now() < deadline, "the answer never played:\n{}", asterisk.console());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The caller's phone hangs up.
+    client.hangup("hang-talker", None).await.unwrap();
+
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let call = loop {
+        let page = rig.db.store.list_calls(acme.id, &Default::default()).await.unwrap();
+        if let Some(call) = page.calls.first().filter(|c| c.ended_at.is_some()) {
+            break call.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the streaming call never ended:\n{}", asterisk.console());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(call.status, CallStatus::Completed, "{call:?}");
+    let reason = call.status_reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("caller hung up while the agent spoke"), "{call:?}");
+    let turns = rig.db.store.turns(acme.id, &call.id).await.unwrap();
+    let said: Vec<(&str, &str, bool)> =
+        turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str(), t.interrupted)).collect();
+    eprintln!("{reason}: {said:?}");
+    let answered = turns.iter().find(|t| t.caller == "How much does it cost?").unwrap_or_else(|| panic!("{said:?}"));
+    let full = long.concat();
+    assert!(!answered.agent.trim().is_empty(), "the caller heard the start of the answer: {said:?}");
+    assert!(full.starts_with(answered.agent.trim()), "{said:?}");
+    assert!(answered.agent.trim().len() < full.trim().len() / 2, "only what was heard is kept: {said:?}");
+    assert_nothing_left(&client).await;
+    rig.stop.cancel();
+
+    let text = logs.text();
+    assert!(text.contains("streaming media connected"), "the capture holds asterai's log:\n{text}");
+    let unexpected: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+    assert!(unexpected.is_empty(), "warnings or errors in asterai's log:\n{}", unexpected.join("\n"));
+    assert!(!text.contains("panicked"), "{text}");
 }

@@ -229,6 +229,48 @@ fn two_questions() -> Vec<Step> {
     ]
 }
 
+/// The fields of a multipart form body, by name (the text ones).
+fn form_fields(body: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let text = String::from_utf8_lossy(body);
+    let mut fields = std::collections::BTreeMap::new();
+    for part in text.split("Content-Disposition: form-data; name=\"").skip(1) {
+        let Some((name, rest)) = part.split_once('"') else { continue };
+        if rest.starts_with("; filename=") {
+            continue;
+        }
+        let value = rest.split_once("\r\n\r\n").map(|(_, v)| v).unwrap_or_default();
+        let value = value.split("\r\n--").next().unwrap_or_default();
+        fields.insert(name.to_owned(), value.to_owned());
+    }
+    fields
+}
+
+/// The call's agent has speech-to-text settings of its own (a model and a language): every
+/// turn of the call, the first one included, is transcribed with them, not with the house's.
+/// (On the daemon's multi-threaded runtime, where the call's tasks start at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_turn_is_transcribed_with_the_agents_speech_to_text() {
+    let stt = vec![transcript("How much does it cost?")];
+    let rig = rig(stt, vec![sse(&["It is twenty dollars a month."])], |_| {}).await;
+    let acme = rig.db.store.org_by_slug("acme").await.unwrap().unwrap();
+    let agent = serde_json::json!({"language": "fr", "stt": {"model": "agent-whisper"}});
+    rig.db.store.create_agent(acme.id, "french", &agent).await.unwrap();
+    rig.pbx.call("fr", "ai?org=acme&agent=french", two_questions());
+    let (call, turns) = rig.ended_call("fr").await;
+    assert_eq!(call.agent.as_deref(), Some("french"), "{call:?}");
+    let said = said(&turns);
+    let answered = said.iter().filter(|t| t.0 == "How much does it cost?").count();
+    assert_eq!(answered, 2, "{said:?}");
+    let requests = rig._mocks.0.received_requests().await.unwrap();
+    assert!(requests.len() >= 2, "{} transcriptions", requests.len());
+    for (i, request) in requests.iter().enumerate() {
+        let fields = form_fields(&request.body);
+        assert_eq!(fields.get("model").map(String::as_str), Some("agent-whisper"), "request {i}: {fields:?}");
+        assert_eq!(fields.get("language").map(String::as_str), Some("fr"), "request {i}: {fields:?}");
+    }
+    rig.assert_clean().await;
+}
+
 /// Speech-to-text answers 500 in the middle of a call: the caller hears the fallback phrase
 /// (stored as the agent's side of a turn nobody understood), the log says why, and the next
 /// turn, transcribed, is answered as usual.

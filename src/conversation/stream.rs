@@ -273,6 +273,7 @@ async fn run_call(inner: &StreamInner, channel: Channel, params: RouteParams, go
         }
     };
     let Setup { bridge, media_channel, session } = setup;
+    let sender = session.sender();
     let start = CallStart {
         params,
         caller_id: channel.caller.number.clone(),
@@ -285,6 +286,15 @@ async fn run_call(inner: &StreamInner, channel: Channel, params: RouteParams, go
     metrics::gauge!("asterai_conversations_active").increment(1.0);
     metrics::gauge!("asterai_stream_calls_active").increment(1.0);
     Conversation::start(conversations, path, start, org).await.converse().await;
+    let stats = sender.stats();
+    tracing::debug!(
+        channel = %channel.name,
+        frames_sent = stats.frames_sent,
+        late_frames = stats.late_frames,
+        frames_flushed = stats.frames_flushed,
+        xoffs = stats.xoffs,
+        "streaming call's outbound audio"
+    );
     metrics::gauge!("asterai_stream_calls_active").decrement(1.0);
     metrics::gauge!("asterai_conversations_active").decrement(1.0);
     let _ = client.hangup(&media_channel, None).await;
@@ -485,7 +495,10 @@ pub struct StreamPath<'a> {
     /// The speech-to-text of that agent (and its Deepgram live settings), which the ear reads
     /// for each utterance.
     stt: Arc<Mutex<AgentStt>>,
-    _ear_task: tokio_util::task::AbortOnDropHandle<()>,
+    /// The ear, until the agent is known (see [`StreamPath::new`]).
+    /// (In a mutex so that the path is `Sync`: the ear is only `Send`.)
+    pending_ear: Mutex<Option<EarTask>>,
+    _ear_task: Option<tokio_util::task::AbortOnDropHandle<()>>,
 }
 
 impl<'a> StreamPath<'a> {
@@ -520,7 +533,10 @@ impl<'a> StreamPath<'a> {
             }
         });
         let vad = VoiceActivity::new(rate, options.vad_params());
-        let ear = match vad {
+        // The ear starts once the core has chosen the agent ([`MediaPath::use_profile`]), so
+        // that even the first turn is transcribed with the agent's speech-to-text; the caller's
+        // frames wait in the media session's queue meanwhile (nothing is lost).
+        let (pending_ear, ear_task) = match vad {
             Ok(vad) => {
                 let ear = EarTask {
                     session,
@@ -531,15 +547,16 @@ impl<'a> StreamPath<'a> {
                     tx,
                     gone: gone.clone(),
                 };
-                tokio::spawn(ear.run())
+                (Some(ear), None)
             }
             Err(e) => {
                 tracing::error!("{e}; the call cannot hear the caller");
-                tokio::spawn(async move {
+                let deaf = tokio::spawn(async move {
                     let _session = session;
                     let _tx = tx;
                     std::future::pending::<()>().await
-                })
+                });
+                (None, Some(tokio_util::task::AbortOnDropHandle::new(deaf)))
             }
         };
         StreamPath {
@@ -554,7 +571,16 @@ impl<'a> StreamPath<'a> {
             answers: std::sync::atomic::AtomicU64::new(0),
             profile: inner.builtin.clone(),
             stt,
-            _ear_task: tokio_util::task::AbortOnDropHandle::new(ear),
+            pending_ear: Mutex::new(pending_ear),
+            _ear_task: ear_task,
+        }
+    }
+
+    /// Starts the ear if it has not started yet.
+    fn start_ear(&mut self) {
+        let pending = self.pending_ear.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ear) = pending {
+            self._ear_task = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(ear.run())));
         }
     }
 
@@ -777,6 +803,7 @@ impl MediaPath for StreamPath<'_> {
         }
         self.shared.barge_in.store(barge_in, Ordering::SeqCst);
         self.profile = profile.clone();
+        self.start_ear();
     }
 
     async fn answer(&mut self) -> Result<(), String> {
@@ -802,6 +829,8 @@ impl MediaPath for StreamPath<'_> {
         let no_input = self.stream.options.stream.no_input.0.min(limit);
         let started = Instant::now();
         let hard_limit = started + limit.min(config.max_utterance.0 + no_input);
+        // The core chose the agent before listening; should it not have, the ear hears anyway.
+        self.start_ear();
         let mut ear = self.ear.lock().await;
         let mut quiet_until = started + no_input;
         loop {
@@ -1054,9 +1083,20 @@ impl EarTask {
                         self.shared.in_turn.store(true, Ordering::SeqCst);
                         let talking = sender.is_playing() || self.shared.speaking.load(Ordering::SeqCst);
                         if talking && self.shared.barge_in.load(Ordering::SeqCst) {
-                            let onset_at = now.checked_sub(self.vad.clock().saturating_sub(onset)).unwrap_or(now);
+                            let speech = self.vad.clock().saturating_sub(onset);
+                            let onset_at = now.checked_sub(speech).unwrap_or(now);
                             let unplayed = sender.unplayed();
+                            // Where the time of a barge-in goes: the speech the detector needed,
+                            // the caller frames still waiting for the ear, writing the flush.
+                            let backlog = self.session.backlog();
+                            let detected = Instant::now();
                             let _ = sender.flush().await;
+                            tracing::debug!(
+                                speech_ms = speech.as_millis() as u64,
+                                backlog_frames = backlog,
+                                flush_ms = detected.elapsed().as_millis() as u64,
+                                "barge-in: FLUSH_MEDIA sent"
+                            );
                             metrics::histogram!("asterai_barge_in_seconds").record(onset_at.elapsed().as_secs_f64());
                             self.shared.barge.send_modify(|barge| {
                                 barge.count += 1;

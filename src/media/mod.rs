@@ -152,6 +152,12 @@ impl MediaSession {
         self.events.recv().await
     }
 
+    /// Events received and not read yet: how far the session's reader is behind (each caller
+    /// frame is 20 ms).
+    pub fn backlog(&self) -> usize {
+        self.events.len()
+    }
+
     /// The agent's side: audio, marks, flush, hang-up. Clone it into the tasks that speak.
     pub fn sender(&self) -> MediaSender {
         self.sender.clone()

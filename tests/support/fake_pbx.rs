@@ -79,6 +79,9 @@ pub struct CallLog {
     pub said: Vec<(Instant, Instant)>,
     /// Utterances spoken over the agent: their first frame.
     pub talked_over: Vec<Instant>,
+    /// Utterances spoken over the agent: how late this side sent the frames of the first
+    /// 300 ms (the ones a barge-in is decided on) at worst, by its own real-time clock.
+    pub talked_over_lag: Vec<Duration>,
     /// Arrival of every agent frame.
     pub agent_frames: Vec<Instant>,
     /// Frames that arrived after playback had run dry inside an answer (a gap the caller hears).
@@ -625,8 +628,12 @@ async fn await_quiet(log: &Mutex<CallLog>, quiet: Duration, shared: &Shared, cal
 async fn say(outbox: &mpsc::UnboundedSender<Message>, samples: &[i16], log: &Mutex<CallLog>, over: bool) {
     let mut next = Instant::now();
     let mut first = None;
-    for chunk in samples.chunks(FRAME_SAMPLES) {
+    let mut lag = Duration::ZERO;
+    for (i, chunk) in samples.chunks(FRAME_SAMPLES).enumerate() {
         tokio::time::sleep_until(next).await;
+        if i < 15 {
+            lag = lag.max(Instant::now().saturating_duration_since(next));
+        }
         let mut bytes = Vec::with_capacity(FRAME_SAMPLES * 2);
         for s in chunk {
             bytes.extend_from_slice(&s.to_le_bytes());
@@ -645,7 +652,11 @@ async fn say(outbox: &mpsc::UnboundedSender<Message>, samples: &[i16], log: &Mut
         next += FRAME;
     }
     if let Some(first) = first {
-        log.lock().unwrap().said.push((first, Instant::now()));
+        let mut log = log.lock().unwrap();
+        log.said.push((first, Instant::now()));
+        if over {
+            log.talked_over_lag.push(lag);
+        }
     }
 }
 
