@@ -18,6 +18,9 @@
 //! bench_conversation --asterai target/release/asterai --calls 10 --turns 4 --pipelining on
 //! ```
 //!
+//! `--stt-ms`, `--llm-first-ms` and `--tts-ms` change the three delays (`scripts/bench-stream`
+//! runs this bench at the streaming bench's delays, to compare the two paths in one run).
+//!
 //! `scripts/bench-conversation` runs the three configurations the figures come from.
 
 #[path = "common/bench.rs"]
@@ -61,29 +64,46 @@ fn summary(values: &mut [u64]) -> String {
 }
 
 /// The mocked providers (see the module docs): one second of WAV per sentence.
-async fn mocks() -> String {
+async fn mocks(delays: Delays) -> String {
     Mocks {
-        stt: Duration::from_millis(STT_MS),
-        llm_first: Duration::from_millis(LLM_FIRST_MS),
+        stt: Duration::from_millis(delays.stt),
+        llm_first: Duration::from_millis(delays.llm_first),
         llm_next: Duration::from_millis(LLM_NEXT_MS),
         sentences: SENTENCES,
         sentence: |n, i| format!("Reply {n} sentence {i}."),
-        tts_first: Duration::from_millis(TTS_MS),
+        tts_first: Duration::from_millis(delays.tts),
         tts_seconds: 1.0,
     }
     .start()
     .await
 }
 
+/// The providers' delays, in milliseconds.
+#[derive(Clone, Copy)]
+struct Delays {
+    stt: u64,
+    llm_first: u64,
+    tts: u64,
+}
+
 async fn run(args: &[String]) {
     let bin = arg(args, "--asterai", "target/release/asterai");
+    let ms = |name: &str, default: u64| -> u64 {
+        let text = arg(args, name, &default.to_string());
+        text.parse().unwrap_or_else(|_| panic!("{name}: expected milliseconds, got {text:?}"))
+    };
+    let delays = Delays {
+        stt: ms("--stt-ms", STT_MS),
+        llm_first: ms("--llm-first-ms", LLM_FIRST_MS),
+        tts: ms("--tts-ms", TTS_MS),
+    };
     let calls: usize = arg(args, "--calls", "10").parse().unwrap();
     let turns: usize = arg(args, "--turns", "4").parse().unwrap();
     let pipelining = arg(args, "--pipelining", "on") == "on";
     let ramp = Duration::from_millis(arg(args, "--ramp-ms", "5000").parse().unwrap());
 
     let dir = tempfile::tempdir().unwrap();
-    let url = mocks().await;
+    let url = mocks(delays).await;
     let agi: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let config = dir.path().join("asterai.toml");
     std::fs::write(
@@ -182,7 +202,7 @@ url = "{url}"
         eprintln!("daemon: {line}");
     }
 
-    let nominal = STT_MS + LLM_FIRST_MS + TTS_MS;
+    let nominal = delays.stt + delays.llm_first + delays.tts;
     println!(
         "pipelining={} calls={calls} turns/call={turns} failed_calls={failed} wall={:.1}s daemon_warnings={warnings} load average {load}",
         if pipelining { "on" } else { "off" },
