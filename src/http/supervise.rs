@@ -157,17 +157,31 @@ pub async fn coach(
     Ok(Json(LiveState::of(&call).await))
 }
 
+/// Moves the AI of the organization's live call `id` from one state to another: `change`
+/// makes the move (given the token's name) and says whether the state changed; only a change
+/// is an event (`kind`), so a repeated request publishes nothing.
+async fn transition(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+    kind: EventKind,
+    change: impl FnOnce(&LiveCall, &str) -> bool,
+) -> Result<Json<LiveState>, ApiError> {
+    let call = live_call(state, principal, id).await?;
+    let name = supervisor_name(state, principal).await;
+    if change(&call, &name) {
+        publish(state, principal, id, kind, serde_json::json!({})).await;
+    }
+    Ok(Json(LiveState::of(&call).await))
+}
+
 /// `POST /v1/calls/{id}/pause`: an event only when the AI was not paused already.
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
     principal: Authorized<Supervise>,
 ) -> Result<Json<LiveState>, ApiError> {
-    let call = live_call(&state, &principal, &id).await?;
-    if call.pause() {
-        publish(&state, &principal, &id, EventKind::AiPaused, serde_json::json!({})).await;
-    }
-    Ok(Json(LiveState::of(&call).await))
+    transition(&state, &principal, &id, EventKind::AiPaused, |call, _| call.pause()).await
 }
 
 /// `POST /v1/calls/{id}/resume`: an event only when the AI was paused.
@@ -176,11 +190,7 @@ pub async fn resume(
     Path(id): Path<String>,
     principal: Authorized<Supervise>,
 ) -> Result<Json<LiveState>, ApiError> {
-    let call = live_call(&state, &principal, &id).await?;
-    if call.resume() {
-        publish(&state, &principal, &id, EventKind::AiResumed, serde_json::json!({})).await;
-    }
-    Ok(Json(LiveState::of(&call).await))
+    transition(&state, &principal, &id, EventKind::AiResumed, |call, _| call.resume()).await
 }
 
 /// `POST /v1/calls/{id}/takeover`: an event only when the call was not taken over already.
@@ -190,12 +200,7 @@ pub async fn takeover(
     Path(id): Path<String>,
     principal: Authorized<Supervise>,
 ) -> Result<Json<LiveState>, ApiError> {
-    let call = live_call(&state, &principal, &id).await?;
-    let name = supervisor_name(&state, &principal).await;
-    if call.take_over(&name) {
-        publish(&state, &principal, &id, EventKind::TakeoverStarted, serde_json::json!({})).await;
-    }
-    Ok(Json(LiveState::of(&call).await))
+    transition(&state, &principal, &id, EventKind::TakeoverStarted, |call, name| call.take_over(name)).await
 }
 
 /// `POST /v1/calls/{id}/giveback`: an event only when the call was taken over.
@@ -204,11 +209,7 @@ pub async fn giveback(
     Path(id): Path<String>,
     principal: Authorized<Supervise>,
 ) -> Result<Json<LiveState>, ApiError> {
-    let call = live_call(&state, &principal, &id).await?;
-    if call.give_back() {
-        publish(&state, &principal, &id, EventKind::TakeoverEnded, serde_json::json!({})).await;
-    }
-    Ok(Json(LiveState::of(&call).await))
+    transition(&state, &principal, &id, EventKind::TakeoverEnded, |call, _| call.give_back()).await
 }
 
 /// `GET /v1/token`.
