@@ -850,10 +850,14 @@ async fn every_route_checks_its_scope() {
         .unwrap();
     assert_eq!(call.status(), 403);
 
-    // ?token= only on the feed's upgrade.
+    // ?token= only on the WebSocket upgrades, which the message lists.
     let in_url = http.get(daemon.url(&format!("/v1/calls?token={wallboard}"))).send().await.unwrap();
     assert_eq!(in_url.status(), 401);
-    assert!(in_url.text().await.unwrap().contains("accepted only by the feed"));
+    let body: serde_json::Value = in_url.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    for upgrade in ["GET /v1/feed", "GET /v1/calls/{id}/listen", "GET /v1/calls/{id}/barge"] {
+        assert!(message.contains(upgrade), "{message}");
+    }
     let url = format!("ws://{}/v1/feed?token={wallboard}", daemon.addr);
     assert!(tokio_tungstenite::connect_async(url).await.is_ok(), "the feed takes ?token=");
     let dial_only = daemon.token_with("acme", Scopes::from_iter([Scope::Dial])).await;
