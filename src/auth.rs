@@ -172,7 +172,7 @@ pub enum AuthError {
     #[error("missing token: send `Authorization: Bearer <token>`")]
     Missing,
     #[error(
-        "a token in the URL (?token=) is accepted only by the feed's WebSocket upgrade (GET /v1/feed) and listening (GET /v1/calls/{{id}}/listen); send `Authorization: Bearer <token>`"
+        "a token in the URL (?token=) is accepted only by the WebSocket upgrades: the feed (GET /v1/feed), listening (GET /v1/calls/{{id}}/listen) and barging in (GET /v1/calls/{{id}}/barge); send `Authorization: Bearer <token>`"
     )]
     InQuery,
     #[error("malformed token: expected ast_<id>_<secret>")]

@@ -15,6 +15,7 @@ use asterai::store::{Call, CallStatus, EventKind, Outcome};
 use support::agi::TestServer;
 use support::db::{Backend, TestDb};
 use support::http::{FeedClient, TestDaemon};
+use support::logs::Logs;
 use support::mocks::{Sequence, sse, wav_24k};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -291,6 +292,38 @@ async fn hang_up_during_playback() {
     assert_eq!(commands_named(&log, "STREAM FILE").len(), 2, "no sentence is played after the hang-up");
     assert!(log.after_hangup.iter().all(|c| dead_safe(c)), "{:?}", log.after_hangup);
     assert_eq!(call.turns, 1, "the interrupted turn is still recorded");
+}
+
+/// A real Asterisk answers a STREAM FILE cut by a hang-up with `200 result=-1 endpos=N` and
+/// sends `HANGUP` in a write of its own a few milliseconds later. The reply alone ends the
+/// answer: nothing more is played, and it is no "could not play" warning. A
+/// current-thread runtime, so that the daemon's warnings are captured.
+#[tokio::test]
+async fn a_hang_up_during_playback_is_known_from_the_reply_before_hangup_comes() {
+    let (logs, _guard) = Logs::capture();
+    let rig = rig(|config| {
+        config.conversation.greeting_inbound = "Hello.".into();
+        config.conversation.ai_disclosure = false;
+    })
+    .await;
+    rig.transcripts(&["tell me everything"]).await;
+    rig.answers(&[&["First sentence here.", " Second sentence here.", " Third sentence here."]]).await;
+    let mut caller = rig.caller(&["everything"]);
+    // The greeting is one playback; the answer's first sentence is the second.
+    caller.hangup = Some(HangupAt::Playback(2));
+    caller.hangup_line_after = Duration::from_millis(50);
+    let (log, call) = rig.call(&caller).await;
+    let played = commands_named(&log, "STREAM FILE");
+    assert_eq!(played.len(), 2, "{played:?}");
+    let first = rig.phrase_file("First sentence here.");
+    assert!(played[1].contains(first.to_str().unwrap()), "{played:?}");
+    // After the reply, only what a dead channel takes (who hung up, the dialplan's variables).
+    assert!(log.after_hangup.iter().all(|c| dead_safe(c)), "{:?}", log.after_hangup);
+    assert!(call.ended_at.is_some(), "{call:?}");
+    assert!(call.outcome_reason.as_deref().unwrap_or_default().contains("hung up"), "{call:?}");
+    let text = logs.text();
+    let warnings: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ")).collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -316,7 +316,7 @@ backend_tests! {
         let (_, first) = daemon.publish(acme, "+15551230000").await;
         assert_eq!(client.event(WAIT).await.id, first);
         // A newer daemon of the fleet writes a type this one does not know.
-        insert_event_row(&db, acme, "call_transferred", first + 1).await;
+        insert_event_row(&db, acme, "call_transferred", first + 1, r#"{"to": "+15551230000"}"#).await;
         daemon.hub.wake();
         let (_, next) = daemon.publish(acme, "+15551230001").await;
         assert_eq!(client.event(WAIT).await.id, next, "the feed goes on past the unknown row");
@@ -375,6 +375,57 @@ backend_tests! {
         assert!(metrics.contains("asterai_http_requests_total"), "{metrics}");
         daemon.stop().await;
     }
+}
+
+/// A row of a known type whose payload does not decode (malformed JSON, which only SQLite can
+/// hold, and JSON nested deeper than the decoder's limit, which PostgreSQL's `jsonb` takes) is
+/// skipped with a warning naming it, like a row of an unknown type: the live feed and a replay
+/// from the start both go on past it. A current-thread runtime, so that the hub's warnings are
+/// captured.
+async fn a_malformed_event_row_never_stalls_the_feed(backend: Backend) {
+    let (logs, _guard) = support::logs::Logs::capture();
+    let db = TestDb::new(backend).await;
+    let daemon = TestDaemon::start(db.store.clone()).await;
+    let token = daemon.token("acme").await;
+    let acme = org_id(&db.store, "acme").await;
+    let mut client = FeedClient::connect(daemon.addr, &token, "").await.unwrap();
+    let (_, first) = daemon.publish(acme, "+15551230000").await;
+    assert_eq!(client.event(WAIT).await.id, first);
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let mut bad = vec![format!(r#"{{"nested": {deep}}}"#)];
+    if backend == Backend::Sqlite {
+        bad.push(r#"{"to": "+1555"#.to_owned());
+    }
+    let mut seq = first;
+    for payload in &bad {
+        seq += 1;
+        insert_event_row(&db, acme, "call_started", seq, payload).await;
+    }
+    daemon.hub.wake();
+    let (_, next) = daemon.publish(acme, "+15551230001").await;
+    assert_eq!(next, seq + 1);
+    assert_eq!(client.event(WAIT).await.id, next, "the feed goes on past the malformed rows");
+    for id in first + 1..=seq {
+        let warning = logs.wait_for(&["WARN", "feed hub: event", &format!("event {id} (call_started)")]).await;
+        assert!(warning.contains("cannot be read"), "{warning}");
+    }
+    // A replay from the start skips them too, and the client is told where the log ends.
+    let mut replayed = FeedClient::connect(daemon.addr, &token, "?since=0").await.unwrap();
+    assert_eq!(replayed.events(2, WAIT).await.iter().map(|e| e.id).collect::<Vec<_>>(), [first, next]);
+    let (_, last) = daemon.publish(acme, "+15551230002").await;
+    assert_eq!(replayed.event(WAIT).await.id, last);
+    logs.wait_for(&["WARN", "feed: replay skips event", &format!("event {}", first + 1)]).await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_event_row_never_stalls_the_feed_sqlite() {
+    a_malformed_event_row_never_stalls_the_feed(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_malformed_event_row_never_stalls_the_feed_postgres() {
+    a_malformed_event_row_never_stalls_the_feed(Backend::Postgres).await;
 }
 
 /// Opens the feed over a raw socket and reads frames without ever answering a ping; returns the
@@ -600,20 +651,38 @@ async fn client_frames_are_read_as_rfc_6455_says() {
     daemon.stop().await;
 }
 
-/// Writes a `call_events` row directly, as another version of asterai would.
-async fn insert_event_row(db: &TestDb, org_id: i64, kind: &str, org_seq: i64) {
+/// Writes a `call_events` row directly, as another version of asterai (or a hand) would, with
+/// `payload` as its JSON text.
+async fn insert_event_row(db: &TestDb, org_id: i64, kind: &str, org_seq: i64, payload: &str) {
     let at = chrono::Utc::now();
-    let sql = "INSERT INTO call_events (org_id, call_id, campaign_id, type, payload, at, org_seq) VALUES ($1, NULL, NULL, $2, $3, $4, $5)";
-    let payload = sqlx::types::Json(serde_json::json!({"to": "+15551230000"}));
+    let columns = "INSERT INTO call_events (org_id, call_id, campaign_id, type, payload, at, org_seq)";
     match db.backend {
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-            sqlx::query(sql).bind(org_id).bind(kind).bind(payload).bind(at).bind(org_seq).execute(&pool).await.unwrap();
+            let sql = format!("{columns} VALUES ($1, NULL, NULL, $2, $3, $4, $5)");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(org_id)
+                .bind(kind)
+                .bind(payload)
+                .bind(at)
+                .bind(org_seq)
+                .execute(&pool)
+                .await
+                .unwrap();
             pool.close().await;
         }
         Backend::Postgres => {
             let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-            sqlx::query(sql).bind(org_id).bind(kind).bind(payload).bind(at).bind(org_seq).execute(&pool).await.unwrap();
+            let sql = format!("{columns} VALUES ($1, NULL, NULL, $2, $3::jsonb, $4, $5)");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(org_id)
+                .bind(kind)
+                .bind(payload)
+                .bind(at)
+                .bind(org_seq)
+                .execute(&pool)
+                .await
+                .unwrap();
             pool.close().await;
         }
     }
@@ -781,10 +850,14 @@ async fn every_route_checks_its_scope() {
         .unwrap();
     assert_eq!(call.status(), 403);
 
-    // ?token= only on the feed's upgrade.
+    // ?token= only on the WebSocket upgrades, which the message lists.
     let in_url = http.get(daemon.url(&format!("/v1/calls?token={wallboard}"))).send().await.unwrap();
     assert_eq!(in_url.status(), 401);
-    assert!(in_url.text().await.unwrap().contains("accepted only by the feed"));
+    let body: serde_json::Value = in_url.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    for upgrade in ["GET /v1/feed", "GET /v1/calls/{id}/listen", "GET /v1/calls/{id}/barge"] {
+        assert!(message.contains(upgrade), "{message}");
+    }
     let url = format!("ws://{}/v1/feed?token={wallboard}", daemon.addr);
     assert!(tokio_tungstenite::connect_async(url).await.is_ok(), "the feed takes ?token=");
     let dial_only = daemon.token_with("acme", Scopes::from_iter([Scope::Dial])).await;

@@ -825,11 +825,12 @@ async fn the_page_plays_a_live_call_against_the_real_asterisk() {
 
 /// Pausing a streaming call against the real Asterisk: the dialer places it with
 /// `media = "stream"`; paused during the greeting, the AI holds the caller (ARI music on hold on
-/// the bridged channel, accepted) and does not hear what the caller says meanwhile; resumed, it
-/// hears and answers the caller's next words.
+/// the bridged channel, accepted, and heard on the caller's leg, which records itself with
+/// MixMonitor) and does not hear what the caller says meanwhile; resumed, it hears and answers
+/// the caller's next words.
 #[tokio::test]
 async fn pausing_a_streaming_call_against_the_real_asterisk() {
-    use support::asterisk::{Asterisk, Script, unique};
+    use support::asterisk::{Asterisk, MUSIC_ON_HOLD_HZ, Script, unique};
     use support::live::Agent;
 
     let asterisk = Asterisk::shared().await;
@@ -837,9 +838,15 @@ async fn pausing_a_streaming_call_against_the_real_asterisk() {
     agent.transcripts(&["I am back."]).await;
     agent.answers(&[&["Welcome back."]]).await;
     let digits = format!("15550{:06}", unique());
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("caller.wav");
+    // The caller listens to the hold for 2 s once the test says the AI is paused (the music
+    // never falls silent, so waiting for the agent to be quiet would not end).
     let script = Script::new()
         .answer()
-        .wait_for_agent()
+        .step(format!("MixMonitor({})", wav.display()))
+        .wait_for_db("asterai-test", &format!("{digits}-paused"), 60)
+        .quiet(2)
         .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
         .step(format!("Set(DB(asterai-test/{digits}-said)=1)"))
         .step("Wait(8)")
@@ -876,6 +883,7 @@ async fn pausing_a_streaming_call_against_the_real_asterisk() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!((paused["media"].as_str(), paused["ai"].as_str()), (Some("stream"), Some("paused")), "{paused}");
+    asterisk.db_put("asterai-test", &format!("{digits}-paused"), "1").await;
 
     // The caller talks while the AI is paused: nothing is transcribed or answered.
     asterisk.wait_for_db("asterai-test", &format!("{digits}-said")).await;
@@ -892,21 +900,29 @@ async fn pausing_a_streaming_call_against_the_real_asterisk() {
     assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 1, "{said:?}");
     let warnings = agent.warnings();
     assert!(!warnings.iter().any(|w| w.contains("music on hold")), "ARI took the music on hold: {warnings:#?}");
+    let music = tone_windows(&finished_recording(&wav).await, MUSIC_ON_HOLD_HZ);
+    assert!(music >= 50, "the caller hears the music on hold: {music} windows of 20 ms");
     let kinds: Vec<EventKind> = agent.events(&call_id).await.into_iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&EventKind::AiPaused) && kinds.contains(&EventKind::AiResumed), "{kinds:?}");
 }
 
 /// Pausing an AGI call against the real Asterisk: `SET MUSIC on` while paused (Asterisk
-/// accepts it), nothing recorded or transcribed meanwhile, `SET MUSIC off` and the AI answers
-/// again once resumed.
+/// accepts it, and the caller's leg, which records itself with MixMonitor, hears the music),
+/// nothing recorded or transcribed meanwhile, `SET MUSIC off` and the AI answers again once
+/// resumed.
 #[tokio::test]
 async fn pausing_an_agi_call_against_the_real_asterisk() {
-    use support::asterisk::Script;
+    use support::asterisk::{MUSIC_ON_HOLD_HZ, Script};
 
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("caller.wav");
     let LiveAgi { asterisk, agent, call_id, channel, token, mark, key, .. } =
         live_agi_call(&["I am back."], &[&["Welcome back."]], "supervise", |asterisk, key| {
+            // The caller listens to the hold for 2 s once the test says the AI is paused.
             Script::new()
-                .wait_for_agent()
+                .step(format!("MixMonitor({})", wav.display()))
+                .wait_for_db("asterai-test", &format!("{key}-paused"), 60)
+                .quiet(2)
                 .say(&asterisk.utterance("Are you still there? Hello? I am talking while you are paused."))
                 .step(format!("Set(DB(asterai-test/{key}-said)=1)"))
                 .step("Wait(8)")
@@ -929,6 +945,7 @@ async fn pausing_an_agi_call_against_the_real_asterisk() {
         assert!(tokio::time::Instant::now() < deadline, "the call never came into conversation");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    asterisk.db_put("asterai-test", &format!("{key}-paused"), "1").await;
     asterisk.wait_for_db("asterai-test", &format!("{key}-said")).await;
     assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 0, "nothing heard while paused");
     assert_eq!(post("resume").await.unwrap().status(), 200);
@@ -949,6 +966,8 @@ async fn pausing_an_agi_call_against_the_real_asterisk() {
     let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
     assert!(said.contains(&("I am back.", "Welcome back.")), "{said:?}");
     assert_eq!(agent.stt.received_requests().await.unwrap_or_default().len(), 1, "{said:?}");
+    let music = tone_windows(&finished_recording(&wav).await, MUSIC_ON_HOLD_HZ);
+    assert!(music >= 50, "the caller hears the music on hold: {music} windows of 20 ms");
 }
 
 /// The share of a window's energy at `hz` (8 kHz samples): 1 for a pure tone at `hz`, near 0
@@ -1059,10 +1078,19 @@ async fn barge_call(asterisk: &support::asterisk::Asterisk, stream: bool) -> Bar
 }
 
 /// The 20 ms windows of the caller's finished MixMonitor recording where the supervisor's tone
-/// is most of what is heard (MixMonitor finishes the file once the caller's channel is gone).
+/// is most of what is heard.
 async fn tone_in_recording(wav: &std::path::Path) -> usize {
+    let samples = finished_recording(wav).await;
+    let toned = tone_windows(&samples, SUPERVISOR_HZ);
+    eprintln!("{}: the supervisor's tone in {toned} of {} windows of 20 ms", wav.display(), samples.len() / 160);
+    toned
+}
+
+/// The samples of the caller's MixMonitor recording, once finished (MixMonitor finishes the
+/// file once the caller's channel is gone).
+async fn finished_recording(wav: &std::path::Path) -> Vec<i16> {
     let deadline = tokio::time::Instant::now() + WAIT;
-    let samples = loop {
+    loop {
         let first = std::fs::read(wav).unwrap_or_default();
         tokio::time::sleep(Duration::from_millis(300)).await;
         let second = std::fs::read(wav).unwrap_or_default();
@@ -1070,13 +1098,10 @@ async fn tone_in_recording(wav: &std::path::Path) -> usize {
             && first == second
             && let Ok(samples) = asterai::speech::audio::decode_wav(&second)
         {
-            break samples;
+            return samples;
         }
         assert!(tokio::time::Instant::now() < deadline, "no finished recording at {}", wav.display());
-    };
-    let toned = tone_windows(&samples, SUPERVISOR_HZ);
-    eprintln!("{}: the supervisor's tone in {toned} of {} windows of 20 ms", wav.display(), samples.len() / 160);
-    toned
+    }
 }
 
 /// A supervisor barges in on a live call against the real Asterisk: a Rust WebSocket client

@@ -8,7 +8,8 @@
 //!   endpos=<samples>`, as when silence ends a recording.
 //! * `STREAM FILE` takes as long as the file plays (scaled by `playback_speed`), then answers
 //!   `200 result=0 endpos=<samples>`.
-//! * Hang-ups follow Asterisk: a `-1` result, then `HANGUP`, and dead-channel commands get 511.
+//! * Hang-ups follow Asterisk: a `-1` result, then `HANGUP` (in the same write, or
+//!   [`Caller::hangup_line_after`] later in its own), and dead-channel commands get 511.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::agi::command::split_args;
 use crate::speech::audio;
@@ -90,6 +92,11 @@ pub struct Caller {
     /// call. `None` answers at once.
     pub speak_in_real_time: Option<Duration>,
     pub hangup: Option<HangupAt>,
+    /// How long after a hang-up's `-1` reply the `HANGUP` line comes. Zero (the default) writes
+    /// both at once; a real Asterisk sends `HANGUP` a few milliseconds later, in a write of its
+    /// own, so the daemon may read the reply alone. Commands that arrive in between are answered
+    /// as on a dead channel and count as after the hang-up.
+    pub hangup_line_after: Duration,
 }
 
 /// What the caller saw during the call.
@@ -123,6 +130,7 @@ impl Caller {
             max_playback: Duration::from_millis(500),
             speak_in_real_time: None,
             hangup: None,
+            hangup_line_after: Duration::ZERO,
         }
     }
 
@@ -181,6 +189,17 @@ impl Caller {
         Ok(samples.len() as u64)
     }
 
+    /// Writes a hang-up's `-1` reply with `HANGUP` after it, or alone when
+    /// [`Caller::hangup_line_after`] is set: then evaluates to when `HANGUP` is due.
+    async fn hang_up(&self, write: &mut OwnedWriteHalf, reply: &str) -> std::io::Result<Option<tokio::time::Instant>> {
+        if self.hangup_line_after.is_zero() {
+            write.write_all(format!("{reply}\nHANGUP\n").as_bytes()).await?;
+            return Ok(None);
+        }
+        write.write_all(format!("{reply}\n").as_bytes()).await?;
+        Ok(Some(tokio::time::Instant::now() + self.hangup_line_after))
+    }
+
     /// Places the call on `addr` and plays the script to the end (or the hang-up).
     pub async fn call(&self, addr: SocketAddr) -> std::io::Result<CallLog> {
         let stream = TcpStream::connect(addr).await?;
@@ -192,14 +211,27 @@ impl Caller {
         let (mut recordings, mut playbacks) = (0usize, 0usize);
         let mut hung_up = false;
         let mut last_record_end: Option<tokio::time::Instant> = None;
+        // When the `HANGUP` line of a hang-up already answered is due (see `hangup_line_after`).
+        let mut hangup_line: Option<tokio::time::Instant> = None;
         loop {
-            let mut line = String::new();
-            if read.read_line(&mut line).await? == 0 {
+            // `read_until` keeps what it read when the timer wins, so no command is cut.
+            let mut line = Vec::new();
+            let length = loop {
+                let Some(due) = hangup_line else { break read.read_until(b'\n', &mut line).await? };
+                tokio::select! {
+                    length = read.read_until(b'\n', &mut line) => break length?,
+                    _ = tokio::time::sleep_until(due) => {
+                        write.write_all(b"HANGUP\n").await?;
+                        hangup_line = None;
+                    }
+                }
+            };
+            if length == 0 {
                 log.closed_by_daemon = true;
                 let _ = write.write_all(b"HANGUP\n").await;
                 return Ok(log);
             }
-            let command = line.trim_end_matches('\n').to_owned();
+            let command = String::from_utf8_lossy(&line).trim_end_matches('\n').to_owned();
             log.commands.push(command.clone());
             if hung_up {
                 log.after_hangup.push(command.clone());
@@ -253,8 +285,9 @@ impl Caller {
                         .min(self.max_playback);
                     if self.hangup == Some(HangupAt::Playback(playbacks)) {
                         tokio::time::sleep(plays / 2).await;
-                        write.write_all(format!("200 result=-1 endpos={}\nHANGUP\n", samples / 2).as_bytes()).await?;
                         hung_up = true;
+                        hangup_line =
+                            self.hang_up(&mut write, &format!("200 result=-1 endpos={}", samples / 2)).await?;
                         continue;
                     }
                     tokio::time::sleep(plays).await;
@@ -265,16 +298,15 @@ impl Caller {
                     let path = args.get(2).cloned().unwrap_or_default();
                     if self.hangup == Some(HangupAt::Recording(recordings)) {
                         let samples = self.write_line(&path, &Line::Say("and then I hung up".into())).await?;
-                        write
-                            .write_all(format!("200 result=-1 (hangup) endpos={samples}\nHANGUP\n").as_bytes())
-                            .await?;
                         hung_up = true;
+                        hangup_line =
+                            self.hang_up(&mut write, &format!("200 result=-1 (hangup) endpos={samples}")).await?;
                         continue;
                     }
                     let Some(line) = lines.next() else {
                         // The script is over: the caller hangs up while being recorded.
-                        write.write_all(b"200 result=-1 (hangup) endpos=0\nHANGUP\n").await?;
                         hung_up = true;
+                        hangup_line = self.hang_up(&mut write, "200 result=-1 (hangup) endpos=0").await?;
                         continue;
                     };
                     let samples = self.write_line(&path, line).await?;

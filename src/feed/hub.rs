@@ -23,8 +23,8 @@
 //!
 //! The hub tails the whole log by its internal row id; clients see each organization's own
 //! sequence (see [`crate::store::Event`]). A row of a type this build does not know (a newer
-//! daemon wrote it during a rolling upgrade) is skipped with a warning and never stalls the
-//! feed.
+//! daemon wrote it during a rolling upgrade), or one whose columns do not decode (malformed
+//! JSON written by hand), is skipped with a warning and never stalls the feed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -36,7 +36,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::filter::Filter;
-use crate::store::{EVENTS_CHANNEL, Event, Store};
+use crate::store::{EVENTS_CHANNEL, Event, SkipReason, Skipped, Store};
 
 /// An event with its JSON, serialized once for all clients (each clone shares the bytes).
 #[derive(Debug)]
@@ -315,12 +315,22 @@ impl Hub {
                             tracing::info!("feed hub: the event log is readable again");
                             failing = false;
                         }
-                        for (row, kind) in &page.skipped {
-                            tracing::warn!(
-                                row,
-                                kind = %kind,
-                                "feed hub: an event of a type this asterai does not know (written by a newer version?) is skipped"
-                            );
+                        for skipped in &page.skipped {
+                            let Skipped { log_id: row, id, kind, reason } = skipped;
+                            match reason {
+                                SkipReason::UnknownType => tracing::warn!(
+                                    row,
+                                    event_id = id,
+                                    kind = %kind,
+                                    "feed hub: an event of a type this asterai does not know (written by a newer version?) is skipped"
+                                ),
+                                SkipReason::Malformed(cause) => tracing::warn!(
+                                    row,
+                                    event_id = id,
+                                    kind = %kind,
+                                    "feed hub: event {id} ({kind}) cannot be read and is skipped: {cause}"
+                                ),
+                            }
                         }
                         let mut by_org: HashMap<i64, Vec<Arc<Published>>> = HashMap::new();
                         for event in page.events {

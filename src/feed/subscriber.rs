@@ -58,7 +58,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::filter::Filter;
 use super::hub::{Hub, Stop, StopReason, Subscription};
-use crate::store::Store;
+use crate::store::{SkipReason, Skipped, Store};
 
 /// Close code: the client's queue overflowed. The reason is `slow_client last_id=<n>`.
 pub const CLOSE_SLOW: u16 = 4001;
@@ -559,8 +559,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Writer<'_, S> {
                     continue;
                 }
             };
-            for (id, kind) in &page.skipped {
-                tracing::debug!(org = %self.start.org_slug, id, kind = %kind, "feed: replay skips an event of an unknown type");
+            for Skipped { id, kind, reason, .. } in &page.skipped {
+                match reason {
+                    SkipReason::UnknownType => tracing::debug!(
+                        org = %self.start.org_slug,
+                        id,
+                        kind = %kind,
+                        "feed: replay skips an event of an unknown type"
+                    ),
+                    // The hub warned only if it was running when the row came; a replay may be
+                    // the first to meet it.
+                    SkipReason::Malformed(cause) => tracing::warn!(
+                        org = %self.start.org_slug,
+                        id,
+                        kind = %kind,
+                        "feed: replay skips event {id} ({kind}), which cannot be read: {cause}"
+                    ),
+                }
             }
             let full = page.full;
             cursor = page.next;
@@ -582,7 +597,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Writer<'_, S> {
                 break;
             }
         }
-        // Nothing more to replay: what was skipped (unknown types) is behind the client too.
+        // Nothing more to replay: what was skipped is behind the client too.
         self.last_sent = self.last_sent.max(cursor);
         if replayed > 0 {
             metrics::counter!("asterai_feed_replayed_events_total").increment(replayed);

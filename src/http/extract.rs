@@ -55,8 +55,8 @@ pub struct Authorized<S> {
     scope: PhantomData<fn() -> S>,
 }
 
-/// The caller of the feed's WebSocket upgrade: as [`Authorized`], but the token may also come
-/// as `?token=`.
+/// The caller of a WebSocket upgrade (the feed, listening, barging in): as [`Authorized`], but
+/// the token may also come as `?token=`.
 pub struct AuthorizedUpgrade<S> {
     principal: Principal,
     scope: PhantomData<fn() -> S>,

@@ -3,7 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{Result, RowExt, Store, with_pool};
+use super::{Result, RowExt, Store, StoreError, with_pool};
 
 /// The event types of the live feed: about calls, about campaigns, and what supervisors do on a
 /// live call (the supervisors' console, [`crate::conversation::live`]).
@@ -116,39 +116,71 @@ fn kind_from(text: &str) -> Option<EventKind> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
 }
 
-/// A row of the log: an event, or one of a type this build does not know (written by a newer
-/// daemon during a rolling upgrade), which readers skip.
+/// A row of the log: an event, or a row readers leave out (see [`Skipped`]).
 pub(crate) enum LogRow {
     Event(Event),
-    Unknown { log_id: i64, seq: i64, kind: String },
+    Skipped(Skipped),
 }
 
+/// A row of the log that readers leave out, so that it never stalls the feed: the cursor moves
+/// past it like past an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The row's place in the whole log.
+    pub log_id: i64,
+    /// The organization's sequence: the id supervisors would have seen.
+    pub id: i64,
+    /// The row's `type`, as stored.
+    pub kind: String,
+    pub reason: SkipReason,
+}
+
+/// Why a row of the log is left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A type this build does not know: a newer daemon wrote it during a rolling upgrade.
+    UnknownType,
+    /// A known type whose columns do not decode (malformed JSON in `payload`, a bad timestamp):
+    /// a row written by hand or damaged. Says what failed.
+    Malformed(String),
+}
+
+/// Reads one row of the log. Only a row whose id, sequence or type cannot be read is an error:
+/// without them there is nothing to move the cursor past.
 pub(crate) fn event_from(row: &impl RowExt) -> Result<LogRow> {
     let (log_id, seq, kind) = (row.int("id")?, row.int("org_seq")?, row.text("type")?);
-    let Some(kind) = kind_from(&kind) else { return Ok(LogRow::Unknown { log_id, seq, kind }) };
-    Ok(LogRow::Event(Event {
-        id: seq,
-        kind,
-        org: row.text("slug")?,
-        call_id: row.opt_text("call_id")?,
-        campaign: row.opt_int("campaign_id")?,
-        at: row.time("at")?,
-        data: row.json("payload")?,
-        org_id: row.int("org_id")?,
-        log_id,
-    }))
+    let skipped = |kind, reason| LogRow::Skipped(Skipped { log_id, id: seq, kind, reason });
+    let Some(known) = kind_from(&kind) else { return Ok(skipped(kind, SkipReason::UnknownType)) };
+    let event = || -> Result<Event> {
+        Ok(Event {
+            id: seq,
+            kind: known,
+            org: row.text("slug")?,
+            call_id: row.opt_text("call_id")?,
+            campaign: row.opt_int("campaign_id")?,
+            at: row.time("at")?,
+            data: row.json("payload")?,
+            org_id: row.int("org_id")?,
+            log_id,
+        })
+    };
+    Ok(match event() {
+        Ok(event) => LogRow::Event(event),
+        Err(StoreError::Database(cause)) => skipped(kind, SkipReason::Malformed(cause)),
+        Err(e) => skipped(kind, SkipReason::Malformed(e.to_string())),
+    })
 }
 
 /// One page of the log.
 #[derive(Debug, Clone, Default)]
 pub struct EventPage {
-    /// The events, in order; rows of unknown types are left out.
+    /// The events, in order; skipped rows are left out.
     pub events: Vec<Event>,
-    /// Where the next page starts: the cursor of the last row read, known or not (or the
+    /// Where the next page starts: the cursor of the last row read, an event or skipped (or the
     /// cursor asked for, when the page is empty).
     pub next: i64,
-    /// Rows of types this build does not know, skipped: `(cursor, type)`.
-    pub skipped: Vec<(i64, String)>,
+    /// Rows left out: of types this build does not know, or that do not decode.
+    pub skipped: Vec<Skipped>,
     /// True when the page was full: more rows may follow.
     pub full: bool,
 }
@@ -162,10 +194,9 @@ impl EventPage {
                     page.next = if per_org { event.id } else { event.log_id };
                     page.events.push(event);
                 }
-                LogRow::Unknown { log_id, seq, kind } => {
-                    let cursor = if per_org { seq } else { log_id };
-                    page.next = cursor;
-                    page.skipped.push((cursor, kind));
+                LogRow::Skipped(skipped) => {
+                    page.next = if per_org { skipped.id } else { skipped.log_id };
+                    page.skipped.push(skipped);
                 }
             }
         }
@@ -218,8 +249,8 @@ const EVENT_COLUMNS: &str = "SELECT e.id, e.org_seq, e.org_id, o.slug, e.call_id
 
 impl Store {
     /// One organization's events numbered above `after` (its own sequence), in order, at most
-    /// `limit` rows: what a supervisor resuming with `since` missed. Rows of unknown types are
-    /// skipped (see [`EventPage::skipped`]).
+    /// `limit` rows: what a supervisor resuming with `since` missed. Rows of unknown types, and
+    /// rows that do not decode, are skipped (see [`EventPage::skipped`]).
     pub async fn events_after(&self, org_id: i64, after: i64, limit: i64) -> Result<EventPage> {
         with_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.org_id = $1 AND e.org_seq > $2 ORDER BY e.org_seq LIMIT $3")))
@@ -233,7 +264,8 @@ impl Store {
     }
 
     /// Every organization's events after the log id `after`, in log order, at most `limit`
-    /// rows: what a daemon's hub hands out. Rows of unknown types are skipped.
+    /// rows: what a daemon's hub hands out. Rows of unknown types, and rows that do not decode,
+    /// are skipped.
     pub async fn log_after(&self, after: i64, limit: i64) -> Result<EventPage> {
         with_pool!(self, pool => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.id > $1 ORDER BY e.id LIMIT $2")))
@@ -245,7 +277,7 @@ impl Store {
         })
     }
 
-    /// One event by its log id, if its type is known.
+    /// One event by its log id, unless its row is skipped (see [`Skipped`]).
     pub(crate) async fn logged_event(&self, log_id: i64) -> Result<Option<Event>> {
         with_pool!(self, pool => {
             let row = sqlx::query(sqlx::AssertSqlSafe(format!("{EVENT_COLUMNS} WHERE e.id = $1"))).bind(log_id).fetch_optional(pool).await?;

@@ -54,7 +54,7 @@ pub use calls::{
     Call, CallFilter, CallPage, CallStatus, Direction, FinishCall, Latency, NewCall, NewTurn, Orphan, Outcome, ToolUse,
     Turn,
 };
-pub use events::{Event, EventKind, EventPage};
+pub use events::{Event, EventKind, EventPage, SkipReason, Skipped};
 pub use orgs::{Org, TokenRecord};
 pub use recordings::{NewRecording, Recording, RecordingEnd, RecordingStatus, RecordingVia};
 pub use stats::{CampaignStats, DayStats};

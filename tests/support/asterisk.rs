@@ -11,6 +11,8 @@
 //! * free ports and every listener on 127.0.0.1 (the modules that listen on every address by
 //!   default are not loaded, and [`Asterisk::start`] checks the sockets it holds);
 //! * the test-only dialplan of `tests/support/asterisk-test.conf`, included from the copy;
+//! * music on hold that a test can hear: the `default` class plays one WAV of a steady
+//!   [`MUSIC_ON_HOLD_HZ`] tone (no music packs are installed);
 //! * a log with every AGI line (`agi set debug on`, verbose 5) that [`Asterisk::agi_exchange`]
 //!   reads back, a CLI ([`Asterisk::cli`]) and AstDB access ([`Asterisk::db_get`]);
 //! * people who speak: [`Script`]s of dialplan steps stored in AstDB and run by the
@@ -36,6 +38,10 @@ pub const DEFAULT_PREFIX: &str = "/opt/asterisk-22.10.1";
 
 /// Generous deadline for anything Asterisk does in real time.
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The tone of the harness's music on hold: apart from the agent's 300 Hz and a barging
+/// supervisor's 1 kHz.
+pub const MUSIC_ON_HOLD_HZ: f64 = 600.0;
 
 /// The prefix of the Asterisk under test: `$ASTERISK_PREFIX`, else [`DEFAULT_PREFIX`].
 pub fn prefix() -> PathBuf {
@@ -624,7 +630,7 @@ fn user_ids(user: &str) -> (u32, u32) {
 /// Builds the configuration tree in `dir` and returns its `asterisk.conf`.
 fn write_tree(prefix: &Path, dir: &Path, http_port: u16, options: &Options) -> PathBuf {
     let etc = dir.join("etc");
-    for sub in ["etc", "run", "log/cdr-csv", "log/cdr-custom", "db", "spool", "cache", "sounds"] {
+    for sub in ["etc", "run", "log/cdr-csv", "log/cdr-custom", "db", "spool", "cache", "sounds", "moh"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     copy_dir(&prefix.join("etc/asterisk"), &etc);
@@ -688,6 +694,21 @@ fn write_tree(prefix: &Path, dir: &Path, http_port: u16, options: &Options) -> P
         "; Written by the test harness.\n[general]\ndateformat = %F %T.%3q\n[logfiles]\nfull => notice,warning,error,verbose,dtmf\n",
     )
     .unwrap();
+
+    // Music on hold: 5 s of the tone (a whole number of periods, so the loop has no seam), the
+    // only file of the only class.
+    std::fs::write(
+        etc.join("musiconhold.conf"),
+        format!(
+            "; Written by the test harness.\n[general]\n[default]\nmode = files\ndirectory = {}\n",
+            dir.join("moh").display()
+        ),
+    )
+    .unwrap();
+    let tone: Vec<i16> = (0..40_000)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * MUSIC_ON_HOLD_HZ * i as f64 / 8000.0).sin()) as i16)
+        .collect();
+    std::fs::write(dir.join("moh/tone.wav"), asterai::speech::audio::encode_wav(&tone)).unwrap();
 
     // Real silence for the people's scripts: 1.2 s ends a recording (s=1) right after speech.
     let silence = vec![0i16; 9600];
@@ -877,6 +898,13 @@ impl Script {
     /// Real silent audio (Asterisk's `silence/N` prompts): frames keep coming.
     pub fn silence(self, seconds: u32) -> Script {
         self.step(format!("Playback(silence/{seconds})"))
+    }
+
+    /// Waits (sending nothing) until `family/key` is in AstDB, for at most `seconds`: until the
+    /// test, which stores it with [`Asterisk::db_put`], says so.
+    pub fn wait_for_db(self, family: &str, key: &str, seconds: u32) -> Script {
+        // `#` stands for `$`, so the condition is evaluated by WaitForCondition, not by `Exec`.
+        self.step(format!("WaitForCondition(#,#[#{{DB_EXISTS({family}/{key})}}],{seconds})"))
     }
 
     /// Waits without sending any audio.

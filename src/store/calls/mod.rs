@@ -615,8 +615,8 @@ impl Store {
         })
     }
 
-    /// The events of one call, in order (for the command line and tests); rows of unknown
-    /// types are left out.
+    /// The events of one call, in order (for the command line and tests); skipped rows (see
+    /// [`super::Skipped`]) are left out.
     pub async fn call_events(&self, call_id: &str) -> Result<Vec<Event>> {
         with_pool!(self, pool => {
             let rows = sqlx::query(
