@@ -669,8 +669,9 @@ async fn live_agi_call(
 
 /// Listening against the real Asterisk: `asterai serve` (ARI configured) holds an AGI call; a
 /// supervisor's WebSocket on `GET /v1/calls/{id}/listen` gets the call's audio (an ARI snoop,
-/// bridged with a chan_websocket channel), which is not silent while the caller speaks; the
-/// feed says who joined and left.
+/// bridged with a chan_websocket channel), which is not silent while the caller speaks and
+/// carries what the caller played (a [`CALLER_HZ`] tone after their words); the feed says who
+/// joined and left.
 #[tokio::test]
 async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
     use futures_util::StreamExt;
@@ -681,7 +682,8 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
         live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, _| {
             let speech = asterisk
                 .utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
-            Script::new().wait_for_agent().quiet(3).say(&speech).wait_for_agent().quiet(10)
+            let tone = asterisk.tone(CALLER_HZ, 2.0);
+            Script::new().wait_for_agent().quiet(3).say(&speech).say(&tone).wait_for_agent().quiet(10)
         })
         .await;
     let mut feed = FeedClient::connect(agent.http, &token, &format!("?since=0&call_id={call_id}")).await.unwrap();
@@ -707,13 +709,14 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
         (Some("listen.start"), Some(16000), Some("s16le"))
     );
 
-    // The caller's words reach the listener: frames of real sound, not silence.
-    let (mut frames, mut voiced) = (0, 0);
+    // The caller's words reach the listener: frames of real sound, not silence; and what the
+    // caller played is what the listener hears (the tone, at the listener's 16 kHz).
+    let (mut frames, mut voiced, mut toned) = (0, 0, 0);
     let deadline = tokio::time::Instant::now() + WAIT;
-    while voiced < 50 {
+    while voiced < 50 || toned < 25 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{voiced} voiced of {frames} frames; daemon log:\n{}",
+            "{voiced} voiced and {toned} with the caller's tone of {frames} frames; daemon log:\n{}",
             agent.log().join("\n")
         );
         let message = tokio::time::timeout(WAIT, ws.next()).await.expect("frames keep coming").expect("open").unwrap();
@@ -725,6 +728,8 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
         if rms > 300.0 {
             voiced += 1;
         }
+        let pcm: Vec<i16> = pcm.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        toned += tone_windows_at(&pcm, CALLER_HZ, 16000);
     }
     ws.close(None).await.unwrap();
 
@@ -970,11 +975,11 @@ async fn pausing_an_agi_call_against_the_real_asterisk() {
     assert!(music >= 50, "the caller hears the music on hold: {music} windows of 20 ms");
 }
 
-/// The share of a window's energy at `hz` (8 kHz samples): 1 for a pure tone at `hz`, near 0
-/// for speech or another tone (Goertzel).
-fn tone_share(window: &[i16], hz: f64) -> f64 {
+/// The share of a window's energy at `hz` (samples at `rate`): 1 for a pure tone at `hz`, near
+/// 0 for speech or another tone (Goertzel).
+fn tone_share(window: &[i16], hz: f64, rate: f64) -> f64 {
     let n = window.len() as f64;
-    let coefficient = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let coefficient = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     let mut energy = 0.0;
     for sample in window {
@@ -990,14 +995,23 @@ fn tone_share(window: &[i16], hz: f64) -> f64 {
 
 /// The windows (20 ms) of a recording where a tone at `hz` is most of what is heard.
 fn tone_windows(samples: &[i16], hz: f64) -> usize {
+    tone_windows_at(samples, hz, 8000)
+}
+
+/// [`tone_windows`] of samples at `rate`.
+fn tone_windows_at(samples: &[i16], hz: f64, rate: usize) -> usize {
     samples
-        .chunks_exact(160)
+        .chunks_exact(rate / 50)
         .filter(|w| {
             let rms = (w.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
-            rms > 200.0 && tone_share(w, hz) > 0.5
+            rms > 200.0 && tone_share(w, hz, rate as f64) > 0.5
         })
         .count()
 }
+
+/// The tone a caller plays for the listen test: apart from the agent's 300 Hz, the music on
+/// hold's 600 Hz and the supervisor's 1 kHz.
+const CALLER_HZ: f64 = 1400.0;
 
 /// The supervisor's tone: 1 kHz, far from the agent's 300 Hz and clear of speech's harmonics
 /// taken as a whole.

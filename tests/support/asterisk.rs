@@ -475,6 +475,16 @@ impl Asterisk {
         name.display().to_string()
     }
 
+    /// Writes `seconds` of a steady tone at `hz` as an 8 kHz mono WAV into
+    /// [`Asterisk::sounds_dir`] and returns its name for `Playback()`: a sound a test can find
+    /// again in what it receives (see `tests/supervise.rs`'s `tone_windows`).
+    pub fn tone(&self, hz: f64, seconds: f64) -> String {
+        let name = self.sounds_dir().join(format!("t{}", unique()));
+        std::fs::write(name.with_extension("wav"), asterai::speech::audio::encode_wav(&tone(hz, seconds))).unwrap();
+        self.share(&name.with_extension("wav"));
+        name.display().to_string()
+    }
+
     /// Gives a file to the run user, if any.
     fn share(&self, path: &Path) {
         if let Some(user) = &self.options.run_user {
@@ -608,6 +618,13 @@ impl Drop for Asterisk {
 }
 
 /// A port nobody listens on right now.
+/// `seconds` of a steady tone at `hz`, 8 kHz samples at a quarter of full scale.
+fn tone(hz: f64, seconds: f64) -> Vec<i16> {
+    (0..(8000.0 * seconds) as usize)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -705,10 +722,7 @@ fn write_tree(prefix: &Path, dir: &Path, http_port: u16, options: &Options) -> P
         ),
     )
     .unwrap();
-    let tone: Vec<i16> = (0..40_000)
-        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * MUSIC_ON_HOLD_HZ * i as f64 / 8000.0).sin()) as i16)
-        .collect();
-    std::fs::write(dir.join("moh/tone.wav"), asterai::speech::audio::encode_wav(&tone)).unwrap();
+    std::fs::write(dir.join("moh/tone.wav"), asterai::speech::audio::encode_wav(&tone(MUSIC_ON_HOLD_HZ, 5.0))).unwrap();
 
     // Real silence for the people's scripts: 1.2 s ends a recording (s=1) right after speech.
     let silence = vec![0i16; 9600];
