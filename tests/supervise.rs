@@ -768,23 +768,59 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
     }
 }
 
+/// A probe the test puts into the page before its scripts: whatever the page connects to its
+/// audio output is also analysed, and `window.probeTone.hits` counts the moments (every 50 ms)
+/// where the loudest sound played is within 50 Hz of `window.probeTone.hz` (the test sets it).
+const AUDIO_OUT_PROBE: &str = r#"
+window.probeTone = { hz: 0, hits: 0, checks: 0 };
+const connect = AudioNode.prototype.connect;
+AudioNode.prototype.connect = function (target, ...rest) {
+  if (target instanceof AudioDestinationNode) {
+    const analyser = this.context.createAnalyser();
+    analyser.fftSize = 4096;
+    connect.call(this, analyser);
+    const bins = new Float32Array(analyser.frequencyBinCount);
+    setInterval(() => {
+      analyser.getFloatFrequencyData(bins);
+      let peak = 0;
+      for (let i = 1; i < bins.length; i++) if (bins[i] > bins[peak]) peak = i;
+      const hz = peak * this.context.sampleRate / analyser.fftSize;
+      window.probeTone.checks++;
+      if (bins[peak] > -60 && Math.abs(hz - window.probeTone.hz) < 50) window.probeTone.hits++;
+    }, 50);
+  }
+  return connect.call(this, target, ...rest);
+};
+"#;
+
 /// The page's console in headless Chromium against the real Asterisk: a supervisor opens a live
-/// AGI call, clicks Listen, and the AudioWorklet plays the call's audio (it reports sound out);
-/// Stop listening closes the socket.
+/// AGI call, clicks Listen, and the AudioWorklet plays the call's audio (it reports sound out,
+/// and what it plays holds the [`CALLER_HZ`] tone the caller played, as a probe on the page's
+/// audio output finds); Stop listening closes the socket.
 #[tokio::test]
 async fn the_page_plays_a_live_call_against_the_real_asterisk() {
     use support::asterisk::Script;
     use support::browser::{Browser, output_dir};
 
-    let LiveAgi { agent, call_id, token, .. } =
-        live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, _| {
+    let LiveAgi { asterisk, agent, call_id, token, key, .. } =
+        live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, key| {
             let speech =
                 asterisk.utterance("Hello, hello. I am talking so that the supervisor can hear me in the browser.");
-            Script::new().wait_for_agent().quiet(2).say(&speech).say(&speech).wait_for_agent().quiet(10)
+            let tone = asterisk.tone(CALLER_HZ, 3.0);
+            // The caller talks once the page listens (the test's word in AstDB).
+            Script::new()
+                .wait_for_agent()
+                .wait_for_db("asterai-test", &format!("{key}-listening"), 60)
+                .say(&speech)
+                .say(&tone)
+                .say(&speech)
+                .wait_for_agent()
+                .quiet(10)
         })
         .await;
 
     let mut browser = Browser::start(1280, 800).await;
+    browser.on_new_document(&format!("{AUDIO_OUT_PROBE}\nwindow.probeTone.hz = {CALLER_HZ};")).await;
     browser.goto(&format!("http://{}/", agent.http)).await;
     browser.wait_for("document.querySelector('#signin')", "the sign-in form shows").await;
     browser
@@ -806,9 +842,11 @@ async fn the_page_plays_a_live_call_against_the_real_asterisk() {
     browser
         .wait_for("Number(document.querySelector('#listen').dataset.frames || 0) > 50", "frames reach the page")
         .await;
+    asterisk.db_put("asterai-test", &format!("{key}-listening"), "1").await;
     browser
         .wait_for("Number(document.querySelector('#listen').dataset.heard || 0) > 0", "the worklet plays sound")
         .await;
+    browser.wait_for("window.probeTone.hits >= 10", "the page plays the caller's tone").await;
     let status = browser.eval("document.querySelector('#console-status').textContent").await;
     assert_eq!(status, "Listening.");
     browser.screenshot(&output_dir().join("console-listening.png")).await;

@@ -136,6 +136,12 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
+    /// Runs `script` in every document the page loads from now on, before the page's own
+    /// scripts (a test's probe into what the page does, e.g. the audio it plays).
+    pub async fn on_new_document(&mut self, script: &str) {
+        self.page("Page.addScriptToEvaluateOnNewDocument", json!({"source": script})).await;
+    }
+
     /// Evaluates `expression` as if the user did it (a click that may start audio, which the
     /// autoplay policy allows only after a user gesture).
     pub async fn eval_as_user(&mut self, expression: &str) -> Value {
