@@ -172,6 +172,7 @@ impl MediaPath for AgiPath<'_> {
         let max_ms = config.max_utterance.0.min(limit).as_millis() as i64;
         let silence_s = config.silence.0.as_secs() as u32;
         let started = Instant::now();
+        let supervised = self.taken_over();
         let recording =
             self.session.send(RecordFile::wav(base.to_string_lossy().into_owned(), max_ms).silence(silence_s)).await;
         let recorded_at = Instant::now();
@@ -192,7 +193,8 @@ impl MediaPath for AgiPath<'_> {
         let heard = read_recording(
             wav_path.clone(),
             config.silence_threshold_dbfs as f32,
-            self.supervisor_spans(started, recorded_at),
+            recorded_at,
+            self.supervisor_spans(started, recorded_at, supervised),
         )
         .await;
         let recording = Recording { base, keep: self.inner.settings.keep_recordings };
@@ -314,15 +316,21 @@ impl MediaPath for AgiPath<'_> {
 }
 
 impl AgiPath<'_> {
-    /// Where a recording made from `started` to `ended` holds the barging supervisor's voice
-    /// (offsets into it), when the call is taken over; else nothing.
-    fn supervisor_spans(&self, started: Instant, ended: Instant) -> Vec<(Duration, Duration)> {
-        let Some(live) = self.live.as_ref().filter(|live| live.state() == AiState::TakenOver) else {
+    /// Whether the call is taken over now.
+    fn taken_over(&self) -> bool {
+        self.live.as_ref().is_some_and(|live| live.state() == AiState::TakenOver)
+    }
+
+    /// When the barging supervisor's voice was heard (and [`SUPERVISOR_ECHO`] after) between
+    /// `started` and `ended`, when the call was taken over as the recording began
+    /// (`supervised`) or is now; else nothing.
+    fn supervisor_spans(&self, started: Instant, ended: Instant, supervised: bool) -> Vec<(Instant, Instant)> {
+        let Some(live) = self.live.as_ref().filter(|_| supervised || self.taken_over()) else {
             return Vec::new();
         };
         live.supervisor_voice_between(started, ended)
             .into_iter()
-            .map(|(from, until)| (from - started, until - started + SUPERVISOR_ECHO))
+            .map(|(from, until)| (from, until + SUPERVISOR_ECHO))
             .collect()
     }
 
@@ -373,16 +381,29 @@ fn file_safe(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
 }
 
-/// Reads a recording and decides whether it holds speech, on the blocking pool (file I/O and
-/// decoding are on the turn's critical path), with `mute` (offsets into it: the supervisor's
-/// voice) silenced first. Returns the WAV to transcribe (8 kHz mono 16-bit; re-encoded only
+/// Reads a recording that ended at `ended` and decides whether it holds speech, on the blocking
+/// pool (file I/O and decoding are on the turn's critical path), with `mute` (the supervisor's
+/// voice) silenced first. The recording is placed in time from its end and its length: the
+/// command may have waited for an earlier one's reply before Asterisk began recording, and
+/// Asterisk keeps the trailing silence of a recording that `s=1` ended. Returns the WAV to transcribe (8 kHz mono 16-bit; re-encoded only
 /// when its header is unfinished or a part was silenced, so it cannot upset a provider), or
 /// `None` for silence and unreadable files.
-async fn read_recording(path: PathBuf, threshold_dbfs: f32, mute: Vec<(Duration, Duration)>) -> Option<bytes::Bytes> {
+async fn read_recording(
+    path: PathBuf,
+    threshold_dbfs: f32,
+    ended: Instant,
+    mute: Vec<(Instant, Instant)>,
+) -> Option<bytes::Bytes> {
     tokio::task::spawn_blocking(move || {
         let bytes = std::fs::read(&path).ok()?;
         let mut samples = audio::decode_wav(&bytes).ok()?;
-        let muted = silence_spans(&mut samples, &mute);
+        let length = Duration::from_micros(samples.len() as u64 * 1000 / 8);
+        let began = ended.checked_sub(length).unwrap_or(ended);
+        let offsets: Vec<(Duration, Duration)> = mute
+            .iter()
+            .map(|(from, until)| (from.saturating_duration_since(began), until.saturating_duration_since(began)))
+            .collect();
+        let muted = silence_spans(&mut samples, &offsets);
         if audio::is_silence(&samples, threshold_dbfs) {
             return None;
         }

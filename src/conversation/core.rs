@@ -159,6 +159,12 @@ pub trait MediaPath: Send + Sync {
     fn supervised_as(&mut self, call: &Arc<super::live::LiveCall>) {
         let _ = call;
     }
+    /// Whether a [`MediaPath::listen`] may be dropped midway without losing what the caller
+    /// says next (the streaming ear keeps hearing; an AGI `RECORD FILE` runs on in Asterisk, and
+    /// what it records is lost). The give-back waits for a listen that is not.
+    fn listen_cancel_safe(&self) -> bool {
+        false
+    }
     /// The path's name for supervisors: `agi` or `stream`.
     fn kind(&self) -> &'static str {
         "agi"
@@ -246,6 +252,10 @@ pub(super) struct Conversation<'a, M: MediaPath> {
     callback: Option<CallbackTarget>,
     /// A callback was booked: the call's outcome unless something else decides it.
     callback_booked: bool,
+    /// What the media path heard in a listen the give-back did not cut short (an AGI recording
+    /// runs to its end): the next turn's, once the AI has the call again. (In a mutex so that
+    /// the conversation is `Sync`: an utterance is only `Send`.)
+    carried: std::sync::Mutex<Option<Heard>>,
     /// The agent's first audio was recorded (answer → first audio, for abandonment).
     heard_agent: bool,
     /// Whether and how the call is recorded whole (see [`super::call_recording`]).
@@ -480,6 +490,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             machine,
             callback,
             callback_booked: false,
+            carried: std::sync::Mutex::new(None),
             heard_agent: false,
             recording,
             active_recording: None,
@@ -663,11 +674,16 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 super::live::AiState::Active => {}
             }
 
-            // Listen (a supervisor's pause or take-over stops it at once).
+            // Listen (a supervisor's pause or take-over stops it at once), unless the give-back
+            // left what was heard.
             let live = self.live.call().clone();
-            let heard = tokio::select! {
-                heard = self.media.listen(left) => heard,
-                _ = live.interrupted() => continue,
+            let carried = self.carried.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+            let heard = match carried {
+                Some(heard) => heard,
+                None => tokio::select! {
+                    heard = self.media.listen(left) => heard,
+                    _ = live.interrupted() => continue,
+                },
             };
             let utterance = match heard {
                 Heard::Utterance(utterance) => utterance,
@@ -1014,8 +1030,9 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
     /// ([`said_by_supervisor`], on the agent's side) and kept in the history too: after each
     /// thing the caller said (or a silence), the supervisor's words said before it, and all the
     /// rest before the give-back. Marker turns say when the supervisor took the call and gave it
-    /// back. The media path's `listen` is never cut short for the supervisor's words (an AGI
-    /// `RECORD FILE` runs to its end). `Some` ends the call.
+    /// back. The media path's `listen` is never cut short for the supervisor's words, nor by the
+    /// give-back when that would lose audio (an AGI `RECORD FILE` runs to its end, and what it
+    /// heard is the AI's next turn). `Some` ends the call.
     async fn taken_over(&mut self) -> Option<Ending> {
         let live = self.live.call().clone();
         let who = live.taken_over_by().unwrap_or_else(|| "a supervisor".to_owned());
@@ -1053,10 +1070,19 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     None,
                 ));
             };
-            let heard = tokio::select! {
-                heard = self.media.listen(left) => heard,
-                _ = live.given_back() => break,
+            let heard = if self.media.listen_cancel_safe() {
+                tokio::select! {
+                    heard = self.media.listen(left) => heard,
+                    _ = live.given_back() => break,
+                }
+            } else {
+                self.media.listen(left).await
             };
+            if live.state() != super::live::AiState::TakenOver {
+                // Given back while listening: what the caller said is the AI's to answer.
+                *self.carried.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(heard);
+                break;
+            }
             let utterance = match heard {
                 Heard::Utterance(utterance) => utterance,
                 Heard::HungUp => return Some(self.gone("caller hung up while a supervisor had the call")),

@@ -824,6 +824,11 @@ impl MediaPath for StreamPath<'_> {
         self.start_ear();
     }
 
+    /// The ear hears on while nobody listens: a turn it finishes waits in its queue.
+    fn listen_cancel_safe(&self) -> bool {
+        true
+    }
+
     fn supervised_as(&mut self, call: &Arc<super::live::LiveCall>) {
         let _ = self.shared.live.set(call.clone());
     }
