@@ -1424,6 +1424,11 @@ async fn take_over_and_give_back(asterisk: &support::asterisk::Asterisk, stream:
         other => panic!("expected barge.start, got {other:?}"),
     };
     let rate = start["rate"].as_f64().expect("the rate to send at");
+    if !stream {
+        // The supervisor speaks into the take-over's own recording (the one under way when the
+        // call was taken over is dropped).
+        asterisk.wait_for_log(taken_at, &[&format!("<{channel}>AGI Rx << RECORD FILE")]).await;
+    }
     // Two seconds of tone, then a second and a half of silence, at a microphone's pace.
     let mut phase = 0.0f64;
     for i in 0..175 {
