@@ -376,7 +376,8 @@ impl Words {
     fn end(&mut self) {
         self.preroll.clear();
         let Some((started, samples)) = self.current.take() else { return };
-        let Some(stt) = self.call.stt() else {
+        // Nobody is left to store it once the call ended.
+        let Some(stt) = self.call.stt().filter(|_| !self.call.ended().is_cancelled()) else {
             self.call.supervisor_utterance(false);
             return;
         };

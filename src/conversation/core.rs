@@ -1037,6 +1037,11 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         let live = self.live.call().clone();
         let who = live.taken_over_by().unwrap_or_else(|| "a supervisor".to_owned());
         tracing::info!(call_id = %self.call_id, supervisor = %who, "a supervisor took the call over: the AI is silent");
+        // Lines of an earlier take-over transcribed after its give-back are not this one's.
+        let late = live.take_supervisor_lines(Instant::now(), false, Duration::ZERO).await;
+        if !late.is_empty() {
+            tracing::warn!(call_id = %self.call_id, lines = late.len(), "the supervisor's words of an earlier take-over were transcribed too late for the transcript");
+        }
         self.take_coaching();
         self.supervisor_marker(
             format!("[{who} (supervisor) took the call over]"),
