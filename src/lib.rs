@@ -89,10 +89,10 @@
 //! * [`http`]: health, readiness, metrics ([`telemetry`]), the REST API (tokens and scopes in
 //!   [`auth`], checked by the extractors of [`http::extract`]), the feed and the monitor page.
 //! * [`conversation::live`]: the calls in conversation, by id, for the supervisors' console of
-//!   [`http`] (coach the AI, pause it with the caller on hold, take it over and give it back,
-//!   listen through an ARI snoop: [`conversation::listen`], barge in with the supervisor's
-//!   microphone, joining a streaming call's bridge or whispering into an AGI call:
-//!   [`conversation::barge`]).
+//!   [`http`] (coach the AI, pause it with the caller on hold, take it over and give it back
+//!   with both sides of the conversation meanwhile transcribed, listen through an ARI snoop:
+//!   [`conversation::listen`], barge in with the supervisor's microphone, joining a streaming
+//!   call's bridge or whispering into an AGI call: [`conversation::barge`]).
 //! * [`fleet`]: which daemon holds which call, and finishing the calls of a daemon that died.
 //! * [`supervise`]: the long-lived tasks (hub, ARI stream, campaign runner, spool replay, webhooks),
 //!   restarted with backoff; [`systemd`]: readiness and the watchdog; [`logging`]: text or JSON.

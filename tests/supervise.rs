@@ -466,12 +466,11 @@ async fn taking_over_silences_the_ai_and_giving_back_hands_it_what_was_said() {
     assert!(user_messages(&rig.llm).await.is_empty(), "the model is not asked while the call is taken over");
     let played = phone.fake.received.iter().filter(|l| l.to_ascii_uppercase().starts_with("STREAM FILE")).count();
 
-    // Given back during the recording: it ends, and the AI listens and answers again.
+    // Given back during the recording: it runs to its end (what the caller says in it is not
+    // lost), and the AI answers it.
     let (status, body) = rig.post(&alice, &format!("/v1/calls/{call_id}/giveback"), None).await;
     assert_eq!((status, body["ai"].as_str()), (200, Some("active")), "{body}");
-    phone.recorded(&next, false).await;
-    let recording = phone.next_recording().await;
-    phone.recorded(&recording, true).await;
+    phone.recorded(&next, true).await;
     let _recording = phone.next_recording().await;
     let after = phone.fake.received.iter().filter(|l| l.to_ascii_uppercase().starts_with("STREAM FILE")).count();
     assert!(after > played, "the AI speaks again once given back");
@@ -1361,4 +1360,237 @@ async fn the_page_barges_in_with_the_microphone_against_the_real_asterisk() {
     for kind in [EventKind::BargeStarted, EventKind::BargeEnded, EventKind::TakeoverStarted, EventKind::TakeoverEnded] {
         assert!(kinds.contains(&kind), "{kind:?} stored: {kinds:?}");
     }
+}
+
+/// What the supervisor says in the take-over tests (the STT mock's answer to audio holding the
+/// supervisor's tone).
+const SUPERVISOR_SAYS: &str = "I have refunded your order.";
+/// What the caller says once the call is given back (the STT mock's answer to anything else).
+const CALLER_SAYS: &str = "Thanks, what happens now?";
+/// The AI's answer to it.
+const AI_ANSWERS: &str = "Glad I could help.";
+
+/// The share of a window's energy at `hz`, for samples at `rate` (Goertzel; [`tone_share`] at
+/// any rate).
+fn tone_share_at(window: &[i16], hz: f64, rate: f64) -> f64 {
+    let n = window.len() as f64;
+    let coefficient = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
+    let (mut s1, mut s2, mut energy) = (0.0f64, 0.0f64, 0.0f64);
+    for sample in window {
+        let x = *sample as f64;
+        energy += x * x;
+        let s0 = x + coefficient * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let power = s1 * s1 + s2 * s2 - coefficient * s1 * s2;
+    if energy == 0.0 { 0.0 } else { 2.0 * power / (n * energy) }
+}
+
+/// How many requests a mock has received.
+async fn requests(server: &MockServer) -> usize {
+    server.received_requests().await.unwrap_or_default().len()
+}
+
+/// Speech-to-text that tells the supervisor from the caller by what it hears: a request whose
+/// WAV (any rate) holds the supervisor's 1 kHz tone for 200 ms or more is the supervisor's,
+/// anything else the caller's. (The barge's relay sends the supervisor's own audio; the AI's
+/// ear would send the line mixed, tone and all, if it took the supervisor for the caller.)
+struct ByTone;
+
+impl wiremock::Respond for ByTone {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let body = &request.body;
+        let at = body.windows(4).position(|w| w == b"RIFF").expect("a WAV in the multipart body");
+        let mut reader = hound::WavReader::new(std::io::Cursor::new(&body[at..])).expect("a readable WAV");
+        let rate = reader.spec().sample_rate as usize;
+        let samples: Vec<i16> = reader.samples::<i16>().map_while(Result::ok).collect();
+        let toned = samples
+            .chunks_exact(rate / 50)
+            .filter(|w| {
+                let rms = (w.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+                rms > 200.0 && tone_share_at(w, SUPERVISOR_HZ, rate as f64) > 0.5
+            })
+            .count();
+        let text = if toned >= 10 { SUPERVISOR_SAYS } else { CALLER_SAYS };
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": text}))
+    }
+}
+
+/// Take over and give back against the real Asterisk (`stream`: a streaming call placed by the
+/// dialer; else an inbound AGI call, which needs `transmit_silence`). Once the agent listens,
+/// alice takes the call over and barges in with two seconds of a 1 kHz tone (as 16-bit PCM on
+/// the barge socket), then gives the call back; only then does the caller speak (the person's
+/// script waits for an AstDB key in a loop of one-second silences). Checked: no agent audio
+/// while taken over (AGI: no `STREAM FILE` in Asterisk's log between take-over and give-back;
+/// streaming: no request to the model or the text-to-speech); the stored turns hold the
+/// markers and the supervisor's words as `(supervisor alice) …`, and the caller's side never
+/// holds them (the AI's ear hears the supervisor mixed into the line, and the STT mock would
+/// answer the tone with the supervisor's words); given back, the AI answers the caller's next
+/// words, and the model's request holds what the supervisor said.
+async fn take_over_and_give_back(asterisk: &support::asterisk::Asterisk, stream: bool) {
+    use futures_util::{SinkExt, StreamExt};
+    use support::asterisk::{Script, unique};
+    use support::live::Agent;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let agent = Agent::start(asterisk, &[]).await;
+    Mock::given(method("POST")).and(path("/v1/audio/transcriptions")).respond_with(ByTone).mount(&agent.stt).await;
+    agent.answers(&[&[AI_ANSWERS]]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("caller.wav");
+    let key = if stream { format!("15550{:06}", unique()) } else { unique().to_string() };
+    let mut script = Script::new();
+    if stream {
+        script = script.answer();
+    }
+    script = script.step(format!("MixMonitor({})", wav.display()));
+    if stream {
+        script = script.wait_for_agent().step(format!("Set(DB(asterai-test/{key}-ready)=1)"));
+    }
+    // Silent audio, a second at a time, until the test has given the call back.
+    script = script
+        .silence(1)
+        .step(format!("ExecIf($[${{DB_EXISTS(asterai-test/{key}-back)}}=0]?Set(STEP=$[${{STEP}}-2]))"))
+        .say(&asterisk.utterance(CALLER_SAYS));
+    script = if stream { script.wait_for_agent().quiet(3) } else { script.silence(10) };
+    asterisk.put_script(&key, None, &script).await;
+    let mark = asterisk.log_mark();
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token =
+        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let (call_id, channel) = if stream {
+        let placed: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://{}/v1/calls", agent.http))
+            .bearer_auth(agent.token().await)
+            .json(&serde_json::json!({"to": format!("+{key}"), "media": "stream"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (placed["id"].as_str().expect("the call is placed").to_owned(), String::new())
+    } else {
+        let person = agent.call_in(asterisk, &key).await;
+        let channel = person.other_leg();
+        (agent.call_on(&channel).await, channel)
+    };
+    if stream {
+        asterisk.wait_for_db("asterai-test", &format!("{key}-ready")).await;
+    } else {
+        asterisk.wait_for_log(mark, &["RECORD FILE"]).await;
+    }
+
+    let client = reqwest::Client::new();
+    let post = |action: &str| {
+        client.post(format!("http://{}/v1/calls/{call_id}/{action}", agent.http)).bearer_auth(&token).send()
+    };
+    let taken_at = asterisk.log_mark();
+    let (llm_before, tts_before) = (requests(&agent.llm).await, requests(&agent.tts).await);
+    let response = post("takeover").await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+
+    let url = format!("ws://{}/v1/calls/{call_id}/barge?token={token}", agent.http);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("cannot barge in: {e}; daemon log:\n{}", agent.log().join("\n")));
+    let start = match tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap() {
+        Message::Text(text) => serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        other => panic!("expected barge.start, got {other:?}"),
+    };
+    let rate = start["rate"].as_f64().expect("the rate to send at");
+    if !stream {
+        // The supervisor speaks into the take-over's own recording (the one under way when the
+        // call was taken over is dropped).
+        asterisk.wait_for_log(taken_at, &[&format!("<{channel}>AGI Rx << RECORD FILE")]).await;
+    }
+    // Two seconds of tone, then a second and a half of silence, at a microphone's pace.
+    let mut phase = 0.0f64;
+    for i in 0..175 {
+        let mut frame = Vec::with_capacity(640);
+        for _ in 0..(rate as usize / 50) {
+            let sample = if i < 100 { (phase.sin() * 8000.0) as i16 } else { 0 };
+            phase += 2.0 * std::f64::consts::PI * SUPERVISOR_HZ / rate;
+            frame.extend_from_slice(&sample.to_le_bytes());
+        }
+        ws.send(Message::Binary(frame.into())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = post("giveback").await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let given_at = asterisk.log_mark();
+    let (llm_given, tts_given) = (requests(&agent.llm).await, requests(&agent.tts).await);
+    ws.close(None).await.unwrap();
+    asterisk.db_put("asterai-test", &format!("{key}-back"), "1").await;
+
+    agent.finished(&call_id).await;
+    let log = agent.log().join("\n");
+    let turns = agent.turns(&call_id).await;
+    let said: Vec<(&str, &str)> = turns.iter().map(|t| (t.caller.as_str(), t.agent.as_str())).collect();
+    let at = |agent_side: &str| said.iter().position(|(_, a)| *a == agent_side);
+    let taken = at("[alice (supervisor) took the call over]").unwrap_or_else(|| panic!("{said:#?}\n{log}"));
+    let supervisor = format!("(supervisor alice) {SUPERVISOR_SAYS}");
+    let words = at(&supervisor).unwrap_or_else(|| panic!("the supervisor's words are stored: {said:#?}\n{log}"));
+    let given = at("[alice (supervisor) gave the call back]").unwrap_or_else(|| panic!("{said:#?}\n{log}"));
+    assert!(taken < words && words < given, "{said:#?}");
+    assert!(
+        !said.iter().any(|(caller, _)| caller.contains(SUPERVISOR_SAYS)),
+        "the caller's side never holds the supervisor's words: {said:#?}"
+    );
+    let answered = said.iter().position(|turn| *turn == (CALLER_SAYS, AI_ANSWERS));
+    assert!(answered.is_some_and(|a| a > given), "the AI answers again once given back: {said:#?}\n{log}");
+
+    // No agent audio while taken over; played again afterwards.
+    assert_eq!(llm_given, llm_before, "the model was not asked while the call was taken over");
+    if stream {
+        assert_eq!(tts_given, tts_before, "nothing was synthesized while the call was taken over");
+        assert!(requests(&agent.tts).await > tts_given, "the AI's answer is spoken");
+    } else {
+        let window = asterisk.log_since(taken_at);
+        let window = &window[..(given_at - taken_at) as usize];
+        let played: Vec<&str> =
+            window.lines().filter(|l| l.contains(&format!("<{channel}>AGI Rx << STREAM FILE"))).collect();
+        assert!(played.is_empty(), "no STREAM FILE while taken over: {played:#?}");
+        let exchange = asterisk.finished_agi(given_at, &channel).await;
+        assert!(!exchange.named("STREAM FILE").is_empty(), "the AI's answer is played: {:#?}", exchange.commands());
+    }
+    // The model's request after the give-back holds what the supervisor said.
+    let bodies: Vec<serde_json::Value> = agent
+        .llm
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let first = bodies.first().expect("the model is asked after the give-back");
+    let messages = first["messages"].as_array().unwrap();
+    assert!(
+        messages.iter().any(|m| m["role"] == "assistant" && m["content"].as_str() == Some(supervisor.as_str())),
+        "the supervisor's words are in the model's history: {messages:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["role"] == "system" && m["content"].as_str().is_some_and(|c| c.contains("gave the call back"))),
+        "{messages:#?}"
+    );
+    // The caller heard the supervisor.
+    let toned = tone_in_recording(&wav).await;
+    assert!(toned >= 50, "the caller's recording holds the supervisor's tone: {toned} windows of 20 ms");
+}
+
+#[tokio::test]
+async fn taking_over_a_streaming_call_against_the_real_asterisk() {
+    let asterisk = support::asterisk::Asterisk::shared().await;
+    take_over_and_give_back(asterisk, true).await;
+}
+
+#[tokio::test]
+async fn taking_over_an_agi_call_against_the_real_asterisk() {
+    // Barging in on the AGI path needs Asterisk to transmit silence while it records.
+    let options = support::asterisk::Options { transmit_silence: true, ..Default::default() };
+    let asterisk = support::asterisk::Asterisk::start(options).await;
+    take_over_and_give_back(&asterisk, false).await;
 }

@@ -4,6 +4,14 @@
 //! checked for speech and transcribed whole; the agent speaks with `STREAM FILE` of synthesized
 //! sentences ([`super::speak`]). Text from callers and models only ever reaches Asterisk as a
 //! synthesized file path or a quoted argument.
+//!
+//! A supervisor barging in is whispered into the caller's channel in both directions
+//! ([`super::barge`]): the recording holds their voice. While the call is taken over, the parts
+//! of a recording where the supervisor's voice was heard (the barge's voice spans, and
+//! [`SUPERVISOR_ECHO`] after each) are silenced before the recording is checked for speech and
+//! transcribed, as the streaming path's ear takes them for silence: what the caller said to
+//! the supervisor never holds the supervisor's words, which are transcribed from the barge's
+//! own audio. A plain barge leaves the recording as it is (the AI hears the supervisor).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +21,7 @@ use tokio::time::Instant;
 
 use super::call_recording::Collect;
 use super::core::{CALLER_HUNG_UP, CallStart, Conversation, Heard, MediaPath, RouteParams, Utterance};
+use super::live::{AiState, LiveCall};
 use super::speak::{self, Speech};
 use super::{Inner, Profile};
 use crate::agi::command::{
@@ -27,6 +36,10 @@ use crate::store::{Outcome, RecordingVia};
 
 /// How long to wait for Asterisk's `HANGUP` line after a reply that showed the hang-up.
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long after a voice span of the barging supervisor's their audio may still reach the
+/// recording (the media channel's queue, played in real time).
+const SUPERVISOR_ECHO: Duration = Duration::from_millis(250);
 
 /// Runs the `ai` route on one AGI session.
 pub(super) async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult {
@@ -72,6 +85,7 @@ pub(super) async fn run(inner: Arc<Inner>, session: AgiSession) -> HandlerResult
         call_id: String::new(),
         recordings: 0,
         mixmonitor: None,
+        live: None,
     };
     metrics::gauge!("asterai_conversations_active").increment(1.0);
     Conversation::start(&inner, media, start, org).await.converse().await;
@@ -90,6 +104,8 @@ struct AgiPath<'a> {
     recordings: u32,
     /// The whole-call recording's MixMonitor id (`i(...)`), while it runs.
     mixmonitor: Option<String>,
+    /// The call as the supervisors' console sees it.
+    live: Option<Arc<LiveCall>>,
 }
 
 /// The channel variable MixMonitor stores its id in (`i(<variable>)`), for `StopMixMonitor`.
@@ -115,6 +131,10 @@ pub(crate) fn mixmonitor_args(path: &Path) -> Result<String, String> {
 impl MediaPath for AgiPath<'_> {
     fn use_profile(&mut self, profile: &Arc<Profile>) {
         self.profile = profile.clone();
+    }
+
+    fn supervised_as(&mut self, call: &Arc<LiveCall>) {
+        self.live = Some(call.clone());
     }
 
     async fn answer(&mut self) -> Result<(), String> {
@@ -151,6 +171,8 @@ impl MediaPath for AgiPath<'_> {
         let base = self.inner.settings.recordings_dir.join(format!("{}-{}", file_safe(&self.call_id), self.recordings));
         let max_ms = config.max_utterance.0.min(limit).as_millis() as i64;
         let silence_s = config.silence.0.as_secs() as u32;
+        let started = Instant::now();
+        let supervised = self.taken_over();
         let recording =
             self.session.send(RecordFile::wav(base.to_string_lossy().into_owned(), max_ms).silence(silence_s)).await;
         let recorded_at = Instant::now();
@@ -168,7 +190,13 @@ impl MediaPath for AgiPath<'_> {
             Err(e) => return Heard::Gone(format!("recording failed: {e}")),
         };
         let wav_path = base.with_extension("wav");
-        let heard = read_recording(wav_path.clone(), config.silence_threshold_dbfs as f32).await;
+        let heard = read_recording(
+            wav_path.clone(),
+            config.silence_threshold_dbfs as f32,
+            recorded_at,
+            self.supervisor_spans(started, recorded_at, supervised),
+        )
+        .await;
         let recording = Recording { base, keep: self.inner.settings.keep_recordings };
         let Some(wav) = heard else {
             return Heard::Silence;
@@ -288,6 +316,24 @@ impl MediaPath for AgiPath<'_> {
 }
 
 impl AgiPath<'_> {
+    /// Whether the call is taken over now.
+    fn taken_over(&self) -> bool {
+        self.live.as_ref().is_some_and(|live| live.state() == AiState::TakenOver)
+    }
+
+    /// When the barging supervisor's voice was heard (and [`SUPERVISOR_ECHO`] after) between
+    /// `started` and `ended`, when the call was taken over as the recording began
+    /// (`supervised`) or is now; else nothing.
+    fn supervisor_spans(&self, started: Instant, ended: Instant, supervised: bool) -> Vec<(Instant, Instant)> {
+        let Some(live) = self.live.as_ref().filter(|_| supervised || self.taken_over()) else {
+            return Vec::new();
+        };
+        live.supervisor_voice_between(started, ended)
+            .into_iter()
+            .map(|(from, until)| (from, until + SUPERVISOR_ECHO))
+            .collect()
+    }
+
     /// `EXEC MixMonitor <dir>/<name>.wav,i(ASTERAI_MIXMONITOR_ID)`: both directions of the
     /// channel, mixed, into a file asterai reads; then the id, for `StopMixMonitor`.
     async fn mixmonitor(&mut self, name: &str, dir: &Path) -> Result<Collect, String> {
@@ -335,23 +381,53 @@ fn file_safe(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect()
 }
 
-/// Reads a recording and decides whether it holds speech, on the blocking pool (file I/O and
-/// decoding are on the turn's critical path). Returns the WAV to transcribe (8 kHz mono 16-bit;
-/// re-encoded only when its header is unfinished, so it cannot upset a provider), or `None` for
-/// silence and unreadable files.
-async fn read_recording(path: PathBuf, threshold_dbfs: f32) -> Option<bytes::Bytes> {
+/// Reads a recording that ended at `ended` and decides whether it holds speech, on the blocking
+/// pool (file I/O and decoding are on the turn's critical path), with `mute` (the supervisor's
+/// voice) silenced first. The recording is placed in time from its end and its length: the
+/// command may have waited for an earlier one's reply before Asterisk began recording, and
+/// Asterisk keeps the trailing silence of a recording that `s=1` ended. Returns the WAV to transcribe (8 kHz mono 16-bit; re-encoded only
+/// when its header is unfinished or a part was silenced, so it cannot upset a provider), or
+/// `None` for silence and unreadable files.
+async fn read_recording(
+    path: PathBuf,
+    threshold_dbfs: f32,
+    ended: Instant,
+    mute: Vec<(Instant, Instant)>,
+) -> Option<bytes::Bytes> {
     tokio::task::spawn_blocking(move || {
         let bytes = std::fs::read(&path).ok()?;
-        let samples = audio::decode_wav(&bytes).ok()?;
+        let mut samples = audio::decode_wav(&bytes).ok()?;
+        let length = Duration::from_micros(samples.len() as u64 * 1000 / 8);
+        let began = ended.checked_sub(length).unwrap_or(ended);
+        let offsets: Vec<(Duration, Duration)> = mute
+            .iter()
+            .map(|(from, until)| (from.saturating_duration_since(began), until.saturating_duration_since(began)))
+            .collect();
+        let muted = silence_spans(&mut samples, &offsets);
         if audio::is_silence(&samples, threshold_dbfs) {
             return None;
         }
         // A recording Asterisk finished goes out as it is; anything else is re-encoded.
-        Some(if audio::is_native_wav(&bytes) { bytes.into() } else { audio::encode_wav(&samples).into() })
+        Some(if audio::is_native_wav(&bytes) && !muted { bytes.into() } else { audio::encode_wav(&samples).into() })
     })
     .await
     .ok()
     .flatten()
+}
+
+/// Silences `spans` (offsets) of 8 kHz `samples`; true when any sample was in one.
+fn silence_spans(samples: &mut [i16], spans: &[(Duration, Duration)]) -> bool {
+    let len = samples.len();
+    let at = |offset: Duration| ((offset.as_micros() * 8 / 1000) as usize).min(len);
+    let mut muted = false;
+    for (from, until) in spans {
+        let (from, until) = (at(*from), at(*until));
+        if from < until {
+            samples[from..until].fill(0);
+            muted = true;
+        }
+    }
+    muted
 }
 
 /// Sweeps a call's recordings left behind (an error between recording and transcription).
@@ -362,5 +438,25 @@ async fn remove_call_recordings(dir: &Path, prefix: &str) {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let _ = tokio::fs::remove_file(entry.path()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_supervisors_voice_is_silenced_where_it_was_heard() {
+        let mut samples = vec![1000i16; 8000];
+        let spans = [
+            (Duration::from_millis(100), Duration::from_millis(200)),
+            (Duration::from_millis(900), Duration::from_secs(5)),
+        ];
+        assert!(silence_spans(&mut samples, &spans));
+        assert!(samples[..800].iter().all(|s| *s == 1000));
+        assert!(samples[800..1600].iter().all(|s| *s == 0));
+        assert!(samples[1600..7200].iter().all(|s| *s == 1000));
+        assert!(samples[7200..].iter().all(|s| *s == 0));
+        assert!(!silence_spans(&mut samples, &[]));
     }
 }

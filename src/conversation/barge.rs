@@ -19,10 +19,22 @@
 //! after the last one) the conversation core starts no answer ([`super::live::LiveCall`]), on
 //! both paths alike; the model is told that a supervisor is on the line.
 //!
+//! **A call taken over** keeps the supervisor's part of the conversation: the relay cuts their
+//! audio into utterances (from a voiced frame, with [`PREROLL`] before it, to [`VOICE_HANGOVER`]
+//! after the last voiced one, at most [`MAX_UTTERANCE`]; the give-back ends one too) and has the
+//! call's agent's speech-to-text transcribe each (a WAV at the barge's rate) in a task of its
+//! own; the lines wait on the [`super::live::LiveCall`] until the core stores them as turns of
+//! the supervisor's (see [`super::core`]). The AI's ear hears the supervisor mixed into the line
+//! (the bridge on a streaming call, the whisper into the AGI recording), so while the call is
+//! taken over what it hears while the supervisor's voice is heard is taken for silence, on both
+//! paths: the caller's side of the transcript never holds the supervisor's words. A plain barge
+//! (not taken over) changes nothing there: the AI hears the supervisor as it hears the caller.
+//!
 //! One supervisor barges at a time. The audio is paced by Asterisk (chan_websocket re-times
 //! what it gets); a page that sends faster than real time has what runs more than [`MAX_LEAD`]
 //! ahead dropped, so the caller never hears the supervisor late.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,9 +46,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::listen::{ListenSetup, connect, join_bridge, open_media};
-use super::live::{BargeGuard, LiveCall, LiveError};
+use super::live::{AiState, BargeGuard, LiveCall, LiveError, SupervisorLine};
 use crate::ari::{MEDIA_CHANNEL_TAG, Snoop};
 use crate::media::{Codec, MediaEvent, MediaSender};
+use crate::speech::audio;
+use crate::speech::stt::SttRequest;
 
 /// A frame whose RMS is above this (about -38 dBFS) is the supervisor's voice.
 pub const VOICE_RMS: f64 = 400.0;
@@ -46,6 +60,13 @@ pub const VOICE_HANGOVER: Duration = Duration::from_millis(800);
 pub const MAX_LEAD: Duration = Duration::from_secs(1);
 /// The largest binary message the page may send (one second of 16 kHz PCM).
 pub const MAX_MESSAGE_BYTES: usize = 32_000;
+/// The supervisor's audio kept from before their voice rose, so the transcript has the first
+/// syllable.
+pub const PREROLL: Duration = Duration::from_millis(300);
+/// The longest utterance of the supervisor's transcribed in one piece; a longer one is cut.
+pub const MAX_UTTERANCE: Duration = Duration::from_secs(30);
+/// How long the transcription of one utterance of the supervisor's may take.
+const STT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Removes a barge's channels from Asterisk.
 type TakeDown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -195,7 +216,7 @@ fn rms(samples: &[i16]) -> f64 {
 pub async fn relay<S>(
     ws: &mut tokio_tungstenite::WebSocketStream<S>,
     barge: &mut Barge,
-    call: &LiveCall,
+    call: &Arc<LiveCall>,
     shutdown: &CancellationToken,
 ) -> String
 where
@@ -217,6 +238,8 @@ where
     let mut quiet_at: Option<Instant> = None;
     let ended = call.ended().clone();
     let closed = barge.closed.clone();
+    let mut state = call.watch_state();
+    let mut words = Words::new(call.clone(), barge.guard.supervisor(), barge.rate);
     let why = loop {
         let hangover = async {
             match quiet_at {
@@ -236,9 +259,15 @@ where
                     if samples.is_empty() {
                         continue;
                     }
-                    if rms(&samples) > VOICE_RMS {
+                    let voiced = rms(&samples) > VOICE_RMS;
+                    if voiced {
                         barge.guard.speaking(true);
                         quiet_at = Some(Instant::now() + VOICE_HANGOVER);
+                    }
+                    if call.state() == AiState::TakenOver {
+                        words.push(&samples, voiced);
+                    } else {
+                        words.end();
                     }
                     if barge.sender.unplayed() > MAX_LEAD + frame {
                         metrics::counter!("asterai_barge_frames_dropped_total").increment(1);
@@ -265,6 +294,14 @@ where
             _ = hangover => {
                 barge.guard.speaking(false);
                 quiet_at = None;
+                words.end();
+            }
+            // Given back (or paused): an utterance under way ends here, before the core stores
+            // the give-back.
+            Ok(()) = state.changed() => {
+                if *state.borrow_and_update() != AiState::TakenOver {
+                    words.end();
+                }
             }
             _ = ended.cancelled() => {
                 let _ = ws.send(close(CloseCode::Normal, "the call ended")).await;
@@ -281,7 +318,95 @@ where
         }
     };
     barge.guard.speaking(false);
+    words.end();
     why
+}
+
+/// The supervisor's words while the call is taken over: their audio cut into utterances, each
+/// transcribed in a task of its own and queued on the call for the core.
+struct Words {
+    call: Arc<LiveCall>,
+    supervisor: String,
+    rate: u32,
+    /// The last [`PREROLL`] of audio, while no utterance is under way.
+    preroll: VecDeque<i16>,
+    /// The utterance under way: when it began, and its audio.
+    current: Option<(Instant, Vec<i16>)>,
+}
+
+impl Words {
+    fn new(call: Arc<LiveCall>, supervisor: &str, rate: u32) -> Words {
+        Words { call, supervisor: supervisor.to_owned(), rate, preroll: VecDeque::new(), current: None }
+    }
+
+    fn samples(&self, duration: Duration) -> usize {
+        (duration.as_millis() as usize) * self.rate as usize / 1000
+    }
+
+    /// A frame of the supervisor's audio (`voiced`: above [`VOICE_RMS`]).
+    fn push(&mut self, samples: &[i16], voiced: bool) {
+        let max = self.samples(MAX_UTTERANCE);
+        match &mut self.current {
+            Some((_, audio)) => {
+                audio.extend_from_slice(samples);
+                if audio.len() >= max {
+                    self.end();
+                }
+            }
+            None if voiced => {
+                let now = Instant::now();
+                let preroll = Duration::from_millis(self.preroll.len() as u64 * 1000 / self.rate.max(1) as u64);
+                let mut audio: Vec<i16> = self.preroll.drain(..).collect();
+                audio.extend_from_slice(samples);
+                self.current = Some((now.checked_sub(preroll).unwrap_or(now), audio));
+                self.call.supervisor_utterance(true);
+            }
+            None => {
+                self.preroll.extend(samples);
+                let keep = self.samples(PREROLL);
+                if self.preroll.len() > keep {
+                    let extra = self.preroll.len() - keep;
+                    self.preroll.drain(..extra);
+                }
+            }
+        }
+    }
+
+    /// Ends the utterance under way, if any, and has it transcribed.
+    fn end(&mut self) {
+        self.preroll.clear();
+        let Some((started, samples)) = self.current.take() else { return };
+        // Nobody is left to store it once the call ended.
+        let Some(stt) = self.call.stt().filter(|_| !self.call.ended().is_cancelled()) else {
+            self.call.supervisor_utterance(false);
+            return;
+        };
+        // Counted as transcribing before it stops counting as open: the core waiting for the
+        // supervisor's last words never sees neither.
+        self.call.supervisor_transcribing();
+        self.call.supervisor_utterance(false);
+        let (call, supervisor, rate) = (self.call.clone(), self.supervisor.clone(), self.rate);
+        tokio::spawn(async move {
+            let wav = bytes::Bytes::from(audio::encode_wav_at(&samples, rate));
+            let path = std::path::PathBuf::from("barge-utterance.wav");
+            let request = SttRequest { wav, path: &path, deadline: Instant::now() + STT_TIMEOUT };
+            let line = match tokio::time::timeout(STT_TIMEOUT, stt.transcribe(request)).await {
+                Ok(Ok(transcript)) if !transcript.text.trim().is_empty() => {
+                    Some(SupervisorLine { supervisor, started, text: transcript.text.trim().to_owned() })
+                }
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(call_id = %call.call_id, "the supervisor's words could not be transcribed: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(call_id = %call.call_id, "the supervisor's words were not transcribed within {STT_TIMEOUT:?}");
+                    None
+                }
+            };
+            call.supervisor_said(line);
+        });
+    }
 }
 
 /// The WebSocket settings of a barge: messages of at most [`MAX_MESSAGE_BYTES`].
@@ -301,5 +426,54 @@ mod tests {
         assert!(rms(&[0; 320]) < VOICE_RMS);
         let tone: Vec<i16> = (0..320).map(|i| ((i as f64 * 0.39).sin() * 8000.0) as i16).collect();
         assert!(rms(&tone) > VOICE_RMS);
+    }
+
+    /// Transcribes a WAV as its length in samples.
+    struct Count;
+
+    impl crate::speech::stt::SpeechToText for Count {
+        fn name(&self) -> &'static str {
+            "count"
+        }
+
+        fn transcribe<'a>(
+            &'a self,
+            request: SttRequest<'a>,
+        ) -> crate::speech::BoxFuture<'a, Result<crate::speech::stt::Transcript, crate::speech::SpeechError>> {
+            Box::pin(async move {
+                let samples = audio::decode_wav(&request.wav).unwrap();
+                Ok(crate::speech::stt::Transcript { text: samples.len().to_string(), confidence: None })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_supervisors_voice_is_cut_into_utterances_with_a_preroll() {
+        let calls = super::super::live::LiveCalls::new(None);
+        let registration = calls.register("c1", 1, "chan", "agi");
+        let call = registration.call().clone();
+        call.set_stt(Arc::new(Count));
+        let mut words = Words::new(call.clone(), "alice", 8000);
+        let quiet = [0i16; 160];
+        for _ in 0..50 {
+            words.push(&quiet, false);
+        }
+        words.push(&quiet, true);
+        for _ in 0..9 {
+            words.push(&quiet, false);
+        }
+        words.end();
+        // Longer than MAX_UTTERANCE: cut.
+        let second = vec![0i16; 8000];
+        for i in 0..31 {
+            words.push(&second, i == 0);
+        }
+        words.end();
+        let lines = call.take_supervisor_lines(Instant::now(), true, Duration::from_secs(10)).await;
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        // 300 ms of preroll and ten frames; then 30 s, and the last second alone (after the cut,
+        // a voiceless frame starts nothing).
+        assert_eq!(texts, ["4000", "240000"], "{lines:?}");
+        assert!(lines.iter().all(|l| l.supervisor == "alice"));
     }
 }

@@ -153,6 +153,18 @@ pub trait MediaPath: Send + Sync {
     /// Tells the channel (`ASTERAI_RECORDING`) and Asterisk's log where recording stands:
     /// `on`, `refused` or `failed`, with why.
     fn recording_note(&self, state: &str, why: &str) -> impl Future<Output = ()> + Send;
+    /// The call is live as `call` (registered for the supervisors' console): while it is taken
+    /// over, what the path hears while the barging supervisor speaks is taken for silence (the
+    /// path hears the supervisor mixed into the line).
+    fn supervised_as(&mut self, call: &Arc<super::live::LiveCall>) {
+        let _ = call;
+    }
+    /// Whether a [`MediaPath::listen`] may be dropped midway without losing what the caller
+    /// says next (the streaming ear keeps hearing; an AGI `RECORD FILE` runs on in Asterisk, and
+    /// what it records is lost). The give-back waits for a listen that is not.
+    fn listen_cancel_safe(&self) -> bool {
+        false
+    }
     /// The path's name for supervisors: `agi` or `stream`.
     fn kind(&self) -> &'static str {
         "agi"
@@ -190,6 +202,24 @@ impl Ending {
 /// too), not with the AI.
 pub const WITH_SUPERVISOR: &str = "(with the supervisor)";
 
+/// A supervisor's words to the caller while they had the call (`supervisor`: their name), as
+/// stored (the agent's side of a turn of its own) and in the model's history:
+/// `(supervisor alice) Let me check that for you.`
+pub fn said_by_supervisor(supervisor: &str, text: &str) -> String {
+    format!("{} {}", supervisor_mark(supervisor), text.trim())
+}
+
+/// The mark of a supervisor's words: `(supervisor alice)`.
+fn supervisor_mark(supervisor: &str) -> String {
+    format!("(supervisor {supervisor})")
+}
+
+/// How long the core waits, after each thing the caller said to the supervisor, for the
+/// supervisor's words before it to be transcribed (the AGI path records nothing meanwhile).
+const SUPERVISOR_WORDS_WAIT: Duration = Duration::from_millis(1500);
+/// How long the give-back waits for the supervisor's last words to be transcribed.
+const GIVE_BACK_WAIT: Duration = Duration::from_secs(5);
+
 /// How the reasons of calls that ended because the channel went away begin.
 pub const CALLER_HUNG_UP: &str = "caller hung up";
 
@@ -222,6 +252,10 @@ pub(super) struct Conversation<'a, M: MediaPath> {
     callback: Option<CallbackTarget>,
     /// A callback was booked: the call's outcome unless something else decides it.
     callback_booked: bool,
+    /// What the media path heard in a listen the give-back did not cut short (an AGI recording
+    /// runs to its end): the next turn's, once the AI has the call again. (In a mutex so that
+    /// the conversation is `Sync`: an utterance is only `Send`.)
+    carried: std::sync::Mutex<Option<Heard>>,
     /// The agent's first audio was recorded (answer → first audio, for abandonment).
     heard_agent: bool,
     /// Whether and how the call is recorded whole (see [`super::call_recording`]).
@@ -431,6 +465,8 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
         if let Some(bridge) = media.bridge().filter(|b| !b.is_empty()) {
             live.call().set_bridge(bridge);
         }
+        live.call().set_stt(profile.providers.stt.clone());
+        media.supervised_as(live.call());
         Conversation {
             inner,
             profile,
@@ -454,6 +490,7 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
             machine,
             callback,
             callback_booked: false,
+            carried: std::sync::Mutex::new(None),
             heard_agent: false,
             recording,
             active_recording: None,
@@ -637,11 +674,16 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 super::live::AiState::Active => {}
             }
 
-            // Listen (a supervisor's pause or take-over stops it at once).
+            // Listen (a supervisor's pause or take-over stops it at once), unless the give-back
+            // left what was heard.
             let live = self.live.call().clone();
-            let heard = tokio::select! {
-                heard = self.media.listen(left) => heard,
-                _ = live.interrupted() => continue,
+            let carried = self.carried.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+            let heard = match carried {
+                Some(heard) => heard,
+                None => tokio::select! {
+                    heard = self.media.listen(left) => heard,
+                    _ = live.interrupted() => continue,
+                },
             };
             let utterance = match heard {
                 Heard::Utterance(utterance) => utterance,
@@ -983,30 +1025,34 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
 
     /// A supervisor took the call over: the AI says nothing and answers nothing; it listens,
     /// and each thing the caller says is stored as a turn with the supervisor (`caller` begins
-    /// with [`WITH_SUPERVISOR`]) and kept in the model's history. Marker turns say when the
-    /// supervisor took the call and gave it back. `Some` ends the call.
+    /// with [`WITH_SUPERVISOR`]) and kept in the model's history. What the supervisor says, cut
+    /// and transcribed by the barge ([`super::barge`]), is stored as turns of the supervisor's
+    /// ([`said_by_supervisor`], on the agent's side) and kept in the history too: after each
+    /// thing the caller said (or a silence), the supervisor's words said before it, and all the
+    /// rest before the give-back. Marker turns say when the supervisor took the call and gave it
+    /// back. The media path's `listen` is never cut short for the supervisor's words, nor by the
+    /// give-back when that would lose audio (an AGI `RECORD FILE` runs to its end, and what it
+    /// heard is the AI's next turn). `Some` ends the call.
     async fn taken_over(&mut self) -> Option<Ending> {
         let live = self.live.call().clone();
         let who = live.taken_over_by().unwrap_or_else(|| "a supervisor".to_owned());
         tracing::info!(call_id = %self.call_id, supervisor = %who, "a supervisor took the call over: the AI is silent");
+        // Lines of an earlier take-over transcribed after its give-back are not this one's.
+        let late = live.take_supervisor_lines(Instant::now(), false, Duration::ZERO).await;
+        if !late.is_empty() {
+            tracing::warn!(call_id = %self.call_id, lines = late.len(), "the supervisor's words of an earlier take-over were transcribed too late for the transcript");
+        }
         self.take_coaching();
-        self.turn += 1;
-        self.store_turn(
-            self.turn,
-            "",
-            &format!("[{who} (supervisor) took the call over]"),
-            None,
-            Latency::default(),
-            false,
-        )
-        .await;
-        self.history.push(Message::new(
-            Role::System,
+        self.supervisor_marker(
+            format!("[{who} (supervisor) took the call over]"),
             format!(
                 "A supervisor ({who}) took this call over here and talks with the caller; you are silent until \
-                 they give the call back. The caller's words meanwhile follow, marked {WITH_SUPERVISOR:?}."
+                 they give the call back. The caller's words meanwhile follow, marked {WITH_SUPERVISOR:?}, and the \
+                 supervisor's, marked {:?}.",
+                supervisor_mark(&who)
             ),
-        ));
+        )
+        .await;
         loop {
             if live.state() != super::live::AiState::TakenOver {
                 break;
@@ -1029,15 +1075,27 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     None,
                 ));
             };
-            let heard = tokio::select! {
-                heard = self.media.listen(left) => heard,
-                _ = live.given_back() => break,
+            let heard = if self.media.listen_cancel_safe() {
+                tokio::select! {
+                    heard = self.media.listen(left) => heard,
+                    _ = live.given_back() => break,
+                }
+            } else {
+                self.media.listen(left).await
             };
+            if live.state() != super::live::AiState::TakenOver {
+                // Given back while listening: what the caller said is the AI's to answer.
+                *self.carried.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(heard);
+                break;
+            }
             let utterance = match heard {
                 Heard::Utterance(utterance) => utterance,
                 Heard::HungUp => return Some(self.gone("caller hung up while a supervisor had the call")),
                 Heard::Gone(reason) => return Some(self.gone(&reason)),
-                Heard::Silence => continue,
+                Heard::Silence => {
+                    self.supervisor_words(Instant::now(), false, SUPERVISOR_WORDS_WAIT).await;
+                    continue;
+                }
                 Heard::Failed(reason) => {
                     tracing::warn!(call_id = %self.call_id, "listening during the take-over failed: {reason}");
                     // Not a busy loop when the media path keeps failing at once.
@@ -1047,11 +1105,14 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                     }
                 }
             };
-            let deadline = utterance.ended_at + self.config().turn_budget.0;
+            let ended_at = utterance.ended_at;
+            let deadline = ended_at + self.config().turn_budget.0;
             let transcribed = tokio::select! {
                 result = (utterance.transcribe)(deadline) => result,
                 _ = self.media.hung_up() => return Some(self.gone("caller hung up while a supervisor had the call")),
             };
+            // The supervisor's words before the caller's, in the order they were said.
+            self.supervisor_words(ended_at, false, SUPERVISOR_WORDS_WAIT).await;
             match transcribed {
                 Ok(text) if !text.trim().is_empty() => {
                     self.caller_spoke = true;
@@ -1061,25 +1122,39 @@ impl<'a, M: MediaPath> Conversation<'a, M> {
                 Err(e) => tracing::warn!(call_id = %self.call_id, "speech-to-text failed during the take-over: {e}"),
             }
         }
+        // The supervisor's last words (an utterance the give-back ended too) before the marker.
+        self.supervisor_words(Instant::now(), true, GIVE_BACK_WAIT).await;
         tracing::info!(call_id = %self.call_id, supervisor = %who, "the supervisor gave the call back to the AI");
-        self.turn += 1;
-        self.store_turn(
-            self.turn,
-            "",
-            &format!("[{who} (supervisor) gave the call back]"),
-            None,
-            Latency::default(),
-            false,
-        )
-        .await;
-        self.history.push(Message::new(
-            Role::System,
+        self.supervisor_marker(
+            format!("[{who} (supervisor) gave the call back]"),
             format!(
                 "The supervisor ({who}) gave the call back to you. Go on from where the conversation is now, with \
-                 what the caller said to the supervisor in mind; do not repeat what was settled."
+                 what the caller and the supervisor said in mind; do not repeat what was settled."
             ),
-        ));
+        )
+        .await;
         None
+    }
+
+    /// A marker turn of the take-over (`marker`, on the agent's side, never spoken) and the
+    /// system message that tells the model the same.
+    async fn supervisor_marker(&mut self, marker: String, message: String) {
+        self.turn += 1;
+        self.store_turn(self.turn, "", &marker, None, Latency::default(), false).await;
+        self.history.push(Message::new(Role::System, message));
+    }
+
+    /// Stores what the supervisor said before `before` (transcribed by the barge), each line a
+    /// turn of its own and in the model's history, once the transcriptions under way are done or
+    /// `wait` passed (`finished`: the utterance under way too); later lines wait for next time.
+    async fn supervisor_words(&mut self, before: Instant, finished: bool, wait: Duration) {
+        let live = self.live.call().clone();
+        for line in live.take_supervisor_lines(before, finished, wait).await {
+            let said = said_by_supervisor(&line.supervisor, &line.text);
+            self.turn += 1;
+            self.store_turn(self.turn, "", &said, None, Latency::default(), false).await;
+            self.history.push(Message::new(Role::Assistant, said));
+        }
     }
 
     /// Stores what the caller said while a supervisor had the call, as a turn of its own and in

@@ -15,25 +15,56 @@
 //!   is told a supervisor is on the line (a system message, as coaching is).
 //! * **Take over:** the core neither speaks nor answers; it still listens, and stores what
 //!   the caller says as turns "with the supervisor", which are in the model's history when the
-//!   supervisor gives the call back.
+//!   supervisor gives the call back. What the barging supervisor says meanwhile is cut into
+//!   utterances and transcribed by the barge's relay ([`super::barge`]), queued here
+//!   ([`LiveCall::supervisor_said`]), and stored by the core as turns of the supervisor's.
 //!
 //! Each call belongs to one organization; [`LiveCalls::get`] finds a call only for its own
 //! organization. In a fleet only the daemon holding a call has it here: the HTTP side answers
 //! 409 naming the holder for a call another daemon holds (`calls.daemon_id`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::listen::{ListenSetup, Tap};
+use crate::speech::stt::SpeechToText;
 
 /// Longest coaching text, in characters.
 pub const MAX_COACHING_CHARS: usize = 1_000;
 /// Instructions waiting for the model's next request, at most.
 pub const MAX_PENDING_COACHING: usize = 10;
+/// The supervisor's voice spans kept (for the AGI path's recordings, which end within a
+/// minute or so).
+const MAX_VOICE_SPANS: usize = 64;
+/// Transcribed lines of the supervisor's waiting for the core, at most (the oldest go).
+const MAX_SUPERVISOR_LINES: usize = 50;
+
+/// Something the supervisor said while the call was taken over, transcribed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisorLine {
+    /// The supervisor who spoke (the barging one).
+    pub supervisor: String,
+    /// When the utterance began.
+    pub started: Instant,
+    pub text: String,
+}
+
+/// The supervisor's words on their way into the transcript.
+#[derive(Debug, Default)]
+struct SupervisorSpeech {
+    /// An utterance is being collected (the supervisor speaks now).
+    open: bool,
+    /// Utterances being transcribed.
+    transcribing: usize,
+    /// Lines transcribed, not yet stored by the core.
+    lines: Vec<SupervisorLine>,
+}
 
 /// What the AI of a live call is doing, as supervisors left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,6 +108,12 @@ pub struct LiveCall {
     barging: Mutex<Option<String>>,
     /// The barging supervisor's voice is heard now.
     voice: watch::Sender<bool>,
+    /// When the supervisor's voice was heard: (from, until), `None` while it still is.
+    voice_spans: Mutex<VecDeque<(Instant, Option<Instant>)>>,
+    /// The supervisor's words while the call is taken over, for the transcript.
+    said: watch::Sender<SupervisorSpeech>,
+    /// The call's agent's (batch) speech-to-text, which transcribes them.
+    stt: OnceLock<Arc<dyn SpeechToText>>,
     /// Who took the call over (the token's name), while it is taken over.
     taken_over_by: Mutex<Option<String>>,
     /// The call's mixing bridge (the streaming path's: the caller and the agent's media
@@ -98,6 +135,9 @@ impl LiveCall {
             notes: Mutex::new(Vec::new()),
             barging: Mutex::new(None),
             voice: watch::Sender::new(false),
+            voice_spans: Mutex::new(VecDeque::new()),
+            said: watch::Sender::new(SupervisorSpeech::default()),
+            stt: OnceLock::new(),
             taken_over_by: Mutex::new(None),
             bridge: OnceLock::new(),
         }
@@ -115,6 +155,11 @@ impl LiveCall {
     /// The AI's state now.
     pub fn state(&self) -> AiState {
         *self.state.borrow()
+    }
+
+    /// The AI's state, as it changes.
+    pub(super) fn watch_state(&self) -> watch::Receiver<AiState> {
+        self.state.subscribe()
     }
 
     /// Instructions not yet given to the model.
@@ -256,6 +301,73 @@ impl LiveCall {
         let _ = voice.wait_for(|speaking| !*speaking).await;
     }
 
+    /// When the supervisor's voice was heard between `from` and `to`, as spans clipped to that
+    /// window (a span still open runs to `to`).
+    pub(super) fn supervisor_voice_between(&self, from: Instant, to: Instant) -> Vec<(Instant, Instant)> {
+        let spans = self.voice_spans.lock().unwrap_or_else(|e| e.into_inner());
+        spans
+            .iter()
+            .map(|(start, end)| ((*start).max(from), end.unwrap_or(to).min(to)))
+            .filter(|(start, end)| start < end)
+            .collect()
+    }
+
+    /// The call's agent transcribes the supervisor's words with `stt` (set once, by the core).
+    pub(super) fn set_stt(&self, stt: Arc<dyn SpeechToText>) {
+        let _ = self.stt.set(stt);
+    }
+
+    /// The speech-to-text of the call's agent.
+    pub(super) fn stt(&self) -> Option<Arc<dyn SpeechToText>> {
+        self.stt.get().cloned()
+    }
+
+    /// The supervisor began (`true`) or ended an utterance the barge collects for the transcript.
+    pub(super) fn supervisor_utterance(&self, open: bool) {
+        self.said.send_modify(|said| said.open = open);
+    }
+
+    /// An utterance of the supervisor's goes to speech-to-text; [`LiveCall::supervisor_said`]
+    /// (with the text, or `None` when nothing was understood) must follow.
+    pub(super) fn supervisor_transcribing(&self) {
+        self.said.send_modify(|said| said.transcribing += 1);
+    }
+
+    /// An utterance of the supervisor's is transcribed: `line` waits for the core.
+    pub(super) fn supervisor_said(&self, line: Option<SupervisorLine>) {
+        self.said.send_modify(|said| {
+            said.transcribing = said.transcribing.saturating_sub(1);
+            if let Some(line) = line {
+                if said.lines.len() >= MAX_SUPERVISOR_LINES {
+                    said.lines.remove(0);
+                }
+                said.lines.push(line);
+            }
+        });
+    }
+
+    /// The supervisor's lines that began before `before`, taken, in the order they were said,
+    /// once the transcriptions under way are done (and, when `finished`, the utterance being
+    /// collected too), or `wait` has passed: what is late stays for the next time.
+    pub(super) async fn take_supervisor_lines(
+        &self,
+        before: Instant,
+        finished: bool,
+        wait: Duration,
+    ) -> Vec<SupervisorLine> {
+        let mut said = self.said.subscribe();
+        let _ = tokio::time::timeout(wait, said.wait_for(|s| s.transcribing == 0 && !(finished && s.open))).await;
+        let mut taken = Vec::new();
+        self.said.send_if_modified(|said| {
+            let (now, later) = std::mem::take(&mut said.lines).into_iter().partition(|l| l.started < before);
+            said.lines = later;
+            taken = now;
+            !taken.is_empty()
+        });
+        taken.sort_by_key(|l| l.started);
+        taken
+    }
+
     /// Supervisors listening now.
     pub async fn listeners(&self) -> usize {
         self.tap.lock().await.as_ref().map_or(0, |tap| tap.listeners())
@@ -285,7 +397,24 @@ impl BargeGuard {
 
     /// The barging supervisor's voice is heard (`true`) or has stopped.
     pub fn speaking(&self, speaking: bool) {
-        self.call.voice.send_if_modified(|now| std::mem::replace(now, speaking) != speaking);
+        let changed = self.call.voice.send_if_modified(|now| std::mem::replace(now, speaking) != speaking);
+        if changed {
+            let mut spans = self.call.voice_spans.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if speaking {
+                if spans.len() >= MAX_VOICE_SPANS {
+                    spans.pop_front();
+                }
+                spans.push_back((now, None));
+            } else if let Some((_, end @ None)) = spans.back_mut() {
+                *end = Some(now);
+            }
+        }
+    }
+
+    /// The barging supervisor's name.
+    pub fn supervisor(&self) -> &str {
+        &self.supervisor
     }
 }
 
@@ -473,5 +602,66 @@ mod tests {
         assert!(!call.give_back());
         call.given_back().await;
         assert_eq!(call.state(), AiState::Active);
+    }
+
+    #[tokio::test]
+    async fn the_supervisors_words_wait_for_the_core_in_the_order_said() {
+        let calls = LiveCalls::new(None);
+        let registration = calls.register("c1", 1, "chan", "stream");
+        let call = registration.call().clone();
+        let t0 = Instant::now();
+        let line = |text: &str, at: u64| SupervisorLine {
+            supervisor: "alice".into(),
+            started: t0 + Duration::from_secs(at),
+            text: text.into(),
+        };
+        call.supervisor_transcribing();
+        call.supervisor_transcribing();
+        call.supervisor_said(Some(line("later", 2)));
+        call.supervisor_said(Some(line("first", 1)));
+        let taken = call.take_supervisor_lines(t0 + Duration::from_millis(1500), false, Duration::ZERO).await;
+        assert_eq!(taken, vec![line("first", 1)], "only what was said before");
+        // A transcription under way is waited for (briefly), and the lines come in order.
+        call.supervisor_transcribing();
+        let late = call.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            late.supervisor_said(Some(SupervisorLine {
+                supervisor: "alice".into(),
+                started: t0 + Duration::from_millis(1800),
+                text: "between".into(),
+            }));
+        });
+        let taken = call.take_supervisor_lines(t0 + Duration::from_secs(10), false, Duration::from_secs(30)).await;
+        let texts: Vec<&str> = taken.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["between", "later"]);
+        // An utterance still being said is waited for only when asked (the give-back).
+        call.supervisor_utterance(true);
+        let taken = call.take_supervisor_lines(t0, false, Duration::from_secs(30)).await;
+        assert!(taken.is_empty());
+        let waited = tokio::time::timeout(
+            Duration::from_millis(100),
+            call.take_supervisor_lines(t0, true, Duration::from_secs(30)),
+        )
+        .await;
+        assert!(waited.is_err(), "the give-back waits for the supervisor's last words");
+    }
+
+    #[test]
+    fn the_supervisors_voice_spans_are_kept() {
+        let calls = LiveCalls::new(None);
+        let registration = calls.register("c1", 1, "chan", "agi");
+        let call = registration.call().clone();
+        let before = Instant::now();
+        let guard = call.begin_barge("alice").unwrap();
+        guard.speaking(true);
+        guard.speaking(true);
+        let now = Instant::now();
+        assert_eq!(call.supervisor_voice_between(before, now), vec![(call.voice_spans.lock().unwrap()[0].0, now)]);
+        guard.speaking(false);
+        assert_eq!(call.voice_spans.lock().unwrap().len(), 1);
+        assert!(call.voice_spans.lock().unwrap()[0].1.is_some());
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(call.supervisor_voice_between(later, later + Duration::from_secs(1)).is_empty());
     }
 }

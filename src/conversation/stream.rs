@@ -25,6 +25,12 @@
 //!   queued or playing (or its answer is being prepared): the ear sends FLUSH_MEDIA at once,
 //!   the answer's synthesis is cancelled, and the turn keeps only what the caller heard
 //!   (sentences whose audio played, the interrupted one cut where playback stopped).
+//! * **A supervisor.** A barge joins the bridge, which mixes the supervisor into what the ear
+//!   hears: the AI hears them as it hears the caller. While the call is taken over, though, the
+//!   ear takes what it hears while the supervisor's voice is heard
+//!   ([`super::live::LiveCall::supervisor_speaking`]) for silence, so that what the caller said
+//!   to the supervisor never holds the supervisor's words (transcribed from the barge's own
+//!   audio, [`super::barge`]); the AGI path silences the same parts of its recordings.
 //! * **The end.** The caller's hang-up comes from ARI's events (the media socket stays
 //!   silent); the media channel and the bridge are removed, and the caller hung up (or, with
 //!   `conversation.hangup_at_end = false`, returned to the dialplan).
@@ -464,6 +470,17 @@ struct Shared {
     marks: Mutex<HashSet<String>>,
     /// A supervisor paused the AI: the ear drops what it hears.
     held: AtomicBool,
+    /// The call as the supervisors' console sees it, once registered.
+    live: std::sync::OnceLock<Arc<super::live::LiveCall>>,
+}
+
+impl Shared {
+    /// The call is taken over and the supervisor speaks: what the ear hears is theirs.
+    fn supervisor_heard(&self) -> bool {
+        self.live
+            .get()
+            .is_some_and(|live| live.state() == super::live::AiState::TakenOver && live.supervisor_speaking())
+    }
 }
 
 /// A barge-in, as the ear saw it.
@@ -519,6 +536,7 @@ impl<'a> StreamPath<'a> {
             barge,
             marks: Mutex::new(HashSet::new()),
             held: AtomicBool::new(false),
+            live: std::sync::OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(8);
         let options = &stream.options.stream;
@@ -806,6 +824,15 @@ impl MediaPath for StreamPath<'_> {
         self.start_ear();
     }
 
+    /// The ear hears on while nobody listens: a turn it finishes waits in its queue.
+    fn listen_cancel_safe(&self) -> bool {
+        true
+    }
+
+    fn supervised_as(&mut self, call: &Arc<super::live::LiveCall>) {
+        let _ = self.shared.live.set(call.clone());
+    }
+
     async fn answer(&mut self) -> Result<(), String> {
         // Answered before the media was set up.
         Ok(())
@@ -1030,6 +1057,9 @@ impl EarTask {
                     }
                     Some(MediaEvent::Audio(samples)) => {
                         heard_until = Instant::now();
+                        // Taken over, the supervisor's voice (mixed in by the bridge) is not
+                        // the caller's: silence, which also ends a caller's turn under way.
+                        let samples = if self.shared.supervisor_heard() { vec![0; samples.len()] } else { samples };
                         if in_turn {
                             stt.audio(&samples);
                         } else {

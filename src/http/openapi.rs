@@ -383,8 +383,9 @@ pub fn operations() -> Vec<Operation> {
                 "Takes a live call over from the AI",
                 "The AI neither speaks nor answers (at once while it listens, after its answer while it \
                  speaks); it still listens, and stores what the caller says as turns with the supervisor, who \
-                 talks with the caller through a barge. `takeover_started` on the feed when it was not taken \
-                 over already.",
+                 talks with the caller through a barge; the supervisor's words, transcribed from the barge, \
+                 are stored as turns of their own (`(supervisor <name>) …`). `takeover_started` on the feed \
+                 when it was not taken over already.",
             )
             .path_param("id", string(), "The call's id.")
             .answer(200, "The live call", Some(schema("LiveCall")))
@@ -394,7 +395,8 @@ pub fn operations() -> Vec<Operation> {
         Operation::new(M::Post, "/v1/calls/{id}/giveback", Some(Supervise), "giveBackCall", supervise::giveback)
             .summary(
                 "Gives a taken-over call back to the AI",
-                "The AI listens and answers again, with what the caller said meanwhile in its history. \
+                "The AI listens and answers again, with what the caller and the supervisor said meanwhile \
+                 in its history. \
                  `takeover_ended` on the feed when the call was taken over.",
             )
             .path_param("id", string(), "The call's id.")

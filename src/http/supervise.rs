@@ -13,8 +13,9 @@
 //!   exactly the time the microphone is live; and the page can listen without ever asking for
 //!   the microphone.
 //! * `POST /v1/calls/{id}/takeover` and `/giveback`: the AI silent and answering nothing while
-//!   the supervisor talks with the caller (through a barge), then back with what the caller said
-//!   meanwhile in its history.
+//!   the supervisor talks with the caller (through a barge), then back with what the caller and
+//!   the supervisor said meanwhile (the supervisor's words transcribed from the barge) in its
+//!   history.
 //! * `GET /v1/token`: the token's own name, organization and scopes (the page shows the
 //!   console only to a token that can use it).
 //!
