@@ -197,7 +197,7 @@ async fn no_secret_or_token_reaches_the_log() {
     // A token in a REST URL is refused (it would end up in proxy logs), and not logged either.
     let query = client.get(format!("{base}/v1/calls?token={token}")).send().await.unwrap();
     assert_eq!(query.status(), 401);
-    assert!(query.text().await.unwrap().contains("only by the feed"));
+    assert!(query.text().await.unwrap().contains("accepted only by the WebSocket upgrades"));
     for bad in [
         client.get(format!("{base}/v1/calls")).bearer_auth(wrong),
         client.get(format!("{base}/v1/calls?token={wrong}")),
