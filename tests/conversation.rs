@@ -274,8 +274,10 @@ async fn hang_up_during_recording() {
     assert!(log.closed_by_daemon, "the daemon closes the connection so Asterisk can destroy the channel");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hang_up_during_playback() {
+/// A call whose caller asks for an answer of three sentences and hangs up while its first one
+/// plays (the greeting is the first playback), `HANGUP` following the reply after
+/// `hangup_line_after` (zero: in the same write).
+async fn hung_up_in_the_first_sentence(hangup_line_after: Duration) -> (Rig, CallLog, Call) {
     let rig = rig(|config| {
         config.conversation.greeting_inbound = "Hello.".into();
         config.conversation.ai_disclosure = false;
@@ -284,9 +286,15 @@ async fn hang_up_during_playback() {
     rig.transcripts(&["tell me everything"]).await;
     rig.answers(&[&["First sentence here.", " Second sentence here.", " Third sentence here."]]).await;
     let mut caller = rig.caller(&["everything"]);
-    // The greeting is one playback; the answer's first sentence is the second.
     caller.hangup = Some(HangupAt::Playback(2));
+    caller.hangup_line_after = hangup_line_after;
     let (log, call) = rig.call(&caller).await;
+    (rig, log, call)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hang_up_during_playback() {
+    let (_rig, log, call) = hung_up_in_the_first_sentence(Duration::ZERO).await;
     assert_eq!(call.status, CallStatus::Completed);
     assert!(call.outcome_reason.unwrap().contains("hung up"));
     assert_eq!(commands_named(&log, "STREAM FILE").len(), 2, "no sentence is played after the hang-up");
@@ -301,18 +309,7 @@ async fn hang_up_during_playback() {
 #[tokio::test]
 async fn a_hang_up_during_playback_is_known_from_the_reply_before_hangup_comes() {
     let (logs, _guard) = Logs::capture();
-    let rig = rig(|config| {
-        config.conversation.greeting_inbound = "Hello.".into();
-        config.conversation.ai_disclosure = false;
-    })
-    .await;
-    rig.transcripts(&["tell me everything"]).await;
-    rig.answers(&[&["First sentence here.", " Second sentence here.", " Third sentence here."]]).await;
-    let mut caller = rig.caller(&["everything"]);
-    // The greeting is one playback; the answer's first sentence is the second.
-    caller.hangup = Some(HangupAt::Playback(2));
-    caller.hangup_line_after = Duration::from_millis(50);
-    let (log, call) = rig.call(&caller).await;
+    let (rig, log, call) = hung_up_in_the_first_sentence(Duration::from_millis(50)).await;
     let played = commands_named(&log, "STREAM FILE");
     assert_eq!(played.len(), 2, "{played:?}");
     let first = rig.phrase_file("First sentence here.");
