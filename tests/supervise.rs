@@ -666,26 +666,18 @@ async fn live_agi_call(
     LiveAgi { asterisk, agent, call_id, channel, org, token, mark, key }
 }
 
-/// Listening against the real Asterisk: `asterai serve` (ARI configured) holds an AGI call; a
-/// supervisor's WebSocket on `GET /v1/calls/{id}/listen` gets the call's audio (an ARI snoop,
-/// bridged with a chan_websocket channel), which is not silent while the caller speaks and
-/// carries what the caller played (a [`CALLER_HZ`] tone after their words); the feed says who
-/// joined and left.
-#[tokio::test]
-async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
+/// A supervisor listens on `GET /v1/calls/{id}/listen` (once the call is in conversation: it is
+/// 409 a moment after the call is stored), then `go` lets the caller speak: what arrives must be
+/// real sound, not silence, and carry the [`CALLER_HZ`] tone the caller plays (at the
+/// listener's 16 kHz). The socket is closed on return.
+async fn hears_the_callers_tone(
+    agent: &support::live::Agent,
+    call_id: &str,
+    token: &str,
+    go: impl std::future::Future<Output = ()>,
+) {
     use futures_util::StreamExt;
-    use support::asterisk::Script;
     use tokio_tungstenite::tungstenite::Message;
-
-    let LiveAgi { asterisk, agent, call_id, org, token, .. } =
-        live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, _| {
-            let speech = asterisk
-                .utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
-            let tone = asterisk.tone(CALLER_HZ, 2.0);
-            Script::new().wait_for_agent().quiet(3).say(&speech).say(&tone).wait_for_agent().quiet(10)
-        })
-        .await;
-    let mut feed = FeedClient::connect(agent.http, &token, &format!("?since=0&call_id={call_id}")).await.unwrap();
 
     // The call is in conversation a moment after it is stored.
     let url = format!("ws://{}/v1/calls/{call_id}/listen?token={token}", agent.http);
@@ -707,6 +699,7 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
         (start["type"].as_str(), start["rate"].as_i64(), start["format"].as_str()),
         (Some("listen.start"), Some(16000), Some("s16le"))
     );
+    go.await;
 
     // The caller's words reach the listener: frames of real sound, not silence; and what the
     // caller played is what the listener hears (the tone, at the listener's 16 kHz).
@@ -731,6 +724,28 @@ async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
         toned += tone_windows_at(&pcm, CALLER_HZ, 16000);
     }
     ws.close(None).await.unwrap();
+}
+
+/// Listening against the real Asterisk: `asterai serve` (ARI configured) holds an AGI call; a
+/// supervisor's WebSocket on `GET /v1/calls/{id}/listen` gets the call's audio (an ARI snoop,
+/// bridged with a chan_websocket channel), which is not silent while the caller speaks and
+/// carries what the caller played (a [`CALLER_HZ`] tone after their words); the feed says who
+/// joined and left.
+#[tokio::test]
+async fn a_supervisor_listens_to_an_agi_call_against_the_real_asterisk() {
+    use support::asterisk::Script;
+
+    let LiveAgi { asterisk, agent, call_id, org, token, .. } =
+        live_agi_call(&["Can you hear me?"], &[&["Yes, I can hear you."]], "monitor,supervise", |asterisk, _| {
+            let speech = asterisk
+                .utterance("Hello, can you hear me? I am talking for a while so that the supervisor hears me well.");
+            let tone = asterisk.tone(CALLER_HZ, 2.0);
+            Script::new().wait_for_agent().quiet(3).say(&speech).say(&tone).wait_for_agent().quiet(10)
+        })
+        .await;
+    let mut feed = FeedClient::connect(agent.http, &token, &format!("?since=0&call_id={call_id}")).await.unwrap();
+
+    hears_the_callers_tone(&agent, &call_id, &token, async {}).await;
 
     let mut kinds = Vec::new();
     while !kinds.contains(&EventKind::SupervisorLeft) {
@@ -899,17 +914,7 @@ async fn pausing_a_streaming_call_against_the_real_asterisk() {
     let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
     let token = create_token(&agent.store, org.id, "alice", Scopes::all()).await.unwrap().token;
     let client = reqwest::Client::new();
-    let placed: serde_json::Value = client
-        .post(format!("http://{}/v1/calls", agent.http))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"to": format!("+{digits}"), "media": "stream"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let call_id = placed["id"].as_str().expect("the call is placed").to_owned();
+    let call_id = agent.place_streaming_call(&format!("+{digits}")).await;
     let post = |action: &str| {
         client.post(format!("http://{}/v1/calls/{call_id}/{action}", agent.http)).bearer_auth(&token).send()
     };
@@ -1098,17 +1103,7 @@ async fn barge_call(asterisk: &support::asterisk::Asterisk, stream: bool) -> Bar
     let token =
         create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
     let call_id = if stream {
-        let placed: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{}/v1/calls", agent.http))
-            .bearer_auth(agent.token().await)
-            .json(&serde_json::json!({"to": format!("+{key}"), "media": "stream"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        placed["id"].as_str().expect("the call is placed").to_owned()
+        agent.place_streaming_call(&format!("+{key}")).await
     } else {
         let person = agent.call_in(asterisk, &key).await;
         agent.call_on(&person.other_leg()).await
@@ -1126,6 +1121,35 @@ async fn barge_call(asterisk: &support::asterisk::Asterisk, stream: bool) -> Bar
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     BargeCall { agent, call_id, wav, _dir: dir, org, token }
+}
+
+/// Listening to a streaming call against the real Asterisk: the snoop taps the caller's
+/// channel as on an AGI call (the call's own bridge is left alone); the caller plays the
+/// [`CALLER_HZ`] tone once the supervisor listens, and the listener hears it.
+#[tokio::test]
+async fn a_supervisor_listens_to_a_streaming_call_against_the_real_asterisk() {
+    use support::asterisk::{Asterisk, Script, unique};
+
+    let asterisk = Asterisk::shared().await;
+    let agent = support::live::Agent::start(asterisk, &[]).await;
+    agent.transcripts(&["Hello?"]).await;
+    agent.answers(&[&["I am here."]]).await;
+    let key = format!("15550{:06}", unique());
+    let script = Script::new()
+        .answer()
+        .wait_for_agent()
+        .wait_for_db("asterai-test", &format!("{key}-listening"), 60)
+        .say(&asterisk.tone(CALLER_HZ, 2.0))
+        .quiet(10);
+    asterisk.put_script(&key, None, &script).await;
+    let org = agent.store.org_by_slug("acme").await.unwrap().unwrap();
+    let token =
+        create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
+    let call_id = agent.place_streaming_call(&format!("+{key}")).await;
+    let listening = format!("{key}-listening");
+    let go = asterisk.db_put("asterai-test", &listening, "1");
+    hears_the_callers_tone(&agent, &call_id, &token, go).await;
+    agent.finished(&call_id).await;
 }
 
 /// The 20 ms windows of the caller's finished MixMonitor recording where the supervisor's tone
@@ -1370,23 +1394,6 @@ const CALLER_SAYS: &str = "Thanks, what happens now?";
 /// The AI's answer to it.
 const AI_ANSWERS: &str = "Glad I could help.";
 
-/// The share of a window's energy at `hz`, for samples at `rate` (Goertzel; [`tone_share`] at
-/// any rate).
-fn tone_share_at(window: &[i16], hz: f64, rate: f64) -> f64 {
-    let n = window.len() as f64;
-    let coefficient = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
-    let (mut s1, mut s2, mut energy) = (0.0f64, 0.0f64, 0.0f64);
-    for sample in window {
-        let x = *sample as f64;
-        energy += x * x;
-        let s0 = x + coefficient * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - coefficient * s1 * s2;
-    if energy == 0.0 { 0.0 } else { 2.0 * power / (n * energy) }
-}
-
 /// How many requests a mock has received.
 async fn requests(server: &MockServer) -> usize {
     server.received_requests().await.unwrap_or_default().len()
@@ -1405,13 +1412,7 @@ impl wiremock::Respond for ByTone {
         let mut reader = hound::WavReader::new(std::io::Cursor::new(&body[at..])).expect("a readable WAV");
         let rate = reader.spec().sample_rate as usize;
         let samples: Vec<i16> = reader.samples::<i16>().map_while(Result::ok).collect();
-        let toned = samples
-            .chunks_exact(rate / 50)
-            .filter(|w| {
-                let rms = (w.iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
-                rms > 200.0 && tone_share_at(w, SUPERVISOR_HZ, rate as f64) > 0.5
-            })
-            .count();
+        let toned = tone_windows_at(&samples, SUPERVISOR_HZ, rate);
         let text = if toned >= 10 { SUPERVISOR_SAYS } else { CALLER_SAYS };
         ResponseTemplate::new(200).set_body_json(serde_json::json!({"text": text}))
     }
@@ -1460,17 +1461,7 @@ async fn take_over_and_give_back(asterisk: &support::asterisk::Asterisk, stream:
     let token =
         create_token(&agent.store, org.id, "alice", Scopes::parse("monitor,supervise").unwrap()).await.unwrap().token;
     let (call_id, channel) = if stream {
-        let placed: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{}/v1/calls", agent.http))
-            .bearer_auth(agent.token().await)
-            .json(&serde_json::json!({"to": format!("+{key}"), "media": "stream"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (placed["id"].as_str().expect("the call is placed").to_owned(), String::new())
+        (agent.place_streaming_call(&format!("+{key}")).await, String::new())
     } else {
         let person = agent.call_in(asterisk, &key).await;
         let channel = person.other_leg();

@@ -292,17 +292,26 @@ impl Agent {
 
     /// Places a call through the REST API (`POST /v1/calls`) and returns its id.
     pub async fn place_call(&self, to: &str) -> String {
+        self.place(serde_json::json!({ "to": to })).await
+    }
+
+    /// Places a streaming call (`"media": "stream"`) through the REST API and returns its id.
+    pub async fn place_streaming_call(&self, to: &str) -> String {
+        self.place(serde_json::json!({ "to": to, "media": "stream" })).await
+    }
+
+    async fn place(&self, request: serde_json::Value) -> String {
         let token = self.token().await;
         let response = reqwest::Client::new()
             .post(format!("http://{}/v1/calls", self.http))
             .bearer_auth(token)
-            .json(&serde_json::json!({ "to": to }))
+            .json(&request)
             .send()
             .await
             .unwrap();
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        assert_eq!(status.as_u16(), 201, "POST /v1/calls {to}: {body}");
+        assert_eq!(status.as_u16(), 201, "POST /v1/calls {request}: {body}");
         body["id"].as_str().unwrap().to_owned()
     }
 }
