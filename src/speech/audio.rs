@@ -90,19 +90,7 @@ pub fn decode_any(bytes: &[u8], pcm_rate: u32) -> Result<Vec<i16>, AudioError> {
 
 /// Encodes 8 kHz mono 16-bit samples as a WAV file.
 pub fn encode_wav(samples: &[i16]) -> Vec<u8> {
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate: RATE, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut out = Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
-    {
-        let mut writer = hound::WavWriter::new(&mut out, spec).expect("writing a WAV header to memory");
-        let mut fast = writer.get_i16_writer(samples.len() as u32);
-        for sample in samples {
-            fast.write_sample(*sample);
-        }
-        fast.flush().expect("writing samples to memory");
-        writer.finalize().expect("finishing a WAV in memory");
-    }
-    out.into_inner()
+    encode_wav_at(samples, RATE)
 }
 
 /// Reads a recording Asterisk wrote (`RECORD FILE … wav`).
@@ -369,8 +357,8 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioErro
     Ok(out)
 }
 
-/// Encodes mono 16-bit samples at `rate` as a WAV file (the streaming path's utterances are 8
-/// or 16 kHz).
+/// Encodes mono 16-bit samples at `rate` as a WAV file (the streaming path's utterances and a
+/// barging supervisor's are 8 or 16 kHz).
 pub fn encode_wav_at(samples: &[i16], rate: u32) -> Vec<u8> {
     let spec =
         hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
