@@ -250,13 +250,26 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.max(2))
-            .acquire_timeout(options.connect_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open SQLite database {path}: {e}")))?;
+            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+        // Processes opening one new database together (several `asterai demo`s on one data
+        // directory) race to switch it to WAL, and SQLite may answer the loser "database is
+        // locked" at once, without waiting in its busy handler: opening is retried while the
+        // busy timeout lasts.
+        let deadline = std::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+        let pool = loop {
+            let opened = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.max(2))
+                .acquire_timeout(options.connect_timeout)
+                .connect_with(connect.clone())
+                .await;
+            match opened {
+                Ok(pool) => break pool,
+                Err(e) if sqlite_busy(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(StoreError::Unavailable(format!("cannot open SQLite database {path}: {e}"))),
+            }
+        };
         Ok(Store::Sqlite(std::sync::Arc::new(SqliteStore { pool, write: tokio::sync::Mutex::new(()) })))
     }
 
@@ -418,4 +431,15 @@ row_ext!(PgRow);
 pub fn now() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// How long a SQLite connection waits for another's lock (and opening retries a locked database).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLite's `SQLITE_BUSY` (or one of its extended codes): another connection holds the lock.
+fn sqlite_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
